@@ -1,0 +1,276 @@
+// Package testenv starts the real peers tests run against (redis-server,
+// SIPp) and offers polling helpers, so no test sleeps for a fixed time.
+//
+// A missing tool fails the test: CI must never pass by skipping. `make test`
+// installs every tool it needs first.
+package testenv
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RequireTool returns the path of a command the test needs, failing the test
+// when it is not installed.
+func RequireTool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("testenv: %s is not installed (run `make deps`, which installs redis-server, sip-tester and baresip-core): %v", name, err)
+	}
+	return p
+}
+
+// FreePort returns a TCP+UDP port that was free on 127.0.0.1 a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	for i := 0; i < 50; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("testenv: free port: %v", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		l.Close()
+		if err != nil {
+			continue
+		}
+		u.Close()
+		return port
+	}
+	t.Fatalf("testenv: no free port found")
+	return 0
+}
+
+// Redis is a redis-server process owned by one test.
+type Redis struct {
+	Addr   string
+	URL    string
+	Client *redis.Client
+	cmd    *exec.Cmd
+	port   int
+	dir    string
+}
+
+// StartRedis starts a fresh redis-server on a free port with persistence off
+// and stops it when the test ends.
+func StartRedis(t testing.TB) *Redis {
+	t.Helper()
+	bin := RequireTool(t, "redis-server")
+	port := FreePort(t)
+	r := &Redis{port: port, dir: t.TempDir()}
+	r.Addr = fmt.Sprintf("127.0.0.1:%d", port)
+	r.URL = "redis://" + r.Addr + "/0"
+	r.start(t, bin)
+	r.Client = redis.NewClient(&redis.Options{Addr: r.Addr})
+	t.Cleanup(func() {
+		r.Client.Close()
+		r.Stop()
+	})
+	return r
+}
+
+func (r *Redis) start(t testing.TB, bin string) {
+	t.Helper()
+	r.cmd = exec.Command(bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", r.dir, "--protected-mode", "no")
+	r.cmd.Stdout = nil
+	r.cmd.Stderr = nil
+	if err := r.cmd.Start(); err != nil {
+		t.Fatalf("testenv: start redis-server: %v", err)
+	}
+	WaitFor(t, 10*time.Second, func() error {
+		c, err := net.DialTimeout("tcp", r.Addr, 200*time.Millisecond)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(time.Second))
+		if _, err := c.Write([]byte("PING\r\n")); err != nil {
+			return err
+		}
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if !strings.HasPrefix(line, "+PONG") {
+			return fmt.Errorf("redis not ready: %q", line)
+		}
+		return nil
+	})
+}
+
+// Stop kills the server (as a crash would); Restart brings it back on the
+// same port with an empty data set.
+func (r *Redis) Stop() {
+	if r.cmd != nil && r.cmd.Process != nil {
+		r.cmd.Process.Kill()
+		r.cmd.Wait()
+		r.cmd = nil
+	}
+}
+
+// Restart starts the server again on the same port after Stop.
+func (r *Redis) Restart(t testing.TB) {
+	t.Helper()
+	r.start(t, RequireTool(t, "redis-server"))
+}
+
+// WaitFor polls cond until it returns nil or the timeout passes, then fails
+// the test with the last error.
+func WaitFor(t testing.TB, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	delay := 5 * time.Millisecond
+	var err error
+	for {
+		if err = cond(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("testenv: condition not met within %v: %v", timeout, err)
+		}
+		time.Sleep(delay)
+		if delay < 100*time.Millisecond {
+			delay *= 2
+		}
+	}
+}
+
+// Sipp is a running SIPp scenario.
+type Sipp struct {
+	cmd    *exec.Cmd
+	Port   int
+	Addr   string
+	done   chan struct{}
+	err    error
+	logDir string
+	out    strings.Builder
+}
+
+// SippOptions describe one SIPp process.
+type SippOptions struct {
+	Scenario string   // path to the XML scenario
+	Args     []string // extra arguments (-m, -r, -d, -key ...)
+	Remote   string   // remote host:port for UAC scenarios; empty for a UAS
+	Port     int      // local port; 0 picks a free one
+	Trace    bool     // write SIPp's message and error logs into the test's temp dir
+}
+
+// StartSipp runs SIPp in the background on 127.0.0.1 and kills it when the
+// test ends.
+func StartSipp(t testing.TB, o SippOptions) *Sipp {
+	t.Helper()
+	bin := RequireTool(t, "sipp")
+	if o.Port == 0 {
+		o.Port = FreePort(t)
+	}
+	s := &Sipp{Port: o.Port, Addr: fmt.Sprintf("127.0.0.1:%d", o.Port), done: make(chan struct{}), logDir: t.TempDir()}
+	scen, err := filepath.Abs(o.Scenario)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// SIPp stays in the foreground (no -bg) so the test owns the process.
+	args := []string{"-sf", scen, "-i", "127.0.0.1", "-p", strconv.Itoa(o.Port), "-nostdin", "-trace_err", "-error_file", filepath.Join(s.logDir, "errors.log")}
+	if o.Trace {
+		args = append(args, "-trace_msg", "-message_file", filepath.Join(s.logDir, "messages.log"))
+	}
+	args = append(args, o.Args...)
+	if o.Remote != "" {
+		args = append(args, o.Remote)
+	}
+	s.cmd = exec.Command(bin, args...)
+	s.cmd.Dir = s.logDir
+	s.cmd.Stdout = &s.out
+	s.cmd.Stderr = &s.out
+	if err := s.cmd.Start(); err != nil {
+		t.Fatalf("testenv: start sipp: %v", err)
+	}
+	go func() {
+		s.err = s.cmd.Wait()
+		close(s.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-s.done:
+		default:
+			s.cmd.Process.Kill()
+			<-s.done
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(s.logDir, "errors.log"))
+			if len(b) > 0 {
+				t.Logf("sipp %s errors:\n%s", filepath.Base(o.Scenario), truncate(b, 4000))
+			}
+			if o.Trace {
+				b, _ := os.ReadFile(filepath.Join(s.logDir, "messages.log"))
+				t.Logf("sipp %s messages:\n%s", filepath.Base(o.Scenario), truncate(b, 8000))
+			}
+		}
+	})
+	// SIPp binds its port at start; wait until it does so a UAS is ready.
+	if o.Remote == "" {
+		WaitFor(t, 10*time.Second, func() error {
+			select {
+			case <-s.done:
+				return nil
+			default:
+			}
+			c, err := net.ListenPacket("udp", s.Addr)
+			if err == nil {
+				c.Close()
+				return fmt.Errorf("sipp not yet listening on %s", s.Addr)
+			}
+			return nil
+		})
+	}
+	return s
+}
+
+func truncate(b []byte, n int) string {
+	if len(b) > n {
+		return string(b[len(b)-n:])
+	}
+	return string(b)
+}
+
+// Wait waits for SIPp to exit and returns its exit error (SIPp exits 0 when
+// every call succeeded, 1 when some failed).
+func (s *Sipp) Wait(ctx context.Context) error {
+	select {
+	case <-s.done:
+		return s.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Done is closed when SIPp exits.
+func (s *Sipp) Done() <-chan struct{} { return s.done }
+
+// Output is what SIPp printed.
+func (s *Sipp) Output() string { return s.out.String() }
+
+// LogDir is where SIPp writes its logs and -trace files.
+func (s *Sipp) LogDir() string { return s.logDir }
+
+// Kill stops SIPp now.
+func (s *Sipp) Kill() {
+	select {
+	case <-s.done:
+	default:
+		s.cmd.Process.Kill()
+		<-s.done
+	}
+}
