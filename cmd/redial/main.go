@@ -1,0 +1,79 @@
+// Command redial is the redial call-automation server and its CLI.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"redial/internal/app"
+	"redial/internal/config"
+)
+
+const usage = `redial: call automation over SIP and Redis
+
+usage:
+  redial serve [flags]        run a node (flags also as REDIAL_* env vars; see redial serve -h)
+  redial originate [flags]    place a call through a running node's API
+  redial demo [flags]         run the self-contained demo (own redis-server and simulated carrier)
+  redial sim [flags]          run the simulated carrier and destination alone
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch os.Args[1] {
+	case "serve":
+		err = serve(ctx, os.Args[2:])
+	case "originate":
+		err = originate(ctx, os.Args[2:])
+	case "demo":
+		err = demo(ctx, os.Args[2:])
+	case "sim":
+		err = simCmd(ctx, os.Args[2:])
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "redial: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintln(os.Stderr, "redial:", err)
+		os.Exit(1)
+	}
+}
+
+func newLogger(level string) *slog.Logger {
+	var l slog.Level
+	l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
+
+func serve(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	done := config.Flags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := done()
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.LogLevel)
+	a, err := app.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}

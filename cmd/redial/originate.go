@@ -1,0 +1,116 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+)
+
+type kvFlag map[string]string
+
+func (k kvFlag) String() string { return "" }
+func (k kvFlag) Set(s string) error {
+	key, v, ok := strings.Cut(s, "=")
+	if !ok || key == "" {
+		return fmt.Errorf("want name=value, got %q", s)
+	}
+	k[key] = v
+	return nil
+}
+
+func originate(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("originate", flag.ContinueOnError)
+	api := fs.String("api", envOr("REDIAL_API", "http://127.0.0.1:8088"), "node API base URL [env REDIAL_API]")
+	number := fs.String("number", "", "number to call; comma separated numbers are tried in order")
+	groups := fs.String("line-group", "", "line groups, comma separated, tried in order")
+	ext := fs.String("extension", "", "destination extension")
+	dpContext := fs.String("context", "default", "destination context")
+	dp := fs.String("dialplan", "XML", "destination dialplan")
+	callRef := fs.String("call-ref", "", "call reference (generated when empty)")
+	contactRef := fs.String("contact-ref", "", "contact reference")
+	campaignRef := fs.String("campaign-ref", "", "campaign reference")
+	wait := fs.Bool("wait", false, "wait for the call to end and print its CDRs")
+	vars := kvFlag{}
+	fs.Var(vars, "var", "channel variable name=value (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	body := map[string]any{
+		"number": splitList(*number), "line_group": splitList(*groups),
+		"destination": map[string]string{"extension": *ext, "context": *dpContext, "dialplan": *dp},
+		"variables":   map[string]string(vars),
+	}
+	for k, v := range map[string]string{"call_ref": *callRef, "contact_ref": *contactRef, "campaign_ref": *campaignRef} {
+		if v != "" {
+			body[k] = v
+		}
+	}
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(*api, "/")+"/api/v1/calls", bytes.NewReader(b))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("originate: %w", err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusAccepted {
+		return fmt.Errorf("originate: %s: %s", resp.Status, strings.TrimSpace(string(out)))
+	}
+	var accepted struct {
+		CallRef string `json:"call_ref"`
+	}
+	json.Unmarshal(out, &accepted)
+	fmt.Println(accepted.CallRef)
+	if !*wait {
+		return nil
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(*api, "/")+"/api/v1/calls/"+accepted.CallRef, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		var info struct {
+			State string            `json:"state"`
+			CDRs  []json.RawMessage `json:"cdrs"`
+		}
+		json.NewDecoder(resp.Body).Decode(&info)
+		resp.Body.Close()
+		if info.State == "ended" {
+			for _, c := range info.CDRs {
+				os.Stdout.Write(append(c, '\n'))
+			}
+			return nil
+		}
+	}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,239 @@
+package app
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"redial/internal/testenv"
+)
+
+func dest(ext string) map[string]any {
+	return map[string]any{"extension": ext, "dialplan": "XML", "context": "default"}
+}
+
+// An answered call is bridged to the destination; the callee's BYE ends
+// both legs and the CDR says ANSWERED with the time talked.
+func TestAnswerBridgeThenCalleeBye(t *testing.T) {
+	r := testenv.StartRedis(t)
+	carrier := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uas_answer_bye.xml"), Args: []string{"-m", "1", "-d", "1200"}})
+	destination := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uas_answer_wait_bye.xml"), Args: []string{"-m", "1"}})
+	setLine(t, r, "l1", "g1", "sip:"+carrier.Addr, `,"limit":5`)
+	setDialplan(t, r, "default:8888", fmt.Sprintf(`{"type":"sip","uri":"sip:8888@%s"}`, destination.Addr))
+	n := startNode(t, r.URL, "n1")
+
+	ref := originate(t, n, map[string]any{"number": "15551230001", "line_group": []string{"g1"}, "destination": dest("8888"),
+		"contact_ref": "c-1", "campaign_ref": "camp", "variables": map[string]any{"x_custom": 7}})
+	cdrs := cdrsFor(t, r, ref, 1, 15*time.Second)
+	c := cdrs[0]
+	if c.Disposition != "ANSWERED" || c.SIPCode != 200 || c.HangupCause != "NORMAL_CLEARING" || c.Line != "l1" {
+		t.Fatalf("cdr: %+v", c)
+	}
+	if c.Answer == nil || c.Billsec < 1 || c.ClientNumber != "15551230001" || c.DialNumber != "15550001111" ||
+		c.ContactRef != "c-1" || c.CampaignRef != "camp" || c.Attempt != 1 || c.Ext != nil {
+		t.Fatalf("cdr fields: %+v", c)
+	}
+	if c.Variables["x_custom"] != "7" || c.Variables["redial_hangup_side"] != "callee" {
+		t.Fatalf("variables: %v", c.Variables)
+	}
+	waitSipp(t, carrier, 10*time.Second)
+	waitSipp(t, destination, 10*time.Second) // received the bridged INVITE and our BYE
+
+	var info map[string]any
+	if n.get("/api/v1/calls/"+ref, &info); info["state"] != "ended" {
+		t.Fatalf("GET call: %v", info)
+	}
+}
+
+// 486 ends the call at once: no failover to the second group.
+func TestBusyDoesNotFailOver(t *testing.T) {
+	r := testenv.StartRedis(t)
+	busy := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uas_486.xml"), Args: []string{"-m", "1"}})
+	other := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uas_answer_bye.xml"), Args: []string{"-m", "1"}})
+	setLine(t, r, "busy", "g1", "sip:"+busy.Addr, "")
+	setLine(t, r, "other", "g2", "sip:"+other.Addr, "")
+	n := startNode(t, r.URL, "n1")
+	ref := originate(t, n, map[string]any{"number": "15551230002", "line_group": []string{"g1", "g2"}, "destination": dest("8888")})
+	c := cdrsFor(t, r, ref, 1, 10*time.Second)[0]
+	if c.Disposition != "BUSY" || c.SIPCode != 486 || c.HangupCause != "USER_BUSY" || c.Answer != nil || c.Line != "busy" {
+		t.Fatalf("cdr: %+v", c)
+	}
+	waitSipp(t, busy, 5*time.Second)
+	if other.Output() != "" && strings.Contains(other.Output(), "INVITE") {
+		t.Fatalf("second group was dialed")
+	}
+}
+
+// 503 on the first group fails over to the second, with one CDR per INVITE.
+func TestFailoverOn503(t *testing.T) {
+	r := testenv.StartRedis(t)
+	down := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uas_503.xml"), Args: []string{"-m", "1"}})
+	up := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uas_answer_bye.xml"), Args: []string{"-m", "1", "-d", "200"}})
+	destination := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uas_answer_wait_bye.xml"), Args: []string{"-m", "1"}})
+	setLine(t, r, "down", "g1", "sip:"+down.Addr, "")
+	setLine(t, r, "up", "g2", "sip:"+up.Addr, "")
+	setDialplan(t, r, "default:8888", fmt.Sprintf(`{"type":"sip","uri":"sip:8888@%s"}`, destination.Addr))
+	n := startNode(t, r.URL, "n1")
+	ref := originate(t, n, map[string]any{"number": "15551230003", "line_group": []string{"g1", "g2"}, "destination": dest("8888")})
+	cdrs := cdrsFor(t, r, ref, 2, 15*time.Second)
+	if cdrs[0].Disposition != "CONGESTION" || cdrs[0].SIPCode != 503 || cdrs[0].Line != "down" || cdrs[0].Attempt != 1 {
+		t.Fatalf("first attempt: %+v", cdrs[0])
+	}
+	if cdrs[1].Disposition != "ANSWERED" || cdrs[1].Line != "up" || cdrs[1].Attempt != 2 || cdrs[0].CDRID == cdrs[1].CDRID {
+		t.Fatalf("second attempt: %+v", cdrs[1])
+	}
+	waitSipp(t, down, 5*time.Second)
+	waitSipp(t, up, 10*time.Second)
+}
+
+// A call that rings past originate_timeout is cancelled (CANCEL, 487) and
+// recorded as NO_ANSWER.
+func TestRingTimeoutCancels(t *testing.T) {
+	r := testenv.StartRedis(t)
+	ring := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uas_ring_noanswer.xml"), Args: []string{"-m", "1"}})
+	setLine(t, r, "l1", "g1", "sip:"+ring.Addr, "")
+	n := startNode(t, r.URL, "n1")
+	start := time.Now()
+	ref := originate(t, n, map[string]any{"number": "15551230004", "line_group": []string{"g1"}, "destination": dest("8888"),
+		"variables": map[string]string{"originate_timeout": "1.5"}})
+	c := cdrsFor(t, r, ref, 1, 10*time.Second)[0]
+	if c.Disposition != "NO_ANSWER" || c.SIPCode != 487 || c.HangupCause != "NO_ANSWER" {
+		t.Fatalf("cdr: %+v", c)
+	}
+	if el := time.Since(start); el > 6*time.Second {
+		t.Fatalf("ring timeout took %v", el)
+	}
+	waitSipp(t, ring, 5*time.Second) // the scenario got CANCEL, sent 487 and got the ACK
+}
+
+// A 407 challenge is answered with the line's credentials.
+func TestDigestAuth(t *testing.T) {
+	for _, sc := range []string{"uas_407.xml", "uas_401.xml"} {
+		t.Run(sc, func(t *testing.T) {
+			r := testenv.StartRedis(t)
+			carrier := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, sc), Args: []string{"-m", "1"}})
+			destination := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uas_answer_wait_bye.xml"), Args: []string{"-m", "1"}})
+			setLine(t, r, "auth", "g1", "sip:"+carrier.Addr, `,"username":"alice","password":"secret"`)
+			setDialplan(t, r, "default:8888", fmt.Sprintf(`{"type":"sip","uri":"sip:8888@%s"}`, destination.Addr))
+			n := startNode(t, r.URL, "n1")
+			ref := originate(t, n, map[string]any{"number": "15551230005", "line_group": []string{"g1"}, "destination": dest("8888")})
+			c := cdrsFor(t, r, ref, 1, 15*time.Second)[0]
+			if c.Disposition != "ANSWERED" {
+				t.Fatalf("cdr: %+v", c)
+			}
+			waitSipp(t, carrier, 10*time.Second)
+		})
+	}
+}
+
+// A destination missing from the dialplan ends the answered call with a
+// CDR that says why.
+func TestMissingDestination(t *testing.T) {
+	r := testenv.StartRedis(t)
+	carrier := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uas_answer_wait_bye.xml"), Args: []string{"-m", "1"}})
+	setLine(t, r, "l1", "g1", "sip:"+carrier.Addr, "")
+	n := startNode(t, r.URL, "n1")
+	ref := originate(t, n, map[string]any{"number": "15551230006", "line_group": []string{"g1"}, "destination": dest("9999")})
+	c := cdrsFor(t, r, ref, 1, 10*time.Second)[0]
+	if c.Disposition != "FAILED" || c.Answer == nil || c.HangupCause != "NO_ROUTE_DESTINATION" ||
+		!strings.Contains(c.Variables["redial_reason"], "no entry default:9999 in cti_dialplan@default") {
+		t.Fatalf("cdr: %+v", c)
+	}
+	waitSipp(t, carrier, 5*time.Second) // got our BYE
+}
+
+// Bad API requests get 400 naming the field.
+func TestOriginateValidation(t *testing.T) {
+	r := testenv.StartRedis(t)
+	n := startNode(t, r.URL, "n1")
+	cases := []struct {
+		body any
+		want string
+	}{
+		{`{"number": 5}`, "number: want string or array"},
+		{`{"number": "1", "line_group": ["g"], "destination": {"extension": "1"}, "numbr": 1}`, "numbr: unknown field"},
+		{`{"number": "1", "line_group": ["g"]}`, "destination.extension: required"},
+		{`{"number": "1", "destination": {"extension": "1"}}`, "line_group: required"},
+		{`{"number": "1;x", "line_group": ["g"], "destination": {"extension": "1"}}`, "number[0]"},
+		{`{"number": "1", "line_group": ["g"], "destination": {"extension": 1}}`, "destination: extension: want string"},
+		{`{"number": "1", "line_group": ["g"], "destination": {"extension": "1"}, "variables": {"a": {}}}`, "variables: a: want string"},
+		{`{not json`, "body: malformed JSON"},
+	}
+	for _, c := range cases {
+		code, out := n.post("/api/v1/calls", c.body)
+		if code != http.StatusBadRequest || !strings.Contains(fmt.Sprint(out["error"]), c.want) {
+			t.Errorf("%v: got %d %v, want 400 with %q", c.body, code, out, c.want)
+		}
+	}
+}
+
+// A malformed line is reported by key and field and skipped; the others
+// keep working.
+func TestMalformedLineIsReported(t *testing.T) {
+	r := testenv.StartRedis(t)
+	carrier := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uas_486.xml"), Args: []string{"-m", "1"}})
+	setLine(t, r, "good", "g1", "sip:"+carrier.Addr, "")
+	setLine(t, r, "bad", "g1", "sip:"+carrier.Addr, `,"limit":"ten"`)
+	setDialplan(t, r, "default:broken", `{"type":"sip","uri":42}`)
+	n := startNode(t, r.URL, "n1")
+	var lines struct {
+		Lines []struct {
+			Name, Error string
+		} `json:"lines"`
+		Dialplan []struct {
+			Key, Error string
+		} `json:"dialplan"`
+	}
+	testenv.WaitFor(t, 5*time.Second, func() error {
+		n.get("/api/v1/lines", &lines)
+		if len(lines.Lines) != 2 {
+			return fmt.Errorf("lines: %+v", lines.Lines)
+		}
+		return nil
+	})
+	if lines.Lines[0].Name != "bad" || !strings.Contains(lines.Lines[0].Error, `line "bad" in cti_line@default: params.limit`) || lines.Lines[1].Error != "" {
+		t.Fatalf("lines: %+v", lines.Lines)
+	}
+	if len(lines.Dialplan) != 1 || !strings.Contains(lines.Dialplan[0].Error, `entry "default:broken" in cti_dialplan@default: uri: want string`) {
+		t.Fatalf("dialplan: %+v", lines.Dialplan)
+	}
+	ref := originate(t, n, map[string]any{"number": "15551230007", "line_group": []string{"g1"}, "destination": dest("8888")})
+	if c := cdrsFor(t, r, ref, 1, 10*time.Second)[0]; c.Line != "good" || c.Disposition != "BUSY" {
+		t.Fatalf("cdr: %+v", c)
+	}
+}
+
+// DELETE hangs up a ringing call (CANCEL).
+func TestDeleteHangsUpRingingCall(t *testing.T) {
+	r := testenv.StartRedis(t)
+	ring := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uas_ring_noanswer.xml"), Args: []string{"-m", "1"}})
+	setLine(t, r, "l1", "g1", "sip:"+ring.Addr, "")
+	n := startNode(t, r.URL, "n1")
+	ref := originate(t, n, map[string]any{"number": "15551230008", "line_group": []string{"g1"}, "destination": dest("8888")})
+	testenv.WaitFor(t, 5*time.Second, func() error {
+		var info map[string]any
+		n.get("/api/v1/calls/"+ref, &info)
+		if info["state"] != "dialing" {
+			return fmt.Errorf("state %v", info["state"])
+		}
+		return nil
+	})
+	// Give the 180 time to arrive so a CANCEL (not an abandon) is used.
+	testenv.WaitFor(t, 5*time.Second, func() error {
+		if n.Calls.Active() != 1 {
+			return fmt.Errorf("not active")
+		}
+		return nil
+	})
+	req, _ := http.NewRequest(http.MethodDelete, n.api+"/api/v1/calls/"+ref, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("DELETE: %v %v", resp, err)
+	}
+	c := cdrsFor(t, r, ref, 1, 10*time.Second)[0]
+	if c.Disposition != "CANCELLED" || c.HangupCause != "ORIGINATOR_CANCEL" {
+		t.Fatalf("cdr: %+v", c)
+	}
+}

@@ -1,0 +1,84 @@
+package call
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"redial/internal/media"
+	"redial/internal/sip"
+)
+
+// SIPBridge connects an answered call to a SIP URI as a B2BUA: it calls the
+// target, anchors the media (RTP relayed through this node both ways) and
+// ends both legs when either side hangs up.
+type SIPBridge struct {
+	Engine *sip.Engine
+}
+
+// Connect implements Connector.
+func (b *SIPBridge) Connect(ctx context.Context, s *Session) TargetResult {
+	a := s.Leg
+	// Offer the destination the codec the callee already speaks first, so
+	// the relay passes packets through untouched.
+	codecs := []media.Codec{a.Codec}
+	for _, c := range []media.Codec{media.PCMU, media.PCMA} {
+		if c.Name != a.Codec.Name {
+			codecs = append(codecs, c)
+		}
+	}
+	transport := "udp"
+	if i := strings.Index(strings.ToLower(s.Target.URI), ";transport="); i >= 0 {
+		transport = strings.ToLower(strings.SplitN(s.Target.URI[i+len(";transport="):], ";", 2)[0])
+	}
+	// Ringing the destination ends as soon as the callee hangs up.
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-a.Done():
+			cancel()
+		case <-dctx.Done():
+		}
+	}()
+	res := b.Engine.Dial(dctx, sip.DialRequest{
+		CallRef: s.Call.Ref(), Target: s.Target.URI, Transport: transport,
+		FromUser: s.ClientNumber, Codecs: codecs, RingTimeout: s.Params.BridgeTimeout,
+		Headers: map[string]string{"X-Redial-Call-Ref": s.Call.Ref()},
+	})
+	if res.Leg == nil {
+		if a.HungUpByRemote() {
+			return TargetResult{Cause: OriginatorCancel, Reason: "callee hung up while the destination rang"}
+		}
+		_, cause := FromSIP(res.Code, res.TimedOut)
+		reason := "destination " + s.Target.URI + " failed: " + res.Reason
+		if res.TransportErr != nil {
+			reason = res.TransportErr.Error()
+		}
+		s.Log.Warn("call: destination leg failed", "uri", s.Target.URI, "sip_code", res.Code, "reason", reason)
+		return TargetResult{Cause: cause, Reason: reason}
+	}
+	bleg := res.Leg
+	connected := time.Now()
+	s.Call.update(func(i *Info) { i.State = StateBridged })
+
+	rctx, stopRelay := context.WithCancel(ctx)
+	relayDone := make(chan media.RelayStats, 1)
+	go func() { relayDone <- media.Relay(rctx, a.Media, bleg.Media) }()
+
+	tr := TargetResult{Connected: true, ConnectedAt: connected, Cause: NormalClearing}
+	select {
+	case <-a.Done():
+		s.Vars["redial_hangup_side"] = "callee"
+	case <-bleg.Done():
+		s.Vars["redial_hangup_side"] = "destination"
+	case <-ctx.Done():
+		s.Vars["redial_hangup_side"] = "api"
+	}
+	stopRelay()
+	bleg.Hangup(context.WithoutCancel(ctx))
+	a.Hangup(context.WithoutCancel(ctx))
+	st := <-relayDone
+	s.Log.Info("call: bridge ended", "side", s.Vars["redial_hangup_side"], "rtp_a_to_b", st.AtoB, "rtp_b_to_a", st.BtoA)
+	return tr
+}

@@ -1,0 +1,287 @@
+package call
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"redial/internal/dialplan"
+	"redial/internal/lines"
+	"redial/internal/notify"
+	"redial/internal/sip"
+)
+
+// Config tunes the call manager.
+type Config struct {
+	// KeepEnded is how long an ended call stays visible to GET
+	// /api/v1/calls/{ref}.
+	KeepEnded time.Duration
+	// DrainTimeout bounds the wait for calls to hang up on shutdown.
+	DrainTimeout time.Duration
+}
+
+// Deps are the components a call passes through.
+type Deps struct {
+	Lines    *lines.Manager
+	SIP      *sip.Engine
+	Dialplan *dialplan.Dialplan
+	Notify   *notify.Publisher
+	Logger   *slog.Logger
+	Registry *prometheus.Registry
+	Now      func() time.Time
+}
+
+// Manager runs calls and keeps them addressable by call_ref.
+type Manager struct {
+	cfg  Config
+	deps Deps
+	log  *slog.Logger
+	now  func() time.Time
+
+	connMu     sync.RWMutex
+	connectors map[string]Connector
+
+	mu     sync.Mutex
+	calls  map[string]*Call
+	ended  map[string]time.Time
+	wg     sync.WaitGroup
+	ctx    context.Context
+	closed bool
+
+	mCalls  *prometheus.CounterVec
+	mActive prometheus.Gauge
+	mSetup  prometheus.Histogram
+}
+
+// ErrDuplicateRef is returned when a call with the same call_ref is still
+// known.
+var ErrDuplicateRef = errors.New("call_ref already in use")
+
+// ErrStopped is returned when the manager is shutting down.
+var ErrStopped = errors.New("call manager stopped")
+
+var errHangupRequested = errors.New("hangup requested")
+
+// NewManager builds a call manager.
+func NewManager(cfg Config, deps Deps) (*Manager, error) {
+	if deps.Lines == nil || deps.SIP == nil || deps.Dialplan == nil || deps.Notify == nil {
+		return nil, errors.New("call: manager needs lines, sip, dialplan and notify")
+	}
+	if cfg.KeepEnded == 0 {
+		cfg.KeepEnded = 10 * time.Minute
+	}
+	if cfg.DrainTimeout == 0 {
+		cfg.DrainTimeout = 10 * time.Second
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	m := &Manager{cfg: cfg, deps: deps, log: deps.Logger.With("component", "call"), now: deps.Now,
+		connectors: map[string]Connector{}, calls: map[string]*Call{}, ended: map[string]time.Time{},
+		ctx: context.Background(),
+		mCalls: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "redial_calls_total",
+			Help: "Call attempts (one per CDR) by disposition."}, []string{"disposition"}),
+		mActive: prometheus.NewGauge(prometheus.GaugeOpts{Name: "redial_active_calls", Help: "Calls in progress on this node."}),
+		mSetup: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "redial_call_setup_seconds",
+			Help: "Time from INVITE to answer.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
+	}
+	if deps.Registry != nil {
+		deps.Registry.MustRegister(m.mCalls, m.mActive, m.mSetup)
+	}
+	m.RegisterConnector(dialplan.TypeSIP, &SIPBridge{Engine: deps.SIP})
+	return m, nil
+}
+
+// RegisterConnector installs the handler of a dialplan target type.
+func (m *Manager) RegisterConnector(targetType string, c Connector) {
+	m.connMu.Lock()
+	m.connectors[targetType] = c
+	m.connMu.Unlock()
+}
+
+// Run prunes ended calls; on ctx cancel it hangs up every call and waits
+// for their CDRs (bounded by DrainTimeout).
+func (m *Manager) Run(ctx context.Context) error {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			m.shutdown()
+			return nil
+		case <-t.C:
+			m.prune()
+		}
+	}
+}
+
+func (m *Manager) shutdown() {
+	m.mu.Lock()
+	m.closed = true
+	for _, c := range m.calls {
+		if c.cancel != nil {
+			c.cancel(ErrStopped)
+		}
+	}
+	m.mu.Unlock()
+	done := make(chan struct{})
+	go func() { m.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(m.cfg.DrainTimeout):
+		m.log.Warn("call: calls still running after drain timeout")
+	}
+}
+
+func (m *Manager) prune() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cut := m.now().Add(-m.cfg.KeepEnded)
+	for ref, at := range m.ended {
+		if at.Before(cut) {
+			delete(m.ended, ref)
+			delete(m.calls, ref)
+		}
+	}
+}
+
+// NewRef returns a random call reference.
+func NewRef() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Validate checks a request before it is accepted; errors name the field.
+func Validate(req Request) error {
+	if len(req.Numbers) == 0 {
+		return errors.New("number: required")
+	}
+	for i, n := range req.Numbers {
+		if err := ValidateNumber(n); err != nil {
+			return fmt.Errorf("number[%d]: %w", i, err)
+		}
+	}
+	if len(req.LineGroups) == 0 {
+		return errors.New("line_group: required")
+	}
+	for i, g := range req.LineGroups {
+		if g == "" {
+			return fmt.Errorf("line_group[%d]: empty", i)
+		}
+	}
+	if req.Destination.Extension == "" {
+		return errors.New("destination.extension: required")
+	}
+	return nil
+}
+
+// Originate validates and starts a call in the background.
+func (m *Manager) Originate(ctx context.Context, req Request) (*Call, error) {
+	if err := Validate(req); err != nil {
+		return nil, err
+	}
+	if req.CallRef == "" {
+		req.CallRef = NewRef()
+	}
+	c := newCall(req, m.now())
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil, ErrStopped
+	}
+	if _, ok := m.calls[req.CallRef]; ok {
+		m.mu.Unlock()
+		return nil, fmt.Errorf("call: %q: %w", req.CallRef, ErrDuplicateRef)
+	}
+	// Calls outlive the HTTP request that started them.
+	cctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	c.cancel = cancel
+	m.calls[req.CallRef] = c
+	m.wg.Add(1)
+	m.mu.Unlock()
+	m.mActive.Inc()
+	go func() {
+		defer m.wg.Done()
+		defer m.mActive.Dec()
+		m.run(cctx, c)
+		cancel(nil)
+		m.mu.Lock()
+		m.ended[req.CallRef] = m.now()
+		m.mu.Unlock()
+		close(c.done)
+	}()
+	return c, nil
+}
+
+// Place runs a call to its end and returns the outcome (the dialers' entry
+// point). Cancelling ctx hangs the call up.
+func (m *Manager) Place(ctx context.Context, req Request) (Outcome, error) {
+	c, err := m.Originate(ctx, req)
+	if err != nil {
+		return Outcome{}, err
+	}
+	select {
+	case <-c.Done():
+	case <-ctx.Done():
+		c.cancel(context.Cause(ctx))
+		<-c.Done()
+	}
+	return c.Outcome(), nil
+}
+
+// Get returns a call by reference.
+func (m *Manager) Get(ref string) (*Call, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.calls[ref]
+	return c, ok
+}
+
+// Hangup ends a call: cancels it while ringing, sends BYE when answered.
+// It returns false when no such call is running.
+func (m *Manager) Hangup(ref string) bool {
+	m.mu.Lock()
+	c, ok := m.calls[ref]
+	_, ended := m.ended[ref]
+	m.mu.Unlock()
+	if !ok || ended {
+		return false
+	}
+	c.cancel(errHangupRequested)
+	return true
+}
+
+// Active is the number of calls in progress.
+func (m *Manager) Active() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.calls) - len(m.ended)
+}
+
+// Calls lists the calls in progress.
+func (m *Manager) Calls() []Info {
+	m.mu.Lock()
+	list := make([]*Call, 0, len(m.calls))
+	for ref, c := range m.calls {
+		if _, ended := m.ended[ref]; !ended {
+			list = append(list, c)
+		}
+	}
+	m.mu.Unlock()
+	out := make([]Info, 0, len(list))
+	for _, c := range list {
+		out = append(out, c.Info())
+	}
+	return out
+}

@@ -1,0 +1,196 @@
+// Package config holds a node's configuration: command-line flags, each
+// settable as a REDIAL_* environment variable, validated before anything
+// starts so a typo fails fast with a message naming the setting.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Listener is one SIP transport listener.
+type Listener struct {
+	Network string // "udp" or "tcp"
+	Addr    string // host:port
+}
+
+// Node is the configuration of one redial node.
+type Node struct {
+	Redis        string
+	Host         string
+	Domain       string
+	SIP          []Listener
+	SIPPublicIP  string
+	RTPMin       int
+	RTPMax       int
+	HTTP         string
+	Timezone     *time.Location
+	TimezoneName string
+	Data         string
+	NotifyPrefix string
+	NotifyFormat string
+	LogLevel     string
+}
+
+// flagSpec ties a flag to its environment variable and default.
+type flagSpec struct {
+	name, def, usage string
+	target           *string
+}
+
+// raw holds flag values as strings until Validate parses them.
+type raw struct {
+	redis, host, domain, sip, sipPublicIP, rtpPorts, http, timezone, data, notifyPrefix, notifyFormat, logLevel string
+}
+
+// Flags registers the node flags on fs and returns a function that, after
+// fs.Parse, applies REDIAL_* environment variables for flags not given on
+// the command line, validates everything and returns the Node.
+func Flags(fs *flag.FlagSet) func() (*Node, error) {
+	r := &raw{}
+	host, _ := os.Hostname()
+	specs := []flagSpec{
+		{"redis", "redis://127.0.0.1:6379/0", "Redis URL (redis://, rediss://, redis-sentinel://h1,h2/master, redis-cluster://h1,h2)", &r.redis},
+		{"host", host, "this node's name: selects ...@<host> keys and the config@<host> channel", &r.host},
+		{"domain", "default", "tenant whose ...@<domain> keys this node serves", &r.domain},
+		{"sip", "udp:0.0.0.0:5060,tcp:0.0.0.0:5060", "SIP listeners, comma separated transport:host:port", &r.sip},
+		{"sip-public-ip", "", "address written in Contact/Via/SDP (default: first non-loopback address)", &r.sipPublicIP},
+		{"rtp-ports", "16384-32767", "RTP port range min-max", &r.rtpPorts},
+		{"http", "127.0.0.1:8088", "HTTP listen address (REST, /metrics, /healthz)", &r.http},
+		{"timezone", "Local", "default IANA time zone for task windows", &r.timezone},
+		{"data", "./data", "directory for the notification spool, recordings and file stores", &r.data},
+		{"notify-prefix", "enigma:notifications", "prefix of the notification lists", &r.notifyPrefix},
+		{"notify-format", "v3", "inbound notification format: v3 (call_dir) or legacy (campaign_ref)", &r.notifyFormat},
+		{"log-level", "info", "debug, info, warn or error", &r.logLevel},
+	}
+	for _, s := range specs {
+		fs.StringVar(s.target, s.name, s.def, s.usage+" [env "+EnvName(s.name)+"]")
+	}
+	return func() (*Node, error) {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for _, s := range specs {
+			if set[s.name] {
+				continue
+			}
+			if v, ok := os.LookupEnv(EnvName(s.name)); ok {
+				*s.target = v
+			}
+		}
+		return r.validate()
+	}
+}
+
+// EnvName is the environment variable of a flag: --sip-public-ip is
+// REDIAL_SIP_PUBLIC_IP.
+func EnvName(flagName string) string {
+	return "REDIAL_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func (r *raw) validate() (*Node, error) {
+	n := &Node{Redis: r.redis, Host: r.host, Domain: r.domain, HTTP: r.http, Data: r.data,
+		NotifyPrefix: r.notifyPrefix, NotifyFormat: r.notifyFormat, LogLevel: r.logLevel}
+	var errs []error
+	bad := func(name, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("config: --%s (%s): %s", name, EnvName(name), fmt.Sprintf(format, a...)))
+	}
+	if !strings.Contains(r.redis, "://") {
+		bad("redis", "%q is not a URL (want redis://host:port/db)", r.redis)
+	}
+	if strings.TrimSpace(r.host) == "" || strings.ContainsAny(r.host, " @{}") {
+		bad("host", "%q must be a non-empty name without spaces, '@' or braces", r.host)
+	}
+	if strings.TrimSpace(r.domain) == "" || strings.ContainsAny(r.domain, " @{}") {
+		bad("domain", "%q must be a non-empty name without spaces, '@' or braces", r.domain)
+	}
+	for _, item := range strings.Split(r.sip, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		network, addr, ok := strings.Cut(item, ":")
+		if !ok || (network != "udp" && network != "tcp") {
+			bad("sip", "%q: want udp:host:port or tcp:host:port", item)
+			continue
+		}
+		if _, port, err := net.SplitHostPort(addr); err != nil {
+			bad("sip", "%q: %v", item, err)
+			continue
+		} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			bad("sip", "%q: port %q is not a number 0-65535", item, port)
+			continue
+		}
+		n.SIP = append(n.SIP, Listener{Network: network, Addr: addr})
+	}
+	if len(n.SIP) == 0 {
+		bad("sip", "no listener given")
+	}
+	n.SIPPublicIP = r.sipPublicIP
+	if n.SIPPublicIP == "" {
+		n.SIPPublicIP = defaultPublicIP(n.SIP)
+	} else if _, err := netip.ParseAddr(n.SIPPublicIP); err != nil {
+		bad("sip-public-ip", "%q is not an IP address", n.SIPPublicIP)
+	}
+	lo, hi, ok := strings.Cut(r.rtpPorts, "-")
+	min, err1 := strconv.Atoi(strings.TrimSpace(lo))
+	max, err2 := strconv.Atoi(strings.TrimSpace(hi))
+	switch {
+	case !ok || err1 != nil || err2 != nil:
+		bad("rtp-ports", "%q: want min-max, e.g. 16384-32767", r.rtpPorts)
+	case min < 1024 || max > 65535 || max-min < 2:
+		bad("rtp-ports", "%q: want a range of at least two ports within 1024-65535", r.rtpPorts)
+	default:
+		n.RTPMin, n.RTPMax = min, max
+	}
+	if _, _, err := net.SplitHostPort(r.http); err != nil {
+		bad("http", "%q: %v", r.http, err)
+	}
+	loc, err := time.LoadLocation(r.timezone)
+	if err != nil {
+		bad("timezone", "%q is not an IANA time zone: %v", r.timezone, err)
+	}
+	n.Timezone, n.TimezoneName = loc, r.timezone
+	if r.data == "" {
+		bad("data", "must not be empty")
+	}
+	if r.notifyPrefix == "" {
+		bad("notify-prefix", "must not be empty")
+	}
+	if r.notifyFormat != "v3" && r.notifyFormat != "legacy" {
+		bad("notify-format", "%q: want v3 or legacy", r.notifyFormat)
+	}
+	switch r.logLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log-level", "%q: want debug, info, warn or error", r.logLevel)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return n, nil
+}
+
+// defaultPublicIP picks the listener's own address when it is specific, else
+// the first non-loopback IPv4 address of the machine, else 127.0.0.1.
+func defaultPublicIP(ls []Listener) string {
+	for _, l := range ls {
+		host, _, _ := net.SplitHostPort(l.Addr)
+		if ip, err := netip.ParseAddr(host); err == nil && !ip.IsUnspecified() {
+			return host
+		}
+	}
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
+			return ipn.IP.String()
+		}
+	}
+	return "127.0.0.1"
+}

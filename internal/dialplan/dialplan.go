@@ -1,0 +1,178 @@
+// Package dialplan resolves a destination (extension, dialplan, context) to
+// a target through the cti_dialplan@<domain> hash.
+package dialplan
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"redial/internal/store"
+)
+
+// Destination is where an answered call goes, as tasks name it
+// (destination_extension, destination_dialplan, destination_context).
+type Destination struct {
+	Extension string `json:"extension"`
+	Dialplan  string `json:"dialplan,omitempty"`
+	Context   string `json:"context,omitempty"`
+}
+
+// Target types.
+const (
+	TypeSIP   = "sip"
+	TypeIVR   = "ivr"
+	TypeQueue = "queue"
+	TypeUser  = "user"
+)
+
+// Target is one dialplan entry.
+type Target struct {
+	Type   string `json:"type"`
+	URI    string `json:"uri,omitempty"`
+	Script string `json:"script,omitempty"`
+	Queue  string `json:"queue,omitempty"`
+	User   string `json:"user,omitempty"`
+	// Key is the field the entry came from, "<context>:<extension>".
+	Key string `json:"-"`
+}
+
+// ErrNoRoute is returned when no entry matches a destination.
+var ErrNoRoute = errors.New("no route")
+
+// Dialplan reads cti_dialplan@<domain>.
+type Dialplan struct {
+	st *store.Store
+}
+
+// New returns a dialplan over st.
+func New(st *store.Store) *Dialplan { return &Dialplan{st: st} }
+
+// Resolve looks up the target of d. The dialplan name must be empty or
+// "XML" (the seed's value), which both mean the built-in dialplan; the
+// context defaults to "default".
+func (p *Dialplan) Resolve(ctx context.Context, d Destination) (Target, error) {
+	if d.Dialplan != "" && !strings.EqualFold(d.Dialplan, "XML") {
+		return Target{}, fmt.Errorf("dialplan: destination_dialplan %q: only XML (the built-in dialplan %s) is supported", d.Dialplan, p.st.DialplanKey())
+	}
+	if d.Extension == "" {
+		return Target{}, fmt.Errorf("dialplan: destination_extension is empty: %w", ErrNoRoute)
+	}
+	c := d.Context
+	if c == "" {
+		c = "default"
+	}
+	raw, found, err := p.st.DialplanEntry(ctx, c, d.Extension)
+	if err != nil {
+		return Target{}, fmt.Errorf("dialplan: %w", err)
+	}
+	if !found {
+		return Target{}, fmt.Errorf("dialplan: no entry %s:%s in %s: %w", c, d.Extension, p.st.DialplanKey(), ErrNoRoute)
+	}
+	return Parse(p.st.DialplanKey(), c+":"+d.Extension, raw)
+}
+
+// Parse decodes and validates one entry; errors name the hash, field and
+// JSON key at fault.
+func Parse(hash, field, raw string) (Target, error) {
+	var t Target
+	where := fmt.Sprintf("dialplan: entry %q in %s", field, hash)
+	var m map[string]any
+	if err := json.Unmarshal([]byte(raw), &m); err != nil {
+		return t, fmt.Errorf("%s: malformed JSON: %w", where, err)
+	}
+	str := func(key string) (string, error) {
+		v, ok := m[key]
+		if !ok || v == nil {
+			return "", nil
+		}
+		s, ok := v.(string)
+		if !ok {
+			return "", fmt.Errorf("%s: %s: want string, got %s", where, key, jsonType(v))
+		}
+		return s, nil
+	}
+	var err error
+	if t.Type, err = str("type"); err != nil {
+		return t, err
+	}
+	need := func(key string, dst *string) error {
+		s, err := str(key)
+		if err != nil {
+			return err
+		}
+		if s == "" {
+			return fmt.Errorf("%s: %s: required for type %q", where, key, t.Type)
+		}
+		*dst = s
+		return nil
+	}
+	switch t.Type {
+	case TypeSIP:
+		if err := need("uri", &t.URI); err != nil {
+			return t, err
+		}
+		if !strings.HasPrefix(t.URI, "sip:") && !strings.HasPrefix(t.URI, "sips:") {
+			return t, fmt.Errorf("%s: uri: %q is not a sip: URI", where, t.URI)
+		}
+	case TypeIVR:
+		err = need("script", &t.Script)
+	case TypeQueue:
+		err = need("queue", &t.Queue)
+	case TypeUser:
+		err = need("user", &t.User)
+	case "":
+		err = fmt.Errorf("%s: type: required (sip, ivr, queue or user)", where)
+	default:
+		err = fmt.Errorf("%s: type: %q is not one of sip, ivr, queue, user", where, t.Type)
+	}
+	t.Key = field
+	return t, err
+}
+
+func jsonType(v any) string {
+	switch v.(type) {
+	case float64:
+		return "number"
+	case bool:
+		return "bool"
+	case map[string]any:
+		return "object"
+	case []any:
+		return "array"
+	case string:
+		return "string"
+	}
+	return "null"
+}
+
+// Entry is one dialplan entry as the API shows it.
+type Entry struct {
+	Key    string  `json:"key"`
+	Target *Target `json:"target,omitempty"`
+	Error  string  `json:"error,omitempty"`
+}
+
+// Entries lists every entry, malformed ones with their error.
+func (p *Dialplan) Entries(ctx context.Context) ([]Entry, error) {
+	m, err := p.st.Dialplan(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("dialplan: %w", err)
+	}
+	out := make([]Entry, 0, len(m))
+	for k, raw := range m {
+		t, err := Parse(p.st.DialplanKey(), k, raw)
+		e := Entry{Key: k}
+		if err != nil {
+			e.Error = err.Error()
+		} else {
+			e.Target = &t
+		}
+		out = append(out, e)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, nil
+}

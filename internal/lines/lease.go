@@ -1,0 +1,243 @@
+package lines
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"redial/internal/store"
+)
+
+// Lease is one channel held on one line. The Manager renews it until
+// Release.
+type Lease struct {
+	// Line is a copy of the line's definition at grant time.
+	Line Line
+	// ID is the lease's member in Redis: <node>:<call_ref>:<random>.
+	ID      string
+	CallRef string
+	// GrantedAt is the Redis server's time of the grant (the CPS clock).
+	GrantedAt time.Time
+
+	m        *Manager
+	released atomic.Bool
+	lost     bool // guarded by m.heldMu: expired and not re-added yet
+}
+
+// Acquire takes a channel on an enabled line of group for the call
+// callRef. Lines are tried with the most free channels first (as last
+// seen), ties by name. When no line has a free channel, or the group has no
+// usable line, the error wraps ErrNoLine and names the group. When a line
+// has a free channel but its CPS budget is spent, Acquire waits for the
+// next slot until ctx ends.
+func (m *Manager) Acquire(ctx context.Context, group string, callRef string) (*Lease, error) {
+	for {
+		snap, err := m.current(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("lines: acquire in group %q: %w", group, err)
+		}
+		cands := snap.groups[group]
+		if len(cands) == 0 {
+			return nil, fmt.Errorf("lines: group %q has no enabled line: %w", group, ErrNoLine)
+		}
+		order := make([]*lineState, len(cands))
+		copy(order, cands)
+		free := make(map[*lineState]int, len(order))
+		for _, ls := range order {
+			free[ls] = ls.free()
+		}
+		// cands is sorted by name and the sort is stable: ties stay by name.
+		slices.SortStableFunc(order, func(a, b *lineState) int { return free[b] - free[a] })
+
+		wait := time.Duration(-1)
+		var redisErr error
+		for _, ls := range order {
+			now := time.Now()
+			if until := ls.live.cpsUntil.Load(); until > now.UnixNano() {
+				wait = shorter(wait, time.Duration(until-now.UnixNano()))
+				continue
+			}
+			l := ls.line
+			id := m.leaseID(callRef)
+			g, err := m.st.AcquireLineLease(ctx, l.Name, id, l.Limit, l.CPS, m.cfg.LeaseTTL)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil, fmt.Errorf("lines: acquire in group %q: %w", group, ctx.Err())
+				}
+				if redisErr == nil {
+					redisErr = fmt.Errorf("lines: acquire line %q of group %q: %w", l.Name, group, err)
+				}
+				continue
+			}
+			ls.live.inUse.Store(int64(g.InUse))
+			switch g.Status {
+			case store.LineGranted:
+				m.inUse.WithLabelValues(l.Name).Set(float64(g.InUse))
+				lease := &Lease{Line: cloneLine(l), ID: id, CallRef: callRef, GrantedAt: g.At, m: m}
+				m.heldMu.Lock()
+				m.held[id] = lease
+				m.heldMu.Unlock()
+				m.log.Debug("lines: acquired", "call_ref", callRef, "line", l.Name, "group", group, "in_use", g.InUse)
+				return lease, nil
+			case store.LineCPSLimited:
+				ls.live.cpsUntil.Store(now.Add(g.RetryAfter).UnixNano())
+				wait = shorter(wait, g.RetryAfter)
+			}
+		}
+		if wait < 0 {
+			if redisErr != nil {
+				return nil, redisErr
+			}
+			return nil, fmt.Errorf("lines: group %q: %w", group, ErrNoLine)
+		}
+		// Callers waiting on this node would otherwise all ask Redis in the
+		// same millisecond.
+		wait += time.Duration(rand.Int64N(int64(2 * time.Millisecond)))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("lines: group %q: waiting for a CPS slot: %w", group, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+func shorter(cur, d time.Duration) time.Duration {
+	if cur < 0 || d < cur {
+		return d
+	}
+	return cur
+}
+
+func (m *Manager) leaseID(callRef string) string {
+	return fmt.Sprintf("%s:%s:%016x", m.cfg.NodeID, callRef, rand.Uint64())
+}
+
+// Release gives the channel back. It is idempotent; when Redis cannot be
+// reached the lease is forgotten anyway and expires after LeaseTTL.
+func (l *Lease) Release(ctx context.Context) error {
+	if l == nil || !l.released.CompareAndSwap(false, true) {
+		return nil
+	}
+	m := l.m
+	m.heldMu.Lock()
+	delete(m.held, l.ID)
+	m.heldMu.Unlock()
+	if err := m.st.ReleaseLineLease(ctx, l.Line.Name, l.ID); err != nil {
+		return fmt.Errorf("lines: release line %q: %w", l.Line.Name, err)
+	}
+	m.log.Debug("lines: released", "call_ref", l.CallRef, "line", l.Line.Name)
+	return nil
+}
+
+// Held is the number of leases this node holds.
+func (m *Manager) Held() int {
+	m.heldMu.Lock()
+	defer m.heldMu.Unlock()
+	return len(m.held)
+}
+
+// ReleaseAll releases every lease this node holds, in one round trip: for a
+// clean shutdown once the node's calls are over.
+func (m *Manager) ReleaseAll(ctx context.Context) error {
+	m.heldMu.Lock()
+	var refs []store.LineLease
+	for id, l := range m.held {
+		if l.released.CompareAndSwap(false, true) {
+			refs = append(refs, store.LineLease{Line: l.Line.Name, ID: l.ID})
+		}
+		delete(m.held, id)
+	}
+	m.heldMu.Unlock()
+	if err := m.st.ReleaseLineLeases(ctx, refs); err != nil {
+		return fmt.Errorf("lines: release all: %w", err)
+	}
+	return nil
+}
+
+// renew pushes the expiry of every held lease forward.
+func (m *Manager) renew(ctx context.Context) {
+	m.heldMu.Lock()
+	byLine := map[string][]*Lease{}
+	for _, l := range m.held {
+		byLine[l.Line.Name] = append(byLine[l.Line.Name], l)
+	}
+	m.heldMu.Unlock()
+	if len(byLine) == 0 {
+		return
+	}
+	m.mu.RLock()
+	snap := m.snap
+	m.mu.RUnlock()
+
+	renewals := make([]store.LineRenewal, 0, len(byLine))
+	leases := make([][]*Lease, 0, len(byLine))
+	for name, ls := range byLine {
+		limit := ls[0].Line.Limit
+		if snap != nil && snap.lines[name] != nil {
+			limit = snap.lines[name].line.Limit
+		}
+		ids := make([]string, len(ls))
+		for i, l := range ls {
+			ids[i] = l.ID
+		}
+		renewals = append(renewals, store.LineRenewal{Line: name, Limit: limit, IDs: ids})
+		leases = append(leases, ls)
+	}
+	rctx, cancel := context.WithTimeout(ctx, m.cfg.LeaseTTL/2)
+	defer cancel()
+	results, err := m.st.RenewLineLeases(rctx, renewals, m.cfg.LeaseTTL)
+	if err != nil {
+		if ctx.Err() == nil {
+			m.log.Warn("lines: renew leases", "leases", m.Held(), "err", err)
+		}
+		return
+	}
+	var late []store.LineLease // released while the renewal was in flight
+	for i, r := range results {
+		if r.Err != nil {
+			m.log.Warn("lines: renew leases", "line", r.Line, "err", r.Err)
+			continue
+		}
+		m.inUse.WithLabelValues(r.Line).Set(float64(r.InUse))
+		if snap != nil && snap.lines[r.Line] != nil {
+			snap.lines[r.Line].live.inUse.Store(int64(r.InUse))
+		}
+		m.heldMu.Lock()
+		for j, st := range r.Status {
+			l := leases[i][j]
+			if l.released.Load() {
+				if st == store.LeaseReAdded {
+					late = append(late, store.LineLease{Line: r.Line, ID: l.ID})
+				}
+				continue
+			}
+			switch st {
+			case store.LeaseLost:
+				if !l.lost {
+					m.log.Warn("lines: lease expired while Redis was unreachable and the line is full; the call runs over the limit",
+						"call_ref", l.CallRef, "line", r.Line, "lease", l.ID)
+				}
+				l.lost = true
+			case store.LeaseReAdded:
+				m.log.Info("lines: lease had expired and was taken back", "call_ref", l.CallRef, "line", r.Line, "lease", l.ID)
+				l.lost = false
+			default:
+				l.lost = false
+			}
+		}
+		m.heldMu.Unlock()
+	}
+	if len(late) > 0 {
+		if err := m.st.ReleaseLineLeases(rctx, late); err != nil {
+			m.log.Warn("lines: release leases renewed during release; they expire after the TTL", "err", err)
+		}
+	}
+}
+
+// String is for logs.
+func (l *Lease) String() string { return "lease " + l.ID + " on line " + l.Line.Name }

@@ -1,0 +1,384 @@
+package lines
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Unlimited is the Limit or CPS of a line whose definition leaves the field
+// out.
+const Unlimited = -1
+
+// Line is one parsed entry of cti_line@<domain>.
+type Line struct {
+	Name      string
+	Group     string
+	URI       string // sip:host[:port][;params] of the carrier
+	Transport string // "udp" or "tcp"
+	Username  string // digest credentials, empty when the trunk is IP-authenticated
+	Password  string
+	Prefix    string // prepended to every dialed number
+	// Limit is the most concurrent channels across all nodes and CPS the
+	// most new calls per second across all nodes; Unlimited when the field
+	// is absent. An explicit 0 makes the line unusable.
+	Limit, CPS int
+	Enable     bool
+	// Variables are channel variables the line adds to every call; they
+	// override the task's and the number's (MergeVariables).
+	Variables map[string]string
+	// Extra holds the params fields redial does not interpret, as written.
+	Extra map[string]json.RawMessage
+}
+
+// Usable reports whether Acquire may pick the line.
+func (l Line) Usable() bool { return l.Enable && l.Limit != 0 && l.CPS != 0 }
+
+// DialNumber is the number sent to the carrier: Prefix + number.
+func (l Line) DialNumber(number string) string { return l.Prefix + number }
+
+// DialURI is the Request-URI for number on this line: the line's URI with
+// its user part replaced by DialNumber(number), and ;transport=tcp added
+// for TCP lines whose URI does not name a transport.
+func (l Line) DialURI(number string) string {
+	u, err := parseSIPURI(l.URI)
+	if err != nil {
+		// Lines are validated when loaded; keep the call path total anyway.
+		return "sip:" + escapeUser(l.DialNumber(number)) + "@" + strings.TrimPrefix(l.URI, "sip:")
+	}
+	s := "sip:" + escapeUser(l.DialNumber(number)) + "@" + u.hostport + u.params
+	if l.Transport == "tcp" && u.transport == "" {
+		s += ";transport=tcp"
+	}
+	return s
+}
+
+// sipURI is the part of a line URI redial needs.
+type sipURI struct {
+	hostport  string
+	params    string // ";a=b;c" as written, without headers
+	transport string // lower-case transport param, "" when absent
+}
+
+// parseSIPURI accepts sip:[user@]host[:port][;params][?headers].
+func parseSIPURI(raw string) (sipURI, error) {
+	var u sipURI
+	if len(raw) < 4 || !strings.EqualFold(raw[:4], "sip:") {
+		if i := strings.Index(raw, ":"); i > 0 {
+			return u, fmt.Errorf("want a sip: URI, got scheme %q", raw[:i])
+		}
+		return u, fmt.Errorf("want a sip: URI, got %q", raw)
+	}
+	rest := raw[4:]
+	if i := strings.IndexByte(rest, '?'); i >= 0 {
+		rest = rest[:i]
+	}
+	if i := strings.LastIndexByte(rest, '@'); i >= 0 {
+		rest = rest[i+1:]
+	}
+	hostport := rest
+	if i := strings.IndexByte(rest, ';'); i >= 0 {
+		hostport, u.params = rest[:i], rest[i:]
+	}
+	host, port := hostport, ""
+	if strings.HasPrefix(hostport, "[") {
+		end := strings.IndexByte(hostport, ']')
+		if end < 0 {
+			return u, fmt.Errorf("unterminated IPv6 host in %q", raw)
+		}
+		host = hostport[:end+1]
+		if r := hostport[end+1:]; r != "" {
+			if r[0] != ':' {
+				return u, fmt.Errorf("bad host:port %q", hostport)
+			}
+			port = r[1:]
+		}
+	} else if i := strings.LastIndexByte(hostport, ':'); i >= 0 {
+		host, port = hostport[:i], hostport[i+1:]
+	}
+	if host == "" || host == "[]" || strings.ContainsAny(host, " \t/") {
+		return u, fmt.Errorf("no host in %q", raw)
+	}
+	if port != "" || strings.HasSuffix(hostport, ":") {
+		p, err := strconv.Atoi(port)
+		if err != nil || p < 1 || p > 65535 {
+			return u, fmt.Errorf("bad port %q in %q", port, raw)
+		}
+	}
+	u.hostport = hostport
+	for _, p := range strings.Split(u.params, ";") {
+		k, v, _ := strings.Cut(p, "=")
+		if strings.EqualFold(strings.TrimSpace(k), "transport") {
+			u.transport = strings.ToLower(strings.TrimSpace(v))
+		}
+	}
+	return u, nil
+}
+
+// escapeUser percent-encodes what RFC 3261 does not allow in a user part
+// ('#' above all, common in carrier feature codes).
+func escapeUser(s string) string {
+	const ok = "-_.!~*'()&=+$,;?/"
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || strings.IndexByte(ok, c) >= 0 {
+			b.WriteByte(c)
+			continue
+		}
+		fmt.Fprintf(&b, "%%%02X", c)
+	}
+	return b.String()
+}
+
+// fieldError names the JSON field that made a line unusable.
+type fieldError struct {
+	field string
+	msg   string
+}
+
+func (e *fieldError) Error() string {
+	if e.field == "" {
+		return e.msg
+	}
+	return e.field + ": " + e.msg
+}
+
+func wantGot(field, want string, raw json.RawMessage) *fieldError {
+	got := string(bytes.TrimSpace(raw))
+	if len(got) > 60 {
+		got = got[:57] + "..."
+	}
+	return &fieldError{field: field, msg: "want " + want + ", got " + got}
+}
+
+// known params fields; everything else goes to Line.Extra.
+var knownParams = map[string]bool{
+	"group": true, "uri": true, "transport": true, "username": true, "password": true,
+	"limit": true, "cps": true, "prefix": true, "enable": true,
+}
+
+// parseLine decodes one hash value. The error names the JSON field at
+// fault; the caller adds the line and key.
+func parseLine(name, raw string) (Line, error) {
+	l := Line{Name: name, Limit: Unlimited, CPS: Unlimited, Enable: true, Transport: "udp"}
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(raw), &top); err != nil {
+		return l, &fieldError{msg: "invalid JSON: " + err.Error()}
+	}
+	if top == nil {
+		return l, &fieldError{msg: "want a JSON object, got null"}
+	}
+	params, err := object("params", top["params"])
+	if err != nil {
+		return l, err
+	}
+	if params == nil {
+		return l, &fieldError{field: "params", msg: "missing"}
+	}
+	for k, v := range params {
+		if !knownParams[k] {
+			if l.Extra == nil {
+				l.Extra = map[string]json.RawMessage{}
+			}
+			l.Extra[k] = v
+		}
+	}
+	if l.Group, err = str("params.group", params["group"], false); err != nil {
+		return l, err
+	}
+	if l.Group == "" {
+		return l, &fieldError{field: "params.group", msg: "missing"}
+	}
+	if l.URI, err = str("params.uri", params["uri"], false); err != nil {
+		return l, err
+	}
+	l.URI = strings.TrimSpace(l.URI)
+	if l.URI == "" {
+		return l, &fieldError{field: "params.uri", msg: "missing"}
+	}
+	u, perr := parseSIPURI(l.URI)
+	if perr != nil {
+		return l, &fieldError{field: "params.uri", msg: perr.Error()}
+	}
+	tr, err := str("params.transport", params["transport"], false)
+	if err != nil {
+		return l, err
+	}
+	switch tr = strings.ToLower(strings.TrimSpace(tr)); tr {
+	case "":
+		if u.transport == "tcp" {
+			l.Transport = "tcp"
+		}
+	case "udp", "tcp":
+		l.Transport = tr
+	default:
+		return l, wantGot("params.transport", `"udp" or "tcp"`, params["transport"])
+	}
+	if l.Username, err = str("params.username", params["username"], true); err != nil {
+		return l, err
+	}
+	if l.Password, err = str("params.password", params["password"], true); err != nil {
+		return l, err
+	}
+	if l.Prefix, err = str("params.prefix", params["prefix"], true); err != nil {
+		return l, err
+	}
+	if l.Limit, err = count("params.limit", params["limit"]); err != nil {
+		return l, err
+	}
+	if l.CPS, err = count("params.cps", params["cps"]); err != nil {
+		return l, err
+	}
+	if l.Enable, err = boolean("params.enable", params["enable"]); err != nil {
+		return l, err
+	}
+	vars, err := object("variables", top["variables"])
+	if err != nil {
+		return l, err
+	}
+	if len(vars) > 0 {
+		l.Variables = make(map[string]string, len(vars))
+		for k, v := range vars {
+			s, set, err := scalar("variables."+k, v)
+			if err != nil {
+				return l, err
+			}
+			if set {
+				l.Variables[k] = s
+			}
+		}
+	}
+	return l, nil
+}
+
+func isNull(raw json.RawMessage) bool {
+	t := bytes.TrimSpace(raw)
+	return len(t) == 0 || string(t) == "null"
+}
+
+// object decodes an optional JSON object; nil when absent or null.
+func object(field string, raw json.RawMessage) (map[string]json.RawMessage, error) {
+	if isNull(raw) {
+		return nil, nil
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, wantGot(field, "object", raw)
+	}
+	return m, nil
+}
+
+// str decodes an optional string; numbers are taken as written when
+// allowNumber (a prefix or username of digits is often written bare).
+func str(field string, raw json.RawMessage, allowNumber bool) (string, error) {
+	if isNull(raw) {
+		return "", nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err == nil {
+		return s, nil
+	}
+	if allowNumber {
+		if n, ok := number(raw); ok {
+			return n.String(), nil
+		}
+	}
+	return "", wantGot(field, "string", raw)
+}
+
+func number(raw json.RawMessage) (json.Number, bool) {
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil {
+		return "", false
+	}
+	n, ok := v.(json.Number)
+	return n, ok
+}
+
+// count decodes limit/cps: absent or null is Unlimited; a non-negative
+// integer, also written as a string ("30"), is taken as is.
+func count(field string, raw json.RawMessage) (int, error) {
+	if isNull(raw) {
+		return Unlimited, nil
+	}
+	text := ""
+	if n, ok := number(raw); ok {
+		text = n.String()
+	} else {
+		var s string
+		if json.Unmarshal(raw, &s) != nil {
+			return 0, wantGot(field, "number", raw)
+		}
+		text = strings.TrimSpace(s)
+	}
+	if f, err := strconv.ParseFloat(text, 64); err == nil && f < 0 {
+		return 0, wantGot(field, "number >= 0", raw)
+	}
+	v, err := strconv.Atoi(text)
+	if err != nil {
+		// 2.0 is fine, 2.5 is not.
+		f, ferr := strconv.ParseFloat(text, 64)
+		if ferr != nil {
+			return 0, wantGot(field, "number", raw)
+		}
+		if f > 1e9 || f != float64(int(f)) {
+			return 0, wantGot(field, "whole number", raw)
+		}
+		v = int(f)
+	}
+	if v > 1e9 {
+		return 0, wantGot(field, "number <= 1000000000", raw)
+	}
+	return v, nil
+}
+
+// boolean decodes enable: absent or null is true; true/false, "true"/"false"
+// and 1/0 are accepted.
+func boolean(field string, raw json.RawMessage) (bool, error) {
+	if isNull(raw) {
+		return true, nil
+	}
+	var b bool
+	if json.Unmarshal(raw, &b) == nil {
+		return b, nil
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		if v, err := strconv.ParseBool(strings.TrimSpace(s)); err == nil {
+			return v, nil
+		}
+	}
+	if n, ok := number(raw); ok {
+		switch n.String() {
+		case "0":
+			return false, nil
+		case "1":
+			return true, nil
+		}
+	}
+	return false, wantGot(field, "bool", raw)
+}
+
+// scalar stringifies a variable value: strings as is, numbers as written,
+// bools as "true"/"false". set is false for null (the variable is left out).
+func scalar(field string, raw json.RawMessage) (s string, set bool, err error) {
+	if isNull(raw) {
+		return "", false, nil
+	}
+	if err := json.Unmarshal(raw, &s); err == nil {
+		return s, true, nil
+	}
+	if n, ok := number(raw); ok {
+		return n.String(), true, nil
+	}
+	var b bool
+	if json.Unmarshal(raw, &b) == nil {
+		return strconv.FormatBool(b), true, nil
+	}
+	return "", false, wantGot(field, "string, number or bool", raw)
+}

@@ -1,0 +1,174 @@
+package media
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// maxPacket is the receive buffer per relay direction; larger datagrams
+// than an Ethernet MTU do not occur for G.711 but must not be truncated
+// silently either, so leave generous room.
+const maxPacket = 2048
+
+// maxConsecutiveErrors ends a relay direction whose socket keeps failing
+// for a reason other than closing, instead of spinning on it.
+const maxConsecutiveErrors = 100
+
+// RelayStats counts the packets a Relay forwarded in each direction.
+type RelayStats struct {
+	AtoB, BtoA uint64
+}
+
+// Relay anchors media between two sessions (B2BUA): RTP received on a goes to
+// b's remote and vice versa. It blocks until ctx is done or either session is
+// closed. While it runs it must be the only reader of a and b.
+//
+// SSRC, sequence numbers and timestamps pass through unchanged. When the
+// sessions' codecs differ (PCMU vs PCMA) the payload is transcoded and the
+// payload type rewritten; telephone-event packets get the other side's
+// telephone-event payload type when both are known (SetDTMF). Other payload
+// types (comfort noise, ...) pass untouched. No memory is allocated per packet.
+func Relay(ctx context.Context, a, b *Session) RelayStats {
+	r := &relay{a: a, b: b}
+	unwatch := context.AfterFunc(ctx, r.stop)
+
+	var st RelayStats
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer r.stop()
+		st.AtoB = r.pump(a, b)
+	}()
+	func() {
+		defer r.stop()
+		st.BtoA = r.pump(b, a)
+	}()
+	wg.Wait()
+	unwatch()
+	r.finish()
+	return st
+}
+
+type relay struct {
+	a, b     *Session
+	stopping atomic.Bool
+
+	mu       sync.Mutex
+	finished bool
+}
+
+// stop wakes both directions by expiring the sockets' read deadlines, which
+// (unlike closing) leaves the sessions usable after the relay.
+func (r *relay) stop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.finished || r.stopping.Load() {
+		return
+	}
+	r.stopping.Store(true)
+	past := time.Unix(1, 0)
+	_ = r.a.conn.SetReadDeadline(past)
+	_ = r.b.conn.SetReadDeadline(past)
+}
+
+// finish clears the deadlines stop set; holding mu guarantees a late
+// context.AfterFunc call cannot set them again afterwards.
+func (r *relay) finish() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.finished = true
+	if r.stopping.Load() {
+		_ = r.a.conn.SetReadDeadline(time.Time{})
+		_ = r.b.conn.SetReadDeadline(time.Time{})
+	}
+}
+
+// pump forwards src's packets to dst until the relay stops.
+func (r *relay) pump(src, dst *Session) uint64 {
+	buf := make([]byte, maxPacket)
+	var forwarded uint64
+	errs := 0
+	for {
+		n, err := src.ReadPacket(buf)
+		if err != nil {
+			if r.stopping.Load() || src.isClosed(err) {
+				return forwarded
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
+			if errs++; errs > maxConsecutiveErrors {
+				src.log.Load().Warn("media: relay: giving up on failing rtp socket",
+					"local_port", src.port, "error", err)
+				return forwarded
+			}
+			continue
+		}
+		errs = 0
+		pkt := buf[:n]
+		translate(pkt, src.params.Load(), dst.params.Load())
+		if err := dst.WritePacket(pkt); err != nil {
+			if dst.isClosed(err) {
+				return forwarded
+			}
+			continue // a transient send error (ENOBUFS, firewall) loses this packet only
+		}
+		forwarded++
+	}
+}
+
+// translate adapts one packet from src's to dst's payload formats in place.
+func translate(pkt []byte, sp, dp *mediaParams) {
+	pt := pkt[1] & 0x7f
+	switch {
+	case pt == sp.codec.PT:
+		if sp.law == lawOther || dp.law == lawOther {
+			return // nothing we can convert; let the far end cope
+		}
+		if sp.law != dp.law {
+			off, end, ok := payloadBounds(pkt)
+			if !ok {
+				return
+			}
+			if sp.law == lawUlaw {
+				encodeTable(pkt[off:end], &ulawToAlaw)
+			} else {
+				encodeTable(pkt[off:end], &alawToUlaw)
+			}
+		}
+		pkt[1] = pkt[1]&0x80 | dp.codec.PT
+	case sp.dtmfPT >= 0 && int(pt) == sp.dtmfPT:
+		if dp.dtmfPT >= 0 {
+			pkt[1] = pkt[1]&0x80 | uint8(dp.dtmfPT)
+		}
+	}
+}
+
+// payloadBounds finds the payload of an RTP packet, past CSRCs and the header
+// extension and before padding.
+func payloadBounds(pkt []byte) (off, end int, ok bool) {
+	if len(pkt) < rtpHeaderLen {
+		return 0, 0, false
+	}
+	off = rtpHeaderLen + 4*int(pkt[0]&0x0f)
+	if pkt[0]&0x10 != 0 {
+		if len(pkt) < off+4 {
+			return 0, 0, false
+		}
+		off += 4 + 4*int(binary.BigEndian.Uint16(pkt[off+2:]))
+	}
+	end = len(pkt)
+	if pkt[0]&0x20 != 0 {
+		end -= int(pkt[end-1])
+	}
+	if off > end {
+		return 0, 0, false
+	}
+	return off, end, true
+}

@@ -1,0 +1,300 @@
+package media
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+)
+
+// rtpHeaderLen is the size of an RTP header without CSRCs or extensions.
+const rtpHeaderLen = 12
+
+// readBufferBytes is the socket receive buffer a Session asks for; bursts from
+// a stalled peer or a GC pause must not overflow the kernel's default.
+const readBufferBytes = 1 << 20
+
+// Session is one RTP endpoint: a UDP socket bound to a port from a PortPool.
+//
+// The remote address comes from SDP (SetRemote) and is then corrected by
+// symmetric RTP: the first RTP packet received after SetRemote decides where
+// the peer really is (NAT routinely rewrites the source port). From then on
+// packets from any other source are dropped (and counted), so a stray or
+// malicious sender cannot take over the stream; a later SetRemote (re-INVITE)
+// opens the next latching window.
+//
+// A Session is safe for concurrent use, with one reader at a time.
+type Session struct {
+	conn    *net.UDPConn
+	pool    *PortPool
+	port    int
+	localIP string
+
+	remote atomic.Pointer[remoteState]
+	params atomic.Pointer[mediaParams]
+	log    atomic.Pointer[slog.Logger]
+
+	closeOnce sync.Once
+	closeErr  error
+	closed    atomic.Bool
+
+	// in and out are written by different goroutines in a relay; the padding
+	// keeps them on separate cache lines.
+	in      counters
+	out     counters
+	dropped atomic.Uint64
+}
+
+type counters struct {
+	packets atomic.Uint64
+	bytes   atomic.Uint64
+	_       [48]byte
+}
+
+// remoteState is replaced as a whole, so readers never see a half-updated address.
+type remoteState struct {
+	addr     *net.UDPAddr   // nil while unknown
+	ap       netip.AddrPort // invalid while unknown
+	learning bool           // the next received packet may re-latch the remote
+}
+
+type mediaParams struct {
+	codec  Codec
+	law    law
+	dtmf   *Codec
+	dtmfPT int // -1 when the telephone-event payload type is unknown
+}
+
+// SessionStats counts a Session's traffic since it was created.
+type SessionStats struct {
+	PacketsIn, BytesIn   uint64
+	PacketsOut, BytesOut uint64
+	// Dropped counts received datagrams discarded because they came from a
+	// source other than the latched remote or were not RTP.
+	Dropped uint64
+}
+
+// NewSession binds a UDP socket on localIP to a port from pool. A port that
+// another process holds is skipped (it goes back to the pool) and the next one
+// tried. An empty localIP binds all IPv4 addresses. The codec starts as PCMU.
+func NewSession(localIP string, pool *PortPool) (*Session, error) {
+	ip := net.IPv4zero
+	network := "udp4"
+	if localIP != "" {
+		ip = net.ParseIP(localIP)
+		if ip == nil {
+			return nil, fmt.Errorf("media: rtp session: local ip %q is not an IP address", localIP)
+		}
+		if ip.To4() == nil {
+			network = "udp6"
+		}
+	}
+	var lastErr error
+	for attempt := 0; attempt < pool.Size(); attempt++ {
+		port, err := pool.Get()
+		if err != nil {
+			if lastErr != nil {
+				return nil, fmt.Errorf("media: rtp session on %s: %w (last bind error: %v)", localIP, err, lastErr)
+			}
+			return nil, fmt.Errorf("media: rtp session on %s: %w", localIP, err)
+		}
+		conn, err := net.ListenUDP(network, &net.UDPAddr{IP: ip, Port: port})
+		if err != nil {
+			pool.Put(port)
+			lastErr = err
+			continue
+		}
+		_ = conn.SetReadBuffer(readBufferBytes) // the kernel may cap it; a smaller buffer still works
+		s := &Session{conn: conn, pool: pool, port: port, localIP: localIP}
+		s.params.Store(&mediaParams{codec: PCMU, law: lawUlaw, dtmfPT: -1})
+		s.log.Store(slog.Default())
+		return s, nil
+	}
+	return nil, fmt.Errorf("media: rtp session on %s: no bindable port in the pool: %w", localIP, lastErr)
+}
+
+// SetLogger sets the logger for the session's few log lines (the remote
+// re-latching); pass one carrying call_ref.
+func (s *Session) SetLogger(l *slog.Logger) {
+	if l != nil {
+		s.log.Store(l)
+	}
+}
+
+// LocalPort returns the bound UDP port, for the SDP m-line.
+func (s *Session) LocalPort() int { return s.port }
+
+// LocalIP returns the address the session was asked to bind.
+func (s *Session) LocalIP() string { return s.localIP }
+
+// SetRemote sets the peer address announced in SDP (nil = unknown) and opens
+// a new symmetric-RTP latching window.
+func (s *Session) SetRemote(addr *net.UDPAddr) {
+	st := &remoteState{learning: true}
+	if addr != nil {
+		c := *addr
+		c.IP = append(net.IP(nil), addr.IP...)
+		st.addr = &c
+		st.ap = unmap(c.AddrPort())
+	}
+	s.remote.Store(st)
+}
+
+// Remote returns the address RTP is sent to, or nil while unknown.
+func (s *Session) Remote() *net.UDPAddr {
+	st := s.remote.Load()
+	if st == nil || st.addr == nil {
+		return nil
+	}
+	c := *st.addr
+	c.IP = append(net.IP(nil), st.addr.IP...)
+	return &c
+}
+
+// SetCodec sets the negotiated audio codec.
+func (s *Session) SetCodec(c Codec) {
+	for {
+		old := s.params.Load()
+		p := *old
+		p.codec, p.law = c, lawOf(c)
+		if s.params.CompareAndSwap(old, &p) {
+			return
+		}
+	}
+}
+
+// Codec returns the negotiated audio codec.
+func (s *Session) Codec() Codec { return s.params.Load().codec }
+
+// SetDTMF sets the negotiated telephone-event format, nil when the peer
+// offered none. The relay uses it to rewrite RFC 4733 payload types.
+func (s *Session) SetDTMF(c *Codec) {
+	for {
+		old := s.params.Load()
+		p := *old
+		p.dtmf, p.dtmfPT = nil, -1
+		if c != nil {
+			cc := *c
+			p.dtmf, p.dtmfPT = &cc, int(c.PT)
+		}
+		if s.params.CompareAndSwap(old, &p) {
+			return
+		}
+	}
+}
+
+// DTMF returns the negotiated telephone-event format, or nil.
+func (s *Session) DTMF() *Codec {
+	p := s.params.Load()
+	if p.dtmf == nil {
+		return nil
+	}
+	c := *p.dtmf
+	return &c
+}
+
+// Close releases the socket and returns the port to the pool. It unblocks a
+// pending ReadPacket (which then fails with an error matching net.ErrClosed)
+// and may be called any number of times.
+func (s *Session) Close() error {
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		s.closeErr = s.conn.Close()
+		s.pool.Put(s.port)
+	})
+	return s.closeErr
+}
+
+// Stats returns the session's traffic counters.
+func (s *Session) Stats() SessionStats {
+	return SessionStats{
+		PacketsIn:  s.in.packets.Load(),
+		BytesIn:    s.in.bytes.Load(),
+		PacketsOut: s.out.packets.Load(),
+		BytesOut:   s.out.bytes.Load(),
+		Dropped:    s.dropped.Load(),
+	}
+}
+
+// ReadPacket reads the next RTP packet from the remote into buf. Datagrams
+// that are not RTP version 2, or that come from a source other than the
+// latched remote, are dropped. Errors come straight from the socket, so
+// errors.Is(err, net.ErrClosed) tells a closed session.
+func (s *Session) ReadPacket(buf []byte) (n int, err error) {
+	for {
+		var from netip.AddrPort
+		n, from, err = s.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return n, err
+		}
+		if n < rtpHeaderLen || buf[0]>>6 != 2 {
+			s.dropped.Add(1)
+			continue
+		}
+		if !s.accept(unmap(from)) {
+			s.dropped.Add(1)
+			continue
+		}
+		s.in.packets.Add(1)
+		s.in.bytes.Add(uint64(n))
+		return n, nil
+	}
+}
+
+// accept applies symmetric RTP to a packet's source address.
+func (s *Session) accept(from netip.AddrPort) bool {
+	for {
+		st := s.remote.Load()
+		if st != nil && !st.learning {
+			return st.ap == from
+		}
+		next := &remoteState{ap: from}
+		if st != nil && st.ap == from {
+			next.addr = st.addr
+		} else {
+			next.addr = net.UDPAddrFromAddrPort(from)
+		}
+		if !s.remote.CompareAndSwap(st, next) {
+			continue // SetRemote raced with us; judge the packet against the new state
+		}
+		if st == nil || st.ap != from {
+			sdp := "unknown"
+			if st != nil && st.addr != nil {
+				sdp = st.addr.String()
+			}
+			s.log.Load().Info("media: rtp remote latched to packet source",
+				"local_port", s.port, "sdp_remote", sdp, "source", from.String())
+		}
+		return true
+	}
+}
+
+// WritePacket sends one RTP packet to the remote. Without a known remote the
+// packet is silently discarded: media before the answer SDP has nowhere to go.
+func (s *Session) WritePacket(b []byte) error {
+	st := s.remote.Load()
+	if st == nil || !st.ap.IsValid() {
+		return nil
+	}
+	if _, err := s.conn.WriteToUDPAddrPort(b, st.ap); err != nil {
+		return err
+	}
+	s.out.packets.Add(1)
+	s.out.bytes.Add(uint64(len(b)))
+	return nil
+}
+
+func unmap(ap netip.AddrPort) netip.AddrPort {
+	if ap.Addr().Is4In6() {
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return ap
+}
+
+// isClosed reports whether err means the session's socket is gone.
+func (s *Session) isClosed(err error) bool {
+	return s.closed.Load() || errors.Is(err, net.ErrClosed)
+}

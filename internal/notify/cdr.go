@@ -1,0 +1,131 @@
+package notify
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"time"
+)
+
+// Disposition is the CDR's disposition. Package call defines the values
+// (call.Answered, call.Busy, ...) and aliases this type as Disposition;
+// it lives here because call imports notify.
+type Disposition string
+
+// CDR is the record of one call attempt, published after every attempt
+// (answered, failed or expired). Its JSON is the payload of the
+// {"type":"cdr","payload":...} envelope integrators BRPOP from
+// <prefix>:campaigns; the keys are fixed by DESIGN.md.
+type CDR struct {
+	// CDRID identifies this CDR; consumers drop a replayed duplicate by it.
+	// PublishCDR fills it when empty.
+	CDRID string `json:"cdr_id"`
+	// CallRef is redial's reference of the call.
+	CallRef string `json:"call_ref"`
+	// ContactRef is the integrator's reference of the callee ("" when none).
+	ContactRef string `json:"contact_ref"`
+	// CampaignRef is the task or schedule config name.
+	CampaignRef string `json:"campaign_ref"`
+	// ClientNumber is the callee's number.
+	ClientNumber string `json:"client_number"`
+	// DialNumber is the number the dialer presented (caller ID).
+	DialNumber string `json:"dial_number"`
+	// Ext is the agent extension the call was connected to; nil (JSON null)
+	// when no agent took it.
+	Ext *string `json:"ext"`
+	// Disposition is how the attempt ended.
+	Disposition Disposition `json:"disposition"`
+	// SIPCode is the final SIP response code (200 for answered calls).
+	SIPCode int `json:"sip_code"`
+	// HangupCause is the Q.850 cause name (FreeSWITCH naming).
+	HangupCause string `json:"hangup_cause"`
+	// Line is the line (trunk) the attempt used; "" when none was granted.
+	Line string `json:"line"`
+	// Attempt counts the attempts for this contact, from 1.
+	Attempt int `json:"attempt"`
+	// Start is when the attempt started.
+	Start time.Time `json:"start"`
+	// Answer is when the callee answered; nil (JSON null) when unanswered.
+	Answer *time.Time `json:"answer"`
+	// End is when the attempt ended.
+	End time.Time `json:"end"`
+	// Duration is End-Start in whole seconds.
+	Duration int `json:"duration"`
+	// Billsec is End-Answer in whole seconds (0 when unanswered).
+	Billsec int `json:"billsec"`
+	// HoldTime is the seconds the callee waited in a queue.
+	HoldTime int `json:"hold_time"`
+	// Variables are the call's channel variables worth reporting; an empty
+	// map is written as {}.
+	Variables map[string]string `json:"variables"`
+}
+
+// cdrWire is the CDR as written: times as RFC 3339 UTC strings with whole
+// seconds (the unit of duration and billsec), variables never null.
+type cdrWire struct {
+	CDRID        string            `json:"cdr_id"`
+	CallRef      string            `json:"call_ref"`
+	ContactRef   string            `json:"contact_ref"`
+	CampaignRef  string            `json:"campaign_ref"`
+	ClientNumber string            `json:"client_number"`
+	DialNumber   string            `json:"dial_number"`
+	Ext          *string           `json:"ext"`
+	Disposition  Disposition       `json:"disposition"`
+	SIPCode      int               `json:"sip_code"`
+	HangupCause  string            `json:"hangup_cause"`
+	Line         string            `json:"line"`
+	Attempt      int               `json:"attempt"`
+	Start        string            `json:"start"`
+	Answer       *string           `json:"answer"`
+	End          string            `json:"end"`
+	Duration     int               `json:"duration"`
+	Billsec      int               `json:"billsec"`
+	HoldTime     int               `json:"hold_time"`
+	Variables    map[string]string `json:"variables"`
+}
+
+func wireTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// MarshalJSON writes the CDR in its published shape: times in UTC as
+// RFC 3339 with whole seconds, answer and ext null when absent, variables
+// {} when empty. Decoding with encoding/json reads it back.
+func (c CDR) MarshalJSON() ([]byte, error) {
+	w := cdrWire{
+		CDRID: c.CDRID, CallRef: c.CallRef, ContactRef: c.ContactRef, CampaignRef: c.CampaignRef,
+		ClientNumber: c.ClientNumber, DialNumber: c.DialNumber, Ext: c.Ext,
+		Disposition: c.Disposition, SIPCode: c.SIPCode, HangupCause: c.HangupCause,
+		Line: c.Line, Attempt: c.Attempt,
+		Start: wireTime(c.Start), End: wireTime(c.End),
+		Duration: c.Duration, Billsec: c.Billsec, HoldTime: c.HoldTime,
+		Variables: c.Variables,
+	}
+	if c.Answer != nil {
+		a := wireTime(*c.Answer)
+		w.Answer = &a
+	}
+	if w.Variables == nil {
+		w.Variables = map[string]string{}
+	}
+	return json.Marshal(w)
+}
+
+// NewID returns a random (version 4) UUID from crypto/rand, the form of
+// cdr_id. Callers that want to log a CDR's id before publishing it set
+// CDR.CDRID with it.
+func NewID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	var s [36]byte
+	hex.Encode(s[0:8], b[0:4])
+	s[8] = '-'
+	hex.Encode(s[9:13], b[4:6])
+	s[13] = '-'
+	hex.Encode(s[14:18], b[6:8])
+	s[18] = '-'
+	hex.Encode(s[19:23], b[8:10])
+	s[23] = '-'
+	hex.Encode(s[24:36], b[10:16])
+	return string(s[:])
+}

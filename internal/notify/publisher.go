@@ -1,0 +1,391 @@
+// Package notify publishes CDRs and call notifications to Redis, keeping
+// them in a local append-only spool while Redis is unreachable and
+// replaying the spool, in order, when it is back.
+//
+// Delivery is at least once: a notification accepted by PublishCDR (nil
+// error) is on Redis or fsynced in the spool. A crash or a push that failed
+// part-way can deliver one twice; consumers drop the duplicate by cdr_id.
+package notify
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"redial/internal/store"
+)
+
+// Config configures a Publisher.
+type Config struct {
+	// SpoolDir holds the spool (created if missing). Required.
+	SpoolDir string
+	// RetryEvery is how often a spool that cannot be delivered is retried
+	// (default 1s).
+	RetryEvery time.Duration
+	// PushTimeout bounds one Redis push before the notification goes to the
+	// spool instead (default 2s).
+	PushTimeout time.Duration
+	// FlushTimeout bounds the last replay attempt when Run stops
+	// (default 5s). What is left stays in the spool for the next start.
+	FlushTimeout time.Duration
+}
+
+// Deps are the Publisher's collaborators.
+type Deps struct {
+	Store  *store.Store
+	Logger *slog.Logger
+	// Registry receives the metrics; nil leaves them unregistered.
+	Registry *prometheus.Registry
+}
+
+// ErrClosed is returned by the Publish methods after Close.
+var ErrClosed = errors.New("notify: publisher closed")
+
+// Publisher delivers notifications to Redis through the local spool.
+//
+// A notification is pushed straight to Redis when the spool is empty. If
+// the push fails, or the spool already holds something (order is kept), it
+// is appended to the spool and Run delivers it later.
+type Publisher struct {
+	cfg   Config
+	store *store.Store
+	log   *slog.Logger
+	m     metrics
+	kick  chan struct{}
+
+	mu     sync.Mutex
+	sp     *spool
+	closed bool
+
+	// Only Run's goroutine touches these.
+	down     bool
+	replayed int
+}
+
+type metrics struct {
+	notifications *prometheus.CounterVec // kind, result
+	spoolItems    prometheus.Gauge
+	redisErrors   *prometheus.CounterVec // op
+}
+
+// New opens (or creates) the spool in cfg.SpoolDir; records left by a
+// previous run are replayed by Run. Only one Publisher (or process) may use
+// a spool directory at a time.
+func New(cfg Config, deps Deps) (*Publisher, error) {
+	if cfg.SpoolDir == "" {
+		return nil, errors.New("notify: config: spool dir is required")
+	}
+	if deps.Store == nil {
+		return nil, errors.New("notify: deps: store is required")
+	}
+	if cfg.RetryEvery <= 0 {
+		cfg.RetryEvery = time.Second
+	}
+	if cfg.PushTimeout <= 0 {
+		cfg.PushTimeout = 2 * time.Second
+	}
+	if cfg.FlushTimeout <= 0 {
+		cfg.FlushTimeout = 5 * time.Second
+	}
+	logger := deps.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	m, err := newMetrics(deps.Registry)
+	if err != nil {
+		return nil, err
+	}
+	sp, err := openSpool(cfg.SpoolDir, logger)
+	if err != nil {
+		return nil, err
+	}
+	p := &Publisher{cfg: cfg, store: deps.Store, log: logger, m: m, kick: make(chan struct{}, 1), sp: sp}
+	m.spoolItems.Set(float64(sp.pending))
+	if sp.pending > 0 {
+		logger.Info("notify: spool holds undelivered notifications from a previous run",
+			"items", sp.pending, "dir", cfg.SpoolDir)
+	}
+	return p, nil
+}
+
+func newMetrics(reg *prometheus.Registry) (metrics, error) {
+	m := metrics{
+		notifications: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "redial_notifications_total",
+			Help: "Notifications by kind (cdr, inbound) and result: published reached Redis (directly or replayed from the spool), spooled went to the local spool.",
+		}, []string{"kind", "result"}),
+		spoolItems: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "redial_notify_spool_items",
+			Help: "Notifications in the local spool waiting for Redis.",
+		}),
+		redisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "redial_redis_errors_total",
+			Help: "Failed Redis operations by operation.",
+		}, []string{"op"}),
+	}
+	var err error
+	if m.notifications, err = register(reg, m.notifications); err != nil {
+		return m, err
+	}
+	if m.spoolItems, err = register(reg, m.spoolItems); err != nil {
+		return m, err
+	}
+	if m.redisErrors, err = register(reg, m.redisErrors); err != nil {
+		return m, err
+	}
+	for _, k := range []string{kindCDR, kindInbound} {
+		m.notifications.WithLabelValues(k, "published")
+		m.notifications.WithLabelValues(k, "spooled")
+		m.redisErrors.WithLabelValues(pushOp(k))
+	}
+	return m, nil
+}
+
+// register registers c, or returns the collector already registered under
+// the same name (redial_redis_errors_total is shared with other components).
+func register[T prometheus.Collector](reg *prometheus.Registry, c T) (T, error) {
+	if reg == nil {
+		return c, nil
+	}
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(T); ok {
+				return existing, nil
+			}
+		}
+		return c, fmt.Errorf("notify: register metrics: %w", err)
+	}
+	return c, nil
+}
+
+func pushOp(kind string) string { return "notify_push_" + kind }
+
+// PublishCDR publishes one CDR, filling c.CDRID with NewID when empty. It
+// returns nil once the CDR is on Redis or fsynced in the spool; the error
+// is non-nil only when even the spool write failed (the CDR is then lost
+// and the caller should log it in full).
+func (p *Publisher) PublishCDR(ctx context.Context, c *CDR) error {
+	if c == nil {
+		return errors.New("notify: PublishCDR: nil CDR")
+	}
+	if c.CDRID == "" {
+		c.CDRID = NewID()
+	}
+	payload, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("notify: cdr %s: encode: %w", c.CDRID, err)
+	}
+	return p.publish(ctx, kindCDR, payload, slog.String("call_ref", c.CallRef), slog.String("cdr_id", c.CDRID))
+}
+
+// PublishInbound publishes an inbound-call notification: payload (any
+// JSON-encodable value) goes into {"type":"call","payload":...} on
+// <prefix>:inbound, with the same spool guarantees as PublishCDR.
+func (p *Publisher) PublishInbound(ctx context.Context, payload any) error {
+	b, err := json.Marshal(payload)
+	if err != nil {
+		return fmt.Errorf("notify: inbound notification: encode: %w", err)
+	}
+	return p.publish(ctx, kindInbound, b)
+}
+
+// Spooled returns how many notifications wait in the spool.
+func (p *Publisher) Spooled() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return 0
+	}
+	return p.sp.pending
+}
+
+func (p *Publisher) publish(ctx context.Context, kind string, payload []byte, attrs ...any) error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return ErrClosed
+	}
+	direct := p.sp.pending == 0
+	p.mu.Unlock()
+
+	if direct {
+		// The caller's cancellation must not cost a CDR: only our timeout
+		// bounds the push, and a failure falls through to the spool.
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.PushTimeout)
+		err := p.push(pctx, kind, payload)
+		cancel()
+		if err == nil {
+			p.m.notifications.WithLabelValues(kind, "published").Inc()
+			return nil
+		}
+		p.m.redisErrors.WithLabelValues(pushOp(kind)).Inc()
+		p.log.Warn("notify: Redis push failed; spooling", append(attrs, "kind", kind, "err", err)...)
+	}
+
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return ErrClosed
+	}
+	err := p.sp.append(kind, payload)
+	pending := p.sp.pending
+	p.m.spoolItems.Set(float64(pending))
+	p.mu.Unlock()
+	if err != nil {
+		p.log.Error("notify: notification LOST: spool write failed",
+			append(attrs, "kind", kind, "payload", string(payload), "err", err)...)
+		return err
+	}
+	p.m.notifications.WithLabelValues(kind, "spooled").Inc()
+	p.log.Debug("notify: spooled", append(attrs, "kind", kind, "spooled", pending)...)
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (p *Publisher) push(ctx context.Context, kind string, payload []byte) error {
+	if kind == kindInbound {
+		return p.store.PushInbound(ctx, payload)
+	}
+	return p.store.PushCDR(ctx, payload)
+}
+
+// Run replays the spool whenever there is something in it and Redis takes
+// it, retrying every RetryEvery while Redis is away. When ctx is cancelled
+// it makes one last replay attempt (bounded by FlushTimeout) and returns
+// nil; anything left stays in the spool for the next start.
+func (p *Publisher) Run(ctx context.Context) error {
+	retry := time.NewTimer(0)
+	defer retry.Stop()
+	for {
+		drained := p.drain(ctx)
+		if ctx.Err() != nil {
+			return p.flush(ctx)
+		}
+		if drained {
+			select {
+			case <-ctx.Done():
+				return p.flush(ctx)
+			case <-p.kick:
+			}
+			continue
+		}
+		// Redis is away: ignore kicks until the retry interval has passed.
+		retry.Reset(p.cfg.RetryEvery)
+		select {
+		case <-ctx.Done():
+			return p.flush(ctx)
+		case <-retry.C:
+		}
+	}
+}
+
+func (p *Publisher) flush(ctx context.Context) error {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.FlushTimeout)
+	defer cancel()
+	p.drain(fctx)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	if err := p.sp.syncProgress(); err != nil {
+		p.log.Error("notify: spool progress sync failed; some notifications may be sent twice", "err", err)
+	}
+	if p.sp.pending > 0 {
+		p.log.Warn("notify: stopping with undelivered notifications in the spool; they are sent on next start",
+			"items", p.sp.pending, "dir", p.cfg.SpoolDir)
+	}
+	return nil
+}
+
+// drain delivers spooled records in order until the spool is empty (true)
+// or a push fails or ctx ends (false).
+func (p *Publisher) drain(ctx context.Context) bool {
+	for {
+		if ctx.Err() != nil {
+			return false
+		}
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return false
+		}
+		rec, raw, end, ok, err := p.sp.peek()
+		if !ok {
+			if cerr := p.sp.compactIfDrained(); cerr != nil {
+				p.log.Error("notify: spool compaction failed", "err", cerr)
+			}
+			p.mu.Unlock()
+			p.recovered()
+			return true
+		}
+		if errors.Is(err, errCorrupt) {
+			qerr := p.sp.quarantine(raw)
+			aerr := p.sp.advance(end)
+			p.m.spoolItems.Set(float64(p.sp.pending))
+			p.mu.Unlock()
+			p.log.Error("notify: unreadable spool record moved to "+corruptName,
+				"dir", p.cfg.SpoolDir, "record", string(raw), "err", err, "quarantine_err", qerr, "progress_err", aerr)
+			continue
+		}
+		p.mu.Unlock()
+		if err != nil {
+			p.log.Error("notify: spool read failed; retrying", "err", err)
+			return false
+		}
+
+		pctx, cancel := context.WithTimeout(ctx, p.cfg.PushTimeout)
+		err = p.push(pctx, rec.Kind, rec.Payload)
+		cancel()
+		if err != nil {
+			p.m.redisErrors.WithLabelValues(pushOp(rec.Kind)).Inc()
+			if !p.down {
+				p.down = true
+				p.log.Warn("notify: Redis unreachable; notifications are spooled until it is back",
+					"spooled", p.Spooled(), "err", err)
+			}
+			return false
+		}
+		p.mu.Lock()
+		aerr := p.sp.advance(end)
+		p.m.spoolItems.Set(float64(p.sp.pending))
+		p.mu.Unlock()
+		if aerr != nil {
+			p.log.Error("notify: spool progress write failed; a restart may send some notifications twice", "err", aerr)
+		}
+		p.replayed++
+		p.m.notifications.WithLabelValues(rec.Kind, "published").Inc()
+	}
+}
+
+func (p *Publisher) recovered() {
+	if p.replayed > 0 || p.down {
+		p.log.Info("notify: spool replayed to Redis", "items", p.replayed)
+	}
+	p.down, p.replayed = false, 0
+}
+
+// Close releases the spool. Call it after Run has returned; notifications
+// published afterwards fail with ErrClosed.
+func (p *Publisher) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	if err := p.sp.close(); err != nil {
+		return fmt.Errorf("notify: close spool: %w", err)
+	}
+	return nil
+}

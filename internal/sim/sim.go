@@ -1,0 +1,240 @@
+// Package sim is the demo's simulated carrier and destination: a SIP user
+// agent that answers, rejects or lets ring the calls it receives, and plays
+// a tone on answered calls. Tests never use it as their peer; they use SIPp.
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo"
+	gosip "github.com/emiago/sipgo/sip"
+
+	"redial/internal/media"
+)
+
+// Config sets how the simulator behaves.
+type Config struct {
+	// Addr is the UDP listen address, e.g. 127.0.0.1:5080.
+	Addr string
+	// AnswerPct, BusyPct: shares of calls answered and busy; the rest ring
+	// until cancelled.
+	AnswerPct, BusyPct int
+	// Ring is the ringing time before answer or busy (randomised ±50%).
+	Ring time.Duration
+	// Talk is how long an answered call lasts before the simulator hangs up
+	// (randomised ±50%); 0 waits for the other side's BYE.
+	Talk time.Duration
+	// ToneHz is the tone played on answered calls.
+	ToneHz float64
+	// Seed makes the outcomes repeatable.
+	Seed uint64
+	// RTPMin, RTPMax is the simulator's own RTP port range.
+	RTPMin, RTPMax int
+}
+
+// Stats counts what the simulator did.
+type Stats struct {
+	Invites, Answered, Busy, Ringing, Cancelled int64
+}
+
+// Sim is a running simulated SIP endpoint.
+type Sim struct {
+	cfg   Config
+	log   *slog.Logger
+	ports *media.PortPool
+	ua    *sipgo.UserAgent
+	srv   *sipgo.Server
+	dlg   *sipgo.DialogServerCache
+	conn  net.PacketConn
+
+	mu  sync.Mutex
+	rnd *rand.Rand
+
+	invites, answered, busy, ringing, cancelled atomic.Int64
+}
+
+// New binds the simulator's socket.
+func New(cfg Config, log *slog.Logger) (*Sim, error) {
+	if cfg.Ring == 0 {
+		cfg.Ring = 800 * time.Millisecond
+	}
+	if cfg.ToneHz == 0 {
+		cfg.ToneHz = 440
+	}
+	if cfg.RTPMin == 0 {
+		cfg.RTPMin, cfg.RTPMax = 40000, 49999
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Sim{cfg: cfg, log: log.With("component", "sim", "addr", cfg.Addr), rnd: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15))}
+	var err error
+	if s.ports, err = media.NewPortPool(cfg.RTPMin, cfg.RTPMax); err != nil {
+		return nil, fmt.Errorf("sim: %w", err)
+	}
+	if s.conn, err = net.ListenPacket("udp", cfg.Addr); err != nil {
+		return nil, fmt.Errorf("sim: listen %s: %w", cfg.Addr, err)
+	}
+	host, port, _ := net.SplitHostPort(s.conn.LocalAddr().String())
+	if s.ua, err = sipgo.NewUA(sipgo.WithUserAgent("redial-sim"), sipgo.WithUserAgentHostname(host)); err != nil {
+		return nil, err
+	}
+	if s.srv, err = sipgo.NewServer(s.ua); err != nil {
+		return nil, err
+	}
+	cli, err := sipgo.NewClient(s.ua, sipgo.WithClientHostname(host), sipgo.WithClientConnectionAddr(s.conn.LocalAddr().String()))
+	if err != nil {
+		return nil, err
+	}
+	var p int
+	fmt.Sscan(port, &p)
+	s.dlg = sipgo.NewDialogServerCache(cli, gosip.ContactHeader{Address: gosip.Uri{Scheme: "sip", User: "sim", Host: host, Port: p}})
+	s.srv.OnInvite(s.onInvite)
+	s.srv.OnAck(func(req *gosip.Request, tx gosip.ServerTransaction) { s.dlg.ReadAck(req, tx) })
+	s.srv.OnBye(func(req *gosip.Request, tx gosip.ServerTransaction) {
+		if err := s.dlg.ReadBye(req, tx); err != nil {
+			tx.Respond(gosip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
+		}
+	})
+	s.srv.OnOptions(func(req *gosip.Request, tx gosip.ServerTransaction) {
+		tx.Respond(gosip.NewResponseFromRequest(req, 200, "OK", nil))
+	})
+	return s, nil
+}
+
+// Addr is the bound address.
+func (s *Sim) Addr() string { return s.conn.LocalAddr().String() }
+
+// Stats returns the counters.
+func (s *Sim) Stats() Stats {
+	return Stats{Invites: s.invites.Load(), Answered: s.answered.Load(), Busy: s.busy.Load(),
+		Ringing: s.ringing.Load(), Cancelled: s.cancelled.Load()}
+}
+
+// Run serves until ctx is cancelled.
+func (s *Sim) Run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.srv.ServeUDP(s.conn) }()
+	select {
+	case <-ctx.Done():
+		s.conn.Close()
+		s.ua.Close()
+		return nil
+	case err := <-errc:
+		return err
+	}
+}
+
+func (s *Sim) jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	s.mu.Lock()
+	f := 0.5 + s.rnd.Float64()
+	s.mu.Unlock()
+	return time.Duration(float64(d) * f)
+}
+
+func (s *Sim) outcome() string {
+	s.mu.Lock()
+	n := s.rnd.IntN(100)
+	s.mu.Unlock()
+	switch {
+	case n < s.cfg.AnswerPct:
+		return "answer"
+	case n < s.cfg.AnswerPct+s.cfg.BusyPct:
+		return "busy"
+	}
+	return "ring"
+}
+
+// onInvite must not return before a final response: sipgo ends the
+// transaction when the handler returns.
+func (s *Sim) onInvite(req *gosip.Request, tx gosip.ServerTransaction) {
+	s.invites.Add(1)
+	d, err := s.dlg.ReadInvite(req, tx)
+	if err != nil {
+		tx.Respond(gosip.NewResponseFromRequest(req, 400, "Bad Request", nil))
+		return
+	}
+	defer d.Close()
+	remote, err := media.ParseSDP(req.Body())
+	if err != nil {
+		d.Respond(488, "Not Acceptable Here", nil)
+		return
+	}
+	codec, dtmf, err := media.Negotiate(remote, []media.Codec{media.PCMU, media.PCMA})
+	if err != nil {
+		d.Respond(488, "Not Acceptable Here", nil)
+		return
+	}
+	d.Respond(100, "Trying", nil)
+	d.Respond(180, "Ringing", nil)
+	what := s.outcome()
+	ring := s.jitter(s.cfg.Ring)
+	if what == "ring" {
+		s.ringing.Add(1)
+		<-d.Context().Done()
+		s.cancelled.Add(1)
+		return
+	}
+	select {
+	case <-time.After(ring):
+	case <-d.Context().Done():
+		s.cancelled.Add(1)
+		return
+	}
+	if what == "busy" {
+		s.busy.Add(1)
+		d.Respond(486, "Busy Here", nil)
+		return
+	}
+	sess, err := media.NewSession("0.0.0.0", s.ports)
+	if err != nil {
+		d.Respond(503, "Service Unavailable", nil)
+		return
+	}
+	defer sess.Close()
+	sess.SetRemote(remote.Addr)
+	sess.SetCodec(codec)
+	codecs := []media.Codec{codec}
+	if dtmf != nil {
+		codecs = append(codecs, *dtmf)
+	}
+	host, _, _ := net.SplitHostPort(s.Addr())
+	answer := media.BuildSDP(media.SDPOffer{IP: host, Port: sess.LocalPort(), Codecs: codecs})
+	if err := d.RespondSDP(answer); err != nil {
+		return
+	}
+	s.answered.Add(1)
+	ctx := d.Context()
+	talk := s.jitter(s.cfg.Talk)
+	if talk > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, talk)
+		defer cancel()
+	}
+	// Drain what the other side sends so its packets are not refused.
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			if _, err := sess.ReadPacket(buf); err != nil {
+				return
+			}
+		}
+	}()
+	err = sess.Play(ctx, media.NewTone(s.cfg.ToneHz, 8000, 0))
+	if d.Context().Err() == nil && (err == nil || errors.Is(err, context.DeadlineExceeded)) {
+		bctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		d.Bye(bctx)
+		cancel()
+	}
+}

@@ -1,0 +1,317 @@
+package sip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo"
+	gosip "github.com/emiago/sipgo/sip"
+
+	"redial/internal/media"
+)
+
+// DialRequest describes one outbound INVITE.
+type DialRequest struct {
+	CallRef string
+	// Target is the Request-URI, e.g. "sip:15551234@carrier.example.com:5060".
+	Target string
+	// Transport is "udp" (default) or "tcp".
+	Transport string
+	FromUser  string
+	FromName  string
+	// FromHost defaults to the node's public IP.
+	FromHost string
+	// Headers are extra headers (from sip_h_<Name> variables).
+	Headers map[string]string
+	// Codecs is the audio offer in preference order; telephone-event is
+	// always added.
+	Codecs []media.Codec
+	// RingTimeout ends an unanswered call: CANCEL when something was
+	// received, or abandoning the transaction when nothing was.
+	RingTimeout time.Duration
+	// IgnoreEarlyMedia makes 183 Session Progress SDP be ignored.
+	IgnoreEarlyMedia bool
+	// Username and Password answer 401/407 digest challenges.
+	Username, Password string
+}
+
+// DialResult is the outcome of one INVITE.
+type DialResult struct {
+	// Leg is the established call; nil unless Code is 2xx.
+	Leg *Leg
+	// Code is the final SIP status: the response code, 408 when nothing at
+	// all came back, 487 when the call was cancelled by us.
+	Code   int
+	Reason string
+	// Provisional is true once any 1xx arrived (the trunk is alive).
+	Provisional bool
+	// TimedOut is true when the ring timeout ended the call.
+	TimedOut bool
+	// Cancelled is true when the caller's context ended the call.
+	Cancelled bool
+	// TransportErr is set when the request could not be sent or the
+	// transaction died without any response.
+	TransportErr error
+	EarlyMedia   bool
+	CallID       string
+	InviteAt     time.Time
+	AnswerAt     time.Time
+}
+
+// errRingTimeout is the cancel cause when the ring timeout expires after a
+// provisional response: sipgo then sends CANCEL and waits for the 487.
+var errRingTimeout = errors.New("ring timeout")
+
+// Dial sends an INVITE and waits for the final response. Cancelling ctx
+// cancels the call (CANCEL once a provisional response arrived).
+func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
+	res := DialResult{InviteAt: time.Now()}
+	transport := strings.ToLower(r.Transport)
+	if transport == "" {
+		transport = "udp"
+	}
+	dua := e.dlg[transport]
+	if dua == nil {
+		res.Code, res.Reason = 503, "no "+transport+" listener"
+		res.TransportErr = fmt.Errorf("sip: call %s: no %s listener configured", r.CallRef, transport)
+		return res
+	}
+	var recipient gosip.Uri
+	if err := gosip.ParseUri(r.Target, &recipient); err != nil {
+		res.Code, res.Reason = 484, "bad target"
+		res.TransportErr = fmt.Errorf("sip: call %s: target %q: %w", r.CallRef, r.Target, err)
+		return res
+	}
+
+	sess, err := media.NewSession(e.mediaBindIP(), e.ports)
+	if err != nil {
+		res.Code, res.Reason = 503, "no RTP port"
+		res.TransportErr = fmt.Errorf("sip: call %s: rtp: %w", r.CallRef, err)
+		return res
+	}
+	keepSession := false
+	defer func() {
+		if !keepSession {
+			sess.Close()
+		}
+	}()
+
+	codecs := append([]media.Codec(nil), r.Codecs...)
+	if len(codecs) == 0 {
+		codecs = []media.Codec{media.PCMU, media.PCMA}
+	}
+	codecs = append(codecs, media.TelephoneEvent)
+	offer := media.BuildSDP(media.SDPOffer{IP: e.cfg.PublicIP, Port: sess.LocalPort(), Codecs: codecs})
+
+	req := gosip.NewRequest(gosip.INVITE, recipient)
+	if transport != "udp" {
+		req.SetTransport(strings.ToUpper(transport))
+	}
+	fromHost := r.FromHost
+	if fromHost == "" {
+		fromHost = e.cfg.PublicIP
+	}
+	fromUser := r.FromUser
+	if fromUser == "" {
+		fromUser = "redial"
+	}
+	from := &gosip.FromHeader{DisplayName: r.FromName, Address: gosip.Uri{Scheme: "sip", User: fromUser, Host: fromHost}, Params: gosip.NewParams()}
+	from.Params.Add("tag", gosip.GenerateTagN(16))
+	req.AppendHeader(from)
+	req.AppendHeader(&gosip.ToHeader{Address: gosip.Uri{Scheme: "sip", User: recipient.User, Host: recipient.Host, Port: recipient.Port}, Params: gosip.NewParams()})
+	for name, value := range r.Headers {
+		req.AppendHeader(gosip.NewHeader(name, value))
+	}
+	req.AppendHeader(gosip.NewHeader("Content-Type", "application/sdp"))
+	req.SetBody(offer)
+
+	ringCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var provisional atomic.Bool
+	timeout := r.RingTimeout
+	if timeout <= 0 {
+		timeout = 60 * time.Second
+	}
+	timer := time.AfterFunc(timeout, func() {
+		if provisional.Load() {
+			cancel(errRingTimeout)
+		} else {
+			// Nothing came back: a CANCEL cannot be sent before a provisional
+			// response (RFC 3261 9.1), and waiting for Timer B would hold the
+			// line for 32 s more.
+			cancel(sipgo.WaitAnswerForceCancelErr)
+		}
+	})
+	defer timer.Stop()
+	// A hangup request while nothing has come back also abandons at once.
+	stop := context.AfterFunc(ctx, func() {
+		if !provisional.Load() {
+			cancel(sipgo.WaitAnswerForceCancelErr)
+		}
+	})
+	defer stop()
+
+	dialog, err := dua.WriteInvite(ringCtx, req)
+	if err != nil {
+		res.Code, res.Reason = 503, "transport error"
+		res.TransportErr = fmt.Errorf("sip: call %s: send INVITE to %s: %w", r.CallRef, r.Target, err)
+		return res
+	}
+	res.CallID = req.CallID().Value()
+
+	err = dialog.WaitAnswer(ringCtx, sipgo.AnswerOptions{
+		Username: r.Username, Password: r.Password,
+		OnResponse: func(resp *gosip.Response) error {
+			if resp.IsProvisional() {
+				provisional.Store(true)
+				res.Provisional = true
+				if resp.StatusCode == 183 && !r.IgnoreEarlyMedia && len(resp.Body()) > 0 {
+					if rm, err := media.ParseSDP(resp.Body()); err == nil {
+						sess.SetRemote(rm.Addr)
+						if c, _, err := media.Negotiate(rm, codecs); err == nil {
+							sess.SetCodec(c)
+						}
+						res.EarlyMedia = true
+					}
+				}
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		var derr *sipgo.ErrDialogResponse
+		var derrv sipgo.ErrDialogResponse
+		switch {
+		case errors.As(err, &derr):
+			res.Code, res.Reason = derr.Res.StatusCode, derr.Res.Reason
+		case errors.As(err, &derrv):
+			res.Code, res.Reason = derrv.Res.StatusCode, derrv.Res.Reason
+		case ringCtx.Err() != nil:
+			cause := context.Cause(ringCtx)
+			res.Cancelled = ctx.Err() != nil
+			res.TimedOut = !res.Cancelled
+			if dialog.InviteResponse != nil && dialog.InviteResponse.StatusCode >= 300 {
+				res.Code, res.Reason = dialog.InviteResponse.StatusCode, dialog.InviteResponse.Reason
+			} else if res.Provisional || cause == errRingTimeout {
+				res.Code, res.Reason = 487, "Request Terminated"
+			} else if res.Cancelled {
+				res.Code, res.Reason = 487, "Request Terminated"
+			} else {
+				res.Code, res.Reason = 408, "Request Timeout"
+			}
+		default:
+			// The transaction died without a final response: Timer B, or a
+			// transport failure (TCP refused, ICMP unreachable).
+			res.Code, res.Reason = 408, "Request Timeout"
+			if !res.Provisional {
+				res.TransportErr = fmt.Errorf("sip: call %s: INVITE to %s: %w", r.CallRef, r.Target, err)
+			}
+		}
+		return res
+	}
+
+	res.AnswerAt = time.Now()
+	res.Code, res.Reason = dialog.InviteResponse.StatusCode, dialog.InviteResponse.Reason
+	ackCtx, ackCancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer ackCancel()
+	if err := dialog.Ack(ackCtx); err != nil {
+		res.Code, res.Reason = 500, "ACK failed"
+		res.TransportErr = fmt.Errorf("sip: call %s: ACK: %w", r.CallRef, err)
+		byeCtx, c := context.WithTimeout(context.Background(), 2*time.Second)
+		dialog.Bye(byeCtx)
+		c()
+		return res
+	}
+	leg := &Leg{e: e, CallRef: r.CallRef, CallID: res.CallID, dialog: dialog, Media: sess, done: make(chan struct{}), id: dialog.ID}
+	e.addLeg(dialog.ID, leg)
+	rm, err := media.ParseSDP(dialog.InviteResponse.Body())
+	var codec media.Codec
+	if err == nil {
+		codec, leg.DTMF, err = media.Negotiate(rm, codecs)
+	}
+	if err != nil {
+		// RFC 3261 13.2.2.4: an unusable answer is still ACKed, then BYE.
+		leg.Hangup(context.Background())
+		res.Code, res.Reason = 488, "Not Acceptable Here"
+		res.TransportErr = nil
+		res.AnswerAt = time.Time{}
+		e.log.Warn("sip: answer SDP unusable, hung up", "call_ref", r.CallRef, "error", err)
+		return res
+	}
+	sess.SetRemote(rm.Addr)
+	sess.SetCodec(codec)
+	leg.Codec = codec
+	keepSession = true
+	res.Leg = leg
+	return res
+}
+
+// mediaBindIP is where RTP sockets bind: all interfaces, so the advertised
+// public IP may be a NAT address.
+func (e *Engine) mediaBindIP() string { return "0.0.0.0" }
+
+// Leg is one established outbound call (a confirmed UAC dialog) with its
+// RTP session.
+type Leg struct {
+	e       *Engine
+	CallRef string
+	CallID  string
+	Media   *media.Session
+	Codec   media.Codec
+	DTMF    *media.Codec
+
+	dialog   *sipgo.DialogClientSession
+	id       string
+	done     chan struct{}
+	once     sync.Once
+	byRemote atomic.Bool
+	byeMu    sync.Mutex
+}
+
+// Done is closed when the leg has ended, by either side.
+func (l *Leg) Done() <-chan struct{} { return l.done }
+
+// HungUpByRemote reports whether the far end sent BYE.
+func (l *Leg) HungUpByRemote() bool { return l.byRemote.Load() }
+
+// Hangup sends BYE (bounded to a few seconds so a dead peer cannot hold the
+// call) and frees the RTP port. It is idempotent and safe after a remote
+// BYE.
+func (l *Leg) Hangup(ctx context.Context) error {
+	l.byeMu.Lock()
+	defer l.byeMu.Unlock()
+	select {
+	case <-l.done:
+		return nil
+	default:
+	}
+	ctx, cancel := context.WithTimeout(ctx, 4*time.Second)
+	defer cancel()
+	err := l.dialog.Bye(ctx)
+	l.end()
+	if err != nil {
+		return fmt.Errorf("sip: call %s: BYE: %w", l.CallRef, err)
+	}
+	return nil
+}
+
+func (l *Leg) remoteBye(req *gosip.Request, tx gosip.ServerTransaction) {
+	l.byRemote.Store(true)
+	if err := l.dialog.ReadBye(req, tx); err != nil {
+		l.e.log.Debug("sip: BYE handling", "call_ref", l.CallRef, "error", err)
+	}
+	l.end()
+}
+
+func (l *Leg) end() {
+	l.once.Do(func() {
+		l.e.removeLeg(l.id)
+		l.Media.Close()
+		close(l.done)
+	})
+}

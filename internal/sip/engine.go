@@ -1,0 +1,290 @@
+// Package sip is redial's SIP user agent on github.com/emiago/sipgo: the
+// UDP/TCP listeners, outbound calls (UAC) with digest auth, ring timeouts
+// and CANCEL, in-dialog BYE handling, OPTIONS, and a hook for inbound
+// INVITEs.
+package sip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/emiago/sipgo"
+	gosip "github.com/emiago/sipgo/sip"
+
+	"redial/internal/config"
+	"redial/internal/media"
+)
+
+// Config is the SIP side of a node.
+type Config struct {
+	Listeners []config.Listener
+	// PublicIP is written in Via, Contact and SDP.
+	PublicIP string
+	// UserAgent is the User-Agent header value.
+	UserAgent string
+	// UDPReadBuffer is the listener socket's receive buffer in bytes; a large
+	// one keeps bursts of responses at high call rates from being dropped.
+	UDPReadBuffer int
+}
+
+// InviteHandler handles an inbound INVITE. It must not return before it has
+// sent a final response (sipgo terminates the transaction on return).
+type InviteHandler func(req *gosip.Request, tx gosip.ServerTransaction)
+
+// Deps are what the engine needs from the rest of the node.
+type Deps struct {
+	Logger *slog.Logger
+	Ports  *media.PortPool
+	// OnInvite handles inbound INVITEs; nil answers 403 to all of them.
+	OnInvite InviteHandler
+}
+
+// Engine is a node's SIP user agent.
+type Engine struct {
+	cfg    Config
+	log    *slog.Logger
+	ports  *media.PortPool
+	ua     *sipgo.UserAgent
+	srv    *sipgo.Server
+	client map[string]*sipgo.Client // by transport
+	dlg    map[string]*sipgo.DialogUA
+
+	legsMu sync.RWMutex
+	legs   map[string]*Leg // established UAC dialogs by dialog ID
+
+	onInvite atomic.Pointer[InviteHandler]
+
+	mu      sync.Mutex
+	addrs   map[string]string // network -> bound host:port
+	ready   chan struct{}
+	udpConn []net.PacketConn
+	tcpLn   []net.Listener
+}
+
+// New builds the engine and binds its listeners (so a port clash is
+// reported at start, not later in Run).
+func New(cfg Config, deps Deps) (*Engine, error) {
+	if len(cfg.Listeners) == 0 {
+		return nil, errors.New("sip: no listeners configured")
+	}
+	if cfg.PublicIP == "" {
+		return nil, errors.New("sip: no public IP configured")
+	}
+	if deps.Ports == nil {
+		return nil, errors.New("sip: no RTP port pool")
+	}
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = "redial"
+	}
+	if cfg.UDPReadBuffer == 0 {
+		cfg.UDPReadBuffer = 16 << 20
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	e := &Engine{cfg: cfg, log: log.With("component", "sip"), ports: deps.Ports,
+		client: map[string]*sipgo.Client{}, dlg: map[string]*sipgo.DialogUA{},
+		legs: map[string]*Leg{}, addrs: map[string]string{}, ready: make(chan struct{})}
+	if deps.OnInvite != nil {
+		e.SetInviteHandler(deps.OnInvite)
+	}
+
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent(cfg.UserAgent), sipgo.WithUserAgentHostname(cfg.PublicIP))
+	if err != nil {
+		return nil, fmt.Errorf("sip: user agent: %w", err)
+	}
+	e.ua = ua
+	srv, err := sipgo.NewServer(ua, sipgo.WithServerLogger(e.log))
+	if err != nil {
+		return nil, fmt.Errorf("sip: server: %w", err)
+	}
+	e.srv = srv
+
+	for _, l := range cfg.Listeners {
+		switch l.Network {
+		case "udp":
+			lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
+				var serr error
+				c.Control(func(fd uintptr) {
+					// SO_RCVBUFFORCE needs CAP_NET_ADMIN; fall back to the capped SO_RCVBUF.
+					if serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, cfg.UDPReadBuffer); serr != nil {
+						serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, cfg.UDPReadBuffer)
+					}
+				})
+				if serr != nil {
+					e.log.Warn("sip: could not enlarge UDP receive buffer", "error", serr)
+				}
+				return nil
+			}}
+			pc, err := lc.ListenPacket(context.Background(), "udp", l.Addr)
+			if err != nil {
+				e.closeListeners()
+				return nil, fmt.Errorf("sip: listen udp %s: %w", l.Addr, err)
+			}
+			e.udpConn = append(e.udpConn, pc)
+			e.addrs["udp"] = pc.LocalAddr().String()
+		case "tcp":
+			ln, err := net.Listen("tcp", l.Addr)
+			if err != nil {
+				e.closeListeners()
+				return nil, fmt.Errorf("sip: listen tcp %s: %w", l.Addr, err)
+			}
+			e.tcpLn = append(e.tcpLn, ln)
+			e.addrs["tcp"] = ln.Addr().String()
+		default:
+			e.closeListeners()
+			return nil, fmt.Errorf("sip: listener %s:%s: unknown transport", l.Network, l.Addr)
+		}
+	}
+
+	for network, addr := range e.addrs {
+		_, portStr, _ := net.SplitHostPort(addr)
+		port, _ := strconv.Atoi(portStr)
+		opts := []sipgo.ClientOption{
+			sipgo.WithClientLogger(e.log),
+			sipgo.WithClientHostname(cfg.PublicIP),
+			sipgo.WithClientPort(port),
+		}
+		if network == "udp" {
+			// Send from the listening socket so responses and in-dialog
+			// requests come back to the port we advertise.
+			opts = append(opts, sipgo.WithClientConnectionAddr(addr))
+		}
+		c, err := sipgo.NewClient(ua, opts...)
+		if err != nil {
+			e.closeListeners()
+			return nil, fmt.Errorf("sip: client %s: %w", network, err)
+		}
+		e.client[network] = c
+		contact := gosip.ContactHeader{Address: gosip.Uri{Scheme: "sip", User: "redial", Host: cfg.PublicIP, Port: port}}
+		if network == "tcp" {
+			contact.Address.UriParams = gosip.NewParams()
+			contact.Address.UriParams.Add("transport", "tcp")
+		}
+		e.dlg[network] = &sipgo.DialogUA{Client: c, ContactHDR: contact}
+	}
+
+	srv.OnInvite(e.handleInvite)
+	srv.OnAck(func(req *gosip.Request, tx gosip.ServerTransaction) {})
+	srv.OnBye(e.handleBye)
+	srv.OnOptions(e.handleOptions)
+	srv.OnCancel(func(req *gosip.Request, tx gosip.ServerTransaction) {
+		// A CANCEL matching a live INVITE transaction is absorbed by the
+		// transaction layer; one that reaches here matches nothing.
+		tx.Respond(gosip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
+	})
+	return e, nil
+}
+
+// SetInviteHandler installs the handler for inbound INVITEs.
+func (e *Engine) SetInviteHandler(h InviteHandler) { e.onInvite.Store(&h) }
+
+func (e *Engine) closeListeners() {
+	for _, c := range e.udpConn {
+		c.Close()
+	}
+	for _, l := range e.tcpLn {
+		l.Close()
+	}
+}
+
+// Addr is the bound address of the listener of a transport ("udp" or
+// "tcp"), useful when the configured port was 0.
+func (e *Engine) Addr(network string) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.addrs[network]
+}
+
+// PublicIP is the address the engine advertises.
+func (e *Engine) PublicIP() string { return e.cfg.PublicIP }
+
+// Run serves the listeners until ctx is cancelled.
+func (e *Engine) Run(ctx context.Context) error {
+	errc := make(chan error, len(e.udpConn)+len(e.tcpLn))
+	for _, c := range e.udpConn {
+		go func(c net.PacketConn) { errc <- e.srv.ServeUDP(c) }(c)
+	}
+	for _, l := range e.tcpLn {
+		go func(l net.Listener) { errc <- e.srv.ServeTCP(l) }(l)
+	}
+	e.log.Info("sip: listening", "addrs", e.addrs, "public_ip", e.cfg.PublicIP)
+	close(e.ready)
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		err = fmt.Errorf("sip: listener stopped: %w", err)
+	}
+	e.closeListeners()
+	e.ua.Close()
+	return err
+}
+
+// Ready is closed once the listeners are served.
+func (e *Engine) Ready() <-chan struct{} { return e.ready }
+
+func (e *Engine) handleInvite(req *gosip.Request, tx gosip.ServerTransaction) {
+	if h := e.onInvite.Load(); h != nil {
+		(*h)(req, tx)
+		return
+	}
+	tx.Respond(gosip.NewResponseFromRequest(req, 403, "Forbidden", nil))
+}
+
+func (e *Engine) handleOptions(req *gosip.Request, tx gosip.ServerTransaction) {
+	res := gosip.NewResponseFromRequest(req, 200, "OK", nil)
+	res.AppendHeader(gosip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"))
+	res.AppendHeader(gosip.NewHeader("Accept", "application/sdp"))
+	if err := tx.Respond(res); err != nil {
+		e.log.Debug("sip: OPTIONS response failed", "error", err)
+	}
+}
+
+func (e *Engine) handleBye(req *gosip.Request, tx gosip.ServerTransaction) {
+	id, err := gosip.DialogIDFromRequestUAC(req)
+	if err == nil {
+		e.legsMu.RLock()
+		leg := e.legs[id]
+		e.legsMu.RUnlock()
+		if leg != nil {
+			leg.remoteBye(req, tx)
+			return
+		}
+	}
+	if h := e.byeFallback(); h != nil && h(req, tx) {
+		return
+	}
+	tx.Respond(gosip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
+}
+
+// byeFallback lets inbound (UAS) dialogs, added by a later component, claim
+// a BYE; none today.
+func (e *Engine) byeFallback() func(*gosip.Request, gosip.ServerTransaction) bool { return nil }
+
+func (e *Engine) addLeg(id string, l *Leg) {
+	e.legsMu.Lock()
+	e.legs[id] = l
+	e.legsMu.Unlock()
+}
+
+func (e *Engine) removeLeg(id string) {
+	e.legsMu.Lock()
+	delete(e.legs, id)
+	e.legsMu.Unlock()
+}
+
+// ActiveLegs is the number of established outbound dialogs.
+func (e *Engine) ActiveLegs() int {
+	e.legsMu.RLock()
+	defer e.legsMu.RUnlock()
+	return len(e.legs)
+}

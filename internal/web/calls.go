@@ -1,0 +1,192 @@
+package web
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strconv"
+
+	"redial/internal/call"
+	"redial/internal/dialplan"
+)
+
+// originateBody is POST /api/v1/calls, decoded field by field so an error
+// names the field at fault.
+func decodeOriginate(body io.Reader) (call.Request, error) {
+	var req call.Request
+	var m map[string]json.RawMessage
+	dec := json.NewDecoder(io.LimitReader(body, 1<<20))
+	if err := dec.Decode(&m); err != nil {
+		return req, fmt.Errorf("body: malformed JSON: %w", err)
+	}
+	if m == nil {
+		return req, errors.New("body: want a JSON object")
+	}
+	for k, raw := range m {
+		var err error
+		switch k {
+		case "number":
+			req.Numbers, err = stringOrArray(raw)
+		case "line_group":
+			req.LineGroups, err = stringOrArray(raw)
+		case "destination":
+			err = decodeDestination(raw, &req.Destination)
+		case "variables":
+			req.Variables, err = StringMap(raw)
+		case "call_ref":
+			err = jsonString(raw, &req.CallRef)
+		case "contact_ref":
+			err = jsonString(raw, &req.ContactRef)
+		case "campaign_ref":
+			err = jsonString(raw, &req.CampaignRef)
+		default:
+			err = errors.New("unknown field (want number, line_group, destination, variables, call_ref, contact_ref, campaign_ref)")
+		}
+		if err != nil {
+			return req, fmt.Errorf("%s: %w", k, err)
+		}
+	}
+	if req.Variables == nil {
+		req.Variables = map[string]string{}
+	}
+	return req, call.Validate(req)
+}
+
+func decodeDestination(raw json.RawMessage, d *dialplan.Destination) error {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil || m == nil {
+		return fmt.Errorf("want object {extension, dialplan, context}, got %s", jsonKind(raw))
+	}
+	for k, v := range m {
+		var err error
+		switch k {
+		case "extension":
+			err = jsonString(v, &d.Extension)
+		case "dialplan":
+			err = jsonString(v, &d.Dialplan)
+		case "context":
+			err = jsonString(v, &d.Context)
+		default:
+			err = errors.New("unknown field (want extension, dialplan, context)")
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+func jsonString(raw json.RawMessage, dst *string) error {
+	if err := json.Unmarshal(raw, dst); err != nil {
+		return fmt.Errorf("want string, got %s", jsonKind(raw))
+	}
+	return nil
+}
+
+func stringOrArray(raw json.RawMessage) ([]string, error) {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return []string{s}, nil
+	}
+	var list []string
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return nil, fmt.Errorf("want string or array of strings, got %s", jsonKind(raw))
+	}
+	return list, nil
+}
+
+// StringMap decodes a JSON object of channel variables; numbers and bools
+// are turned into their text, as FreeSWITCH variables are all strings.
+func StringMap(raw json.RawMessage) (map[string]string, error) {
+	var m map[string]any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("want object of strings, got %s", jsonKind(raw))
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		switch x := v.(type) {
+		case string:
+			out[k] = x
+		case json.Number:
+			out[k] = x.String()
+		case bool:
+			out[k] = strconv.FormatBool(x)
+		case nil:
+			out[k] = ""
+		default:
+			return nil, fmt.Errorf("%s: want string, number or bool, got %T", k, v)
+		}
+	}
+	return out, nil
+}
+
+func jsonKind(raw json.RawMessage) string {
+	t := bytes.TrimSpace(raw)
+	if len(t) == 0 {
+		return "nothing"
+	}
+	switch t[0] {
+	case '"':
+		return "string"
+	case '{':
+		return "object"
+	case '[':
+		return "array"
+	case 't', 'f':
+		return "bool"
+	case 'n':
+		return "null"
+	}
+	return "number"
+}
+
+func (s *Server) postCall(w http.ResponseWriter, r *http.Request) {
+	req, err := decodeOriginate(r.Body)
+	if err != nil {
+		s.badRequest(w, r, err)
+		return
+	}
+	c, err := s.deps.Calls.Originate(r.Context(), req)
+	if errors.Is(err, call.ErrDuplicateRef) {
+		writeJSON(w, http.StatusConflict, map[string]string{"error": "call_ref: " + err.Error()})
+		return
+	}
+	if errors.Is(err, call.ErrStopped) {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+		return
+	}
+	if err != nil {
+		s.badRequest(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]string{"call_ref": c.Ref()})
+}
+
+func (s *Server) listCalls(w http.ResponseWriter, r *http.Request) {
+	list := s.deps.Calls.Calls()
+	sort.Slice(list, func(i, j int) bool { return list[i].Start.Before(list[j].Start) })
+	writeJSON(w, http.StatusOK, map[string]any{"calls": list})
+}
+
+func (s *Server) getCall(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.deps.Calls.Get(r.PathValue("ref"))
+	if !ok {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "call_ref: no such call"})
+		return
+	}
+	writeJSON(w, http.StatusOK, c.Info())
+}
+
+func (s *Server) deleteCall(w http.ResponseWriter, r *http.Request) {
+	if !s.deps.Calls.Hangup(r.PathValue("ref")) {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "call_ref: no such call in progress"})
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]string{"call_ref": r.PathValue("ref"), "status": "hanging up"})
+}

@@ -1,0 +1,149 @@
+// Package web is redial's HTTP side: the REST API, /healthz and /metrics.
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"redial/internal/call"
+	"redial/internal/dialplan"
+	"redial/internal/lines"
+	"redial/internal/notify"
+	"redial/internal/store"
+)
+
+// Config is the HTTP listener.
+type Config struct {
+	Addr string
+}
+
+// Deps are the components the API exposes.
+type Deps struct {
+	Calls    *call.Manager
+	Lines    *lines.Manager
+	Dialplan *dialplan.Dialplan
+	Store    *store.Store
+	Notify   *notify.Publisher
+	Registry *prometheus.Registry
+	Logger   *slog.Logger
+}
+
+// Server serves the HTTP API.
+type Server struct {
+	cfg     Config
+	deps    Deps
+	log     *slog.Logger
+	mux     *http.ServeMux
+	ln      net.Listener
+	mBadReq prometheus.Counter
+}
+
+// New binds the listener (so a clash is reported at start) and builds the
+// routes.
+func New(cfg Config, deps Deps) (*Server, error) {
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg, deps: deps, log: deps.Logger.With("component", "web"), mux: http.NewServeMux(),
+		mBadReq: prometheus.NewCounter(prometheus.CounterOpts{Name: "redial_api_bad_requests_total", Help: "API requests rejected with 400."})}
+	if deps.Registry != nil {
+		deps.Registry.MustRegister(s.mBadReq)
+	}
+	s.mux.HandleFunc("POST /api/v1/calls", s.postCall)
+	s.mux.HandleFunc("GET /api/v1/calls", s.listCalls)
+	s.mux.HandleFunc("GET /api/v1/calls/{ref}", s.getCall)
+	s.mux.HandleFunc("DELETE /api/v1/calls/{ref}", s.deleteCall)
+	s.mux.HandleFunc("GET /api/v1/lines", s.getLines)
+	s.mux.HandleFunc("GET /healthz", s.healthz)
+	if deps.Registry != nil {
+		s.mux.Handle("GET /metrics", promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{}))
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("web: listen %s: %w", cfg.Addr, err)
+	}
+	s.ln = ln
+	return s, nil
+}
+
+// Handle adds a route (later components add their own endpoints).
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// Addr is the bound address.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Run serves until ctx is cancelled.
+func (s *Server) Run(ctx context.Context) error {
+	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(s.ln) }()
+	s.log.Info("web: listening", "addr", s.Addr())
+	select {
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+		return nil
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return fmt.Errorf("web: %w", err)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func (s *Server) badRequest(w http.ResponseWriter, r *http.Request, err error) {
+	s.mBadReq.Inc()
+	s.log.Warn("web: bad request", "method", r.Method, "path", r.URL.Path, "error", err)
+	writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+}
+
+func (s *Server) getLines(w http.ResponseWriter, r *http.Request) {
+	out := map[string]any{"lines": s.deps.Lines.Statuses(r.Context())}
+	if s.deps.Dialplan != nil {
+		entries, err := s.deps.Dialplan.Entries(r.Context())
+		if err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+			return
+		}
+		out["dialplan"] = entries
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	status := map[string]any{"status": "ok", "redis": "ok"}
+	code := http.StatusOK
+	if err := s.deps.Store.Ping(ctx); err != nil {
+		// CDRs still spool while Redis is away, so the node is degraded,
+		// not dead.
+		status["status"], status["redis"] = "degraded", err.Error()
+		code = http.StatusServiceUnavailable
+	}
+	if s.deps.Notify != nil {
+		status["spooled_notifications"] = s.deps.Notify.Spooled()
+	}
+	if s.deps.Calls != nil {
+		status["active_calls"] = s.deps.Calls.Active()
+	}
+	writeJSON(w, code, status)
+}
