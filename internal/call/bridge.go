@@ -59,6 +59,7 @@ func (b *SIPBridge) Connect(ctx context.Context, s *Session) TargetResult {
 		return TargetResult{Cause: cause, Reason: reason}
 	}
 	bleg := res.Leg
+	s.Call.addLeg("destination", bleg)
 	connected := time.Now()
 	s.Call.update(func(i *Info) { i.State = StateBridged })
 
@@ -81,4 +82,12 @@ func (b *SIPBridge) Connect(ctx context.Context, s *Session) TargetResult {
 	st := <-relayDone
 	s.Log.Info("call: bridge ended", "side", s.Vars["redial_hangup_side"], "rtp_a_to_b", st.AtoB, "rtp_b_to_a", st.BtoA)
 	return tr
+}
+
+// hangupConnector ends the answered call at once with NORMAL_CLEARING.
+type hangupConnector struct{}
+
+// Connect implements Connector.
+func (hangupConnector) Connect(ctx context.Context, s *Session) TargetResult {
+	return TargetResult{Connected: true, ConnectedAt: time.Now(), Cause: NormalClearing}
 }

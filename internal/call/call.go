@@ -10,6 +10,7 @@ import (
 
 	"redial/internal/dialplan"
 	"redial/internal/notify"
+	"redial/internal/sip"
 )
 
 // Request is an originate request (POST /api/v1/calls, the dialers).
@@ -72,6 +73,20 @@ type Info struct {
 	Answer      *time.Time   `json:"answer,omitempty"`
 	End         *time.Time   `json:"end,omitempty"`
 	CDRs        []notify.CDR `json:"cdrs"`
+	// Legs shows the media of the established legs, for troubleshooting
+	// one-way audio.
+	Legs []LegInfo `json:"legs,omitempty"`
+}
+
+// LegInfo is one established leg's media.
+type LegInfo struct {
+	Role       string `json:"role"` // "callee" or "destination"
+	SIPCallID  string `json:"sip_call_id"`
+	LocalPort  int    `json:"rtp_local_port"`
+	Remote     string `json:"rtp_remote,omitempty"`
+	Codec      string `json:"codec"`
+	PacketsIn  uint64 `json:"packets_in"`
+	PacketsOut uint64 `json:"packets_out"`
 }
 
 // Call is one originate request in progress or recently ended.
@@ -83,6 +98,19 @@ type Call struct {
 	mu   sync.Mutex
 	info Info
 	out  Outcome
+	legs []legRef
+}
+
+type legRef struct {
+	role string
+	leg  *sip.Leg
+}
+
+// addLeg records an established leg for Info.
+func (c *Call) addLeg(role string, l *sip.Leg) {
+	c.mu.Lock()
+	c.legs = append(c.legs, legRef{role, l})
+	c.mu.Unlock()
 }
 
 func newCall(req Request, now time.Time) *Call {
@@ -104,6 +132,17 @@ func (c *Call) Info() Info {
 	defer c.mu.Unlock()
 	i := c.info
 	i.CDRs = append([]notify.CDR(nil), c.info.CDRs...)
+	if i.State != StateEnded {
+		for _, l := range c.legs {
+			st := l.leg.Media.Stats()
+			li := LegInfo{Role: l.role, SIPCallID: l.leg.CallID, LocalPort: l.leg.Media.LocalPort(), Codec: l.leg.Codec.Name,
+				PacketsIn: st.PacketsIn, PacketsOut: st.PacketsOut}
+			if r := l.leg.Media.Remote(); r != nil {
+				li.Remote = r.String()
+			}
+			i.Legs = append(i.Legs, li)
+		}
+	}
 	return i
 }
 

@@ -99,6 +99,7 @@ func NewManager(cfg Config, deps Deps) (*Manager, error) {
 		deps.Registry.MustRegister(m.mCalls, m.mActive, m.mSetup)
 	}
 	m.RegisterConnector(dialplan.TypeSIP, &SIPBridge{Engine: deps.SIP})
+	m.RegisterConnector(dialplan.TypeHangup, hangupConnector{})
 	return m, nil
 }
 

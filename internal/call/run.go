@@ -113,6 +113,7 @@ numbers:
 				a := rec.answer.UTC()
 				i.Answer, i.State, i.SIPCode = &a, StateAnswered, res.Code
 			})
+			c.addLeg("callee", res.Leg)
 			tr := m.connect(ctx, c, res.Leg, number, vars, params, log)
 			res.Leg.Hangup(context.WithoutCancel(ctx))
 			lease.Release(context.WithoutCancel(ctx))
@@ -141,7 +142,7 @@ numbers:
 			attempt++
 			now := m.now()
 			rec := attemptRecord{number: number, vars: req.Variables, start: now, end: now,
-				disposition: NoLine, cause: SwitchCongestion, reason: noLineErr.Error(),
+				disposition: NoLine, cause: CircuitCongestion, reason: noLineErr.Error(),
 				dialNumber: req.Variables["origination_caller_id_number"]}
 			out.Disposition = NoLine
 			out.CDRs = append(out.CDRs, m.writeCDR(ctx, c, attempt, rec))

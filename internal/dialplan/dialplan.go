@@ -27,6 +27,9 @@ const (
 	TypeIVR   = "ivr"
 	TypeQueue = "queue"
 	TypeUser  = "user"
+	// TypeHangup answers and hangs up at once: a reachability check that
+	// needs no destination, and the benchmark's target.
+	TypeHangup = "hangup"
 )
 
 // Target is one dialplan entry.
@@ -124,10 +127,11 @@ func Parse(hash, field, raw string) (Target, error) {
 		err = need("queue", &t.Queue)
 	case TypeUser:
 		err = need("user", &t.User)
+	case TypeHangup:
 	case "":
-		err = fmt.Errorf("%s: type: required (sip, ivr, queue or user)", where)
+		err = fmt.Errorf("%s: type: required (sip, ivr, queue, user or hangup)", where)
 	default:
-		err = fmt.Errorf("%s: type: %q is not one of sip, ivr, queue, user", where, t.Type)
+		err = fmt.Errorf("%s: type: %q is not one of sip, ivr, queue, user, hangup", where, t.Type)
 	}
 	t.Key = field
 	return t, err

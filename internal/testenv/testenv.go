@@ -186,6 +186,11 @@ func StartSipp(t testing.TB, o SippOptions) *Sipp {
 	if o.Trace {
 		args = append(args, "-trace_msg", "-message_file", filepath.Join(s.logDir, "messages.log"))
 	}
+	// SIPp binds a media port (default 6000) even when unused; give each
+	// instance its own so parallel tests do not collide.
+	if !hasArg(o.Args, "-mp") {
+		args = append(args, "-mp", strconv.Itoa(FreePort(t)))
+	}
 	args = append(args, o.Args...)
 	if o.Remote != "" {
 		args = append(args, o.Remote)
@@ -273,4 +278,13 @@ func (s *Sipp) Kill() {
 		s.cmd.Process.Kill()
 		<-s.done
 	}
+}
+
+func hasArg(args []string, name string) bool {
+	for _, a := range args {
+		if a == name {
+			return true
+		}
+	}
+	return false
 }
