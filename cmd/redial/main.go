@@ -20,6 +20,11 @@ const usage = `redial: call automation over SIP and Redis
 usage:
   redial serve [flags]        run a node (flags also as REDIAL_* env vars; see redial serve -h)
   redial originate [flags]    place a call through a running node's API
+  redial task set NAME --file task.json [--host H]   write a task and publish the change notice
+  redial task list            tasks as this node merges them (template + @host)
+  redial task status          each task's state and why it is not dialing (from a node's API)
+  redial numbers push QUEUE [FILE|-]   push numbers (text, CSV or JSON lines)
+  redial numbers stats QUEUE  waiting, claimed, delayed, interrupted and invalid counts
   redial demo [flags]         run the self-contained demo (own redis-server and simulated carrier)
   redial sim [flags]          run the simulated carrier and destination alone
 `
@@ -41,6 +46,10 @@ func main() {
 		err = demo(ctx, os.Args[2:])
 	case "sim":
 		err = simCmd(ctx, os.Args[2:])
+	case "task":
+		err = taskCmd(ctx, os.Args[2:])
+	case "numbers":
+		err = numbersCmd(ctx, os.Args[2:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return

@@ -15,6 +15,7 @@ import (
 
 	"redial/internal/call"
 	"redial/internal/config"
+	"redial/internal/dialer"
 	"redial/internal/dialplan"
 	"redial/internal/lines"
 	"redial/internal/media"
@@ -36,6 +37,7 @@ type App struct {
 	SIP      *sip.Engine
 	Dialplan *dialplan.Dialplan
 	Calls    *call.Manager
+	Dialer   *dialer.Dialer
 	Web      *web.Server
 
 	parts []part
@@ -47,9 +49,24 @@ type part struct {
 	run  func(ctx context.Context) error
 }
 
+// Option adjusts how a node is built (tests).
+type Option func(*options)
+
+type options struct {
+	now func() time.Time
+}
+
+// WithClock gives the node's time windows a clock other than the wall
+// clock, so tests can run a task "in 2020".
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
 // New builds a node. Listeners are bound here, so port clashes and bad
 // settings fail before anything runs.
-func New(cfg *config.Node, log *slog.Logger) (*App, error) {
+func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
 	a := &App{Cfg: cfg, Log: log, Registry: prometheus.NewRegistry()}
 	a.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var err error
@@ -74,7 +91,12 @@ func New(cfg *config.Node, log *slog.Logger) (*App, error) {
 		Notify: a.Notify, Logger: log, Registry: a.Registry}); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
-	if a.Web, err = web.New(web.Config{Addr: cfg.HTTP}, web.Deps{Calls: a.Calls, Lines: a.Lines, Dialplan: a.Dialplan,
+	if a.Dialer, err = dialer.New(dialer.Config{Host: cfg.Host, Location: cfg.Timezone, Resync: cfg.Resync,
+		HeartbeatTTL: cfg.HeartbeatTTL, RecoverEvery: cfg.HeartbeatTTL / 2},
+		dialer.Deps{Store: a.Store, Calls: a.Calls, Logger: log, Registry: a.Registry, Now: o.now}); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+	if a.Web, err = web.New(web.Config{Addr: cfg.HTTP}, web.Deps{Calls: a.Calls, Dialer: a.Dialer, Lines: a.Lines, Dialplan: a.Dialplan,
 		Store: a.Store, Notify: a.Notify, Registry: a.Registry, Logger: log}); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
@@ -93,6 +115,7 @@ func New(cfg *config.Node, log *slog.Logger) (*App, error) {
 		}},
 		{"sip", a.SIP.Run},
 		{"calls", a.Calls.Run},
+		{"dialer", a.Dialer.Run},
 		{"web", a.Web.Run},
 	}
 	registerRuntimeGauges(a)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -39,20 +40,30 @@ type node struct {
 
 // startNode runs a full node against the given Redis, with SIP and HTTP on
 // free loopback ports.
-func startNode(t testing.TB, redisURL, host string) *node {
+func startNode(t testing.TB, redisURL, host string, opts ...Option) *node {
+	t.Helper()
+	return startNodeCfg(t, redisURL, host, nil, opts...)
+}
+
+// startNodeCfg is startNode with a chance to adjust the configuration.
+func startNodeCfg(t testing.TB, redisURL, host string, adjust func(*config.Node), opts ...Option) *node {
 	t.Helper()
 	sipPort := testenv.FreePort(t)
 	rtpBase := 20000 + (sipPort%200)*100
 	cfg := &config.Node{Redis: redisURL, Host: host, Domain: "default",
 		SIP:         []config.Listener{{Network: "udp", Addr: fmt.Sprintf("127.0.0.1:%d", sipPort)}, {Network: "tcp", Addr: fmt.Sprintf("127.0.0.1:%d", sipPort)}},
 		SIPPublicIP: "127.0.0.1", RTPMin: rtpBase, RTPMax: rtpBase + 98, HTTP: "127.0.0.1:0", Timezone: time.UTC,
-		Data: t.TempDir(), NotifyPrefix: "enigma:notifications", NotifyFormat: "v3", LogLevel: "debug"}
+		Data: t.TempDir(), NotifyPrefix: "enigma:notifications", NotifyFormat: "v3", LogLevel: "debug",
+		Resync: 30 * time.Second, HeartbeatTTL: 10 * time.Second}
+	if adjust != nil {
+		adjust(cfg)
+	}
 	level := slog.LevelWarn
 	if os.Getenv("REDIAL_TEST_LOG") != "" {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level})).With("node", host)
-	a, err := New(cfg, log)
+	a, err := New(cfg, log, opts...)
 	if err != nil {
 		t.Fatalf("node: %v", err)
 	}
@@ -181,3 +192,17 @@ func waitSipp(t testing.TB, s *testenv.Sipp, timeout time.Duration) {
 		t.Fatalf("sipp: %v\n%s", err, s.Output())
 	}
 }
+
+// readSippMessages returns SIPp's -trace_msg log.
+func readSippMessages(t testing.TB, s *testenv.Sipp) string {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(s.LogDir(), "*messages.log"))
+	var b strings.Builder
+	for _, f := range files {
+		data, _ := os.ReadFile(f)
+		b.Write(data)
+	}
+	return b.String()
+}
+
+func regexpMatch(expr, s string) bool { return regexp.MustCompile(expr).MatchString(s) }

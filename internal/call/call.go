@@ -24,8 +24,13 @@ type Request struct {
 	ContactRef  string
 	CampaignRef string
 	// OnInvite, if set, is called just before the first INVITE is sent: the
-	// dialers use it to mark a claimed number as possibly dialed.
-	OnInvite func()
+	// dialers use it to mark a claimed number as possibly dialed. An error
+	// stops the call before anything is sent (Outcome.NotDialed).
+	OnInvite func() error
+	// ReturnOnNoLine makes a call that found no free line before sending
+	// any INVITE end without a CDR, with Outcome.NoLine set: the dialers
+	// put the number back rather than record an attempt that never was.
+	ReturnOnNoLine bool
 }
 
 // State is where a call is in its life.
@@ -54,6 +59,13 @@ type Outcome struct {
 	Invites int
 	// CDRs are the records written, one per attempt.
 	CDRs []notify.CDR
+	// NoLine is true when ReturnOnNoLine stopped the call before any
+	// INVITE.
+	NoLine bool
+	// NotDialed is true when no INVITE was sent and no CDR written: no free
+	// line (with ReturnOnNoLine), or OnInvite failed (NotDialedErr).
+	NotDialed    bool
+	NotDialedErr error
 }
 
 // Info is a call as the API shows it.

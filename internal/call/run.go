@@ -65,7 +65,12 @@ numbers:
 			rec := attemptRecord{number: number, line: lease.Line.Name, vars: vars, dialNumber: params.CallerIDNumber}
 			target := lease.Line.DialURI(number)
 			if !invited && req.OnInvite != nil {
-				req.OnInvite()
+				if err := req.OnInvite(); err != nil {
+					lease.Release(context.WithoutCancel(ctx))
+					out.NotDialed, out.NotDialedErr = true, err
+					log.Warn("call: not dialed", "error", err)
+					return
+				}
 			}
 			invited, sent = true, true
 			attempt++
@@ -137,6 +142,10 @@ numbers:
 			out.Disposition = rec.disposition
 			out.CDRs = append(out.CDRs, m.writeCDR(ctx, c, attempt, rec))
 			break numbers
+		}
+		if !sent && noLineErr != nil && req.ReturnOnNoLine && !invited {
+			out.NoLine, out.NotDialed = true, true
+			break
 		}
 		if !sent && noLineErr != nil {
 			attempt++

@@ -37,6 +37,12 @@ type Node struct {
 	NotifyPrefix string
 	NotifyFormat string
 	LogLevel     string
+	// Resync is how often task configs are re-read even without a change
+	// notice.
+	Resync time.Duration
+	// HeartbeatTTL is how long after its last heartbeat a node counts as
+	// dead, when others recover its claimed numbers.
+	HeartbeatTTL time.Duration
 }
 
 // flagSpec ties a flag to its environment variable and default.
@@ -47,7 +53,7 @@ type flagSpec struct {
 
 // raw holds flag values as strings until Validate parses them.
 type raw struct {
-	redis, host, domain, sip, sipPublicIP, rtpPorts, http, timezone, data, notifyPrefix, notifyFormat, logLevel string
+	redis, host, domain, sip, sipPublicIP, rtpPorts, http, timezone, data, notifyPrefix, notifyFormat, logLevel, resync, heartbeat string
 }
 
 // Flags registers the node flags on fs and returns a function that, after
@@ -69,6 +75,8 @@ func Flags(fs *flag.FlagSet) func() (*Node, error) {
 		{"notify-prefix", "enigma:notifications", "prefix of the notification lists", &r.notifyPrefix},
 		{"notify-format", "v3", "inbound notification format: v3 (call_dir) or legacy (campaign_ref)", &r.notifyFormat},
 		{"log-level", "info", "debug, info, warn or error", &r.logLevel},
+		{"resync", "30s", "re-read task configs this often, besides change notices", &r.resync},
+		{"heartbeat-ttl", "10s", "a node silent this long is dead and its claimed numbers are recovered", &r.heartbeat},
 	}
 	for _, s := range specs {
 		fs.StringVar(s.target, s.name, s.def, s.usage+" [env "+EnvName(s.name)+"]")
@@ -165,6 +173,16 @@ func (r *raw) validate() (*Node, error) {
 	}
 	if r.notifyFormat != "v3" && r.notifyFormat != "legacy" {
 		bad("notify-format", "%q: want v3 or legacy", r.notifyFormat)
+	}
+	if d, err := time.ParseDuration(r.resync); err != nil || d < 100*time.Millisecond {
+		bad("resync", "%q: want a duration of at least 100ms, e.g. 30s", r.resync)
+	} else {
+		n.Resync = d
+	}
+	if d, err := time.ParseDuration(r.heartbeat); err != nil || d < 500*time.Millisecond {
+		bad("heartbeat-ttl", "%q: want a duration of at least 500ms, e.g. 10s", r.heartbeat)
+	} else {
+		n.HeartbeatTTL = d
 	}
 	switch r.logLevel {
 	case "debug", "info", "warn", "error":

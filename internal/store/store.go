@@ -111,6 +111,13 @@ func ParseURL(raw string) (*redis.UniversalOptions, error) {
 	}
 }
 
+// IsCluster reports whether the client talks to a Redis Cluster, where
+// multi-key scripts need their keys in one hash slot.
+func (s *Store) IsCluster() bool {
+	_, ok := s.rdb.(*redis.ClusterClient)
+	return ok
+}
+
 // Client is the underlying go-redis client.
 func (s *Store) Client() redis.UniversalClient { return s.rdb }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"redial/internal/call"
+	"redial/internal/dialer"
 	"redial/internal/dialplan"
 	"redial/internal/lines"
 	"redial/internal/notify"
@@ -29,6 +30,7 @@ type Config struct {
 // Deps are the components the API exposes.
 type Deps struct {
 	Calls    *call.Manager
+	Dialer   *dialer.Dialer
 	Lines    *lines.Manager
 	Dialplan *dialplan.Dialplan
 	Store    *store.Store
@@ -63,6 +65,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.mux.HandleFunc("GET /api/v1/calls/{ref}", s.getCall)
 	s.mux.HandleFunc("DELETE /api/v1/calls/{ref}", s.deleteCall)
 	s.mux.HandleFunc("GET /api/v1/lines", s.getLines)
+	s.mux.HandleFunc("GET /api/v1/tasks", s.getTasks)
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	if deps.Registry != nil {
 		s.mux.Handle("GET /metrics", promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{}))
@@ -146,4 +149,12 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 		status["active_calls"] = s.deps.Calls.Active()
 	}
 	writeJSON(w, code, status)
+}
+
+func (s *Server) getTasks(w http.ResponseWriter, r *http.Request) {
+	if s.deps.Dialer == nil {
+		writeJSON(w, http.StatusOK, map[string]any{"tasks": []any{}})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tasks": s.deps.Dialer.Statuses(r.Context())})
 }

@@ -66,7 +66,7 @@ run() {
 	while [ $# -gt 0 ] && [ "$1" != -- ]; do uac+=("$1"); shift; done
 	[ $# -gt 0 ] && { shift; check=("$@"); }
 
-	local dir="$work/$name"
+	local dir="$work/$name" note_uac
 	mkdir -p "$dir"
 	local t0=$SECONDS
 	timeout 60 sipp -sf "${uas[0]}" -i 127.0.0.1 -p "$uport" -m 1 -nostdin \
@@ -86,13 +86,25 @@ run() {
 		wait "$upid" $dpid 2>/dev/null
 		fail=$((fail + 1)); failed+=("$name"); return
 	fi
-	timeout 60 sipp -sf "${uac[0]}" -i 127.0.0.1 -p "$cport" -m 1 -nostdin \
-		-trace_err -error_file "$dir/uac_errors.log" -trace_msg -message_file "$dir/uac_messages.log" \
-		"${uac[@]:1}" "127.0.0.1:$uport" >"$dir/uac.out" 2>&1
+	if [[ ${uac[0]} == *.py ]]; then
+		timeout 60 python3 "${uac[0]}" "${uac[@]:1}" "$cport" "$uport" >"$dir/uac.out" 2>&1
+	else
+		timeout 60 sipp -sf "${uac[0]}" -i 127.0.0.1 -p "$cport" -m 1 -nostdin \
+			-trace_err -error_file "$dir/uac_errors.log" -trace_msg -message_file "$dir/uac_messages.log" \
+			"${uac[@]:1}" "127.0.0.1:$uport" >"$dir/uac.out" 2>&1
+	fi
 	local got_uac=$?
+	[[ ${uac[0]} == *.py ]] && note_uac=$(tr '\n' ' ' <"$dir/uac.out") || note_uac=""
+	# The UAS has 15 s to finish once the caller is done.
+	local i
+	for i in $(seq 1 300); do
+		kill -0 "$upid" 2>/dev/null || break
+		sleep 0.05
+	done
+	kill "$upid" 2>/dev/null
 	wait "$upid"
 	local got_uas=$?
-	local during_rc=0 note=""
+	local during_rc=0 note="$note_uac"
 	if [ -n "$dpid" ]; then
 		wait "$dpid"
 		during_rc=$?
@@ -136,7 +148,6 @@ calls() {
 	[ "$s" = "$2" ] && [ "$f" = "$3" ] || { echo "$1: $s successful, $f failed (want $2, $3)"; return 1; }
 	echo "$1: $s successful, $f failed"
 }
-both() { "$@" && :; }
 
 # digest USER PASS URI: the RFC 2617 (no qop) response to uas_401/uas_407's
 # challenge for an INVITE.
@@ -159,8 +170,7 @@ alloc; run answer_bye/caller_hangs_up_first_fails 1 0 uas_answer_bye.xml -d 3000
 # --- answer, caller hangs up ------------------------------------------------------
 alloc; run answer_wait_bye/caller_hangs_up 0 0 uas_answer_wait_bye.xml -- uac_bench.xml -d 200 \
 	-- has uas_messages.log '^m=audio [0-9]+ RTP/AVP 0 101'
-alloc; run answer_wait_bye/duplicate_invite_and_ack 0 0 uas_answer_wait_bye.xml -- selftest/uac_retrans.xml -d 300 \
-	-- calls uas.out 1 0
+alloc; run answer_wait_bye/requests_sent_twice 0 0 uas_answer_wait_bye.xml -- selftest/sip_retrans.py answer
 alloc; during=(probe echo "$rport" "$mport" 1.5 60)
 run answer_wait_bye/rtp_echo 0 0 uas_answer_wait_bye.xml -rtp_echo -mp "$mport" -- selftest/uac_media.xml \
 	-key rtp_port "$rport" -d 2500
@@ -172,6 +182,7 @@ alloc; run reject/503 0 0 uas_503.xml -- selftest/uac_reject.xml -set code 503 \
 	-- has uas_messages.log '^SIP/2.0 100 Trying'
 alloc; run reject/404_without_provisional 0 0 uas_404.xml -- selftest/uac_reject.xml -set code 404 \
 	-- hasnt uas_messages.log '^SIP/2.0 1[0-9][0-9] '
+alloc; run reject/486_requests_sent_twice 0 0 uas_486.xml -- selftest/sip_retrans.py reject
 alloc; run reject/uac_check_can_fail 0 1 uas_486.xml -- selftest/uac_reject.xml -set code 503 \
 	-- has uac_errors.log 'expected 503, got 486'
 
@@ -180,6 +191,7 @@ alloc; run ring_noanswer/cancel_at_once 0 0 uas_ring_noanswer.xml -- selftest/ua
 	-- has uas_messages.log '^SIP/2.0 487 Request Terminated'
 alloc; run ring_noanswer/cancel_after_2s 0 0 uas_ring_noanswer.xml -- selftest/uac_cancel.xml -d 2000 \
 	-- has uas_messages.log '^CSeq: 7 INVITE'
+alloc; run ring_noanswer/requests_sent_twice 0 0 uas_ring_noanswer.xml -- selftest/sip_retrans.py cancel
 
 # --- digest challenges ------------------------------------------------------------
 alloc; run auth/401_good_password 0 0 uas_401.xml -- selftest/uac_auth.xml -au alice -ap secret -d 200 \

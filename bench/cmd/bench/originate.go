@@ -1,0 +1,601 @@
+package main
+
+// Part 1, originate: how many calls per second redial originates against a
+// SIPp UAS (INVITE, 180, 200, ACK, BYE, 200), next to SIPp's own UAC
+// against the same UAS as the reference, on one rate ladder.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"redial/internal/app"
+	"redial/internal/call"
+	"redial/internal/config"
+	"redial/internal/dialplan"
+)
+
+const (
+	benchGroup    = "bench"
+	benchCDRList  = "enigma:notifications:campaigns"
+	sustainedFrac = 0.95 // a step is sustained at >= 95% of its rate with zero failures
+)
+
+// sippRun is one step of the reference.
+type sippRun struct {
+	rate, calls   int
+	successful    int
+	failed        int // every call not successful
+	elapsed       time.Duration
+	uacRSS        int64 // SIPp UAC VmHWM
+	uacCPU        time.Duration
+	uasCPU        time.Duration
+	exitErr       error
+	note          string
+	achievedPerS  float64
+	sustainedStep bool
+}
+
+// redialRun is one step of redial.
+type redialRun struct {
+	rate, calls  int
+	completed    int // Place returned
+	ok           int // answered, with an answer time
+	failures     int // everything else, including calls never placed
+	failureKinds map[string]int
+	wall         time.Duration
+	setupP50     time.Duration
+	setupP99     time.Duration
+	setupMax     time.Duration
+	peakRSS      int64
+	cpu          time.Duration
+	maxInflight  int64
+	maxLag       time.Duration
+	cdrsOnRedis  int64
+	uasOK        int
+	uasCPU       time.Duration
+	redisCPU     time.Duration
+	retained     int64 // live heap after the step minus before, after GC
+	retainedLate int64 // the same 35 s later (profiling run only): past sipgo's Timer M (32 s)
+	warnings     int   // node log lines (warn and up)
+	libLogs      int64 // records written by libraries through slog.Default
+	achievedPerS float64
+	sustained    bool
+}
+
+func runOriginate(ctx context.Context, b *bench) (string, error) {
+	uac, err := scenarioPath(b.root, "uac_bench.xml")
+	if err != nil {
+		return "", err
+	}
+	uas, err := scenarioPath(b.root, "uas_bench.xml")
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(b.work, "originate")
+	loadBefore := loadAverage()
+	began := time.Now()
+
+	if err := os.MkdirAll(filepath.Join(dir, "redis"), 0o755); err != nil {
+		return "", err
+	}
+	rds, err := startRedis(ctx, filepath.Join(dir, "redis"))
+	if err != nil {
+		return "", err
+	}
+	defer rds.Stop()
+	if err := rds.Client.HSet(ctx, "cti_dialplan@default", "default:bench", `{"type":"hangup"}`).Err(); err != nil {
+		return "", fmt.Errorf("originate: write dialplan: %w", err)
+	}
+
+	sippRuns := map[int]*sippRun{}
+	redialRuns := map[int]*redialRun{}
+	sippOn, redialOn := true, true
+	var errs []error
+	for _, rate := range b.rates {
+		if !sippOn && !redialOn || ctx.Err() != nil {
+			break
+		}
+		if sippOn {
+			r, err := runSippReference(ctx, b, uac, uas, rate, filepath.Join(dir, fmt.Sprintf("sipp-%d", rate)))
+			if err != nil {
+				errs = append(errs, err)
+				sippOn = false
+			} else {
+				sippRuns[rate] = r
+				sippOn = r.sustainedStep
+				fmt.Printf("  SIPp   %5d cps: %8.1f calls/s, %d/%d ok, %s\n", rate, r.achievedPerS, r.successful, r.calls, r.elapsed.Round(time.Millisecond))
+			}
+		}
+		if redialOn {
+			r, err := runRedial(ctx, b, rds, uas, rate, filepath.Join(dir, fmt.Sprintf("redial-%d", rate)), "", "")
+			if err != nil {
+				errs = append(errs, err)
+				redialOn = false
+			} else {
+				redialRuns[rate] = r
+				redialOn = r.sustained
+				fmt.Printf("  redial %5d cps: %8.1f calls/s, %d/%d ok, setup p50 %s ms p99 %s ms, RSS %s, CDRs %d, max in flight %d\n",
+					rate, r.achievedPerS, r.ok, r.calls, ms(r.setupP50), ms(r.setupP99), mib(r.peakRSS), r.cdrsOnRedis, r.maxInflight)
+			}
+		}
+	}
+
+	var profiled *redialRun
+	if (b.cpuProfile != "" || b.memProfile != "") && ctx.Err() == nil {
+		rate := bestRedial(b.rates, redialRuns)
+		if rate == 0 {
+			rate = b.rates[0]
+		}
+		fmt.Printf("  profiling redial at %d cps (cpu %q, heap %q)\n", rate, b.cpuProfile, b.memProfile)
+		r, err := runRedial(ctx, b, rds, uas, rate, filepath.Join(dir, fmt.Sprintf("redial-%d-profile", rate)), b.cpuProfile, b.memProfile)
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			profiled = r
+		}
+	}
+	sec := originateReport(b, sippRuns, redialRuns, profiled, loadBefore, loadAverage(), time.Since(began))
+	return sec, errors.Join(errs...)
+}
+
+func bestRedial(rates []int, runs map[int]*redialRun) int {
+	best := 0
+	for _, rate := range rates {
+		if r := runs[rate]; r != nil && r.sustained {
+			best = rate
+		}
+	}
+	return best
+}
+
+func bestSipp(rates []int, runs map[int]*sippRun) int {
+	best := 0
+	for _, rate := range rates {
+		if r := runs[rate]; r != nil && r.sustainedStep {
+			best = rate
+		}
+	}
+	return best
+}
+
+// runSippReference runs SIPp's UAC against a fresh SIPp UAS.
+func runSippReference(ctx context.Context, b *bench, uacXML, uasXML string, rate int, dir string) (*sippRun, error) {
+	n := int(float64(rate) * b.duration.Seconds())
+	r := &sippRun{rate: rate, calls: n}
+	uas, err := startSipp(sippOpts{Scenario: uasXML, Dir: filepath.Join(dir, "uas")})
+	if err != nil {
+		return nil, err
+	}
+	defer uas.Kill()
+	// -timeout bounds a run whose calls hang (lost packets wait for Timer B).
+	limit := b.duration + 10*time.Second
+	uacP, err := startSipp(sippOpts{Scenario: uacXML, Remote: uas.Addr, Dir: filepath.Join(dir, "uac"),
+		Args: []string{"-r", fmt.Sprint(rate), "-rp", "1000", "-m", fmt.Sprint(n), "-l", fmt.Sprint(b.inflight),
+			"-timeout", fmt.Sprintf("%ds", int(limit.Seconds())), "-timeout_error"}})
+	if err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, limit+10*time.Second)
+	defer cancel()
+	r.exitErr = uacP.Wait(wctx)
+	uas.Kill()
+	st, err := uacP.Stats()
+	if err != nil {
+		return nil, fmt.Errorf("originate: SIPp reference at %d cps: %w\n%s", rate, err, tail(uacP.Output(), 1500))
+	}
+	r.successful = st.Successful
+	r.failed = n - st.Successful
+	r.elapsed = st.Elapsed()
+	if r.elapsed > 0 {
+		r.achievedPerS = float64(r.successful) / r.elapsed.Seconds()
+	}
+	r.uacRSS, r.uacCPU, r.uasCPU = uacP.PeakRSS(), uacP.CPU(), uas.CPU()
+	if r.exitErr != nil && r.failed == 0 {
+		r.note = fmt.Sprintf("SIPp exited with %v", r.exitErr)
+	}
+	r.sustainedStep = r.failed == 0 && r.exitErr == nil && r.achievedPerS >= sustainedFrac*float64(rate)
+	return r, nil
+}
+
+// runRedial runs a fresh node against a fresh SIPp UAS at rate calls/s.
+func runRedial(ctx context.Context, b *bench, rds *redisServer, uasXML string, rate int, dir, cpuProfile, memProfile string) (*redialRun, error) {
+	n := int(float64(rate) * b.duration.Seconds())
+	r := &redialRun{rate: rate, calls: n, failureKinds: map[string]int{}}
+	uas, err := startSipp(sippOpts{Scenario: uasXML, Dir: filepath.Join(dir, "uas")})
+	if err != nil {
+		return nil, err
+	}
+	defer uas.Kill()
+	line := fmt.Sprintf(`{"params":{"group":%q,"uri":"sip:%s","limit":%d,"enable":true}}`, benchGroup, uas.Addr, b.inflight)
+	if err := rds.Client.HSet(ctx, "cti_line@default", "bench", line).Err(); err != nil {
+		return nil, fmt.Errorf("originate: write line: %w", err)
+	}
+
+	sipPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	logPath := filepath.Join(dir, "node.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close()
+	log := slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelWarn})).With("node", "bench")
+	cfg := &config.Node{Redis: rds.URL, Host: "bench", Domain: "default",
+		SIP:         []config.Listener{{Network: "udp", Addr: fmt.Sprintf("127.0.0.1:%d", sipPort)}},
+		SIPPublicIP: "127.0.0.1", RTPMin: 20000, RTPMax: 40000, HTTP: "127.0.0.1:0", Timezone: time.UTC,
+		Data: filepath.Join(dir, "data"), NotifyPrefix: "enigma:notifications", NotifyFormat: "v3", LogLevel: "warn"}
+	node, err := app.New(cfg, log)
+	if err != nil {
+		return nil, fmt.Errorf("originate: node: %w", err)
+	}
+	nctx, stopNode := context.WithCancel(context.Background())
+	nodeDone := make(chan error, 1)
+	go func() { nodeDone <- node.Run(nctx) }()
+	defer func() {
+		stopNode()
+		select {
+		case <-nodeDone:
+		case <-time.After(40 * time.Second):
+			fmt.Fprintln(os.Stderr, "bench: node did not stop within 40s")
+		}
+	}()
+	select {
+	case <-node.SIP.Ready():
+	case err := <-nodeDone:
+		return nil, fmt.Errorf("originate: node stopped at start: %v", err)
+	case <-time.After(10 * time.Second):
+		return nil, errors.New("originate: node SIP not ready after 10s")
+	}
+	if err := node.Lines.Reload(ctx); err != nil {
+		return nil, fmt.Errorf("originate: load lines: %w", err)
+	}
+
+	place := func(ctx context.Context, i int) (call.Outcome, error) {
+		return node.Calls.Place(ctx, call.Request{Numbers: []string{fmt.Sprintf("1555%07d", i)},
+			LineGroups: []string{benchGroup}, Destination: dialplan.Destination{Extension: "bench"},
+			CampaignRef: "bench"})
+	}
+	// A few calls first: a broken setup fails here in a second, not after
+	// a whole step, and connection pools are warm for the step.
+	var wg sync.WaitGroup
+	warmErr := make(chan error, 20)
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			out, err := place(ctx, 9000000+i)
+			if err == nil && out.Disposition != call.Answered {
+				err = fmt.Errorf("disposition %s: %s", out.Disposition, describe(out))
+			}
+			if err != nil {
+				warmErr <- err
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(warmErr)
+	if err := <-warmErr; err != nil {
+		return nil, fmt.Errorf("originate: warm-up call to the SIPp UAS at %s failed: %w (node log %s)", uas.Addr, err, logPath)
+	}
+	if err := waitListLen(ctx, rds, 20, 10*time.Second); err != nil {
+		return nil, fmt.Errorf("originate: warm-up CDRs: %w", err)
+	}
+	rds.Client.Del(ctx, benchCDRList)
+
+	type rec struct {
+		start, end time.Time
+		setup      time.Duration
+		fail       string
+	}
+	recs := make([]rec, n)
+	resetPeakRSS()
+	var ms0 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	cpu0, redis0, uas0, lib0 := processCPU(), rds.CPU(), procCPU(uas.cmd.Process.Pid), b.libLogs.Load()
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return nil, fmt.Errorf("originate: cpu profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return nil, fmt.Errorf("originate: cpu profile: %w", err)
+		}
+	}
+
+	stepCtx, cancelStep := context.WithTimeout(ctx, 3*b.duration+60*time.Second)
+	defer cancelStep()
+	var inflight, maxInflight atomic.Int64
+	jobs := make(chan int)
+	var workers sync.WaitGroup
+	for w := 0; w < b.inflight; w++ {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for i := range jobs {
+				cur := inflight.Add(1)
+				for m := maxInflight.Load(); cur > m && !maxInflight.CompareAndSwap(m, cur); m = maxInflight.Load() {
+				}
+				start := time.Now()
+				out, err := place(stepCtx, i)
+				recs[i].end = time.Now()
+				recs[i].start = start
+				inflight.Add(-1)
+				switch {
+				case err != nil:
+					recs[i].fail = "error: " + err.Error()
+				case out.Disposition != call.Answered || len(out.CDRs) == 0:
+					recs[i].fail = describe(out)
+				default:
+					last := out.CDRs[len(out.CDRs)-1]
+					if last.Answer == nil {
+						recs[i].fail = "answered CDR without answer time"
+					} else {
+						recs[i].setup = last.Answer.Sub(last.Start)
+					}
+				}
+			}
+		}()
+	}
+	// Open-loop pacing: call i is due at i/rate seconds; when all workers
+	// are busy the send blocks and the lag shows in maxLag and the rate.
+	first := time.Now()
+	var maxLag time.Duration
+	interval := float64(time.Second) / float64(rate)
+pace:
+	for i := 0; i < n; i++ {
+		due := first.Add(time.Duration(float64(i) * interval))
+		if d := time.Until(due); d > 0 {
+			time.Sleep(d)
+		}
+		select {
+		case jobs <- i:
+		case <-stepCtx.Done():
+			break pace
+		}
+		if lag := time.Since(due); lag > maxLag {
+			maxLag = lag
+		}
+	}
+	close(jobs)
+	workers.Wait()
+	if cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
+	r.cpu = processCPU() - cpu0
+	r.peakRSS = peakRSS()
+	r.redisCPU, r.uasCPU, r.libLogs = rds.CPU()-redis0, procCPU(uas.cmd.Process.Pid)-uas0, b.libLogs.Load()-lib0
+	runtime.GC()
+	var ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms1)
+	r.retained = int64(ms1.HeapAlloc) - int64(ms0.HeapAlloc)
+	if memProfile != "" {
+		if err := writeHeapProfile(memProfile); err != nil {
+			return nil, err
+		}
+		// What is still live once every SIP transaction timer has fired
+		// is what the node keeps per call beyond the SIP layer.
+		fmt.Printf("  waiting 35s for SIP transaction timers to expire\n")
+		select {
+		case <-time.After(35 * time.Second):
+		case <-ctx.Done():
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&ms1)
+		r.retainedLate = int64(ms1.HeapAlloc) - int64(ms0.HeapAlloc)
+		if err := writeHeapProfile(strings.TrimSuffix(memProfile, ".pprof") + "-late.pprof"); err != nil {
+			return nil, err
+		}
+	}
+	r.maxInflight, r.maxLag = maxInflight.Load(), maxLag
+
+	var last time.Time
+	setups := make([]time.Duration, 0, n)
+	for _, c := range recs {
+		if c.end.IsZero() {
+			continue
+		}
+		r.completed++
+		if c.end.After(last) {
+			last = c.end
+		}
+		if c.fail != "" {
+			r.failures++
+			r.failureKinds[c.fail]++
+			continue
+		}
+		setups = append(setups, c.setup)
+	}
+	r.failures += n - r.completed // never placed: the step timed out
+	if n > r.completed {
+		r.failureKinds["not placed before the step's deadline"] += n - r.completed
+	}
+	r.ok = len(setups)
+	r.wall = last.Sub(first)
+	if r.wall > 0 {
+		r.achievedPerS = float64(r.ok) / r.wall.Seconds()
+	}
+	sortDurations(setups)
+	r.setupP50, r.setupP99 = percentile(setups, 50), percentile(setups, 99)
+	if len(setups) > 0 {
+		r.setupMax = setups[len(setups)-1]
+	}
+	if err := waitListLen(ctx, rds, int64(n), 15*time.Second); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+	}
+	r.cdrsOnRedis, _ = rds.Client.LLen(ctx, benchCDRList).Result()
+	rds.Client.Del(ctx, benchCDRList)
+	if r.cdrsOnRedis != int64(n) {
+		r.failureKinds[fmt.Sprintf("CDRs on %s: %d, want %d", benchCDRList, r.cdrsOnRedis, n)]++
+	}
+	uas.Kill()
+	if st, err := uas.Stats(); err == nil {
+		r.uasOK = st.Successful - 20 // the warm-up calls
+	}
+	logFile.Sync()
+	if b, err := os.ReadFile(logPath); err == nil {
+		r.warnings = strings.Count(string(b), "\n")
+	}
+	r.sustained = r.failures == 0 && r.cdrsOnRedis == int64(n) && r.achievedPerS >= sustainedFrac*float64(rate)
+	for k, v := range r.failureKinds {
+		fmt.Printf("    redial %d cps: %d × %s\n", rate, v, k)
+	}
+	return r, nil
+}
+
+// describe names how a call that was not answered ended.
+func describe(out call.Outcome) string {
+	if len(out.CDRs) == 0 {
+		return fmt.Sprintf("%s without a CDR", out.Disposition)
+	}
+	c := out.CDRs[len(out.CDRs)-1]
+	s := fmt.Sprintf("%s sip %d %s", c.Disposition, c.SIPCode, c.HangupCause)
+	if reason := c.Variables["redial_reason"]; reason != "" {
+		s += ": " + reason
+	}
+	return s
+}
+
+// waitListLen polls the CDR list until it holds want entries.
+func waitListLen(ctx context.Context, rds *redisServer, want int64, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		got, err := rds.Client.LLen(ctx, benchCDRList).Result()
+		if err == nil && got >= want {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("originate: %s holds %d CDRs after %v, want %d (err %v)", benchCDRList, got, timeout, want, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func originateReport(b *bench, sipp map[int]*sippRun, redial map[int]*redialRun, profiled *redialRun,
+	loadBefore, loadAfter string, took time.Duration) string {
+	var s strings.Builder
+	fmt.Fprintf(&s, "## 1. Originate\n\n")
+	fmt.Fprintf(&s, "redial places calls with `Calls.Place` (in-process node, UDP, line group `bench`, dialplan target `{\"type\":\"hangup\"}`) "+
+		"against a SIPp UAS (`testdata/sipp/uas_bench.xml`): INVITE, 180, 200+SDP, ACK, then redial's BYE and its 200 — "+
+		"the same exchange as the reference, SIPp's own UAC (`uac_bench.xml`, `-r <rate> -rp 1000 -l %d`) against the same UAS. "+
+		"Each step runs %s of calls (N = rate × %s), open-loop paced at the step's rate with at most %d calls in flight; "+
+		"each side stops at its first step that is not sustained (a failure, or below %.0f%% of the rate).\n\n",
+		b.inflight, b.duration, b.duration, b.inflight, sustainedFrac*100)
+	fmt.Fprintf(&s, "Machine: %s. Load average before/after: %s / %s. Part took %s.\n\n", machine(), loadBefore, loadAfter, took.Round(time.Second))
+	s.WriteString("| rate attempted (calls/s) | SIPp calls/s | SIPp failed | redial calls/s | ratio redial/SIPp | redial failures | setup p50 / p99 (ms) | peak RSS (bench process) | redial CPU / call | CDRs on Redis |\n")
+	s.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	dash := "—"
+	for _, rate := range b.rates {
+		sp, rd := sipp[rate], redial[rate]
+		if sp == nil && rd == nil {
+			continue
+		}
+		cols := []string{fmt.Sprint(rate), dash, dash, dash, dash, dash, dash, dash, dash, dash}
+		if sp != nil {
+			cols[1] = fmt.Sprintf("%.0f", sp.achievedPerS)
+			cols[2] = fmt.Sprintf("%d / %d", sp.failed, sp.calls)
+			if sp.note != "" {
+				cols[2] += " (" + sp.note + ")"
+			}
+		}
+		if rd != nil {
+			cols[3] = fmt.Sprintf("%.0f", rd.achievedPerS)
+			if sp != nil && sp.achievedPerS > 0 {
+				cols[4] = fmt.Sprintf("%.2f", rd.achievedPerS/sp.achievedPerS)
+			}
+			cols[5] = fmt.Sprintf("%d / %d", rd.failures, rd.calls)
+			cols[6] = fmt.Sprintf("%s / %s", ms(rd.setupP50), ms(rd.setupP99))
+			cols[7] = mib(rd.peakRSS)
+			if rd.completed > 0 {
+				cols[8] = fmt.Sprintf("%.0f µs", float64(rd.cpu.Microseconds())/float64(rd.completed))
+			}
+			cols[9] = fmt.Sprintf("%d / %d", rd.cdrsOnRedis, rd.calls)
+		}
+		s.WriteString("| " + strings.Join(cols, " | ") + " |\n")
+	}
+	bs, br := bestSipp(b.rates, sipp), bestRedial(b.rates, redial)
+	s.WriteString("\n")
+	fmt.Fprintf(&s, "Highest sustained step: SIPp %s, redial %s", rateOrNone(bs, b.rates, sipp != nil), rateOrNone(br, b.rates, true))
+	if bs > 0 && br > 0 {
+		fmt.Fprintf(&s, "; best achieved redial/SIPp = %.0f / %.0f = %.2f", redial[br].achievedPerS, sipp[bs].achievedPerS, redial[br].achievedPerS/sipp[bs].achievedPerS)
+	}
+	s.WriteString(".\n\n")
+	s.WriteString("Notes:\n\n")
+	s.WriteString("- calls/s = successful calls / wall time from the first INVITE to the last BYE's 200 " +
+		"(SIPp: its `-trace_stat` start and final dump; redial: first `Place` to the last one returning).\n")
+	s.WriteString("- Failures: SIPp, calls not successful; redial, any `Place` error or an outcome whose disposition is not ANSWERED. " +
+		"CDRs on Redis counts `" + benchCDRList + "` after the step (must equal N: nothing lost).\n")
+	s.WriteString("- Setup = the last CDR's Answer − Start (INVITE sent to 200 received, in-memory full-precision times).\n")
+	s.WriteString("- Peak RSS is VmHWM of the bench process (node plus harness: workers, per-call records), reset before each step; " +
+		"CPU / call is the process's user+system time over the step ÷ calls, so it includes the harness too. " +
+		"SIPp's UAS and redis-server run on the same two cores.\n")
+	var details []string
+	for _, rate := range b.rates {
+		if sp := sipp[rate]; sp != nil {
+			details = append(details, fmt.Sprintf("SIPp %d cps: %d/%d ok in %s; UAC peak RSS %s, UAC CPU %s, UAS CPU %s",
+				rate, sp.successful, sp.calls, sp.elapsed.Round(time.Millisecond), mib(sp.uacRSS), sp.uacCPU.Round(time.Millisecond), sp.uasCPU.Round(time.Millisecond)))
+		}
+		if rd := redial[rate]; rd != nil {
+			details = append(details, redialDetail(rd))
+		}
+	}
+	if profiled != nil {
+		details = append(details, "profiled run: "+redialDetail(profiled))
+	}
+	s.WriteString("- Per step: " + strings.Join(details, "; ") + ".\n")
+	s.WriteString("\nCommand:\n\n```\n" + b.command + "\n```\n")
+	return s.String()
+}
+
+func redialDetail(rd *redialRun) string {
+	d := fmt.Sprintf("redial %d cps: %d/%d ok in %s, setup max %s ms, max in flight %d, max pacing lag %s; "+
+		"CPU: bench process %s, SIPp UAS %s, redis-server %s; heap retained after the step %s (%.1f KiB/call); "+
+		"UAS saw %d successful calls; %d node log lines at warn+, %d library log records (sipgo: unmatched retransmissions)",
+		rd.rate, rd.ok, rd.calls, rd.wall.Round(time.Millisecond), ms(rd.setupMax),
+		rd.maxInflight, rd.maxLag.Round(time.Millisecond), rd.cpu.Round(10*time.Millisecond), rd.uasCPU.Round(10*time.Millisecond),
+		rd.redisCPU.Round(10*time.Millisecond), mib(rd.retained), float64(rd.retained)/1024/float64(rd.calls), rd.uasOK, rd.warnings, rd.libLogs)
+	if rd.retainedLate != 0 {
+		d += fmt.Sprintf("; heap still retained 35 s later %s (%.1f KiB/call)", mib(rd.retainedLate), float64(rd.retainedLate)/1024/float64(rd.calls))
+	}
+	for k, v := range rd.failureKinds {
+		d += fmt.Sprintf(", %d × %q", v, k)
+	}
+	return d
+}
+
+func rateOrNone(best int, rates []int, ran bool) string {
+	switch {
+	case !ran:
+		return "not run"
+	case best == 0:
+		return fmt.Sprintf("none (not even %d calls/s)", rates[0])
+	case best == rates[len(rates)-1]:
+		return fmt.Sprintf("≥ %d calls/s (top of the ladder)", best)
+	default:
+		return fmt.Sprintf("%d calls/s", best)
+	}
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("originate: heap profile: %w", err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		return fmt.Errorf("originate: heap profile: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,416 @@
+// Package dialer runs queue dialer tasks (campaigns, seed 004): it reads
+// task configs from Redis, follows their change notices, claims numbers
+// from the tasks' queues and places the calls, so that no number is lost
+// and none is dialed twice, on any number of nodes.
+package dialer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"redial/internal/call"
+	"redial/internal/store"
+)
+
+// Config tunes a node's dialer.
+type Config struct {
+	// Host is this node's name (processing lists, heartbeat).
+	Host string
+	// Location is the default zone of task windows (--timezone).
+	Location *time.Location
+	// Resync re-reads every task this often, in case a change notice was
+	// missed (pub/sub drops messages while disconnected). Default 30s.
+	Resync time.Duration
+	// ClaimTimeout bounds one blocking claim, so a task notices config
+	// changes while its queue is empty. Default 1s.
+	ClaimTimeout time.Duration
+	// HeartbeatTTL is how long this node counts as alive after its last
+	// heartbeat; other nodes recover its claims after that. Default 10s.
+	HeartbeatTTL time.Duration
+	// RecoverEvery is how often dead nodes' claims are looked for.
+	// Default 5s.
+	RecoverEvery time.Duration
+}
+
+// Deps are what the dialer drives.
+type Deps struct {
+	Store    *store.Store
+	Calls    *call.Manager
+	Logger   *slog.Logger
+	Registry *prometheus.Registry
+	// Now is the clock of task windows (tests inject one).
+	Now func() time.Time
+}
+
+// Dialer runs this node's tasks.
+type Dialer struct {
+	cfg  Config
+	deps Deps
+	log  *slog.Logger
+	now  func() time.Time
+
+	mu      sync.Mutex
+	runners map[string]*runner
+	errors  map[string]string // task name -> config error
+	ctx     context.Context
+	wg      sync.WaitGroup
+
+	adopted map[string]*adoption
+
+	resyncNow chan struct{}
+	synced    chan struct{} // closed after the first sync
+	syncOnce  sync.Once
+
+	m metrics
+}
+
+type metrics struct {
+	claimed, invalid, recovered *prometheus.CounterVec
+	configErrors                prometheus.Counter
+	inflight                    *prometheus.GaugeVec
+}
+
+// New builds a dialer.
+func New(cfg Config, deps Deps) (*Dialer, error) {
+	if deps.Store == nil || deps.Calls == nil {
+		return nil, errors.New("dialer: needs store and call manager")
+	}
+	if cfg.Host == "" {
+		return nil, errors.New("dialer: host name required")
+	}
+	if cfg.Location == nil {
+		cfg.Location = time.Local
+	}
+	if cfg.Resync <= 0 {
+		cfg.Resync = 30 * time.Second
+	}
+	if cfg.ClaimTimeout <= 0 {
+		cfg.ClaimTimeout = time.Second
+	}
+	if cfg.HeartbeatTTL <= 0 {
+		cfg.HeartbeatTTL = 10 * time.Second
+	}
+	if cfg.RecoverEvery <= 0 {
+		cfg.RecoverEvery = 5 * time.Second
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	d := &Dialer{cfg: cfg, deps: deps, log: deps.Logger.With("component", "dialer"), now: deps.Now,
+		runners: map[string]*runner{}, errors: map[string]string{}, adopted: map[string]*adoption{},
+		resyncNow: make(chan struct{}, 1), synced: make(chan struct{})}
+	d.m = metrics{
+		claimed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "redial_dialer_numbers_claimed_total",
+			Help: "Numbers claimed from task queues."}, []string{"task"}),
+		invalid: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "redial_dialer_numbers_invalid_total",
+			Help: "Malformed queue items moved to <queue>:invalid."}, []string{"task"}),
+		recovered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "redial_dialer_claims_recovered_total",
+			Help: "Claims of dead nodes recovered, by where they went."}, []string{"to"}),
+		configErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "redial_dialer_task_errors_total",
+			Help: "Task configs rejected as malformed."}),
+		inflight: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "redial_dialer_inflight_calls",
+			Help: "Calls in progress per task on this node."}, []string{"task"}),
+	}
+	if deps.Registry != nil {
+		deps.Registry.MustRegister(d.m.claimed, d.m.invalid, d.m.recovered, d.m.configErrors, d.m.inflight)
+	}
+	return d, nil
+}
+
+// Run follows task configs and runs the tasks until ctx is cancelled; then
+// it stops claiming, lets calls in progress finish and returns.
+func (d *Dialer) Run(ctx context.Context) error {
+	d.mu.Lock()
+	d.ctx = ctx
+	d.mu.Unlock()
+	go d.heartbeat(ctx)
+	go d.subscribe(ctx)
+	go d.recoverLoop(ctx)
+	t := time.NewTicker(d.cfg.Resync)
+	defer t.Stop()
+	for {
+		if err := d.sync(ctx); err != nil && ctx.Err() == nil {
+			d.log.Warn("dialer: task sync failed; will retry", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			d.mu.Lock()
+			for _, r := range d.runners {
+				r.stop()
+			}
+			d.mu.Unlock()
+			d.wg.Wait()
+			return nil
+		case <-t.C:
+		case <-d.resyncNow:
+		}
+	}
+}
+
+// Synced is closed after the first successful read of the task tables.
+func (d *Dialer) Synced() <-chan struct{} { return d.synced }
+
+// Resync asks for an immediate re-read of the task tables.
+func (d *Dialer) Resync() {
+	select {
+	case d.resyncNow <- struct{}{}:
+	default:
+	}
+}
+
+// sync reads both task hashes, starts new tasks, updates changed ones and
+// stops removed ones.
+func (d *Dialer) sync(ctx context.Context) error {
+	tmpl, host, err := d.deps.Store.Tasks(ctx)
+	if err != nil {
+		return err
+	}
+	names := map[string]bool{}
+	for n := range tmpl {
+		names[n] = true
+	}
+	for n := range host {
+		names[n] = true
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ctx == nil || d.ctx.Err() != nil {
+		return nil
+	}
+	errs := map[string]string{}
+	for name := range names {
+		tk, err := ParseTask(d.deps.Store.TaskHostKey(d.cfg.Host), d.deps.Store.TaskTemplateKey(), name, tmpl[name], host[name], d.cfg.Location)
+		if err != nil {
+			errs[name] = err.Error()
+			if d.errors[name] != err.Error() {
+				d.m.configErrors.Inc()
+				d.log.Error("dialer: task config rejected; the task keeps its last good config (or stays stopped)", "task", name, "error", err)
+			}
+			continue
+		}
+		if r := d.runners[name]; r != nil {
+			r.update(tk)
+			continue
+		}
+		for _, w := range tk.Warnings {
+			d.log.Warn("dialer: task config", "task", name, "warning", w)
+		}
+		r := newRunner(d, tk)
+		d.runners[name] = r
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			r.run(d.ctx)
+		}()
+	}
+	d.errors = errs
+	for name, r := range d.runners {
+		if !names[name] {
+			// Deleted: stop claiming; calls in progress finish.
+			r.stop()
+			delete(d.runners, name)
+			d.log.Info("dialer: task removed", "task", name)
+		}
+	}
+	d.syncOnce.Do(func() { close(d.synced) })
+	return nil
+}
+
+// configNotice is the change notice of seed 004.
+type configNotice struct {
+	Type  string `json:"type"`
+	Table string `json:"table"`
+	Key   string `json:"key"`
+}
+
+// subscribe follows config@all and config@<host>. go-redis re-subscribes
+// after a reconnect and the server confirms each subscription again; every
+// confirmation triggers a full re-read, because notices published while
+// the connection was down are lost.
+func (d *Dialer) subscribe(ctx context.Context) {
+	ps := d.deps.Store.Client().Subscribe(ctx, d.deps.Store.ConfigChannels()...)
+	defer ps.Close()
+	for {
+		msg, err := ps.Receive(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			select {
+			case <-time.After(200 * time.Millisecond):
+			case <-ctx.Done():
+				return
+			}
+			continue
+		}
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				d.Resync()
+			}
+		case *redis.Message:
+			var n configNotice
+			if err := json.Unmarshal([]byte(m.Payload), &n); err != nil {
+				d.log.Warn("dialer: malformed config notice; re-reading all tasks", "channel", m.Channel, "payload", m.Payload, "error", err)
+			} else if n.Table != "" && n.Table != "cti_queue_dialer_task" {
+				continue
+			}
+			d.Resync()
+		}
+	}
+}
+
+func (d *Dialer) heartbeat(ctx context.Context) {
+	every := d.cfg.HeartbeatTTL / 4
+	for {
+		hctx, cancel := context.WithTimeout(ctx, every)
+		if err := d.deps.Store.Heartbeat(hctx, d.cfg.Host, d.cfg.HeartbeatTTL); err != nil && ctx.Err() == nil {
+			d.log.Warn("dialer: heartbeat failed", "error", err)
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
+}
+
+// recoverLoop looks for claims of dead nodes on every known queue and puts
+// them back (never dialed) or aside (maybe dialed).
+func (d *Dialer) recoverLoop(ctx context.Context) {
+	t := time.NewTicker(d.cfg.RecoverEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		d.mu.Lock()
+		var tasks []*Task
+		for _, r := range d.runners {
+			tasks = append(tasks, r.task.Load())
+		}
+		d.mu.Unlock()
+		seen := map[string]bool{}
+		for _, tk := range tasks {
+			if seen[tk.Queue] {
+				continue
+			}
+			seen[tk.Queue] = true
+			d.recoverQueue(ctx, tk)
+		}
+	}
+}
+
+func (d *Dialer) recoverQueue(ctx context.Context, tk *Task) {
+	keys := d.deps.Store.DialerKeys(tk.Queue, d.cfg.Host)
+	holders, err := d.deps.Store.Holders(ctx, keys)
+	if err != nil || len(holders) == 0 {
+		return
+	}
+	alive, err := d.deps.Store.Alive(ctx, holders)
+	if err != nil {
+		return
+	}
+	for _, h := range holders {
+		if h == d.cfg.Host || alive[h] {
+			continue
+		}
+		res, err := d.deps.Store.Recover(ctx, d.deps.Store.DialerKeys(tk.Queue, h), h, tk.RedialInterrupted)
+		if err != nil {
+			d.log.Warn("dialer: recovering a dead node's claims failed", "queue", tk.Queue, "dead_host", h, "error", err)
+			continue
+		}
+		if res.Requeued+res.Interrupted > 0 {
+			d.m.recovered.WithLabelValues("queue").Add(float64(res.Requeued))
+			d.m.recovered.WithLabelValues("interrupted").Add(float64(res.Interrupted))
+			d.log.Warn("dialer: recovered claims of a dead node", "queue", tk.Queue, "dead_host", h,
+				"requeued", res.Requeued, "interrupted", res.Interrupted)
+		}
+	}
+}
+
+// Statuses describes every task, including rejected configs.
+func (d *Dialer) Statuses(ctx context.Context) []TaskStatus {
+	d.mu.Lock()
+	runners := make([]*runner, 0, len(d.runners))
+	for _, r := range d.runners {
+		runners = append(runners, r)
+	}
+	errs := make(map[string]string, len(d.errors))
+	for k, v := range d.errors {
+		errs[k] = v
+	}
+	d.mu.Unlock()
+	out := make([]TaskStatus, 0, len(runners)+len(errs))
+	for _, r := range runners {
+		st := r.status(ctx)
+		if e, ok := errs[st.Name]; ok {
+			st.ConfigError = e
+			delete(errs, st.Name)
+		}
+		out = append(out, st)
+	}
+	for name, e := range errs {
+		out = append(out, TaskStatus{Name: name, State: "invalid", ConfigError: e, Reason: "config rejected: " + e})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// TaskStatus is what `redial task status` shows.
+type TaskStatus struct {
+	Name string `json:"name"`
+	// State is dialing, idle (queue empty), waiting (window closed, no
+	// line, limit reached) or invalid.
+	State  string `json:"state"`
+	Reason string `json:"reason,omitempty"`
+	// NextOpen is when a closed window opens next.
+	NextOpen    *time.Time `json:"next_open,omitempty"`
+	Queue       string     `json:"queue"`
+	QueueLength int64      `json:"queue_length"`
+	Retrying    int64      `json:"retrying"`
+	Limit       int        `json:"limit"`
+	InFlight    int        `json:"in_flight"`
+	Dialed      int64      `json:"dialed"`
+	Answered    int64      `json:"answered"`
+	Failed      int64      `json:"failed"`
+	Invalid     int64      `json:"invalid"`
+	ConfigError string     `json:"config_error,omitempty"`
+}
+
+func (s TaskStatus) String() string {
+	return fmt.Sprintf("%s: %s %s", s.Name, s.State, s.Reason)
+}
+
+// adoption guards the one-time settling of this node's old claims on a
+// queue.
+type adoption struct {
+	sync.Mutex
+	done bool
+}
+
+func (d *Dialer) adoption(queue string) *adoption {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	a := d.adopted[queue]
+	if a == nil {
+		a = &adoption{}
+		d.adopted[queue] = a
+	}
+	return a
+}

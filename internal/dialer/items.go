@@ -1,0 +1,233 @@
+package dialer
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Item is one entry of a number queue: plain text "13800000000" or
+// {"params": {"number": ...}, "variables": {...}}.
+type Item struct {
+	// Raw is the entry exactly as found in the queue; claims and acks
+	// name it by this value.
+	Raw string
+	// Numbers are tried in order, stopping at the first that connects.
+	Numbers []string
+	// ContactRef is the integrator's reference, copied into CDRs.
+	ContactRef string
+	// Location is the callee's zone (params.timezone); nil when not given.
+	Location *time.Location
+	// Variables are the number's channel variables, the lowest in
+	// precedence.
+	Variables map[string]string
+	// Attempt counts the retries so far (params.redial_attempt, written by
+	// WithRetry).
+	Attempt int
+	// RetryCount counts the retries so far per disposition
+	// (params.redial_retries, written by WithRetry).
+	RetryCount map[string]int
+}
+
+// ParseItem decodes a queue entry. A plain-text entry is one number; a
+// JSON object needs params.number, a string, a JSON integer (taken as
+// written: integrators often send 13800000000 unquoted) or an array of
+// them. contact_ref and timezone may sit in params or at the top level
+// (params wins). Unknown fields are ignored. Errors name the field at
+// fault.
+func ParseItem(raw string) (Item, error) {
+	it := Item{Raw: raw}
+	s := strings.TrimSpace(raw)
+	switch {
+	case s == "":
+		return it, &fieldError{msg: "empty item"}
+	case s[0] == '"':
+		// A JSON-encoded string: someone pushed json.dumps("1380...").
+		var n string
+		if json.Unmarshal([]byte(s), &n) != nil {
+			return it, &fieldError{msg: "invalid JSON string " + s}
+		}
+		s = strings.TrimSpace(n)
+		fallthrough
+	case s[0] != '{' && s[0] != '[':
+		if s == "" {
+			return it, &fieldError{msg: "empty item"}
+		}
+		if err := checkNumber(s); err != nil {
+			return it, &fieldError{msg: err.Error()}
+		}
+		it.Numbers = []string{s}
+		return it, nil
+	case s[0] == '[':
+		return it, &fieldError{msg: "want a number or a JSON object, got an array"}
+	}
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(s), &top); err != nil {
+		return it, &fieldError{msg: "invalid JSON: " + err.Error()}
+	}
+	params, err := object("params", top["params"])
+	if err != nil {
+		return it, err
+	}
+	if it.Numbers, err = numbers("params.number", params["number"]); err != nil {
+		return it, err
+	}
+	for _, f := range []string{"params.contact_ref", "contact_ref"} {
+		src := top
+		if strings.HasPrefix(f, "params.") {
+			src = params
+		}
+		v, err := str(f, src[strings.TrimPrefix(f, "params.")], true)
+		if err != nil {
+			return it, err
+		}
+		if v != "" {
+			it.ContactRef = v
+			break
+		}
+	}
+	for _, f := range []string{"params.timezone", "timezone"} {
+		src := top
+		if strings.HasPrefix(f, "params.") {
+			src = params
+		}
+		loc, err := zone(f, src[strings.TrimPrefix(f, "params.")], nil)
+		if err != nil {
+			return it, err
+		}
+		if loc != nil {
+			it.Location = loc
+			break
+		}
+	}
+	if it.Variables, err = variables("variables", top["variables"]); err != nil {
+		return it, err
+	}
+	attempt, _, err := count("params.redial_attempt", params["redial_attempt"])
+	if err != nil {
+		return it, err
+	}
+	it.Attempt = attempt
+	retries, err := object("params.redial_retries", params["redial_retries"])
+	if err != nil {
+		return it, err
+	}
+	for k, v := range retries {
+		n, _, err := count("params.redial_retries."+k, v)
+		if err != nil {
+			return it, err
+		}
+		if it.RetryCount == nil {
+			it.RetryCount = map[string]int{}
+		}
+		it.RetryCount[k] = n
+	}
+	return it, nil
+}
+
+// numbers decodes params.number.
+func numbers(field string, raw json.RawMessage) ([]string, error) {
+	if isNull(raw) {
+		return nil, &fieldError{field: field, msg: "missing"}
+	}
+	if t := bytes.TrimSpace(raw); t[0] != '[' {
+		n, err := oneNumber(field, raw)
+		if err != nil {
+			return nil, err
+		}
+		return []string{n}, nil
+	}
+	var items []json.RawMessage
+	if json.Unmarshal(raw, &items) != nil {
+		return nil, wantGot(field, "string or array of strings", raw)
+	}
+	if len(items) == 0 {
+		return nil, &fieldError{field: field, msg: "empty array"}
+	}
+	out := make([]string, 0, len(items))
+	for i, r := range items {
+		n, err := oneNumber(fmt.Sprintf("%s[%d]", field, i), r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// oneNumber decodes a number given as a string or a JSON integer.
+func oneNumber(field string, raw json.RawMessage) (string, error) {
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		n, ok := number(raw)
+		if !ok || strings.Trim(n.String(), "0123456789") != "" {
+			// Not a plain integer: 1.38e10 or -5 is not a phone number.
+			return "", wantGot(field, "string or array of strings", raw)
+		}
+		s = n.String()
+	}
+	if s = strings.TrimSpace(s); s == "" {
+		return "", &fieldError{field: field, msg: "empty"}
+	}
+	if err := checkNumber(s); err != nil {
+		return "", &fieldError{field: field, msg: err.Error()}
+	}
+	return s, nil
+}
+
+// checkNumber accepts what can be dialed and sits safely in a SIP user
+// part: digits, letters, + * # . _ -.
+func checkNumber(s string) error {
+	for _, c := range s {
+		if c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || strings.ContainsRune("+*#._-", c) {
+			continue
+		}
+		return fmt.Errorf("%q is not a dialable number (character %q; allowed: digits, letters, + * # . _ -)", s, c)
+	}
+	return nil
+}
+
+// WithRetry returns the entry to queue again after a call that ended with
+// disposition: the original JSON object with every field kept (numbers as
+// written) and params.redial_attempt and
+// params.redial_retries[disposition] incremented. A plain-text entry
+// becomes {"params": {"number": "..."}}.
+func (it Item) WithRetry(disposition string) string {
+	var obj map[string]any
+	if s := strings.TrimSpace(it.Raw); strings.HasPrefix(s, "{") {
+		d := json.NewDecoder(strings.NewReader(s))
+		d.UseNumber()
+		if d.Decode(&obj) != nil {
+			obj = nil
+		}
+	}
+	if obj == nil {
+		var n any = it.Numbers
+		if len(it.Numbers) == 1 {
+			n = it.Numbers[0]
+		}
+		obj = map[string]any{"params": map[string]any{"number": n}}
+	}
+	params, ok := obj["params"].(map[string]any)
+	if !ok {
+		params = map[string]any{}
+		obj["params"] = params
+	}
+	params["redial_attempt"] = it.Attempt + 1
+	retries, ok := params["redial_retries"].(map[string]any)
+	if !ok {
+		retries = map[string]any{}
+		params["redial_retries"] = retries
+	}
+	retries[disposition] = it.RetryCount[disposition] + 1
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(obj); err != nil {
+		// Only unencodable values fail, and decoded JSON has none.
+		panic("dialer: re-encoding a queue item: " + err.Error())
+	}
+	return strings.TrimSuffix(b.String(), "\n")
+}

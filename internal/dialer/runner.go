@@ -1,0 +1,316 @@
+package dialer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"redial/internal/call"
+	"redial/internal/dialplan"
+	"redial/internal/lines"
+	"redial/internal/store"
+)
+
+// noLineBackoff is how long a task waits after finding no free line before
+// claiming again (a call ending on this node wakes it sooner).
+const noLineBackoff = 200 * time.Millisecond
+
+// holderEvery is how often a task re-registers this node as a holder of its
+// queue.
+const holderEvery = 5 * time.Second
+
+// runner runs one task on this node.
+type runner struct {
+	d    *Dialer
+	name string
+	task atomic.Pointer[Task]
+
+	inflight atomic.Int64
+	wake     chan struct{}
+	stopOnce sync.Once
+	stopped  chan struct{}
+	calls    sync.WaitGroup
+
+	dialed, answered, failed, invalid atomic.Int64
+
+	mu       sync.Mutex
+	state    string
+	reason   string
+	nextOpen time.Time
+	lastCall time.Time // for cps pacing
+}
+
+func newRunner(d *Dialer, tk *Task) *runner {
+	r := &runner{d: d, name: tk.Name, wake: make(chan struct{}, 1), stopped: make(chan struct{})}
+	r.task.Store(tk)
+	return r
+}
+
+// update swaps in a new config; a lower limit or a disable applies to the
+// next claim, calls in progress finish.
+func (r *runner) update(tk *Task) {
+	old := r.task.Swap(tk)
+	if old.Queue != tk.Queue {
+		r.d.log.Info("dialer: task now uses another queue", "task", tk.Name, "from", old.Queue, "to", tk.Queue)
+	}
+	r.poke()
+}
+
+func (r *runner) poke() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (r *runner) stop() { r.stopOnce.Do(func() { close(r.stopped) }) }
+
+func (r *runner) setState(state, reason string, next time.Time) {
+	r.mu.Lock()
+	changed := r.state != state || r.reason != reason
+	r.state, r.reason, r.nextOpen = state, reason, next
+	r.mu.Unlock()
+	if changed {
+		r.d.log.Debug("dialer: task state", "task", r.name, "state", state, "reason", reason)
+	}
+}
+
+// sleep waits for d, a poke, or the end.
+func (r *runner) sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-r.wake:
+	case <-r.stopped:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+	return true
+}
+
+func (r *runner) run(ctx context.Context) {
+	defer r.calls.Wait()
+	keys := r.d.deps.Store.DialerKeys(r.task.Load().Queue, r.d.cfg.Host)
+	r.adopt(ctx, keys)
+	if !store.QueueHashTagged(keys.Queue) && r.d.deps.Store.IsCluster() {
+		r.d.log.Warn("dialer: on Redis Cluster a number_queue needs a {hash tag} so its processing lists share its slot", "task", r.name, "queue", keys.Queue)
+	}
+	var nextPromote time.Time
+	lastHolder := r.d.now()
+	for {
+		select {
+		case <-r.stopped:
+			r.setState("stopped", "task removed or node stopping", time.Time{})
+			return
+		case <-ctx.Done():
+			return
+		default:
+		}
+		tk := r.task.Load()
+		if tk.Queue != keys.Queue {
+			keys = r.d.deps.Store.DialerKeys(tk.Queue, r.d.cfg.Host)
+			r.adopt(ctx, keys)
+		}
+		now := r.d.now()
+		if now.Sub(lastHolder) > holderEvery {
+			// Recovery drops a host that looked dead from the holders;
+			// re-register so a wrongly buried node's claims stay visible.
+			r.d.deps.Store.EnsureHolder(ctx, keys, r.d.cfg.Host)
+			lastHolder = now
+		}
+		if !tk.Enable {
+			r.setState("waiting", string(ReasonDisabled), time.Time{})
+			r.sleep(ctx, time.Minute)
+			continue
+		}
+		if open, why, next := tk.Window(now); !open {
+			r.setState("waiting", string(why), next)
+			wait := time.Minute
+			if !next.IsZero() && next.Sub(now) < wait {
+				wait = next.Sub(now)
+			}
+			r.sleep(ctx, wait)
+			continue
+		}
+		if r.inflight.Load() >= int64(tk.Limit) {
+			r.setState("waiting", "limit reached", time.Time{})
+			r.sleep(ctx, time.Second)
+			continue
+		}
+		if tk.CPS > 0 {
+			r.mu.Lock()
+			gap := time.Duration(float64(time.Second) / tk.CPS)
+			wait := r.lastCall.Add(gap).Sub(now)
+			r.mu.Unlock()
+			if wait > 0 {
+				r.sleep(ctx, wait)
+				continue
+			}
+		}
+		if !nextPromote.After(now) {
+			// Delayed items (retries, callee windows) become claimable
+			// when due.
+			_, due, err := r.d.deps.Store.PromoteDue(ctx, keys, 100)
+			nextPromote = now.Add(time.Second)
+			if err == nil && !due.IsZero() && due.Before(nextPromote) {
+				nextPromote = due
+			}
+		}
+		raw, ok, err := r.d.deps.Store.Claim(ctx, keys, r.d.cfg.ClaimTimeout)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			r.setState("waiting", "redis unreachable: "+err.Error(), time.Time{})
+			r.sleep(ctx, time.Second)
+			continue
+		}
+		if !ok {
+			r.setState("idle", "queue empty", time.Time{})
+			continue
+		}
+		r.d.m.claimed.WithLabelValues(r.name).Inc()
+		r.handle(ctx, tk, keys, raw)
+	}
+}
+
+// handle decides what to do with one claimed item; calls run in their own
+// goroutine.
+func (r *runner) handle(ctx context.Context, tk *Task, keys store.DialerKeys, raw string) {
+	bg := context.WithoutCancel(ctx)
+	it, err := ParseItem(raw)
+	if err != nil {
+		r.invalid.Add(1)
+		r.d.m.invalid.WithLabelValues(r.name).Inc()
+		reason := fmt.Sprintf("dialer: task %q: item in %s: %v", r.name, keys.Queue, err)
+		r.d.log.Warn("dialer: malformed number moved aside", "task", r.name, "queue", keys.Queue, "invalid", keys.Invalid, "error", err, "item", raw)
+		if err := r.d.deps.Store.Invalid(bg, keys, raw, reason, r.d.cfg.Host); err != nil {
+			r.d.log.Error("dialer: moving malformed item aside failed; it stays claimed until recovery", "task", r.name, "error", err)
+		}
+		return
+	}
+	if it.Location != nil {
+		if open, why, next := tk.CalleeWindow(r.d.now(), it.Location); !open {
+			if next.IsZero() {
+				next = r.d.now().Add(24 * time.Hour)
+			}
+			r.d.log.Debug("dialer: callee outside their window; delayed", "task", r.name, "reason", why, "until", next)
+			if err := r.d.deps.Store.Delay(bg, keys, raw, raw, next); err != nil {
+				r.d.log.Error("dialer: delaying item failed", "task", r.name, "error", err)
+			}
+			return
+		}
+	}
+	r.mu.Lock()
+	r.lastCall = r.d.now()
+	r.mu.Unlock()
+	r.setState("dialing", "", time.Time{})
+	r.inflight.Add(1)
+	r.d.m.inflight.WithLabelValues(r.name).Inc()
+	r.calls.Add(1)
+	go func() {
+		defer r.calls.Done()
+		defer func() {
+			r.inflight.Add(-1)
+			r.d.m.inflight.WithLabelValues(r.name).Dec()
+			r.poke()
+		}()
+		r.place(bg, tk, keys, it)
+	}()
+}
+
+func (r *runner) place(ctx context.Context, tk *Task, keys store.DialerKeys, it Item) {
+	vars := lines.MergeVariables(it.Variables, tk.Variables)
+	req := call.Request{
+		Numbers: it.Numbers, LineGroups: tk.LineGroups, Variables: vars,
+		Destination: dialplan.Destination{Extension: tk.Destination.Extension, Dialplan: tk.Destination.Dialplan, Context: tk.Destination.Context},
+		ContactRef:  it.ContactRef, CampaignRef: tk.Name, ReturnOnNoLine: true,
+		OnInvite: func() error { return r.d.deps.Store.MarkInvited(ctx, keys, it.Raw) },
+	}
+	out, err := r.d.deps.Calls.Place(ctx, req)
+	if err != nil || out.NotDialed {
+		// Never dialed: back to the front of the queue.
+		if out.NoLine {
+			r.setState("waiting", "no free line", time.Time{})
+		}
+		if rerr := r.d.deps.Store.Return(ctx, keys, it.Raw); rerr != nil && !errors.Is(rerr, store.ErrClaimGone) {
+			r.d.log.Error("dialer: returning an undialed number failed; recovery will requeue it", "task", r.name, "error", rerr)
+		}
+		if err != nil {
+			r.d.log.Warn("dialer: call not placed", "task", r.name, "error", err)
+		}
+		time.Sleep(noLineBackoff) // pace this slot; other slots keep going
+		return
+	}
+	r.dialed.Add(int64(out.Invites))
+	if out.Connected {
+		r.answered.Add(1)
+	} else {
+		r.failed.Add(1)
+	}
+	disp := string(out.Disposition)
+	if rule, ok := tk.Retry[disp]; ok && !out.Connected && it.RetryCount[disp] < rule.Attempts {
+		at := r.d.now().Add(rule.Delay)
+		if err := r.d.deps.Store.Delay(ctx, keys, it.Raw, it.WithRetry(disp), at); err != nil {
+			r.d.log.Error("dialer: scheduling retry failed", "task", r.name, "error", err)
+		}
+		return
+	}
+	if ok, err := r.d.deps.Store.Ack(ctx, keys, it.Raw); err != nil {
+		r.d.log.Error("dialer: ack failed; the claim stays until recovery puts it in interrupted", "task", r.name, "error", err)
+	} else if !ok {
+		r.d.log.Warn("dialer: claim was gone at ack (recovered by another node while this one looked dead?)", "task", r.name, "item", it.Raw)
+	}
+}
+
+func (r *runner) status(ctx context.Context) TaskStatus {
+	tk := r.task.Load()
+	r.mu.Lock()
+	st := TaskStatus{Name: r.name, State: r.state, Reason: r.reason, Queue: tk.Queue, Limit: tk.Limit,
+		InFlight: int(r.inflight.Load()), Dialed: r.dialed.Load(), Answered: r.answered.Load(),
+		Failed: r.failed.Load(), Invalid: r.invalid.Load()}
+	if !r.nextOpen.IsZero() {
+		n := r.nextOpen
+		st.NextOpen = &n
+	}
+	r.mu.Unlock()
+	if qs, err := r.d.deps.Store.QueueStats(ctx, tk.Queue); err == nil {
+		st.QueueLength, st.Retrying = qs.Queue, qs.Retry
+	}
+	return st
+}
+
+// adopt registers this node on a queue and settles claims a previous run of
+// this node left behind (a crash, kill -9): never-dialed ones go back to the
+// queue, maybe-dialed ones to <queue>:interrupted.
+func (r *runner) adopt(ctx context.Context, keys store.DialerKeys) {
+	if err := r.d.deps.Store.EnsureHolder(ctx, keys, r.d.cfg.Host); err != nil {
+		r.d.log.Warn("dialer: registering as queue holder failed", "task", r.name, "error", err)
+	}
+	// Only the first task of this process on a queue may do this: later
+	// ones would take their siblings' live claims for leftovers.
+	q := r.d.adoption(keys.Queue)
+	q.Lock()
+	defer q.Unlock()
+	if q.done {
+		return
+	}
+	q.done = true
+	res, err := r.d.deps.Store.RecoverOwn(ctx, keys, r.task.Load().RedialInterrupted)
+	if err != nil {
+		r.d.log.Warn("dialer: settling this node's old claims failed", "task", r.name, "error", err)
+		return
+	}
+	if n := res.Requeued + res.Interrupted + res.RequeuedInterrupted; n > 0 {
+		r.d.log.Warn("dialer: settled claims left by this node's previous run", "task", r.name, "queue", keys.Queue,
+			"requeued", res.Requeued, "interrupted", res.Interrupted, "requeued_interrupted", res.RequeuedInterrupted)
+	}
+}
