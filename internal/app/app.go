@@ -93,7 +93,7 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 	}
 	if a.Dialer, err = dialer.New(dialer.Config{Host: cfg.Host, Location: cfg.Timezone, Resync: cfg.Resync,
 		HeartbeatTTL: cfg.HeartbeatTTL, RecoverEvery: cfg.HeartbeatTTL / 2},
-		dialer.Deps{Store: a.Store, Calls: a.Calls, Logger: log, Registry: a.Registry, Now: o.now}); err != nil {
+		dialer.Deps{Store: a.Store, Calls: a.Calls, Lines: a.Lines, Logger: log, Registry: a.Registry, Now: o.now}); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
 	if a.Web, err = web.New(web.Config{Addr: cfg.HTTP}, web.Deps{Calls: a.Calls, Dialer: a.Dialer, Lines: a.Lines, Dialplan: a.Dialplan,

@@ -249,3 +249,25 @@ func TestKillNodeMidCampaign(t *testing.T) {
 	}
 	t.Logf("%d numbers: %d interrupted by the kill, the rest completed", total, len(interrupted))
 }
+
+// global_limit caps a task's calls across all nodes, below the per-node
+// limits added up.
+func TestGlobalLimitAcrossNodes(t *testing.T) {
+	const total = 24
+	r := testenv.StartRedis(t)
+	carrier := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uas_hold_log.xml"),
+		Args: []string{"-m", fmt.Sprint(total), "-d", "300", "-trace_logs"}})
+	destination := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uas_answer_wait_bye.xml"), Args: []string{"-m", fmt.Sprint(total)}})
+	setLine(t, r, "l1", "g1", "sip:"+carrier.Addr, "")
+	setDialplan(t, r, "default:8888", fmt.Sprintf(`{"type":"sip","uri":"sip:8888@%s"}`, destination.Addr))
+	setTask(t, r, "cti_queue_dialer_task@template", "glob", `{"params":{"enable":true,"line_group":["g1"],"limit":4,"global_limit":3,"number_queue":"gq","destination_extension":"8888"}}`, "")
+	startNode(t, r.URL, "n1")
+	startNode(t, r.URL, "n2")
+	pushNumbers(t, r, "gq", numberList("1555500", total)...)
+	waitCDRs(t, r, "glob", total, 60*time.Second)
+	waitSipp(t, carrier, 10*time.Second)
+	peak, calls := maxConcurrent(t, carrier.LogDir())
+	if calls != total || peak != 3 {
+		t.Fatalf("carrier saw %d calls, peak %d; want %d calls, peak exactly global_limit 3", calls, peak, total)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"redial/internal/call"
+	"redial/internal/lines"
 	"redial/internal/store"
 )
 
@@ -43,8 +44,10 @@ type Config struct {
 
 // Deps are what the dialer drives.
 type Deps struct {
-	Store    *store.Store
-	Calls    *call.Manager
+	Store *store.Store
+	Calls *call.Manager
+	// Lines grants global_limit slots; nil disables global_limit.
+	Lines    *lines.Manager
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
 	// Now is the clock of task windows (tests inject one).

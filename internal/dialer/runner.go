@@ -235,6 +235,18 @@ func (r *runner) place(ctx context.Context, tk *Task, keys store.DialerKeys, it 
 		ContactRef:  it.ContactRef, CampaignRef: tk.Name, ReturnOnNoLine: true,
 		OnInvite: func() error { return r.d.deps.Store.MarkInvited(ctx, keys, it.Raw) },
 	}
+	if tk.GlobalLimit > 0 && r.d.deps.Lines != nil {
+		slot, err := r.d.deps.Lines.AcquireSlot(ctx, "task:"+tk.Name, tk.GlobalLimit, it.Raw)
+		if err != nil {
+			r.setState("waiting", "global_limit reached", time.Time{})
+			if rerr := r.d.deps.Store.Return(ctx, keys, it.Raw); rerr != nil && !errors.Is(rerr, store.ErrClaimGone) {
+				r.d.log.Error("dialer: returning an undialed number failed; recovery will requeue it", "task", r.name, "error", rerr)
+			}
+			time.Sleep(noLineBackoff)
+			return
+		}
+		defer slot.Release(ctx)
+	}
 	out, err := r.d.deps.Calls.Place(ctx, req)
 	if err != nil || out.NotDialed {
 		// Never dialed: back to the front of the queue.

@@ -241,3 +241,24 @@ func (m *Manager) renew(ctx context.Context) {
 
 // String is for logs.
 func (l *Lease) String() string { return "lease " + l.ID + " on line " + l.Line.Name }
+
+// AcquireSlot takes one of limit cluster-wide slots named name, with the
+// same expiring, renewed leases as line channels: a task's global_limit.
+// It returns ErrNoLine (wrapped) when all slots are taken. Slot names live
+// beside line names in Redis, prefixed "slot:" so they cannot collide.
+func (m *Manager) AcquireSlot(ctx context.Context, name string, limit int, callRef string) (*Lease, error) {
+	key := "slot:" + name
+	id := m.leaseID(callRef)
+	g, err := m.st.AcquireLineLease(ctx, key, id, limit, Unlimited, m.cfg.LeaseTTL)
+	if err != nil {
+		return nil, fmt.Errorf("lines: acquire slot %q: %w", name, err)
+	}
+	if g.Status != store.LineGranted {
+		return nil, fmt.Errorf("lines: slot %q: all %d taken: %w", name, limit, ErrNoLine)
+	}
+	lease := &Lease{Line: Line{Name: key, Limit: limit, CPS: Unlimited, Enable: true}, ID: id, CallRef: callRef, GrantedAt: g.At, m: m}
+	m.heldMu.Lock()
+	m.held[id] = lease
+	m.heldMu.Unlock()
+	return lease, nil
+}
