@@ -11,26 +11,22 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"redial/internal/app"
-	"redial/internal/call"
 	"redial/internal/config"
-	"redial/internal/dialplan"
+	"redial/internal/dialer"
 	"redial/internal/sim"
 )
 
 func demo(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	redisURL := fs.String("redis", os.Getenv("REDIAL_REDIS"), "Redis URL; empty starts a private redis-server on a free port")
-	calls := fs.Int("calls", 100, "calls to place")
+	calls := fs.Int("calls", 200, "numbers in the demo campaign")
 	limit := fs.Int("limit", 20, "channels on the simulated line")
 	seed := fs.Uint64("seed", 7, "seed of the simulated carrier's outcomes")
 	verbose := fs.Bool("v", false, "log every call")
@@ -95,70 +91,45 @@ func demo(ctx context.Context, args []string) error {
 	}
 	nodeDone := make(chan error, 1)
 	go func() { nodeDone <- node.Run(ctx) }()
-	if err := node.Lines.Reload(ctx); err != nil {
-		return err
-	}
 	fmt.Printf("redial node: SIP %s, API http://%s\n\n", node.SIP.Addr("udp"), node.Web.Addr())
 
-	start := time.Now()
-	var placed, finished atomic.Int64
-	var mu sync.Mutex
-	counts := map[call.Disposition]int{}
-	work1 := make(chan int)
-	var wg sync.WaitGroup
-	for w := 0; w < *limit; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work1 {
-				placed.Add(1)
-				out, err := node.Calls.Place(ctx, call.Request{
-					Numbers: []string{fmt.Sprintf("1555%07d", i)}, LineGroups: []string{"sim"},
-					Destination: dialplan.Destination{Extension: "8888", Dialplan: "XML", Context: "default"},
-					Variables:   map[string]string{"originate_timeout": "4"}, CampaignRef: "demo", ContactRef: fmt.Sprintf("contact-%d", i),
-				})
-				finished.Add(1)
-				mu.Lock()
-				if err != nil {
-					counts["ERROR"]++
-				} else {
-					counts[out.Disposition]++
-				}
-				mu.Unlock()
-			}
-		}()
+	// The campaign: a task over the numbers, exactly as an integrator would
+	// load it (template hash + change notice), then the numbers on its queue.
+	task := fmt.Sprintf(`{"params":{"enable":true,"line_group":["sim"],"limit":%d,"number_queue":"demo:numbers","destination_extension":"8888","destination_dialplan":"XML","destination_context":"default"},"variables":{"originate_timeout":"4"}}`, *limit)
+	st := node.Store
+	if err := st.SetTask(ctx, "", "demo", task); err != nil {
+		return fmt.Errorf("demo: write task: %w", err)
 	}
-	go func() {
-		defer close(work1)
-		for i := 1; i <= *calls; i++ {
-			select {
-			case work1 <- i:
-			case <-ctx.Done():
-				return
+	items := make([]string, *calls)
+	for i := range items {
+		items[i] = fmt.Sprintf(`{"params":{"number":"1555%07d","contact_ref":"contact-%d"}}`, i+1, i+1)
+	}
+	if _, err := st.PushNumbers(ctx, "demo:numbers", items); err != nil {
+		return fmt.Errorf("demo: push numbers: %w", err)
+	}
+	fmt.Printf("task \"demo\": %d numbers on queue demo:numbers, limit %d\n\n", *calls, *limit)
+	start := time.Now()
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		var status dialer.TaskStatus
+		for _, s := range node.Dialer.Statuses(ctx) {
+			if s.Name == "demo" {
+				status = s
 			}
 		}
-	}()
-	progressDone := make(chan struct{})
-	go func() {
-		defer close(progressDone)
-		t := time.NewTicker(200 * time.Millisecond)
-		defer t.Stop()
-		for {
-			mu.Lock()
-			line := progressLine(int(finished.Load()), *calls, node.Calls.Active(), counts, time.Since(start))
-			mu.Unlock()
-			fmt.Printf("\r%s", line)
-			if finished.Load() >= int64(*calls) || ctx.Err() != nil {
-				fmt.Println()
-				return
-			}
-			<-t.C
+		done := len(must(rdb.LRange(ctx, "enigma:notifications:campaigns", 0, -1).Result()))
+		fmt.Printf("\r%s", progressLine(done, *calls, status, time.Since(start)))
+		if done >= *calls && status.InFlight == 0 {
+			fmt.Println()
+			break
 		}
-	}()
-	wg.Wait()
-	<-progressDone
-	if ctx.Err() != nil {
-		return ctx.Err()
+		select {
+		case <-ctx.Done():
+			fmt.Println()
+			return ctx.Err()
+		case <-t.C:
+		}
 	}
 	// Every CDR must have reached Redis (or be on its way from the spool).
 	deadline := time.Now().Add(10 * time.Second)
@@ -176,24 +147,22 @@ func demo(ctx context.Context, args []string) error {
 	return nil
 }
 
-func progressLine(done, total, active int, counts map[call.Disposition]int, el time.Duration) string {
+func progressLine(done, total int, st dialer.TaskStatus, el time.Duration) string {
 	const width = 30
 	filled := 0
 	if total > 0 {
-		filled = done * width / total
+		filled = min(done, total) * width / total
 	}
 	bar := strings.Repeat("#", filled) + strings.Repeat(".", width-filled)
-	keys := make([]string, 0, len(counts))
-	for k := range counts {
-		keys = append(keys, string(k))
+	state := st.State
+	if st.Reason != "" {
+		state += " (" + st.Reason + ")"
 	}
-	sort.Strings(keys)
-	var parts []string
-	for _, k := range keys {
-		parts = append(parts, fmt.Sprintf("%s %d", k, counts[call.Disposition(k)]))
-	}
-	return fmt.Sprintf("[%s] %3d/%d calls · %2d active · %5.1fs · %s   ", bar, done, total, active, el.Seconds(), strings.Join(parts, " "))
+	return fmt.Sprintf("demo [%s] %3d/%d CDRs · queue %3d · in flight %2d/%d · answered %3d · failed %3d · %5.1fs · %-24s",
+		bar, done, total, st.QueueLength, st.InFlight, st.Limit, st.Answered, st.Failed, el.Seconds(), state)
 }
+
+func must[T any](v T, _ error) T { return v }
 
 func mustRedisOpts(url string) *redis.Options {
 	o, err := redis.ParseURL(url)
