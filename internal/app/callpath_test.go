@@ -1,6 +1,7 @@
 package app
 
 import (
+	"crypto/md5"
 	"fmt"
 	"net/http"
 	"strings"
@@ -108,24 +109,47 @@ func TestRingTimeoutCancels(t *testing.T) {
 	waitSipp(t, ring, 5*time.Second) // the scenario got CANCEL, sent 487 and got the ACK
 }
 
-// A 407 challenge is answered with the line's credentials.
+// 401 and 407 challenges are answered with the line's credentials: the
+// UAS checks the digest (SIPp's verifyauth for 401; for 407 the test passes
+// the response the right password must give).
 func TestDigestAuth(t *testing.T) {
 	for _, sc := range []string{"uas_407.xml", "uas_401.xml"} {
 		t.Run(sc, func(t *testing.T) {
 			r := testenv.StartRedis(t)
-			carrier := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, sc), Args: []string{"-m", "1"}})
-			destination := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uas_answer_wait_bye.xml"), Args: []string{"-m", "1"}})
+			port := testenv.FreePort(t)
+			number := "15551230005"
+			args := []string{"-m", "1"}
+			if sc == "uas_407.xml" {
+				// RFC 2617 without qop; sipgo signs the Request-URI.
+				md5hex := func(s string) string { return fmt.Sprintf("%x", md5.Sum([]byte(s))) }
+				ha1 := md5hex("alice:redial.test:secret")
+				ha2 := md5hex(fmt.Sprintf("INVITE:sip:%s@127.0.0.1:%d", number, port))
+				args = append(args, "-set", "expected_response", md5hex(ha1+":4a7f2c9e1b3d5f60718293a4b5c6d7e8:"+ha2))
+			}
+			carrier := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, sc), Port: port, Args: args})
 			setLine(t, r, "auth", "g1", "sip:"+carrier.Addr, `,"username":"alice","password":"secret"`)
-			setDialplan(t, r, "default:8888", fmt.Sprintf(`{"type":"sip","uri":"sip:8888@%s"}`, destination.Addr))
+			setDialplan(t, r, "default:8888", `{"type":"hangup"}`)
 			n := startNode(t, r.URL, "n1")
-			ref := originate(t, n, map[string]any{"number": "15551230005", "line_group": []string{"g1"}, "destination": dest("8888")})
+			ref := originate(t, n, map[string]any{"number": number, "line_group": []string{"g1"}, "destination": dest("8888")})
 			c := cdrsFor(t, r, ref, 1, 15*time.Second)[0]
-			if c.Disposition != "ANSWERED" {
+			if c.Disposition != "ANSWERED" || c.SIPCode != 200 {
 				t.Fatalf("cdr: %+v", c)
 			}
-			waitSipp(t, carrier, 10*time.Second)
+			waitSipp(t, carrier, 10*time.Second) // exit 0: the digest was right
 		})
 	}
+	// A wrong password is refused (403) and recorded as such.
+	t.Run("wrong password", func(t *testing.T) {
+		r := testenv.StartRedis(t)
+		carrier := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uas_401.xml"), Args: []string{"-m", "1"}})
+		setLine(t, r, "auth", "g1", "sip:"+carrier.Addr, `,"username":"alice","password":"wrong"`)
+		n := startNode(t, r.URL, "n1")
+		ref := originate(t, n, map[string]any{"number": "15551230015", "line_group": []string{"g1"}, "destination": dest("8888")})
+		c := cdrsFor(t, r, ref, 1, 15*time.Second)[0]
+		if c.SIPCode != 403 || c.Disposition != "FAILED" || c.HangupCause != "CALL_REJECTED" {
+			t.Fatalf("cdr: %+v", c)
+		}
+	})
 }
 
 // A destination missing from the dialplan ends the answered call with a
@@ -236,4 +260,25 @@ func TestDeleteHangsUpRingingCall(t *testing.T) {
 	if c.Disposition != "CANCELLED" || c.HangupCause != "ORIGINATOR_CANCEL" {
 		t.Fatalf("cdr: %+v", c)
 	}
+}
+
+// The node answers OPTIONS (carriers ping trunks with it).
+func TestOptionsAnswered(t *testing.T) {
+	r := testenv.StartRedis(t)
+	n := startNode(t, r.URL, "n1")
+	s := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uac_options.xml"), Args: []string{"-m", "1"}, Remote: n.SIP.Addr("udp")})
+	waitSipp(t, s, 10*time.Second)
+}
+
+// A line with transport tcp sends its INVITE over TCP.
+func TestTCPLine(t *testing.T) {
+	r := testenv.StartRedis(t)
+	carrier := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uas_486.xml"), Args: []string{"-m", "1", "-t", "t1"}})
+	setLine(t, r, "tcp", "g1", "sip:"+carrier.Addr, `,"transport":"tcp"`)
+	n := startNode(t, r.URL, "n1")
+	ref := originate(t, n, map[string]any{"number": "15551230020", "line_group": []string{"g1"}, "destination": dest("8888")})
+	if c := cdrsFor(t, r, ref, 1, 10*time.Second)[0]; c.SIPCode != 486 || c.Disposition != "BUSY" {
+		t.Fatalf("cdr: %+v", c)
+	}
+	waitSipp(t, carrier, 5*time.Second)
 }

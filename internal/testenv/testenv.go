@@ -232,6 +232,14 @@ func StartSipp(t testing.TB, o SippOptions) *Sipp {
 				return nil
 			default:
 			}
+			if argValue(o.Args, "-t") == "t1" || argValue(o.Args, "-t") == "tn" {
+				c, err := net.DialTimeout("tcp", s.Addr, 200*time.Millisecond)
+				if err != nil {
+					return fmt.Errorf("sipp not yet listening on tcp %s: %w", s.Addr, err)
+				}
+				c.Close()
+				return nil
+			}
 			c, err := net.ListenPacket("udp", s.Addr)
 			if err == nil {
 				c.Close()
@@ -287,4 +295,13 @@ func hasArg(args []string, name string) bool {
 		}
 	}
 	return false
+}
+
+func argValue(args []string, name string) string {
+	for i, a := range args {
+		if a == name && i+1 < len(args) {
+			return args[i+1]
+		}
+	}
+	return ""
 }

@@ -40,6 +40,7 @@ type sippRun struct {
 	uacCPU        time.Duration
 	uasCPU        time.Duration
 	exitErr       error
+	udpDrops      int64
 	note          string
 	achievedPerS  float64
 	sustainedStep bool
@@ -68,6 +69,7 @@ type redialRun struct {
 	retainedLate int64 // the same 35 s later (profiling run only): past sipgo's Timer M (32 s)
 	warnings     int   // node log lines (warn and up)
 	libLogs      int64 // records written by libraries through slog.Default
+	udpDrops     int64 // kernel UDP receive-buffer drops during the step
 	achievedPerS float64
 	sustained    bool
 }
@@ -187,7 +189,9 @@ func runSippReference(ctx context.Context, b *bench, uacXML, uasXML string, rate
 	}
 	wctx, cancel := context.WithTimeout(ctx, limit+10*time.Second)
 	defer cancel()
+	drops0 := udpRcvbufErrors()
 	r.exitErr = uacP.Wait(wctx)
+	r.udpDrops = udpRcvbufErrors() - drops0
 	uas.Kill()
 	st, err := uacP.Stats()
 	if err != nil {
@@ -303,7 +307,7 @@ func runRedial(ctx context.Context, b *bench, rds *redisServer, uasXML string, r
 	resetPeakRSS()
 	var ms0 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
-	cpu0, redis0, uas0, lib0 := processCPU(), rds.CPU(), procCPU(uas.cmd.Process.Pid), b.libLogs.Load()
+	cpu0, redis0, uas0, lib0, drops0 := processCPU(), rds.CPU(), procCPU(uas.cmd.Process.Pid), b.libLogs.Load(), udpRcvbufErrors()
 	if cpuProfile != "" {
 		f, err := os.Create(cpuProfile)
 		if err != nil {
@@ -377,6 +381,7 @@ pace:
 	r.cpu = processCPU() - cpu0
 	r.peakRSS = peakRSS()
 	r.redisCPU, r.uasCPU, r.libLogs = rds.CPU()-redis0, procCPU(uas.cmd.Process.Pid)-uas0, b.libLogs.Load()-lib0
+	r.udpDrops = udpRcvbufErrors() - drops0
 	runtime.GC()
 	var ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms1)
@@ -544,8 +549,8 @@ func originateReport(b *bench, sipp map[int]*sippRun, redial map[int]*redialRun,
 	var details []string
 	for _, rate := range b.rates {
 		if sp := sipp[rate]; sp != nil {
-			details = append(details, fmt.Sprintf("SIPp %d cps: %d/%d ok in %s; UAC peak RSS %s, UAC CPU %s, UAS CPU %s",
-				rate, sp.successful, sp.calls, sp.elapsed.Round(time.Millisecond), mib(sp.uacRSS), sp.uacCPU.Round(time.Millisecond), sp.uasCPU.Round(time.Millisecond)))
+			details = append(details, fmt.Sprintf("SIPp %d cps: %d/%d ok in %s; UAC peak RSS %s, UAC CPU %s, UAS CPU %s; %d UDP receive-buffer drops",
+				rate, sp.successful, sp.calls, sp.elapsed.Round(time.Millisecond), mib(sp.uacRSS), sp.uacCPU.Round(10*time.Millisecond), sp.uasCPU.Round(10*time.Millisecond), sp.udpDrops))
 		}
 		if rd := redial[rate]; rd != nil {
 			details = append(details, redialDetail(rd))
@@ -554,7 +559,10 @@ func originateReport(b *bench, sipp map[int]*sippRun, redial map[int]*redialRun,
 	if profiled != nil {
 		details = append(details, "profiled run: "+redialDetail(profiled))
 	}
-	s.WriteString("- Per step: " + strings.Join(details, "; ") + ".\n")
+	s.WriteString("- Per step:\n")
+	for _, d := range details {
+		s.WriteString("  - " + d + ".\n")
+	}
 	s.WriteString("\nCommand:\n\n```\n" + b.command + "\n```\n")
 	return s.String()
 }
@@ -562,10 +570,10 @@ func originateReport(b *bench, sipp map[int]*sippRun, redial map[int]*redialRun,
 func redialDetail(rd *redialRun) string {
 	d := fmt.Sprintf("redial %d cps: %d/%d ok in %s, setup max %s ms, max in flight %d, max pacing lag %s; "+
 		"CPU: bench process %s, SIPp UAS %s, redis-server %s; heap retained after the step %s (%.1f KiB/call); "+
-		"UAS saw %d successful calls; %d node log lines at warn+, %d library log records (sipgo: unmatched retransmissions)",
+		"UAS saw %d successful calls; %d UDP receive-buffer drops; %d node log lines at warn+, %d library log records (sipgo: unmatched retransmissions)",
 		rd.rate, rd.ok, rd.calls, rd.wall.Round(time.Millisecond), ms(rd.setupMax),
 		rd.maxInflight, rd.maxLag.Round(time.Millisecond), rd.cpu.Round(10*time.Millisecond), rd.uasCPU.Round(10*time.Millisecond),
-		rd.redisCPU.Round(10*time.Millisecond), mib(rd.retained), float64(rd.retained)/1024/float64(rd.calls), rd.uasOK, rd.warnings, rd.libLogs)
+		rd.redisCPU.Round(10*time.Millisecond), mib(rd.retained), float64(rd.retained)/1024/float64(rd.calls), rd.uasOK, rd.udpDrops, rd.warnings, rd.libLogs)
 	if rd.retainedLate != 0 {
 		d += fmt.Sprintf("; heap still retained 35 s later %s (%.1f KiB/call)", mib(rd.retainedLate), float64(rd.retainedLate)/1024/float64(rd.calls))
 	}
