@@ -57,12 +57,12 @@ func demo(ctx context.Context, args []string) error {
 	log := newLogger(level)
 
 	carrier, err := sim.New(sim.Config{Addr: "127.0.0.1:0", AnswerPct: 60, BusyPct: 20, Ring: 600 * time.Millisecond,
-		Talk: 2 * time.Second, ToneHz: 440, Seed: *seed, RTPMin: 40000, RTPMax: 44999}, log)
+		Talk: 2 * time.Second, ToneHz: 440, Seed: *seed, RTPMin: 10000, RTPMax: 12999}, log)
 	if err != nil {
 		return err
 	}
 	dest, err := sim.New(sim.Config{Addr: "127.0.0.1:0", AnswerPct: 100, Ring: 100 * time.Millisecond,
-		ToneHz: 1000, Seed: *seed + 1, RTPMin: 45000, RTPMax: 49999}, log)
+		ToneHz: 1000, Seed: *seed + 1, RTPMin: 13000, RTPMax: 15999}, log)
 	if err != nil {
 		return err
 	}

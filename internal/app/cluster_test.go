@@ -154,7 +154,7 @@ func redialBinary(t testing.TB) string {
 func startProcess(t testing.TB, redisURL, host string) *exec.Cmd {
 	t.Helper()
 	port := testenv.FreePort(t)
-	rtp := 30000 + (port%100)*200
+	rtp := 10000 + (port%50)*200 // below startNode's and the ephemeral ranges
 	cmd := exec.Command(redialBinary(t), "serve", "--redis", redisURL, "--host", host,
 		"--sip", fmt.Sprintf("udp:127.0.0.1:%d", port), "--sip-public-ip", "127.0.0.1",
 		"--rtp-ports", fmt.Sprintf("%d-%d", rtp, rtp+198), "--http", "127.0.0.1:0",

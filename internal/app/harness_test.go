@@ -49,7 +49,9 @@ func startNode(t testing.TB, redisURL, host string, opts ...Option) *node {
 func startNodeCfg(t testing.TB, redisURL, host string, adjust func(*config.Node), opts ...Option) *node {
 	t.Helper()
 	sipPort := testenv.FreePort(t)
-	rtpBase := 20000 + (sipPort%200)*100
+	// Below the kernel's ephemeral range (32768+), where FreePort picks
+	// SIPp's ports, so the two never collide.
+	rtpBase := 20000 + (sipPort%100)*100
 	cfg := &config.Node{Redis: redisURL, Host: host, Domain: "default",
 		SIP:         []config.Listener{{Network: "udp", Addr: fmt.Sprintf("127.0.0.1:%d", sipPort)}, {Network: "tcp", Addr: fmt.Sprintf("127.0.0.1:%d", sipPort)}},
 		SIPPublicIP: "127.0.0.1", RTPMin: rtpBase, RTPMax: rtpBase + 98, HTTP: "127.0.0.1:0", Timezone: time.UTC,

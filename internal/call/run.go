@@ -82,6 +82,7 @@ numbers:
 				FromUser: params.CallerIDNumber, FromName: params.CallerIDName, FromHost: params.FromHost,
 				Headers: params.Headers, Codecs: params.Codecs, RingTimeout: params.RingTimeout,
 				IgnoreEarlyMedia: params.IgnoreEarlyMedia, Username: lease.Line.Username, Password: lease.Line.Password,
+				OnRinging: func() { c.update(func(i *Info) { i.State = StateRinging }) },
 			})
 			if res.Leg == nil {
 				lease.Release(context.WithoutCancel(ctx))

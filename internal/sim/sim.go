@@ -70,7 +70,7 @@ func New(cfg Config, log *slog.Logger) (*Sim, error) {
 		cfg.ToneHz = 440
 	}
 	if cfg.RTPMin == 0 {
-		cfg.RTPMin, cfg.RTPMax = 40000, 49999
+		cfg.RTPMin, cfg.RTPMax = 10000, 15999
 	}
 	if log == nil {
 		log = slog.Default()

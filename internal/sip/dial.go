@@ -38,6 +38,8 @@ type DialRequest struct {
 	IgnoreEarlyMedia bool
 	// Username and Password answer 401/407 digest challenges.
 	Username, Password string
+	// OnRinging, if set, is called once at the first 180 or 183.
+	OnRinging func()
 }
 
 // DialResult is the outcome of one INVITE.
@@ -170,6 +172,10 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 			if resp.IsProvisional() {
 				provisional.Store(true)
 				res.Provisional = true
+				if resp.StatusCode >= 180 && r.OnRinging != nil {
+					r.OnRinging()
+					r.OnRinging = nil
+				}
 				if resp.StatusCode == 183 && !r.IgnoreEarlyMedia && len(resp.Body()) > 0 {
 					if rm, err := media.ParseSDP(resp.Body()); err == nil {
 						sess.SetRemote(rm.Addr)

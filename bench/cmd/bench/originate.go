@@ -57,6 +57,12 @@ type redialRun struct {
 	setupP50     time.Duration
 	setupP99     time.Duration
 	setupMax     time.Duration
+	callP50      time.Duration // Place start to return
+	callP99      time.Duration
+	// phases of the whole call, from the CDR's times: before the INVITE
+	// (line lease), after the answer until End (dialplan, BYE, lease
+	// release), after End until Place returns (CDR push); p50 and p99.
+	phases       [3][2]time.Duration
 	peakRSS      int64
 	cpu          time.Duration
 	maxInflight  int64
@@ -301,6 +307,7 @@ func runRedial(ctx context.Context, b *bench, rds *redisServer, uasXML string, r
 	type rec struct {
 		start, end time.Time
 		setup      time.Duration
+		phases     [3]time.Duration
 		fail       string
 	}
 	recs := make([]rec, n)
@@ -348,6 +355,7 @@ func runRedial(ctx context.Context, b *bench, rds *redisServer, uasXML string, r
 						recs[i].fail = "answered CDR without answer time"
 					} else {
 						recs[i].setup = last.Answer.Sub(last.Start)
+						recs[i].phases = [3]time.Duration{last.Start.Sub(start), last.End.Sub(*last.Answer), recs[i].end.Sub(last.End)}
 					}
 				}
 			}
@@ -408,11 +416,14 @@ pace:
 
 	var last time.Time
 	setups := make([]time.Duration, 0, n)
+	durations := make([]time.Duration, 0, n)
+	var phases [3][]time.Duration
 	for _, c := range recs {
 		if c.end.IsZero() {
 			continue
 		}
 		r.completed++
+		durations = append(durations, c.end.Sub(c.start))
 		if c.end.After(last) {
 			last = c.end
 		}
@@ -422,6 +433,9 @@ pace:
 			continue
 		}
 		setups = append(setups, c.setup)
+		for k := range phases {
+			phases[k] = append(phases[k], c.phases[k])
+		}
 	}
 	r.failures += n - r.completed // never placed: the step timed out
 	if n > r.completed {
@@ -431,6 +445,12 @@ pace:
 	r.wall = last.Sub(first)
 	if r.wall > 0 {
 		r.achievedPerS = float64(r.ok) / r.wall.Seconds()
+	}
+	sortDurations(durations)
+	r.callP50, r.callP99 = percentile(durations, 50), percentile(durations, 99)
+	for k := range phases {
+		sortDurations(phases[k])
+		r.phases[k] = [2]time.Duration{percentile(phases[k], 50), percentile(phases[k], 99)}
 	}
 	sortDurations(setups)
 	r.setupP50, r.setupP99 = percentile(setups, 50), percentile(setups, 99)
@@ -568,10 +588,12 @@ func originateReport(b *bench, sipp map[int]*sippRun, redial map[int]*redialRun,
 }
 
 func redialDetail(rd *redialRun) string {
-	d := fmt.Sprintf("redial %d cps: %d/%d ok in %s, setup max %s ms, max in flight %d, max pacing lag %s; "+
+	d := fmt.Sprintf("redial %d cps: %d/%d ok in %s, setup max %s ms, whole call (Place) p50/p99 %s/%s ms "+
+		"[before INVITE %s/%s, answer to end %s/%s, end to return %s/%s], max in flight %d, max pacing lag %s; "+
 		"CPU: bench process %s, SIPp UAS %s, redis-server %s; heap retained after the step %s (%.1f KiB/call); "+
 		"UAS saw %d successful calls; %d UDP receive-buffer drops; %d node log lines at warn+, %d library log records (sipgo: unmatched retransmissions)",
-		rd.rate, rd.ok, rd.calls, rd.wall.Round(time.Millisecond), ms(rd.setupMax),
+		rd.rate, rd.ok, rd.calls, rd.wall.Round(time.Millisecond), ms(rd.setupMax), ms(rd.callP50), ms(rd.callP99),
+		ms(rd.phases[0][0]), ms(rd.phases[0][1]), ms(rd.phases[1][0]), ms(rd.phases[1][1]), ms(rd.phases[2][0]), ms(rd.phases[2][1]),
 		rd.maxInflight, rd.maxLag.Round(time.Millisecond), rd.cpu.Round(10*time.Millisecond), rd.uasCPU.Round(10*time.Millisecond),
 		rd.redisCPU.Round(10*time.Millisecond), mib(rd.retained), float64(rd.retained)/1024/float64(rd.calls), rd.uasOK, rd.udpDrops, rd.warnings, rd.libLogs)
 	if rd.retainedLate != 0 {
@@ -597,6 +619,10 @@ func rateOrNone(best int, rates []int, ran bool) string {
 }
 
 func writeHeapProfile(path string) error {
+	// The heap profile is as of the last completed GC cycle but one: run
+	// two so it shows what is live now.
+	runtime.GC()
+	runtime.GC()
 	f, err := os.Create(path)
 	if err != nil {
 		return fmt.Errorf("originate: heap profile: %w", err)
