@@ -21,8 +21,11 @@ import (
 // Config tunes the call manager.
 type Config struct {
 	// KeepEnded is how long an ended call stays visible to GET
-	// /api/v1/calls/{ref}.
+	// /api/v1/calls/{ref} (its CDRs are in Redis for good).
 	KeepEnded time.Duration
+	// MaxEnded caps how many ended calls are kept, so memory stays bounded
+	// at thousands of calls per second.
+	MaxEnded int
 	// DrainTimeout bounds the wait for calls to hang up on shutdown.
 	DrainTimeout time.Duration
 }
@@ -51,6 +54,7 @@ type Manager struct {
 	mu     sync.Mutex
 	calls  map[string]*Call
 	ended  map[string]time.Time
+	order  []string // ended call refs, oldest first
 	wg     sync.WaitGroup
 	ctx    context.Context
 	closed bool
@@ -75,7 +79,10 @@ func NewManager(cfg Config, deps Deps) (*Manager, error) {
 		return nil, errors.New("call: manager needs lines, sip, dialplan and notify")
 	}
 	if cfg.KeepEnded == 0 {
-		cfg.KeepEnded = 10 * time.Minute
+		cfg.KeepEnded = 2 * time.Minute
+	}
+	if cfg.MaxEnded == 0 {
+		cfg.MaxEnded = 10000
 	}
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = 10 * time.Second
@@ -113,7 +120,7 @@ func (m *Manager) RegisterConnector(targetType string, c Connector) {
 // Run prunes ended calls; on ctx cancel it hangs up every call and waits
 // for their CDRs (bounded by DrainTimeout).
 func (m *Manager) Run(ctx context.Context) error {
-	t := time.NewTicker(time.Minute)
+	t := time.NewTicker(10 * time.Second)
 	defer t.Stop()
 	for {
 		select {
@@ -148,12 +155,16 @@ func (m *Manager) prune() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	cut := m.now().Add(-m.cfg.KeepEnded)
-	for ref, at := range m.ended {
-		if at.Before(cut) {
-			delete(m.ended, ref)
-			delete(m.calls, ref)
+	i := 0
+	for ; i < len(m.order); i++ {
+		ref := m.order[i]
+		if !m.ended[ref].Before(cut) {
+			break
 		}
+		delete(m.ended, ref)
+		delete(m.calls, ref)
 	}
+	m.order = append([]string(nil), m.order[i:]...)
 }
 
 // NewRef returns a random call reference.
@@ -219,6 +230,12 @@ func (m *Manager) Originate(ctx context.Context, req Request) (*Call, error) {
 		cancel(nil)
 		m.mu.Lock()
 		m.ended[req.CallRef] = m.now()
+		m.order = append(m.order, req.CallRef)
+		for len(m.order) > m.cfg.MaxEnded {
+			delete(m.calls, m.order[0])
+			delete(m.ended, m.order[0])
+			m.order = m.order[1:]
+		}
 		m.mu.Unlock()
 		close(c.done)
 	}()

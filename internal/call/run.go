@@ -41,6 +41,7 @@ func (m *Manager) run(ctx context.Context, c *Call) {
 		c.mu.Lock()
 		c.out = out
 		c.info.State = StateEnded
+		c.legs = nil // the legs' sockets and dialogs are done; let them go
 		c.mu.Unlock()
 	}()
 

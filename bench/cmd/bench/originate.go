@@ -71,8 +71,9 @@ type redialRun struct {
 	uasOK        int
 	uasCPU       time.Duration
 	redisCPU     time.Duration
-	retained     int64 // live heap after the step minus before, after GC
-	retainedLate int64 // the same 35 s later (profiling run only): past sipgo's Timer M (32 s)
+	heapAfter    int64 // live heap right after the step (after GC)
+	nodeHeld     int64 // live heap freed by stopping the node: what it keeps of ended calls
+	timerHeld    int64 // -memprofile run: live heap freed in the 35 s after the step, node still up (SIP transaction timers, 32 s)
 	warnings     int   // node log lines (warn and up)
 	libLogs      int64 // records written by libraries through slog.Default
 	udpDrops     int64 // kernel UDP receive-buffer drops during the step
@@ -221,6 +222,15 @@ func runSippReference(ctx context.Context, b *bench, uacXML, uasXML string, rate
 func runRedial(ctx context.Context, b *bench, rds *redisServer, uasXML string, rate int, dir, cpuProfile, memProfile string) (*redialRun, error) {
 	n := int(float64(rate) * b.duration.Seconds())
 	r := &redialRun{rate: rate, calls: n, failureKinds: map[string]int{}}
+	if memProfile != "" {
+		// Let the previous step's SIP transaction timers fire, so the
+		// heap figures of this run are its own.
+		fmt.Printf("  waiting 35s for the previous step's SIP transaction timers\n")
+		select {
+		case <-time.After(35 * time.Second):
+		case <-ctx.Done():
+		}
+	}
 	uas, err := startSipp(sippOpts{Scenario: uasXML, Dir: filepath.Join(dir, "uas")})
 	if err != nil {
 		return nil, err
@@ -253,14 +263,20 @@ func runRedial(ctx context.Context, b *bench, rds *redisServer, uasXML string, r
 	nctx, stopNode := context.WithCancel(context.Background())
 	nodeDone := make(chan error, 1)
 	go func() { nodeDone <- node.Run(nctx) }()
-	defer func() {
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
 		stopNode()
 		select {
 		case <-nodeDone:
 		case <-time.After(40 * time.Second):
 			fmt.Fprintln(os.Stderr, "bench: node did not stop within 40s")
 		}
-	}()
+	}
+	defer stop()
 	select {
 	case <-node.SIP.Ready():
 	case err := <-nodeDone:
@@ -312,8 +328,6 @@ func runRedial(ctx context.Context, b *bench, rds *redisServer, uasXML string, r
 	}
 	recs := make([]rec, n)
 	resetPeakRSS()
-	var ms0 runtime.MemStats
-	runtime.ReadMemStats(&ms0)
 	cpu0, redis0, uas0, lib0, drops0 := processCPU(), rds.CPU(), procCPU(uas.cmd.Process.Pid), b.libLogs.Load(), udpRcvbufErrors()
 	if cpuProfile != "" {
 		f, err := os.Create(cpuProfile)
@@ -390,24 +404,19 @@ pace:
 	r.peakRSS = peakRSS()
 	r.redisCPU, r.uasCPU, r.libLogs = rds.CPU()-redis0, procCPU(uas.cmd.Process.Pid)-uas0, b.libLogs.Load()-lib0
 	r.udpDrops = udpRcvbufErrors() - drops0
-	runtime.GC()
-	var ms1 runtime.MemStats
-	runtime.ReadMemStats(&ms1)
-	r.retained = int64(ms1.HeapAlloc) - int64(ms0.HeapAlloc)
+	r.heapAfter = liveHeap()
+	heapLate := r.heapAfter
 	if memProfile != "" {
 		if err := writeHeapProfile(memProfile); err != nil {
 			return nil, err
 		}
-		// What is still live once every SIP transaction timer has fired
-		// is what the node keeps per call beyond the SIP layer.
-		fmt.Printf("  waiting 35s for SIP transaction timers to expire\n")
+		fmt.Printf("  waiting 35s for SIP transaction timers (32 s) to expire, node up\n")
 		select {
 		case <-time.After(35 * time.Second):
 		case <-ctx.Done():
 		}
-		runtime.GC()
-		runtime.ReadMemStats(&ms1)
-		r.retainedLate = int64(ms1.HeapAlloc) - int64(ms0.HeapAlloc)
+		heapLate = liveHeap()
+		r.timerHeld = r.heapAfter - heapLate
 		if err := writeHeapProfile(strings.TrimSuffix(memProfile, ".pprof") + "-late.pprof"); err != nil {
 			return nil, err
 		}
@@ -473,6 +482,12 @@ pace:
 	if b, err := os.ReadFile(logPath); err == nil {
 		r.warnings = strings.Count(string(b), "\n")
 	}
+	// What stopping the node frees is what it held of the ended calls
+	// (the call manager keeps them for GET /api/v1/calls/{ref}); what is
+	// freed only later was held by timers (sipgo's transaction timers).
+	stop()
+	node = nil
+	r.nodeHeld = heapLate - liveHeap()
 	r.sustained = r.failures == 0 && r.cdrsOnRedis == int64(n) && r.achievedPerS >= sustainedFrac*float64(rate)
 	for k, v := range r.failureKinds {
 		fmt.Printf("    redial %d cps: %d × %s\n", rate, v, k)
@@ -590,14 +605,15 @@ func originateReport(b *bench, sipp map[int]*sippRun, redial map[int]*redialRun,
 func redialDetail(rd *redialRun) string {
 	d := fmt.Sprintf("redial %d cps: %d/%d ok in %s, setup max %s ms, whole call (Place) p50/p99 %s/%s ms "+
 		"[before INVITE %s/%s, answer to end %s/%s, end to return %s/%s], max in flight %d, max pacing lag %s; "+
-		"CPU: bench process %s, SIPp UAS %s, redis-server %s; heap retained after the step %s (%.1f KiB/call); "+
+		"CPU: bench process %s, SIPp UAS %s, redis-server %s; live heap after the step %s, of which the node held %s (%.1f KiB/call, freed when it stopped); "+
 		"UAS saw %d successful calls; %d UDP receive-buffer drops; %d node log lines at warn+, %d library log records (sipgo: unmatched retransmissions)",
 		rd.rate, rd.ok, rd.calls, rd.wall.Round(time.Millisecond), ms(rd.setupMax), ms(rd.callP50), ms(rd.callP99),
 		ms(rd.phases[0][0]), ms(rd.phases[0][1]), ms(rd.phases[1][0]), ms(rd.phases[1][1]), ms(rd.phases[2][0]), ms(rd.phases[2][1]),
 		rd.maxInflight, rd.maxLag.Round(time.Millisecond), rd.cpu.Round(10*time.Millisecond), rd.uasCPU.Round(10*time.Millisecond),
-		rd.redisCPU.Round(10*time.Millisecond), mib(rd.retained), float64(rd.retained)/1024/float64(rd.calls), rd.uasOK, rd.udpDrops, rd.warnings, rd.libLogs)
-	if rd.retainedLate != 0 {
-		d += fmt.Sprintf("; heap still retained 35 s later %s (%.1f KiB/call)", mib(rd.retainedLate), float64(rd.retainedLate)/1024/float64(rd.calls))
+		rd.redisCPU.Round(10*time.Millisecond), mib(rd.heapAfter), mib(rd.nodeHeld), float64(rd.nodeHeld)/1024/float64(rd.calls), rd.uasOK, rd.udpDrops, rd.warnings, rd.libLogs)
+	if rd.timerHeld != 0 {
+		d += fmt.Sprintf("; -memprofile: in the 35 s after the step (node up) %s (%.1f KiB/call) was freed as SIP transaction timers fired, "+
+			"the node-held figure above is what was left after that", mib(rd.timerHeld), float64(rd.timerHeld)/1024/float64(rd.calls))
 	}
 	for k, v := range rd.failureKinds {
 		d += fmt.Sprintf(", %d × %q", v, k)
@@ -616,6 +632,15 @@ func rateOrNone(best int, rates []int, ran bool) string {
 	default:
 		return fmt.Sprintf("%d calls/s", best)
 	}
+}
+
+// liveHeap is the live heap in bytes after two GC cycles.
+func liveHeap() int64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapAlloc)
 }
 
 func writeHeapProfile(path string) error {
