@@ -268,3 +268,41 @@ func TestRetryRule(t *testing.T) {
 		return nil
 	})
 }
+
+// A number with its own time zone waits in Redis until its calling window
+// opens there; the others are dialed now.
+func TestCalleeTimezoneWindow(t *testing.T) {
+	r := testenv.StartRedis(t)
+	carrier := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uas_486.xml"), Args: []string{"-m", "1"}})
+	setLine(t, r, "l1", "g1", "sip:"+carrier.Addr, "")
+	clock := time.Date(2026, 3, 4, 12, 0, 0, 0, time.UTC) // a Wednesday, 21:00 in Tokyo
+	setTask(t, r, "cti_queue_dialer_task@template", "tz", `{"params":{"enable":true,"line_group":["g1"],"limit":2,"number_queue":"tzq","destination_extension":"8888","timezone":"UTC","work_hour":[{"begin":"8:00","end":"18:00"}]}}`, "")
+	pushNumbers(t, r, "tzq", `{"params":{"number":"15556000001","timezone":"Asia/Tokyo"}}`, "15556000002")
+	startNode(t, r.URL, "n1", WithClock(func() time.Time { return clock }))
+	cdrs := waitCDRs(t, r, "tz", 1, 10*time.Second)
+	if cdrs[0]["client_number"] != "15556000002" {
+		t.Fatalf("cdr: %v", cdrs[0])
+	}
+	var z []redisZ
+	testenv.WaitFor(t, 5*time.Second, func() error {
+		res, err := r.Client.ZRangeWithScores(context.Background(), "tzq:retry", 0, -1).Result()
+		if err != nil || len(res) != 1 {
+			return fmt.Errorf("retry set: %v %v", res, err)
+		}
+		z = []redisZ{{res[0].Score, res[0].Member.(string)}}
+		return nil
+	})
+	// Next 08:00 in Tokyo is 23:00 UTC the same day.
+	want := time.Date(2026, 3, 4, 23, 0, 0, 0, time.UTC)
+	if got := time.UnixMilli(int64(z[0].score)); !got.Equal(want) || !strings.Contains(z[0].member, "15556000001") {
+		t.Fatalf("delayed until %v (%s), want %v", got.UTC(), z[0].member, want)
+	}
+	if got := len(campaignCDRs(t, r, "tz")); got != 1 {
+		t.Fatalf("%d CDRs, want 1", got)
+	}
+}
+
+type redisZ struct {
+	score  float64
+	member string
+}
