@@ -303,3 +303,28 @@ func (m *Manager) Calls() []Info {
 	}
 	return out
 }
+
+// Record writes a CDR for a call that was never dialed (an EXPIRED
+// scheduled number): one record with the request's references, the first
+// number and the given disposition.
+func (m *Manager) Record(ctx context.Context, req Request, d Disposition, reason string) error {
+	if req.CallRef == "" {
+		req.CallRef = NewRef()
+	}
+	number := ""
+	if len(req.Numbers) > 0 {
+		number = req.Numbers[0]
+	}
+	now := m.now()
+	c := newCall(req, now)
+	cause := NormalUnspecified
+	if d == Expired {
+		cause = RecoveryOnTimerExpire
+	}
+	_, err := m.publishCDR(ctx, c, 1, attemptRecord{number: number, vars: req.Variables, start: now, end: now,
+		disposition: d, cause: cause, reason: reason, dialNumber: req.Variables["origination_caller_id_number"]})
+	if err != nil {
+		return fmt.Errorf("call: %s CDR for %s: %w", d, number, err)
+	}
+	return nil
+}

@@ -227,6 +227,13 @@ func (m *Manager) connect(ctx context.Context, c *Call, leg *sip.Leg, number str
 }
 
 func (m *Manager) writeCDR(ctx context.Context, c *Call, attempt int, r attemptRecord) notify.CDR {
+	cdr, _ := m.publishCDR(ctx, c, attempt, r)
+	return cdr
+}
+
+// publishCDR builds and publishes one attempt's CDR; the error is set only
+// when even the local spool could not take it.
+func (m *Manager) publishCDR(ctx context.Context, c *Call, attempt int, r attemptRecord) (notify.CDR, error) {
 	vars := make(map[string]string, len(r.vars)+1)
 	for k, v := range r.vars {
 		vars[k] = v
@@ -246,7 +253,8 @@ func (m *Manager) writeCDR(ctx context.Context, c *Call, attempt int, r attemptR
 		cdr.Answer = &a
 		cdr.Billsec = secs(r.end.Sub(r.answer))
 	}
-	if err := m.deps.Notify.PublishCDR(context.WithoutCancel(ctx), &cdr); err != nil {
+	err := m.deps.Notify.PublishCDR(context.WithoutCancel(ctx), &cdr)
+	if err != nil {
 		m.log.Error("call: CDR lost: spool write failed", "call_ref", c.req.CallRef, "error", err)
 	}
 	m.mCalls.WithLabelValues(string(r.disposition)).Inc()
@@ -256,7 +264,7 @@ func (m *Manager) writeCDR(ctx context.Context, c *Call, attempt int, r attemptR
 		e := cdr.End
 		i.End = &e
 	})
-	return cdr
+	return cdr, err
 }
 
 // secs rounds a duration to whole seconds, as CDR consumers expect.

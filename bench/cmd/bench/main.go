@@ -70,7 +70,7 @@ func run(ctx context.Context, args []string) error {
 	partsFlag := fs.String("parts", strings.Join(names, ","), "comma-separated parts to run: "+strings.Join(names, ", "))
 	out := fs.String("out", "", "markdown file whose sections of the parts run are replaced (created if missing); empty prints only")
 	duration := fs.Duration("duration", 10*time.Second, "length of one ladder step (calls per step = rate × duration)")
-	rates := fs.String("rates", "1000,1500,2000,2500,3000,4000,5000,6000", "originate: call-rate ladder in calls/s, ascending; each side stops at its first unsustained step")
+	rates := fs.String("rates", "1000,1500,2000,2500,3000,4000,5000", "originate: call-rate ladder in calls/s, ascending; each side stops at its first unsustained step")
 	inflight := fs.Int("inflight", 1000, "originate: cap on calls in flight (also the bench line's limit)")
 	cpuProfile := fs.String("cpuprofile", "", "originate: write a CPU profile of an extra redial run at its best sustained rate to this file")
 	memProfile := fs.String("memprofile", "", "originate: write a heap profile (after GC, calls ended, node still up) of that extra run to this file")

@@ -211,7 +211,10 @@ func runSippReference(ctx context.Context, b *bench, uacXML, uasXML string, rate
 		r.achievedPerS = float64(r.successful) / r.elapsed.Seconds()
 	}
 	r.uacRSS, r.uacCPU, r.uasCPU = uacP.PeakRSS(), uacP.CPU(), uas.CPU()
-	if r.exitErr != nil && r.failed == 0 {
+	switch {
+	case r.elapsed >= limit-time.Second:
+		r.note = "stopped by -timeout"
+	case r.exitErr != nil && r.failed == 0:
 		r.note = fmt.Sprintf("SIPp exited with %v", r.exitErr)
 	}
 	r.sustainedStep = r.failed == 0 && r.exitErr == nil && r.achievedPerS >= sustainedFrac*float64(rate)
@@ -530,9 +533,9 @@ func originateReport(b *bench, sipp map[int]*sippRun, redial map[int]*redialRun,
 	fmt.Fprintf(&s, "redial places calls with `Calls.Place` (in-process node, UDP, line group `bench`, dialplan target `{\"type\":\"hangup\"}`) "+
 		"against a SIPp UAS (`testdata/sipp/uas_bench.xml`): INVITE, 180, 200+SDP, ACK, then redial's BYE and its 200 — "+
 		"the same exchange as the reference, SIPp's own UAC (`uac_bench.xml`, `-r <rate> -rp 1000 -l %d`) against the same UAS. "+
-		"Each step runs %s of calls (N = rate × %s), open-loop paced at the step's rate with at most %d calls in flight; "+
+		"Rate ladder %s calls/s; each step runs %s of calls (N = rate × %s), open-loop paced at the step's rate with at most %d calls in flight; "+
 		"each side stops at its first step that is not sustained (a failure, or below %.0f%% of the rate).\n\n",
-		b.inflight, b.duration, b.duration, b.inflight, sustainedFrac*100)
+		b.inflight, joinInts(b.rates), b.duration, b.duration, b.inflight, sustainedFrac*100)
 	fmt.Fprintf(&s, "Machine: %s. Load average before/after: %s / %s. Part took %s.\n\n", machine(), loadBefore, loadAfter, took.Round(time.Second))
 	s.WriteString("| rate attempted (calls/s) | SIPp calls/s | SIPp failed | redial calls/s | ratio redial/SIPp | redial failures | setup p50 / p99 (ms) | peak RSS (bench process) | redial CPU / call | CDRs on Redis |\n")
 	s.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
@@ -552,6 +555,9 @@ func originateReport(b *bench, sipp map[int]*sippRun, redial map[int]*redialRun,
 		}
 		if rd != nil {
 			cols[3] = fmt.Sprintf("%.0f", rd.achievedPerS)
+			if rd.maxInflight >= int64(b.inflight) {
+				cols[3] += " †"
+			}
 			if sp != nil && sp.achievedPerS > 0 {
 				cols[4] = fmt.Sprintf("%.2f", rd.achievedPerS/sp.achievedPerS)
 			}
@@ -575,6 +581,7 @@ func originateReport(b *bench, sipp map[int]*sippRun, redial map[int]*redialRun,
 	s.WriteString("Notes:\n\n")
 	s.WriteString("- calls/s = successful calls / wall time from the first INVITE to the last BYE's 200 " +
 		"(SIPp: its `-trace_stat` start and final dump; redial: first `Place` to the last one returning).\n")
+	fmt.Fprintf(&s, "- † redial reached the cap of %d calls in flight: it no longer kept up with the pacing, so the step is at or past saturation even when counted as sustained.\n", b.inflight)
 	s.WriteString("- Failures: SIPp, calls not successful; redial, any `Place` error or an outcome whose disposition is not ANSWERED. " +
 		"CDRs on Redis counts `" + benchCDRList + "` after the step (must equal N: nothing lost).\n")
 	s.WriteString("- Setup = the last CDR's Answer − Start (INVITE sent to 200 received, in-memory full-precision times).\n")
@@ -657,4 +664,12 @@ func writeHeapProfile(path string) error {
 		return fmt.Errorf("originate: heap profile: %w", err)
 	}
 	return nil
+}
+
+func joinInts(v []int) string {
+	s := make([]string, len(v))
+	for i, n := range v {
+		s[i] = fmt.Sprint(n)
+	}
+	return strings.Join(s, ", ")
 }
