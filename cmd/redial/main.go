@@ -25,6 +25,9 @@ usage:
   redial task status          each task's state and why it is not dialing (from a node's API)
   redial numbers push QUEUE [FILE|-]   push numbers (text, CSV or JSON lines)
   redial numbers stats QUEUE  waiting, claimed, delayed, interrupted and invalid counts
+  redial schedule add --at TIME --number N --config C [--expires T]   schedule a call
+  redial schedule list        scheduled calls, soonest first
+  redial event push voicemail_saved --account A --vmbox V   queue a voicemail event
   redial demo [flags]         run the self-contained demo (own redis-server and simulated carrier)
   redial sim [flags]          run the simulated carrier and destination alone
 `
@@ -50,6 +53,10 @@ func main() {
 		err = taskCmd(ctx, os.Args[2:])
 	case "numbers":
 		err = numbersCmd(ctx, os.Args[2:])
+	case "schedule":
+		err = scheduleCmd(ctx, os.Args[2:])
+	case "event":
+		err = eventCmd(ctx, os.Args[2:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return

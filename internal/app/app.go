@@ -14,12 +14,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"redial/internal/call"
+	"redial/internal/callback"
 	"redial/internal/config"
 	"redial/internal/dialer"
 	"redial/internal/dialplan"
 	"redial/internal/lines"
 	"redial/internal/media"
 	"redial/internal/notify"
+	"redial/internal/schedule"
 	"redial/internal/sip"
 	"redial/internal/store"
 	"redial/internal/web"
@@ -38,6 +40,8 @@ type App struct {
 	Dialplan *dialplan.Dialplan
 	Calls    *call.Manager
 	Dialer   *dialer.Dialer
+	Schedule *schedule.Scheduler
+	Callback *callback.Runner
 	Web      *web.Server
 
 	parts []part
@@ -96,7 +100,15 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 		dialer.Deps{Store: a.Store, Calls: a.Calls, Lines: a.Lines, Logger: log, Registry: a.Registry, Now: o.now}); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
-	if a.Web, err = web.New(web.Config{Addr: cfg.HTTP}, web.Deps{Calls: a.Calls, Dialer: a.Dialer, Lines: a.Lines, Dialplan: a.Dialplan,
+	if a.Schedule, err = schedule.New(schedule.Config{Host: cfg.Host, RecoverEvery: cfg.HeartbeatTTL / 2},
+		schedule.Deps{Store: a.Store, Calls: a.Calls, Logger: log, Registry: a.Registry, Now: o.now}); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+	if a.Callback, err = callback.New(callback.Config{Host: cfg.Host, RecoverEvery: cfg.HeartbeatTTL / 2},
+		callback.Deps{Store: a.Store, Calls: a.Calls, Logger: log, Registry: a.Registry, Now: o.now}); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+	if a.Web, err = web.New(web.Config{Addr: cfg.HTTP}, web.Deps{Calls: a.Calls, Dialer: a.Dialer, Schedule: a.Schedule, Callback: a.Callback, Lines: a.Lines, Dialplan: a.Dialplan,
 		Store: a.Store, Notify: a.Notify, Registry: a.Registry, Logger: log}); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
@@ -116,6 +128,8 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 		{"sip", a.SIP.Run},
 		{"calls", a.Calls.Run},
 		{"dialer", a.Dialer.Run},
+		{"schedule", a.Schedule.Run},
+		{"callback", a.Callback.Run},
 		{"web", a.Web.Run},
 	}
 	registerRuntimeGauges(a)

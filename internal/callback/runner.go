@@ -1,5 +1,3 @@
-//go:build schedwip
-
 // Package callback runs the voicemail callback notifications of seed 000:
 // on voicemail_saved (from the event list, a cron tick or redial's own
 // voicemail component) it plans calls to the mailbox owner, one plan per
@@ -100,10 +98,17 @@ func New(cfg Config, deps Deps) (*Runner, error) {
 
 // Run reads events, runs due plans and cron ticks until ctx is cancelled.
 func (r *Runner) Run(ctx context.Context) error {
-	if n, err := r.deps.Store.RecoverPlans(ctx, r.cfg.Host); err == nil && n > 0 {
+	st := r.deps.Store
+	if err := st.EnsurePlanHolder(ctx, r.cfg.Host); err != nil {
+		r.log.Warn("callback: registering as plan holder failed", "error", err)
+	}
+	if err := st.EnsureEventHolder(ctx, r.cfg.Host); err != nil {
+		r.log.Warn("callback: registering as event holder failed", "error", err)
+	}
+	if n, err := st.RecoverOwnPlans(ctx, r.cfg.Host); err == nil && n > 0 {
 		r.log.Warn("callback: plans claimed by this node's previous run resume", "plans", n)
 	}
-	if n, err := r.deps.Store.RecoverEvents(ctx, r.cfg.Host); err == nil && n > 0 {
+	if n, err := st.RecoverOwnEvents(ctx, r.cfg.Host); err == nil && n > 0 {
 		r.log.Warn("callback: events claimed by this node's previous run re-read", "events", n)
 	}
 	r.wg.Add(4)
@@ -220,8 +225,6 @@ type Plan struct {
 	Sources     map[string]string `json:"sources,omitempty"`
 }
 
-func planField(account, vmbox string) string { return account + "/" + vmbox }
-
 // docs loads the documents a policy is resolved from.
 func (r *Runner) docs(ctx context.Context, account, vmbox string) (Docs, error) {
 	st := r.deps.Store
@@ -312,7 +315,7 @@ func (r *Runner) VoicemailSaved(ctx context.Context, account, vmbox string) (str
 	}
 	b, _ := json.Marshal(p)
 	due := r.deps.Now().Add(pol.Schedule[0])
-	created, err := r.deps.Store.CreatePlan(ctx, planField(account, vmbox), string(b), due)
+	created, err := r.deps.Store.CreatePlan(ctx, store.PlanField(account, vmbox), string(b), due)
 	if err != nil {
 		return "", err
 	}
@@ -527,10 +530,9 @@ func (r *Runner) recoverLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		holders, err := st.CallbackHolders(ctx)
-		if err != nil {
-			continue
-		}
+		ph, _ := st.PlanHolders(ctx)
+		eh, _ := st.EventHolders(ctx)
+		holders := append(ph, eh...)
 		alive, err := st.Alive(ctx, holders)
 		if err != nil {
 			continue

@@ -168,18 +168,32 @@ func (r *Resampler) produceUpTo(dst []int16, avail, limit int64) []int16 {
 		start := int(r.jhi - r.histBase - int64(taps) + 1)
 		x := r.hist[start : start+taps]
 		c := r.coef[r.phi*taps : r.phi*taps+taps]
-		c = c[:len(x)]
-		var acc float32
-		for i, v := range x {
-			acc += v * c[i]
-		}
-		dst = append(dst, clip16(acc))
+		dst = append(dst, clip16(dot(x, c)))
 		r.outCount++
 		r.phi += r.m
 		r.jhi += int64(r.phi / r.l)
 		r.phi %= r.l
 	}
 	return dst
+}
+
+// dot is the filter's inner product. Four accumulators let the additions
+// overlap instead of each waiting for the previous one (about twice as fast).
+func dot(x, c []float32) float32 {
+	c = c[:len(x)]
+	var a0, a1, a2, a3 float32
+	i := 0
+	for ; i+4 <= len(x); i += 4 {
+		xs, cs := x[i:i+4:i+4], c[i:i+4:i+4]
+		a0 += xs[0] * cs[0]
+		a1 += xs[1] * cs[1]
+		a2 += xs[2] * cs[2]
+		a3 += xs[3] * cs[3]
+	}
+	for ; i < len(x); i++ {
+		a0 += x[i] * c[i]
+	}
+	return (a0 + a1) + (a2 + a3)
 }
 
 // compact drops history no future output needs, moving the rest to the

@@ -1,13 +1,17 @@
 package media
 
 import (
+	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // rtpHeaderLen is the size of an RTP header without CSRCs or extensions.
@@ -46,6 +50,12 @@ type Session struct {
 	in      counters
 	out     counters
 	dropped atomic.Uint64
+
+	// listenMu guards listener, the running Listen (nil when none), so that
+	// waking it through the read deadline never hits a later reader.
+	listenMu sync.Mutex
+	listener *listenState
+	dtmfOut  dtmfSender
 }
 
 type counters struct {
@@ -297,4 +307,212 @@ func unmap(ap netip.AddrPort) netip.AddrPort {
 // isClosed reports whether err means the session's socket is gone.
 func (s *Session) isClosed(err error) bool {
 	return s.closed.Load() || errors.Is(err, net.ErrClosed)
+}
+
+// Handler receives what Listen hears. Its methods are called from Listen's
+// goroutine, one at a time; pcm is only valid during the call (Listen
+// reuses the buffer), so copy what must be kept.
+type Handler interface {
+	// Audio gets one packet's audio decoded to 8 kHz linear PCM, with the
+	// packet's RTP sequence number and timestamp (so a recorder can tell
+	// lost and late packets).
+	Audio(pcm []int16, seq uint16, ts uint32)
+	// DTMF gets each key press once, when it ends: RFC 4733 events from
+	// RTP and digits given to InjectDTMF (SIP INFO).
+	DTMF(digit rune, durationMs int)
+}
+
+// HandlerFuncs adapts two functions to a Handler; nil ones ignore their
+// events.
+type HandlerFuncs struct {
+	OnAudio func(pcm []int16, seq uint16, ts uint32)
+	OnDTMF  func(digit rune, durationMs int)
+}
+
+// Audio calls OnAudio.
+func (f HandlerFuncs) Audio(pcm []int16, seq uint16, ts uint32) {
+	if f.OnAudio != nil {
+		f.OnAudio(pcm, seq, ts)
+	}
+}
+
+// DTMF calls OnDTMF.
+func (f HandlerFuncs) DTMF(digit rune, durationMs int) {
+	if f.OnDTMF != nil {
+		f.OnDTMF(digit, durationMs)
+	}
+}
+
+type listenState struct {
+	inject chan injectedDigit
+	woken  bool        // the read deadline was expired to wake Listen; guarded by Session.listenMu
+	ready  atomic.Bool // stale datagrams are discarded; packets from now on are heard
+}
+
+type injectedDigit struct {
+	digit rune
+	ms    int
+}
+
+// Listen reads the session's RTP and hands decoded audio and DTMF to h
+// until ctx is done (it returns ctx.Err()) or the session is closed (an
+// error matching net.ErrClosed). It may run while Play sends, but it must
+// be the only reader: not together with Relay or another Listen (that one
+// gets an error).
+//
+// Audio in the negotiated codec, and PCMU/PCMA on their static payload
+// types, is decoded; RFC 4733 telephone-events on the payload type set by
+// SetDTMF are reported once per key press, on the first end packet (the
+// three retransmitted end packets and late updates are recognised by the
+// event's RTP timestamp, so lost start packets do not matter; if all end
+// packets are lost the digit is reported when the next event or later
+// audio shows it is over). Other payload types are ignored.
+//
+// Datagrams queued in the socket before Listen starts are discarded: audio
+// from before must not end up in a recording. Keep one Listen running for
+// a call's whole IVR dialogue to catch type-ahead digits.
+//
+// After the first packets Listen does not allocate.
+func (s *Session) Listen(ctx context.Context, h Handler) error {
+	l := &listenState{inject: make(chan injectedDigit, 16)}
+	s.listenMu.Lock()
+	if s.listener != nil {
+		s.listenMu.Unlock()
+		return errors.New("media: listen: another Listen is already reading this session")
+	}
+	s.listener = l
+	s.listenMu.Unlock()
+	stop := context.AfterFunc(ctx, func() { s.wakeListener(l) })
+	defer func() {
+		stop()
+		s.listenMu.Lock()
+		s.listener = nil
+		if l.woken {
+			_ = s.conn.SetReadDeadline(time.Time{})
+		}
+		s.listenMu.Unlock()
+	}()
+
+	buf := make([]byte, maxPacket)
+	pcm := make([]int16, maxPacket)
+	var rx dtmfReceiver
+	s.discardQueued(buf, l)
+	l.ready.Store(true)
+	errs := 0
+	for {
+		for len(l.inject) > 0 {
+			d := <-l.inject
+			h.DTMF(d.digit, d.ms)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n, err := s.ReadPacket(buf)
+		if err != nil {
+			if s.isClosed(err) {
+				return fmt.Errorf("media: listen: %w", err)
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				s.rearm(l)
+				continue
+			}
+			if errs++; errs > maxConsecutiveErrors {
+				return fmt.Errorf("media: listen: rtp socket keeps failing: %w", err)
+			}
+			continue
+		}
+		errs = 0
+		pkt := buf[:n]
+		off, end, ok := payloadBounds(pkt)
+		if !ok {
+			continue
+		}
+		pt := pkt[1] & 0x7f
+		ts := binary.BigEndian.Uint32(pkt[4:8])
+		p := s.params.Load()
+		if p.dtmfPT >= 0 && int(pt) == p.dtmfPT {
+			rx.event(ts, pkt[off:end], p.dtmf.Rate, h)
+			continue
+		}
+		var lw law
+		switch {
+		case pt == p.codec.PT:
+			lw = p.law
+		case pt == PCMU.PT:
+			lw = lawUlaw
+		case pt == PCMA.PT:
+			lw = lawAlaw
+		}
+		if lw == lawOther {
+			continue
+		}
+		out := pcm[:end-off]
+		tbl := &ulawDecode
+		if lw == lawAlaw {
+			tbl = &alawDecode
+		}
+		for i, b := range pkt[off:end] {
+			out[i] = tbl[b]
+		}
+		rx.audio(ts, h)
+		h.Audio(out, binary.BigEndian.Uint16(pkt[2:4]), ts)
+	}
+}
+
+// InjectDTMF hands a digit received outside RTP (SIP INFO) to the running
+// Listen, which reports it to its handler like an RFC 4733 digit. It
+// returns false when no Listen runs, the digit is not a DTMF key, or 16
+// digits are already waiting.
+func (s *Session) InjectDTMF(digit rune, durationMs int) bool {
+	digit, ok := normalizeDigit(digit)
+	if !ok {
+		return false
+	}
+	s.listenMu.Lock()
+	defer s.listenMu.Unlock()
+	l := s.listener
+	if l == nil {
+		return false
+	}
+	select {
+	case l.inject <- injectedDigit{digit, durationMs}:
+	default:
+		return false
+	}
+	l.woken = true
+	_ = s.conn.SetReadDeadline(time.Unix(1, 0))
+	return true
+}
+
+// wakeListener makes l's pending read return at once, unless l has ended.
+func (s *Session) wakeListener(l *listenState) {
+	s.listenMu.Lock()
+	defer s.listenMu.Unlock()
+	if s.listener == l {
+		l.woken = true
+		_ = s.conn.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+// rearm clears the deadline a wake-up set. Listen checks ctx and the digit
+// queue after this, so a wake-up racing with it is never lost.
+func (s *Session) rearm(l *listenState) {
+	s.listenMu.Lock()
+	defer s.listenMu.Unlock()
+	l.woken = false
+	_ = s.conn.SetReadDeadline(time.Time{})
+}
+
+// discardQueued drops the datagrams waiting in the socket: whatever arrived
+// within a millisecond counts as queued.
+func (s *Session) discardQueued(buf []byte, l *listenState) {
+	for i := 0; i < 1<<16; i++ {
+		if err := s.conn.SetReadDeadline(time.Now().Add(time.Millisecond)); err != nil {
+			break
+		}
+		if _, err := s.ReadPacket(buf); err != nil {
+			break
+		}
+	}
+	s.rearm(l)
 }

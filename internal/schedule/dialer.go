@@ -1,5 +1,3 @@
-//go:build schedwip
-
 // Package schedule runs the scheduled dialer of seed 004 (numbers in a
 // sorted set, dialed when due) and parses the cron strategies of seed 000.
 package schedule
@@ -329,7 +327,7 @@ func parseConfig(key, name, raw string) scheduleConfig {
 	for k, v := range doc.Variables {
 		c.Variables[k] = fmt.Sprint(v)
 	}
-	return c, nil
+	return c
 }
 
 // handle dials one claimed member, or records why it was not.

@@ -210,7 +210,7 @@ func (s *Store) recoverEvents(ctx context.Context, host string, check bool) (int
 	moved := 0
 	for {
 		keys := []string{proc, s.EventsKey(), s.EventsHoldersKey()}
-		if err := s.checkAlive(ctx, proc, host, check, &keys); err != nil {
+		if err := s.recoverAliveCheck(ctx, proc, host, check, &keys); err != nil {
 			return moved, err
 		}
 		res, err := recoverEventsScript.Run(ctx, s.rdb, keys, recoverBatch, host).Int64Slice()
@@ -335,18 +335,18 @@ func (s *Store) ClaimDuePlans(ctx context.Context, host string, max int) ([]Plan
 	}
 	var next time.Time
 	if res[0] != "" {
-		next = msScore(res[0])
+		next = zscoreMillis(res[0])
 	}
 	out := make([]PlanRecord, 0, len(res)/3)
 	for i := 1; i < len(res); i += 3 {
-		out = append(out, PlanRecord{Field: res[i], JSON: res[i+1], Due: msScore(res[i+2])})
+		out = append(out, PlanRecord{Field: res[i], JSON: res[i+1], Due: zscoreMillis(res[i+2])})
 	}
 	return out, next, nil
 }
 
-// msScore turns a ZSET score printed by Redis (unix ms) into a time;
+// zscoreMillis turns a ZSET score printed by Redis (unix ms) into a time;
 // an unreadable score (someone else's write) reads as the zero time.
-func msScore(v string) time.Time {
+func zscoreMillis(v string) time.Time {
 	f, err := strconv.ParseFloat(v, 64)
 	if err != nil || f != f || f > 1e15 || f < -1e15 {
 		return time.Time{}
@@ -496,7 +496,7 @@ func (s *Store) EndedPlans(ctx context.Context, n int) ([]EndedPlan, error) {
 
 // Plan returns the JSON of one plan; found is false when field has none.
 func (s *Store) Plan(ctx context.Context, field string) (string, bool, error) {
-	return s.hget(ctx, s.PlansKey(), field)
+	return s.hgetFound(ctx, s.PlansKey(), field)
 }
 
 // Plans returns every plan's JSON by field and, for plans waiting for an
@@ -593,7 +593,7 @@ func (s *Store) RecoverOwnPlans(ctx context.Context, host string) (int, error) {
 func (s *Store) recoverPlans(ctx context.Context, host string, check bool) (int, error) {
 	proc := s.PlansProcessingKey(host)
 	keys := []string{proc, s.PlansKey(), s.PlansDueKey(), s.PlansHoldersKey()}
-	if err := s.checkAlive(ctx, proc, host, check, &keys); err != nil {
+	if err := s.recoverAliveCheck(ctx, proc, host, check, &keys); err != nil {
 		return 0, err
 	}
 	res, err := recoverPlansScript.Run(ctx, s.rdb, keys, host).Int64Slice()
@@ -627,7 +627,7 @@ func (s *Store) SystemConfigKey() string { return "system_config" }
 // Doc returns one document's JSON from hash (one of the *DocsKey or
 // SystemConfigKey names); found is false when field does not exist.
 func (s *Store) Doc(ctx context.Context, hash, field string) (string, bool, error) {
-	return s.hget(ctx, hash, field)
+	return s.hgetFound(ctx, hash, field)
 }
 
 // Docs returns every document of hash by id (e.g. an account's callflows).
@@ -643,7 +643,7 @@ func (s *Store) SetDoc(ctx context.Context, hash, field, docJSON string) error {
 	return nil
 }
 
-func (s *Store) hget(ctx context.Context, key, field string) (string, bool, error) {
+func (s *Store) hgetFound(ctx context.Context, key, field string) (string, bool, error) {
 	v, err := s.rdb.HGet(ctx, key, field).Result()
 	if errors.Is(err, redis.Nil) {
 		return "", false, nil

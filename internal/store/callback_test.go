@@ -13,7 +13,7 @@ import (
 	"redial/internal/testenv"
 )
 
-func redisTime(t *testing.T, r *testenv.Redis) time.Time {
+func cbRedisTime(t *testing.T, r *testenv.Redis) time.Time {
 	t.Helper()
 	tm, err := r.Client.Time(context.Background()).Result()
 	if err != nil {
@@ -133,7 +133,7 @@ func TestCreatePlanOncePerVMBox(t *testing.T) {
 	if field != "acc1/vm1" {
 		t.Fatalf("plan field %q", field)
 	}
-	due := redisTime(t, r).Add(-time.Second)
+	due := cbRedisTime(t, r).Add(-time.Second)
 	created := make([]bool, 10)
 	var wg sync.WaitGroup
 	for i := range created {
@@ -181,7 +181,7 @@ func TestCreatePlanOncePerVMBox(t *testing.T) {
 func TestClaimDuePlansTwoHostsClaimEachPlanOnce(t *testing.T) {
 	s, r := newDialerStore(t, "a")
 	ctx := context.Background()
-	now := redisTime(t, r)
+	now := cbRedisTime(t, r)
 	const due, future = 200, 5
 	dueAt := map[string]time.Time{}
 	for i := range due + future {
@@ -255,7 +255,7 @@ func TestReschedulePlanWritesTheNextAttempt(t *testing.T) {
 	s, r := newDialerStore(t, "n1")
 	ctx := context.Background()
 	f := PlanField("acc", "vm")
-	now := redisTime(t, r)
+	now := cbRedisTime(t, r)
 	s.CreatePlan(ctx, f, `{"attempt":0}`, now.Add(-time.Second))
 	if p, _, err := s.ClaimDuePlans(ctx, "n1", 1); err != nil || len(p) != 1 {
 		t.Fatalf("claim = %v, %v", p, err)
@@ -361,11 +361,11 @@ func TestRecoverPlansResumesTheSameAttempt(t *testing.T) {
 		t.Fatalf("recover of a live host = %d, %v", n, err)
 	}
 	r.Client.Del(ctx, s.AliveKey("dead"))
-	before := redisTime(t, r).Truncate(time.Millisecond)
+	before := cbRedisTime(t, r).Truncate(time.Millisecond)
 	if n, err := s.RecoverPlans(ctx, "dead"); err != nil || n != 2 {
 		t.Fatalf("recover = %d, %v", n, err)
 	}
-	after := redisTime(t, r)
+	after := cbRedisTime(t, r)
 	p, _, err := s.ClaimDuePlans(ctx, "live", 10)
 	if err != nil || len(p) != 2 {
 		t.Fatalf("claim after recovery = %v, %v", p, err)

@@ -233,7 +233,7 @@ return 1
 // claim was not held.
 func (s *Store) RescheduleScheduled(ctx context.Context, host, member string, at float64) error {
 	proc, zset := s.ScheduleProcessingKey(host), s.ScheduleNumbersKey()
-	n, err := rescheduleScheduledScript.Run(ctx, s.rdb, []string{proc, zset}, member, formatScore(at)).Int64()
+	n, err := rescheduleScheduledScript.Run(ctx, s.rdb, []string{proc, zset}, member, formatZScore(at)).Int64()
 	if err != nil {
 		return fmt.Errorf("store: reschedule claim from %s to %s: %w", proc, zset, err)
 	}
@@ -326,7 +326,7 @@ func (s *Store) RecoverOwnScheduled(ctx context.Context, host string) (requeued,
 func (s *Store) recoverScheduled(ctx context.Context, host string, checkAlive bool) (int, int, error) {
 	proc := s.ScheduleProcessingKey(host)
 	keys := []string{proc, s.ScheduleNumbersKey(), s.ScheduleInterruptedKey(), s.ScheduleHoldersKey()}
-	if err := s.checkAlive(ctx, proc, host, checkAlive, &keys); err != nil {
+	if err := s.recoverAliveCheck(ctx, proc, host, checkAlive, &keys); err != nil {
 		return 0, 0, err
 	}
 	tail := parkedTail("node "+host+" stopped while the call was in progress", host, time.Now())
@@ -343,12 +343,12 @@ func (s *Store) recoverScheduled(ctx context.Context, host string, checkAlive bo
 	return int(res[1]), int(res[2]), nil
 }
 
-// checkAlive prepares the heartbeat check of a recover script for host:
+// recoverAliveCheck prepares the heartbeat check of a recover script for host:
 // outside Cluster it appends the heartbeat key to keys (the script checks
 // it atomically); on Cluster, where that key lives in another slot, it
 // checks it now and returns an error wrapping ErrHostAlive if it exists.
 // what names the keys being recovered, for errors.
-func (s *Store) checkAlive(ctx context.Context, what, host string, check bool, keys *[]string) error {
+func (s *Store) recoverAliveCheck(ctx context.Context, what, host string, check bool, keys *[]string) error {
 	if !check {
 		return nil
 	}
@@ -385,7 +385,7 @@ func (s *Store) AddScheduled(ctx context.Context, member string, at float64) err
 // (limit < 1: all). Claimed members are not in the ZSET and not listed.
 func (s *Store) ListScheduled(ctx context.Context, from, to float64, limit int) ([]ScheduledClaim, error) {
 	key := s.ScheduleNumbersKey()
-	by := &redis.ZRangeBy{Min: formatScore(from), Max: formatScore(to)}
+	by := &redis.ZRangeBy{Min: formatZScore(from), Max: formatZScore(to)}
 	if limit > 0 {
 		by.Count = int64(limit)
 	}
@@ -423,8 +423,8 @@ func (s *Store) ScheduleHolders(ctx context.Context) ([]string, error) {
 	return v, nil
 }
 
-// formatScore prints a score so that Redis parses back the same float64.
-func formatScore(f float64) string {
+// formatZScore prints a score so that Redis parses back the same float64.
+func formatZScore(f float64) string {
 	switch {
 	case math.IsInf(f, 1):
 		return "+inf"

@@ -14,9 +14,9 @@ import (
 	"redial/internal/testenv"
 )
 
-// redisNow is the Redis server's clock in unix seconds, the clock the claim
+// schedRedisNow is the Redis server's clock in unix seconds, the clock the claim
 // scripts compare scores with.
-func redisNow(t *testing.T, r *testenv.Redis) float64 {
+func schedRedisNow(t *testing.T, r *testenv.Redis) float64 {
 	t.Helper()
 	tm, err := r.Client.Time(context.Background()).Result()
 	if err != nil {
@@ -69,7 +69,7 @@ func TestScheduleConfigs(t *testing.T) {
 func TestClaimDueScheduledTwoHostsNeverShareAMember(t *testing.T) {
 	s, r := newDialerStore(t, "a")
 	ctx := context.Background()
-	now := redisNow(t, r)
+	now := schedRedisNow(t, r)
 	const due, future = 300, 20
 	scores := map[string]float64{}
 	for i := 0; i < due+future; i++ {
@@ -150,7 +150,7 @@ func TestClaimDueScheduledTwoHostsNeverShareAMember(t *testing.T) {
 func TestClaimDueScheduledWaitsForTheScore(t *testing.T) {
 	s, r := newDialerStore(t, "n1")
 	ctx := context.Background()
-	at := redisNow(t, r) + 0.4
+	at := schedRedisNow(t, r) + 0.4
 	if err := s.AddScheduled(ctx, "m", at); err != nil {
 		t.Fatal(err)
 	}
@@ -171,24 +171,24 @@ func TestClaimDueScheduledWaitsForTheScore(t *testing.T) {
 		}
 		return nil
 	})
-	if now := redisNow(t, r); now < at {
+	if now := schedRedisNow(t, r); now < at {
 		t.Fatalf("claimed at server time %v, before its score %v", now, at)
 	}
 }
 
-type claimRecord struct {
+type schedClaimRecord struct {
 	Score     any   `json:"score"`
 	ClaimedAt int64 `json:"claimed_at"`
 	Invited   bool  `json:"invited"`
 }
 
-func readClaimRecord(t *testing.T, r *testenv.Redis, key, member string) claimRecord {
+func readSchedClaimRecord(t *testing.T, r *testenv.Redis, key, member string) schedClaimRecord {
 	t.Helper()
 	v, err := r.Client.HGet(context.Background(), key, member).Result()
 	if err != nil {
 		t.Fatalf("HGET %s: %v", key, err)
 	}
-	var c claimRecord
+	var c schedClaimRecord
 	if err := json.Unmarshal([]byte(v), &c); err != nil {
 		t.Fatalf("claim record %q is not JSON: %v", v, err)
 	}
@@ -213,11 +213,11 @@ func TestRecoveryRestoresTheExactScore(t *testing.T) {
 	if claims[0].Member != "always" || !math.IsInf(claims[0].Score, -1) || claims[1].Score != precise {
 		t.Fatalf("claims = %+v", claims)
 	}
-	rec := readClaimRecord(t, r, s.ScheduleProcessingKey("n1"), "precise")
+	rec := readSchedClaimRecord(t, r, s.ScheduleProcessingKey("n1"), "precise")
 	if rec.Invited || rec.ClaimedAt < 1_600_000_000_000 || rec.Score != precise {
 		t.Fatalf("claim record %+v", rec)
 	}
-	if rec := readClaimRecord(t, r, s.ScheduleProcessingKey("n1"), "always"); rec.Score != "-inf" {
+	if rec := readSchedClaimRecord(t, r, s.ScheduleProcessingKey("n1"), "always"); rec.Score != "-inf" {
 		t.Fatalf("claim record of -inf %+v", rec)
 	}
 	rq, in, err := s.RecoverOwnScheduled(ctx, "n1")
@@ -235,7 +235,7 @@ func TestRecoveryRestoresTheExactScore(t *testing.T) {
 func TestRescheduleScheduledOnlyBeforeTheInvite(t *testing.T) {
 	s, r := newDialerStore(t, "n1")
 	ctx := context.Background()
-	now := redisNow(t, r)
+	now := schedRedisNow(t, r)
 	s.AddScheduled(ctx, "m1", now-1)
 	s.AddScheduled(ctx, "m2", now-1)
 	claims, _, err := s.ClaimDueScheduled(ctx, "n1", 10)
@@ -257,7 +257,7 @@ func TestRescheduleScheduledOnlyBeforeTheInvite(t *testing.T) {
 	if err := s.MarkScheduledInvited(ctx, "n1", "m2"); err != nil {
 		t.Fatal(err)
 	}
-	if rec := readClaimRecord(t, r, proc, "m2"); !rec.Invited {
+	if rec := readSchedClaimRecord(t, r, proc, "m2"); !rec.Invited {
 		t.Fatalf("record after mark %+v", rec)
 	}
 	if err := s.RescheduleScheduled(ctx, "n1", "m2", now+60); !errors.Is(err, ErrClaimInvited) {
@@ -309,7 +309,7 @@ func TestInvalidScheduledParksTheMember(t *testing.T) {
 func TestRecoverScheduledParksInvitedAndRequeuesTheRest(t *testing.T) {
 	s, r := newDialerStore(t, "live")
 	ctx := context.Background()
-	now := redisNow(t, r)
+	now := schedRedisNow(t, r)
 	scores := map[string]float64{schedMember(1): now - 30.5, schedMember(2): now - 20.25, schedMember(3): now - 10}
 	for m, sc := range scores {
 		s.AddScheduled(ctx, m, sc)
@@ -364,7 +364,7 @@ func TestRecoverScheduledParksInvitedAndRequeuesTheRest(t *testing.T) {
 func TestClaimDueScheduledDefersAMemberAlreadyInFlight(t *testing.T) {
 	s, r := newDialerStore(t, "n1")
 	ctx := context.Background()
-	now := redisNow(t, r)
+	now := schedRedisNow(t, r)
 	s.AddScheduled(ctx, "m", now-5)
 	if c, _, err := s.ClaimDueScheduled(ctx, "n1", 10); err != nil || len(c) != 1 {
 		t.Fatalf("claim = %v, %v", c, err)
@@ -378,7 +378,7 @@ func TestClaimDueScheduledDefersAMemberAlreadyInFlight(t *testing.T) {
 	if err != nil || len(c) != 0 || next <= now {
 		t.Fatalf("claim of a member in flight = %v, next %v (now %v), %v", c, next, now, err)
 	}
-	if rec := readClaimRecord(t, r, s.ScheduleProcessingKey("n1"), "m"); !rec.Invited {
+	if rec := readSchedClaimRecord(t, r, s.ScheduleProcessingKey("n1"), "m"); !rec.Invited {
 		t.Fatal("the first claim's invited mark was overwritten")
 	}
 	if err := s.AckScheduled(ctx, "n1", "m"); err != nil {

@@ -15,10 +15,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"redial/internal/call"
+	"redial/internal/callback"
 	"redial/internal/dialer"
 	"redial/internal/dialplan"
 	"redial/internal/lines"
 	"redial/internal/notify"
+	"redial/internal/schedule"
 	"redial/internal/store"
 )
 
@@ -31,6 +33,8 @@ type Config struct {
 type Deps struct {
 	Calls    *call.Manager
 	Dialer   *dialer.Dialer
+	Schedule *schedule.Scheduler
+	Callback *callback.Runner
 	Lines    *lines.Manager
 	Dialplan *dialplan.Dialplan
 	Store    *store.Store
@@ -66,6 +70,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.mux.HandleFunc("DELETE /api/v1/calls/{ref}", s.deleteCall)
 	s.mux.HandleFunc("GET /api/v1/lines", s.getLines)
 	s.mux.HandleFunc("GET /api/v1/tasks", s.getTasks)
+	s.mux.HandleFunc("GET /api/v1/schedules", s.getSchedules)
+	s.mux.HandleFunc("POST /api/v1/schedules", s.postSchedule)
+	s.mux.HandleFunc("GET /api/v1/callbacks", s.getCallbacks)
+	s.mux.HandleFunc("POST /api/v1/events", s.postEvent)
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	if deps.Registry != nil {
 		s.mux.Handle("GET /metrics", promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{}))
