@@ -44,6 +44,7 @@ type dtmfReceiver struct {
 	curEv   uint8
 	curDur  uint16
 	curDone bool
+	rate    int // clock rate of the events, for durations
 	// recent remembers the last reported timestamps, so a late end packet
 	// of an event reported early (its end was lost) is not reported again.
 	recent  [4]uint32
@@ -78,6 +79,7 @@ func (r *dtmfReceiver) event(ts uint32, p []byte, rate int, h Handler) {
 		return
 	}
 	ev, end, dur := p[0], p[1]&0x80 != 0, binary.BigEndian.Uint16(p[2:4])
+	r.rate = rate
 	if r.curOK && ts != r.cur && !r.curDone {
 		// A new event started but the previous one never ended: all its
 		// end packets were lost. It still was a key press.
@@ -104,7 +106,7 @@ func (r *dtmfReceiver) audio(ts uint32, h Handler) {
 	d := int32(ts - (r.cur + uint32(r.curDur)))
 	if d > 800 && d < 10*SampleRate {
 		r.curDone = true
-		r.report(r.cur, r.curEv, r.curDur, SampleRate, h)
+		r.report(r.cur, r.curEv, r.curDur, r.rate, h)
 	}
 }
 

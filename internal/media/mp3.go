@@ -50,6 +50,11 @@ func OpenMP3(path string) (*MP3Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("media: mp3: %w", err)
 	}
+	return openMP3File(f, path)
+}
+
+// openMP3File decodes the MP3 in f, which it owns from now on.
+func openMP3File(f *os.File, path string) (*MP3Source, error) {
 	m, err := newMP3(f, strconv.Quote(path))
 	if err != nil {
 		f.Close()
@@ -64,7 +69,7 @@ func NewMP3(r io.Reader) (*MP3Source, error) { return newMP3(r, "") }
 
 func newMP3(r io.Reader, name string) (*MP3Source, error) {
 	m := &MP3Source{name: name, left: -1}
-	br := bufio.NewReaderSize(r, 4096)
+	br := bufio.NewReaderSize(r, 16<<10)
 	if err := skipID3v2(br); err != nil {
 		return nil, m.errorf("id3 tag: %w", err)
 	}

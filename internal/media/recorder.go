@@ -157,7 +157,9 @@ func NewRecorder(path string, opts RecordOptions) (*Recorder, error) {
 		return nil, fmt.Errorf("media: record %q: %w", path, err)
 	}
 	if opts.MaxDuration > 0 || opts.SilenceAbort > 0 {
+		r.mu.Lock() // watch may run before the assignment otherwise
 		r.timer = time.AfterFunc(r.nextCheck(r.started), r.watch)
+		r.mu.Unlock()
 	}
 	return r, nil
 }

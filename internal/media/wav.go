@@ -1,6 +1,7 @@
 package media
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -104,7 +105,14 @@ func OpenWAV(path string) (*WAVSource, error) {
 	if err != nil {
 		return nil, fmt.Errorf("media: wav: %w", err)
 	}
-	w, err := newWAV(f, strconv.Quote(path))
+	return openWAVFile(f, path)
+}
+
+// openWAVFile reads the WAV in f, which it owns from now on.
+func openWAVFile(f *os.File, path string) (*WAVSource, error) {
+	// Reads of 20 ms would be a system call each; a prompt played by a
+	// thousand calls at once wants fewer.
+	w, err := newWAV(bufio.NewReaderSize(f, 16<<10), strconv.Quote(path))
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -386,28 +394,32 @@ type FileSource interface {
 	io.Closer
 }
 
-// Open opens a WAV or MP3 file for playback, choosing by the extension
-// (.wav, .wave, .mp3) or, for other names, by the first bytes.
+// Open opens a WAV or MP3 file for playback. The content decides (a
+// "prompt.wav" that is really an MP3 still plays); the extension (.wav,
+// .wave, .mp3) only chooses whose error to report for unrecognised content.
 func Open(path string) (FileSource, error) {
-	switch strings.ToLower(filepath.Ext(path)) {
-	case ".wav", ".wave":
-		return OpenWAV(path)
-	case ".mp3":
-		return OpenMP3(path)
-	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("media: open audio: %w", err)
 	}
 	var head [12]byte
 	n, _ := io.ReadFull(f, head[:])
-	f.Close()
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("media: open audio: %w", err)
+	}
 	b := head[:n]
+	ext := strings.ToLower(filepath.Ext(path))
 	switch {
 	case n >= 12 && (string(b[0:4]) == "RIFF" || string(b[0:4]) == "RF64") && string(b[8:12]) == "WAVE":
-		return OpenWAV(path)
+		return openWAVFile(f, path)
 	case n >= 3 && string(b[0:3]) == "ID3", n >= 2 && b[0] == 0xFF && b[1]&0xE0 == 0xE0:
-		return OpenMP3(path)
+		return openMP3File(f, path)
+	case ext == ".wav" || ext == ".wave":
+		return openWAVFile(f, path)
+	case ext == ".mp3":
+		return openMP3File(f, path)
 	}
-	return nil, fmt.Errorf("media: open audio %q: neither WAV nor MP3 (by name or content)", path)
+	f.Close()
+	return nil, fmt.Errorf("media: open audio %q: neither WAV nor MP3 (starts with %q)", path, b)
 }

@@ -316,6 +316,7 @@ func TestOpenChoosesByExtensionAndContent(t *testing.T) {
 		{"prompt.bin", wav, "*media.WAVSource"},
 		{"b.mp3", mp3Bytes, "*media.MP3Source"},
 		{"prompt", mp3Bytes, "*media.MP3Source"},
+		{"misnamed.wav", mp3Bytes, "*media.MP3Source"},
 	} {
 		src, err := Open(writeFile(t, c.name, c.data))
 		if err != nil {
