@@ -95,6 +95,7 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 		Notify: a.Notify, Logger: log, Registry: a.Registry}); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
+	a.SIP.SetInviteHandler(a.Calls.HandleInbound)
 	if a.Dialer, err = dialer.New(dialer.Config{Host: cfg.Host, Location: cfg.Timezone, Resync: cfg.Resync,
 		HeartbeatTTL: cfg.HeartbeatTTL, RecoverEvery: cfg.HeartbeatTTL / 2},
 		dialer.Deps{Store: a.Store, Calls: a.Calls, Lines: a.Lines, Logger: log, Registry: a.Registry, Now: o.now}); err != nil {

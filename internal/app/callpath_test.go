@@ -319,3 +319,47 @@ func TestInviteHeadersMetricsHealth(t *testing.T) {
 		t.Fatalf("healthz with Redis down: %d %v", code, h)
 	}
 }
+
+// An INVITE from a line's address is routed through the dialplan context
+// "public"; the same INVITE from elsewhere without credentials is
+// challenged, and with wrong ones refused.
+func TestInboundRouting(t *testing.T) {
+	r := testenv.StartRedis(t)
+	destination := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uas_answer_wait_bye.xml"), Args: []string{"-m", "1"}})
+	setLine(t, r, "trunk", "g1", "sip:127.0.0.1:5999", "")
+	setDialplan(t, r, "public:5000", fmt.Sprintf(`{"type":"sip","uri":"sip:5000@%s"}`, destination.Addr))
+	n := startNode(t, r.URL, "n1")
+	caller := testenv.StartSipp(t, testenv.SippOptions{Scenario: "", Args: []string{"-sn", "uac", "-m", "1", "-s", "5000", "-d", "500"}, Remote: n.SIP.Addr("udp")})
+	waitSipp(t, caller, 15*time.Second)
+	waitSipp(t, destination, 10*time.Second)
+	var cdr map[string]any
+	testenv.WaitFor(t, 5*time.Second, func() error {
+		cdrs := campaignCDRs(t, r, "inbound")
+		if len(cdrs) != 1 {
+			return fmt.Errorf("%d inbound CDRs", len(cdrs))
+		}
+		cdr = cdrs[0]
+		return nil
+	})
+	if cdr["disposition"] != "ANSWERED" || cdr["dial_number"] != "5000" || cdr["line"] != "trunk" {
+		t.Fatalf("inbound cdr: %v", cdr)
+	}
+
+	// Unknown number: 404.
+	miss := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uac_expect_code.xml"), Args: []string{"-m", "1", "-s", "6000", "-set", "expected", "404"}, Remote: n.SIP.Addr("udp")})
+	waitSipp(t, miss, 10*time.Second)
+}
+
+// With no line at the caller's address, an INVITE without credentials gets
+// a 407 challenge: no toll fraud.
+func TestInboundFromUnknownAddressChallenged(t *testing.T) {
+	r := testenv.StartRedis(t)
+	setLine(t, r, "trunk", "g1", "sip:192.0.2.10:5060", "")
+	setDialplan(t, r, "public:5000", `{"type":"hangup"}`)
+	n := startNode(t, r.URL, "n1")
+	s := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uac_expect_code.xml"), Args: []string{"-m", "1", "-s", "5000", "-set", "expected", "407"}, Remote: n.SIP.Addr("udp")})
+	waitSipp(t, s, 10*time.Second)
+	if got := counterValue(t, n, "redial_inbound_calls_total"); got != 0 {
+		t.Fatalf("an unauthenticated call was handled: %v", got)
+	}
+}

@@ -59,9 +59,10 @@ type Manager struct {
 	ctx    context.Context
 	closed bool
 
-	mCalls  *prometheus.CounterVec
-	mActive prometheus.Gauge
-	mSetup  prometheus.Histogram
+	mCalls   *prometheus.CounterVec
+	mActive  prometheus.Gauge
+	mSetup   prometheus.Histogram
+	mInbound *prometheus.CounterVec
 }
 
 // ErrDuplicateRef is returned when a call with the same call_ref is still
@@ -101,9 +102,11 @@ func NewManager(cfg Config, deps Deps) (*Manager, error) {
 		mActive: prometheus.NewGauge(prometheus.GaugeOpts{Name: "redial_active_calls", Help: "Calls in progress on this node."}),
 		mSetup: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "redial_call_setup_seconds",
 			Help: "Time from INVITE to answer.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
+		mInbound: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "redial_inbound_calls_total",
+			Help: "Inbound INVITEs by outcome (answered, forbidden, no_route, failed)."}, []string{"result"}),
 	}
 	if deps.Registry != nil {
-		deps.Registry.MustRegister(m.mCalls, m.mActive, m.mSetup)
+		deps.Registry.MustRegister(m.mCalls, m.mActive, m.mSetup, m.mInbound)
 	}
 	m.RegisterConnector(dialplan.TypeSIP, &SIPBridge{Engine: deps.SIP})
 	m.RegisterConnector(dialplan.TypeHangup, hangupConnector{})
@@ -120,6 +123,9 @@ func (m *Manager) RegisterConnector(targetType string, c Connector) {
 // Run prunes ended calls; on ctx cancel it hangs up every call and waits
 // for their CDRs (bounded by DrainTimeout).
 func (m *Manager) Run(ctx context.Context) error {
+	m.mu.Lock()
+	m.ctx = ctx
+	m.mu.Unlock()
 	t := time.NewTicker(10 * time.Second)
 	defer t.Stop()
 	for {
@@ -228,16 +234,7 @@ func (m *Manager) Originate(ctx context.Context, req Request) (*Call, error) {
 		defer m.mActive.Dec()
 		m.run(cctx, c)
 		cancel(nil)
-		m.mu.Lock()
-		m.ended[req.CallRef] = m.now()
-		m.order = append(m.order, req.CallRef)
-		for len(m.order) > m.cfg.MaxEnded {
-			delete(m.calls, m.order[0])
-			delete(m.ended, m.order[0])
-			m.order = m.order[1:]
-		}
-		m.mu.Unlock()
-		close(c.done)
+		m.finish(c)
 	}()
 	return c, nil
 }

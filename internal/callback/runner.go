@@ -212,16 +212,16 @@ func (r *Runner) events(ctx context.Context) {
 
 // Plan is a callback plan as stored in Redis.
 type Plan struct {
-	AccountID   string    `json:"account_id"`
-	VmboxID     string    `json:"vmbox_id"`
-	Number      string    `json:"number"`
-	CheckNumber string    `json:"check_number"`
-	Schedule    []float64 `json:"schedule_s"`
-	TimeoutS    float64   `json:"timeout_s"`
-	Attempt     int       `json:"attempt"` // attempts made so far
-	Created     time.Time `json:"created"`
-	LineGroups  []string  `json:"line_group"`
-	Context     string    `json:"destination_context"`
+	AccountID   string            `json:"account_id"`
+	VmboxID     string            `json:"vmbox_id"`
+	Number      string            `json:"number"`
+	CheckNumber string            `json:"check_number"`
+	Schedule    []float64         `json:"schedule_s"`
+	TimeoutS    float64           `json:"timeout_s"`
+	Attempt     int               `json:"attempt"` // attempts made so far
+	Created     time.Time         `json:"created"`
+	LineGroups  []string          `json:"line_group"`
+	Context     string            `json:"destination_context"`
 	Sources     map[string]string `json:"sources,omitempty"`
 }
 

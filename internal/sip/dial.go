@@ -233,7 +233,8 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 		c()
 		return res
 	}
-	leg := &Leg{e: e, CallRef: r.CallRef, CallID: res.CallID, dialog: dialog, Media: sess, done: make(chan struct{}), id: dialog.ID}
+	leg := &Leg{e: e, CallRef: r.CallRef, CallID: res.CallID, Media: sess, done: make(chan struct{}), id: dialog.ID,
+		bye: dialog.Bye, readBye: dialog.ReadBye, localSDP: offer}
 	e.addLeg(dialog.ID, leg)
 	rm, err := media.ParseSDP(dialog.InviteResponse.Body())
 	var codec media.Codec
@@ -271,7 +272,11 @@ type Leg struct {
 	Codec   media.Codec
 	DTMF    *media.Codec
 
-	dialog   *sipgo.DialogClientSession
+	// bye and readBye are the dialog's BYE handling, UAC or UAS.
+	bye      func(ctx context.Context) error
+	readBye  func(req *gosip.Request, tx gosip.ServerTransaction) error
+	ack      func(req *gosip.Request, tx gosip.ServerTransaction) error
+	localSDP []byte
 	id       string
 	done     chan struct{}
 	once     sync.Once
@@ -298,7 +303,7 @@ func (l *Leg) Hangup(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 4*time.Second)
 	defer cancel()
-	err := l.dialog.Bye(ctx)
+	err := l.bye(ctx)
 	l.end()
 	if err != nil {
 		return fmt.Errorf("sip: call %s: BYE: %w", l.CallRef, err)
@@ -308,7 +313,7 @@ func (l *Leg) Hangup(ctx context.Context) error {
 
 func (l *Leg) remoteBye(req *gosip.Request, tx gosip.ServerTransaction) {
 	l.byRemote.Store(true)
-	if err := l.dialog.ReadBye(req, tx); err != nil {
+	if err := l.readBye(req, tx); err != nil {
 		l.e.log.Debug("sip: BYE handling", "call_ref", l.CallRef, "error", err)
 	}
 	l.end()

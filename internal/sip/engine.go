@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -34,9 +35,9 @@ type Config struct {
 	UDPReadBuffer int
 }
 
-// InviteHandler handles an inbound INVITE. It must not return before it has
-// sent a final response (sipgo terminates the transaction on return).
-type InviteHandler func(req *gosip.Request, tx gosip.ServerTransaction)
+// InviteHandler handles a new inbound call. It must answer or reject it
+// before returning (sipgo terminates the transaction on return).
+type InviteHandler func(in *Inbound)
 
 // Deps are what the engine needs from the rest of the node.
 type Deps struct {
@@ -60,6 +61,7 @@ type Engine struct {
 	legs   map[string]*Leg // established UAC dialogs by dialog ID
 
 	onInvite atomic.Pointer[InviteHandler]
+	secret   []byte
 
 	mu      sync.Mutex
 	addrs   map[string]string // network -> bound host:port
@@ -92,7 +94,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	}
 	e := &Engine{cfg: cfg, log: log.With("component", "sip"), ports: deps.Ports,
 		client: map[string]*sipgo.Client{}, dlg: map[string]*sipgo.DialogUA{},
-		legs: map[string]*Leg{}, addrs: map[string]string{}, ready: make(chan struct{})}
+		legs: map[string]*Leg{}, addrs: map[string]string{}, ready: make(chan struct{}), secret: newSecret()}
 	if deps.OnInvite != nil {
 		e.SetInviteHandler(deps.OnInvite)
 	}
@@ -173,7 +175,8 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	}
 
 	srv.OnInvite(e.handleInvite)
-	srv.OnAck(func(req *gosip.Request, tx gosip.ServerTransaction) {})
+	srv.OnAck(e.handleAck)
+	srv.OnInfo(e.handleInfo)
 	srv.OnBye(e.handleBye)
 	srv.OnOptions(e.handleOptions)
 	srv.OnCancel(func(req *gosip.Request, tx gosip.ServerTransaction) {
@@ -233,11 +236,89 @@ func (e *Engine) Run(ctx context.Context) error {
 func (e *Engine) Ready() <-chan struct{} { return e.ready }
 
 func (e *Engine) handleInvite(req *gosip.Request, tx gosip.ServerTransaction) {
-	if h := e.onInvite.Load(); h != nil {
-		(*h)(req, tx)
+	if to := req.To(); to != nil && to.Params.Has("tag") {
+		e.handleReinvite(req, tx)
 		return
 	}
-	tx.Respond(gosip.NewResponseFromRequest(req, 403, "Forbidden", nil))
+	h := e.onInvite.Load()
+	if h == nil {
+		tx.Respond(gosip.NewResponseFromRequest(req, 403, "Forbidden", nil))
+		return
+	}
+	in, err := e.newInbound(req, tx)
+	if err != nil {
+		e.log.Warn("sip: malformed INVITE refused", "source", req.Source(), "error", err)
+		tx.Respond(gosip.NewResponseFromRequest(req, 400, "Bad Request", nil))
+		return
+	}
+	(*h)(in)
+	if !in.finished {
+		// A handler that forgot to answer must not leave the caller waiting.
+		in.Reject(500, "Server Internal Error")
+	}
+}
+
+// handleReinvite answers an in-dialog INVITE (hold, session refresh) with
+// the SDP already agreed: media stays anchored where it is.
+func (e *Engine) handleReinvite(req *gosip.Request, tx gosip.ServerTransaction) {
+	leg := e.legFor(req)
+	if leg == nil {
+		tx.Respond(gosip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
+		return
+	}
+	if rm, err := media.ParseSDP(req.Body()); err == nil && rm.Addr != nil {
+		leg.Media.SetRemote(rm.Addr)
+	}
+	res := gosip.NewSDPResponseFromRequest(req, leg.localSDP)
+	tx.Respond(res)
+}
+
+// legFor finds the established leg an in-dialog request belongs to, as UAC
+// or UAS.
+func (e *Engine) legFor(req *gosip.Request) *Leg {
+	e.legsMu.RLock()
+	defer e.legsMu.RUnlock()
+	if id, err := gosip.DialogIDFromRequestUAC(req); err == nil {
+		if l := e.legs[id]; l != nil {
+			return l
+		}
+	}
+	if id, err := gosip.DialogIDFromRequestUAS(req); err == nil {
+		if l := e.legs[id]; l != nil {
+			return l
+		}
+	}
+	return nil
+}
+
+func (e *Engine) handleAck(req *gosip.Request, tx gosip.ServerTransaction) {
+	if leg := e.legFor(req); leg != nil && leg.ack != nil {
+		leg.ack(req, tx)
+	}
+}
+
+// handleInfo takes DTMF sent as SIP INFO (application/dtmf-relay or
+// application/dtmf) into the leg's media session.
+func (e *Engine) handleInfo(req *gosip.Request, tx gosip.ServerTransaction) {
+	leg := e.legFor(req)
+	if leg == nil {
+		tx.Respond(gosip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
+		return
+	}
+	ct := ""
+	if h := req.ContentType(); h != nil {
+		ct = strings.ToLower(h.Value())
+	}
+	if strings.HasPrefix(ct, "application/dtmf") {
+		digit, ms, err := media.ParseDTMFRelay(req.Body())
+		if err != nil {
+			e.log.Warn("sip: INFO with unreadable DTMF", "call_ref", leg.CallRef, "error", err)
+			tx.Respond(gosip.NewResponseFromRequest(req, 400, "Bad Request", nil))
+			return
+		}
+		leg.Media.InjectDTMF(digit, ms)
+	}
+	tx.Respond(gosip.NewResponseFromRequest(req, 200, "OK", nil))
 }
 
 func (e *Engine) handleOptions(req *gosip.Request, tx gosip.ServerTransaction) {
@@ -250,25 +331,12 @@ func (e *Engine) handleOptions(req *gosip.Request, tx gosip.ServerTransaction) {
 }
 
 func (e *Engine) handleBye(req *gosip.Request, tx gosip.ServerTransaction) {
-	id, err := gosip.DialogIDFromRequestUAC(req)
-	if err == nil {
-		e.legsMu.RLock()
-		leg := e.legs[id]
-		e.legsMu.RUnlock()
-		if leg != nil {
-			leg.remoteBye(req, tx)
-			return
-		}
-	}
-	if h := e.byeFallback(); h != nil && h(req, tx) {
+	if leg := e.legFor(req); leg != nil {
+		leg.remoteBye(req, tx)
 		return
 	}
 	tx.Respond(gosip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
 }
-
-// byeFallback lets inbound (UAS) dialogs, added by a later component, claim
-// a BYE; none today.
-func (e *Engine) byeFallback() func(*gosip.Request, gosip.ServerTransaction) bool { return nil }
 
 func (e *Engine) addLeg(id string, l *Leg) {
 	e.legsMu.Lock()

@@ -177,12 +177,19 @@ func StartSipp(t testing.TB, o SippOptions) *Sipp {
 		o.Port = FreePort(t)
 	}
 	s := &Sipp{Port: o.Port, Addr: fmt.Sprintf("127.0.0.1:%d", o.Port), done: make(chan struct{}), logDir: t.TempDir()}
-	scen, err := filepath.Abs(o.Scenario)
-	if err != nil {
-		t.Fatal(err)
+	// An empty Scenario runs one of SIPp's built-in ones (-sn in Args).
+	var scen string
+	if o.Scenario != "" {
+		var err error
+		if scen, err = filepath.Abs(o.Scenario); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// SIPp stays in the foreground (no -bg) so the test owns the process.
-	args := []string{"-sf", scen, "-i", "127.0.0.1", "-p", strconv.Itoa(o.Port), "-nostdin", "-trace_err", "-error_file", filepath.Join(s.logDir, "errors.log")}
+	args := []string{"-i", "127.0.0.1", "-p", strconv.Itoa(o.Port), "-nostdin", "-trace_err", "-error_file", filepath.Join(s.logDir, "errors.log")}
+	if scen != "" {
+		args = append([]string{"-sf", scen}, args...)
+	}
 	if o.Trace {
 		args = append(args, "-trace_msg", "-message_file", filepath.Join(s.logDir, "messages.log"))
 	}

@@ -1,0 +1,145 @@
+package call
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"redial/internal/dialplan"
+	"redial/internal/sip"
+)
+
+// InboundRealm is the digest realm of challenges to unknown callers.
+const InboundRealm = "redial"
+
+// InboundContext is the dialplan context inbound calls are routed in.
+const InboundContext = "public"
+
+// HandleInbound takes an INVITE the SIP engine received. Only trunks may
+// call in: the INVITE must come from a line's address or carry digest
+// credentials of a line; anything else is refused (no toll fraud). The
+// dialed number is looked up in the dialplan context "public" and the call
+// is answered and connected to its target (IVR, SIP destination).
+func (m *Manager) HandleInbound(in *sip.Inbound) {
+	m.mu.Lock()
+	ctx := m.ctx
+	m.mu.Unlock()
+	ctx, cancelSetup := context.WithTimeout(ctx, inboundTimeout)
+	defer cancelSetup()
+	log := m.log.With("sip_call_id", in.CallID(), "source", in.SourceIP(), "dialed", in.Dialed(), "caller", in.Caller())
+	line, ok := m.deps.Lines.FromAddress(ctx, in.SourceIP())
+	if !ok {
+		_, err := in.VerifyDigest(InboundRealm, func(user string) (string, bool) {
+			pw, l, ok := m.deps.Lines.Credentials(ctx, user)
+			if ok {
+				line = l
+			}
+			return pw, ok
+		})
+		switch {
+		case errors.Is(err, sip.ErrNoCredentials):
+			in.Challenge(InboundRealm)
+			return
+		case err != nil:
+			log.Warn("call: inbound INVITE refused", "error", err)
+			m.mInbound.WithLabelValues("forbidden").Inc()
+			in.Reject(403, "Forbidden")
+			return
+		}
+	}
+	target, err := m.deps.Dialplan.Resolve(ctx, dialplan.Destination{Extension: in.Dialed(), Dialplan: "XML", Context: InboundContext})
+	if err != nil {
+		log.Warn("call: inbound call has no route", "error", err)
+		m.mInbound.WithLabelValues("no_route").Inc()
+		if errors.Is(err, dialplan.ErrNoRoute) {
+			in.Reject(404, "Not Found")
+		} else {
+			in.Reject(500, "Server Internal Error")
+		}
+		return
+	}
+	m.connMu.RLock()
+	conn := m.connectors[target.Type]
+	m.connMu.RUnlock()
+	if conn == nil {
+		log.Warn("call: inbound target type not available", "target", target.Key, "type", target.Type)
+		in.Reject(503, "Service Unavailable")
+		return
+	}
+	req := Request{Numbers: []string{in.Caller()}, CallRef: NewRef(), CampaignRef: "inbound",
+		Destination: dialplan.Destination{Extension: in.Dialed(), Dialplan: "XML", Context: InboundContext},
+		Variables:   map[string]string{"sip_call_id": in.CallID(), "redial_inbound_line": line.Name, "destination_number": in.Dialed()}}
+	c := newCall(req, m.now())
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		in.Reject(503, "Service Unavailable")
+		return
+	}
+	cctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	c.cancel = cancel
+	m.calls[req.CallRef] = c
+	m.wg.Add(1)
+	m.mu.Unlock()
+	m.mActive.Inc()
+	defer func() {
+		cancel(nil)
+		m.mActive.Dec()
+		m.finish(c)
+		m.wg.Done()
+	}()
+	log = log.With("call_ref", req.CallRef)
+	start := m.now()
+	leg, err := in.Answer(cctx, req.CallRef)
+	if err != nil {
+		log.Warn("call: inbound answer failed", "error", err)
+		m.mInbound.WithLabelValues("failed").Inc()
+		rec := attemptRecord{number: in.Caller(), dialNumber: in.Dialed(), line: line.Name, vars: req.Variables,
+			start: start, end: m.now(), disposition: Failed, sipCode: 488, cause: IncompatibleDestination, reason: err.Error()}
+		c.out.CDRs = append(c.out.CDRs, m.writeCDR(cctx, c, 1, rec))
+		c.update(func(i *Info) { i.State = StateEnded })
+		return
+	}
+	m.mInbound.WithLabelValues("answered").Inc()
+	answer := m.now()
+	c.update(func(i *Info) {
+		a := answer.UTC()
+		i.Number, i.Line, i.Attempt, i.Answer, i.State, i.SIPCode = in.Caller(), line.Name, 1, &a, StateAnswered, 200
+	})
+	c.addLeg("caller", leg)
+	params := ParseDialParams(req.Variables, log, req.CallRef)
+	tr := conn.Connect(cctx, &Session{Call: c, Leg: leg, Target: target, ClientNumber: in.Caller(), Vars: req.Variables, Params: params, Log: log})
+	leg.Hangup(context.WithoutCancel(cctx))
+	rec := attemptRecord{number: in.Caller(), dialNumber: in.Dialed(), line: line.Name, vars: req.Variables,
+		start: start, answer: answer, end: m.now(), disposition: Answered, sipCode: 200, cause: tr.Cause, reason: tr.Reason, ext: tr.Ext}
+	if !tr.Connected {
+		rec.disposition = Failed
+	}
+	if !tr.ConnectedAt.IsZero() {
+		rec.holdTime = tr.ConnectedAt.Sub(answer)
+	}
+	cdr := m.writeCDR(cctx, c, 1, rec)
+	c.mu.Lock()
+	c.out.CDRs = append(c.out.CDRs, cdr)
+	c.out.Answered, c.out.Connected, c.out.Disposition = true, tr.Connected, rec.disposition
+	c.info.State = StateEnded
+	c.legs = nil
+	c.mu.Unlock()
+}
+
+// finish records an ended call for the API and releases waiters.
+func (m *Manager) finish(c *Call) {
+	m.mu.Lock()
+	m.ended[c.req.CallRef] = m.now()
+	m.order = append(m.order, c.req.CallRef)
+	for len(m.order) > m.cfg.MaxEnded {
+		delete(m.calls, m.order[0])
+		delete(m.ended, m.order[0])
+		m.order = m.order[1:]
+	}
+	m.mu.Unlock()
+	close(c.done)
+}
+
+// inboundTimeout bounds how long an unanswered inbound setup may take.
+const inboundTimeout = 32 * time.Second
