@@ -18,6 +18,8 @@ import (
 	"redial/internal/config"
 	"redial/internal/dialer"
 	"redial/internal/dialplan"
+	"redial/internal/files"
+	"redial/internal/ivr"
 	"redial/internal/lines"
 	"redial/internal/media"
 	"redial/internal/notify"
@@ -39,6 +41,8 @@ type App struct {
 	SIP      *sip.Engine
 	Dialplan *dialplan.Dialplan
 	Calls    *call.Manager
+	Files    *files.Stores
+	IVR      *ivr.Engine
 	Dialer   *dialer.Dialer
 	Schedule *schedule.Scheduler
 	Callback *callback.Runner
@@ -96,6 +100,14 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 		return nil, fmt.Errorf("app: %w", err)
 	}
 	a.SIP.SetInviteHandler(a.Calls.HandleInbound)
+	if a.Files, err = files.New(files.Config{Root: cfg.Data, Domain: cfg.Domain}); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+	if a.IVR, err = ivr.New(ivr.Config{Domain: cfg.Domain, Host: cfg.Host},
+		ivr.Deps{Store: a.Store, Files: a.Files, Logger: log, Registry: a.Registry, Now: o.now}); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+	a.Calls.RegisterConnector(dialplan.TypeIVR, &call.IVRConnector{Engine: a.IVR, Manager: a.Calls})
 	if a.Dialer, err = dialer.New(dialer.Config{Host: cfg.Host, Location: cfg.Timezone, Resync: cfg.Resync,
 		HeartbeatTTL: cfg.HeartbeatTTL, RecoverEvery: cfg.HeartbeatTTL / 2},
 		dialer.Deps{Store: a.Store, Calls: a.Calls, Lines: a.Lines, Logger: log, Registry: a.Registry, Now: o.now}); err != nil {

@@ -252,6 +252,7 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	}
 	sess.SetRemote(rm.Addr)
 	sess.SetCodec(codec)
+	sess.SetDTMF(leg.DTMF)
 	leg.Codec = codec
 	keepSession = true
 	res.Leg = leg

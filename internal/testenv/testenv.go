@@ -166,6 +166,9 @@ type SippOptions struct {
 	Remote   string   // remote host:port for UAC scenarios; empty for a UAS
 	Port     int      // local port; 0 picks a free one
 	Trace    bool     // write SIPp's message and error logs into the test's temp dir
+	// Files are copied into SIPp's working directory before it starts:
+	// SIPp opens rtp_stream files relative to it.
+	Files []string
 }
 
 // StartSipp runs SIPp in the background on 127.0.0.1 and kills it when the
@@ -201,6 +204,15 @@ func StartSipp(t testing.TB, o SippOptions) *Sipp {
 	args = append(args, o.Args...)
 	if o.Remote != "" {
 		args = append(args, o.Remote)
+	}
+	for _, f := range o.Files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatalf("testenv: sipp file: %v", err)
+		}
+		if err := os.WriteFile(filepath.Join(s.logDir, filepath.Base(f)), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	s.cmd = exec.Command(bin, args...)
 	s.cmd.Dir = s.logDir

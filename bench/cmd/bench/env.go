@@ -138,6 +138,9 @@ type sippOpts struct {
 	Remote   string   // host:port for a UAC; empty for a UAS
 	Args     []string // -r, -m, ...
 	Dir      string   // working directory: logs and the statistics file
+	// BuffSize is SIPp's socket buffer size (-buff_size); 0 keeps SIPp's
+	// 64 KiB default.
+	BuffSize int
 }
 
 // sippProc is a running SIPp.
@@ -190,6 +193,9 @@ func startSipp(o sippOpts) (*sippProc, error) {
 	args := []string{"-sf", o.Scenario, "-i", "127.0.0.1", "-p", strconv.Itoa(o.Port), "-nostdin",
 		"-trace_err", "-error_file", filepath.Join(o.Dir, "errors.log"),
 		"-trace_stat", "-stf", s.statFile, "-fd", "1"}
+	if o.BuffSize > 0 {
+		args = append(args, "-buff_size", strconv.Itoa(o.BuffSize))
+	}
 	args = append(args, o.Args...)
 	if o.Remote != "" {
 		args = append(args, o.Remote)

@@ -181,14 +181,14 @@ func bestSipp(rates []int, runs map[int]*sippRun) int {
 func runSippReference(ctx context.Context, b *bench, uacXML, uasXML string, rate int, dir string) (*sippRun, error) {
 	n := int(float64(rate) * b.duration.Seconds())
 	r := &sippRun{rate: rate, calls: n}
-	uas, err := startSipp(sippOpts{Scenario: uasXML, Dir: filepath.Join(dir, "uas")})
+	uas, err := startSipp(sippOpts{Scenario: uasXML, BuffSize: b.sippBuff, Dir: filepath.Join(dir, "uas")})
 	if err != nil {
 		return nil, err
 	}
 	defer uas.Kill()
 	// -timeout bounds a run whose calls hang (lost packets wait for Timer B).
 	limit := b.duration + 10*time.Second
-	uacP, err := startSipp(sippOpts{Scenario: uacXML, Remote: uas.Addr, Dir: filepath.Join(dir, "uac"),
+	uacP, err := startSipp(sippOpts{Scenario: uacXML, BuffSize: b.sippBuff, Remote: uas.Addr, Dir: filepath.Join(dir, "uac"),
 		Args: []string{"-r", fmt.Sprint(rate), "-rp", "1000", "-m", fmt.Sprint(n), "-l", fmt.Sprint(b.inflight),
 			"-timeout", fmt.Sprintf("%ds", int(limit.Seconds())), "-timeout_error"}})
 	if err != nil {
@@ -234,7 +234,7 @@ func runRedial(ctx context.Context, b *bench, rds *redisServer, uasXML string, r
 		case <-ctx.Done():
 		}
 	}
-	uas, err := startSipp(sippOpts{Scenario: uasXML, Dir: filepath.Join(dir, "uas")})
+	uas, err := startSipp(sippOpts{Scenario: uasXML, BuffSize: b.sippBuff, Dir: filepath.Join(dir, "uas")})
 	if err != nil {
 		return nil, err
 	}
@@ -533,9 +533,10 @@ func originateReport(b *bench, sipp map[int]*sippRun, redial map[int]*redialRun,
 	fmt.Fprintf(&s, "redial places calls with `Calls.Place` (in-process node, UDP, line group `bench`, dialplan target `{\"type\":\"hangup\"}`) "+
 		"against a SIPp UAS (`testdata/sipp/uas_bench.xml`): INVITE, 180, 200+SDP, ACK, then redial's BYE and its 200 — "+
 		"the same exchange as the reference, SIPp's own UAC (`uac_bench.xml`, `-r <rate> -rp 1000 -l %d`) against the same UAS. "+
+		"Every SIPp runs with `-buff_size %d` (its 64 KiB default drops datagrams whenever it is descheduled for a few ms at these rates). "+
 		"Rate ladder %s calls/s; each step runs %s of calls (N = rate × %s), open-loop paced at the step's rate with at most %d calls in flight; "+
 		"each side stops at its first step that is not sustained (a failure, or below %.0f%% of the rate).\n\n",
-		b.inflight, joinInts(b.rates), b.duration, b.duration, b.inflight, sustainedFrac*100)
+		b.inflight, b.sippBuff, joinInts(b.rates), b.duration, b.duration, b.inflight, sustainedFrac*100)
 	fmt.Fprintf(&s, "Machine: %s. Load average before/after: %s / %s. Part took %s.\n\n", machine(), loadBefore, loadAfter, took.Round(time.Second))
 	s.WriteString("| rate attempted (calls/s) | SIPp calls/s | SIPp failed | redial calls/s | ratio redial/SIPp | redial failures | setup p50 / p99 (ms) | peak RSS (bench process) | redial CPU / call | CDRs on Redis |\n")
 	s.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
@@ -613,7 +614,7 @@ func redialDetail(rd *redialRun) string {
 	d := fmt.Sprintf("redial %d cps: %d/%d ok in %s, setup max %s ms, whole call (Place) p50/p99 %s/%s ms "+
 		"[before INVITE %s/%s, answer to end %s/%s, end to return %s/%s], max in flight %d, max pacing lag %s; "+
 		"CPU: bench process %s, SIPp UAS %s, redis-server %s; live heap after the step %s, of which the node held %s (%.1f KiB/call, freed when it stopped); "+
-		"UAS saw %d successful calls; %d UDP receive-buffer drops; %d node log lines at warn+, %d library log records (sipgo: unmatched retransmissions)",
+		"UAS saw %d successful calls; %d UDP receive-buffer drops; %d node log lines at warn+, %d sipgo \"unhandled response\" log records (a 180 handled after its 200, or a retransmission)",
 		rd.rate, rd.ok, rd.calls, rd.wall.Round(time.Millisecond), ms(rd.setupMax), ms(rd.callP50), ms(rd.callP99),
 		ms(rd.phases[0][0]), ms(rd.phases[0][1]), ms(rd.phases[1][0]), ms(rd.phases[1][1]), ms(rd.phases[2][0]), ms(rd.phases[2][1]),
 		rd.maxInflight, rd.maxLag.Round(time.Millisecond), rd.cpu.Round(10*time.Millisecond), rd.uasCPU.Round(10*time.Millisecond),

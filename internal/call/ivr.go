@@ -1,0 +1,95 @@
+package call
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"time"
+
+	"redial/internal/dialplan"
+	"redial/internal/ivr"
+	"redial/internal/media"
+)
+
+// IVRConnector runs an IVR script on an answered call: `{"type":"ivr",
+// "script":"main"}` targets of inbound calls, campaigns, schedules and
+// callbacks.
+type IVRConnector struct {
+	Engine *ivr.Engine
+	// Manager resolves and connects transfers.
+	Manager *Manager
+}
+
+// Connect implements Connector.
+func (c *IVRConnector) Connect(ctx context.Context, s *Session) TargetResult {
+	start := time.Now()
+	ch := &ivrChannel{s: s, m: c.Manager, ctx: ctx}
+	res := c.Engine.Run(ctx, ch, s.Target.Script)
+	// The session's results (dtmfBuffer, recordFile, ...) travel into the
+	// CDR's variables, where integrators read them.
+	for k, v := range res.Variables {
+		s.Vars[k] = v
+	}
+	s.Vars["redial_ivr_id"] = res.IVRID
+	s.Vars["redial_ivr_ended"] = res.Ended
+	tr := TargetResult{Connected: res.Err == nil, ConnectedAt: start, Cause: NormalClearing}
+	if res.Err != nil {
+		tr.Reason = fmt.Sprintf("ivr: script %q: %v", s.Target.Script, res.Err)
+		tr.Cause = NormalTemporaryFailure
+	}
+	if ch.ext != nil {
+		tr.Ext = ch.ext
+	}
+	return tr
+}
+
+// ivrChannel is the answered leg as the IVR engine sees it.
+type ivrChannel struct {
+	s   *Session
+	m   *Manager
+	ctx context.Context
+	ext *string
+}
+
+func (c *ivrChannel) CallRef() string { return c.s.Call.Ref() }
+
+func (c *ivrChannel) Media() *media.Session { return c.s.Leg.Media }
+
+func (c *ivrChannel) Variables() map[string]string { return maps.Clone(c.s.Vars) }
+
+func (c *ivrChannel) Done() <-chan struct{} { return c.s.Leg.Done() }
+
+func (c *ivrChannel) Hangup(ctx context.Context) error { return c.s.Leg.Hangup(ctx) }
+
+// Transfer resolves number in the caller's dialplan context (the variable
+// ivr_transfer_context, else "default") and connects the call there, as an
+// answered call would be connected to its destination.
+func (c *ivrChannel) Transfer(ctx context.Context, number string, reinviteMode int) ivr.TransferResult {
+	dctx := c.s.Vars["ivr_transfer_context"]
+	if dctx == "" {
+		dctx = "default"
+	}
+	target, err := c.m.deps.Dialplan.Resolve(ctx, dialplan.Destination{Extension: number, Dialplan: "XML", Context: dctx})
+	if err != nil {
+		return ivr.TransferResult{Reason: err.Error()}
+	}
+	c.m.connMu.RLock()
+	conn := c.m.connectors[target.Type]
+	c.m.connMu.RUnlock()
+	if conn == nil {
+		return ivr.TransferResult{Reason: fmt.Sprintf("target type %q not available", target.Type)}
+	}
+	sub := *c.s
+	sub.Target = target
+	tr := conn.Connect(ctx, &sub)
+	if tr.Ext != nil {
+		c.ext = tr.Ext
+	}
+	reason := tr.Reason
+	if reason == "" {
+		reason = tr.Cause.Name
+	}
+	return ivr.TransferResult{Connected: tr.Connected, Reason: reason}
+}
+
+var _ ivr.Channel = (*ivrChannel)(nil)
