@@ -70,7 +70,9 @@ func TestBaresipMediaPeer(t *testing.T) {
 	if d := seg.duration(); d < toneLen-tolLen || d > toneLen+tolLen {
 		t.Errorf("tone heard by baresip lasts %v, want %v ± %v (%s)", d, toneLen, tolLen, seg.describe(heard))
 	}
-	if s := bsToneShare(heard[seg.start:seg.end], toneHz); s < minShare {
+	share := bsToneShare(heard[seg.start:seg.end], toneHz)
+	t.Logf("baresip heard: %s, %d Hz share %.3f", seg.describe(heard), toneHz, share)
+	if s := share; s < minShare {
 		t.Errorf("%d Hz share of the tone heard by baresip is %.3f, want >= %.1f", toneHz, s, minShare)
 	}
 
@@ -106,6 +108,7 @@ func TestBaresipMediaPeer(t *testing.T) {
 		t.Errorf("voicemail file holds %v, want %ds ± %v", d, maxSec, tolLen)
 	}
 	vseg := bsLoudestRun(vm)
+	t.Logf("voicemail: length %d ms, %s, %d Hz share %.3f", msg.Length, vseg.describe(vm), sineHz, bsToneShare(vm[vseg.start:vseg.end], sineHz))
 	if d := vseg.duration(); d < maxSec*time.Second-2*tolLen {
 		t.Errorf("baresip's sine lasts %v of the voicemail, want about %ds (%s)", d, maxSec, vseg.describe(vm))
 	}

@@ -129,7 +129,7 @@ func StartBaresip(t testing.TB, o BaresipOptions) *Baresip {
 		"audec_format s16",
 		fmt.Sprintf("rtp_ports %d-%d", rtp, rtp+99),
 		"rtcp_mux no",
-		"jitter_buffer_delay 1-10",
+		"jitter_buffer_delay 0-0",
 		"rtp_stats no",
 		"statmode_default off",
 		"module_path " + modDir,
