@@ -179,8 +179,7 @@ func bsReadWAV(t testing.TB, path string) []int16 {
 
 func bsDuration(n int) time.Duration { return time.Duration(n) * time.Second / media.SampleRate }
 
-// Audio is measured in 10 ms blocks: fine enough for ±100 ms, and a whole
-// number of periods of both 1000 and 700 Hz.
+// Loudness is measured in 10 ms blocks, fine enough for ±100 ms.
 const bsBlock = media.SampleRate / 100
 
 // bsSpan is a range of samples, [start, end).
@@ -227,11 +226,13 @@ func bsLoudestRun(pcm []int16) bsSpan {
 }
 
 // bsToneShare is the fraction of the power of pcm at freq, summed over
-// blocks so a phase jump between packets does not cancel it out.
+// 20 ms blocks so a phase jump between packets does not cancel it out.
+// 20 ms resolves 50 Hz and holds whole periods of both 1000 and 700 Hz.
 func bsToneShare(pcm []int16, freq float64) float64 {
+	const n = media.FrameSamples
 	var tone, all float64
-	for i := 0; i+bsBlock <= len(pcm); i += bsBlock {
-		b := pcm[i : i+bsBlock]
+	for i := 0; i+n <= len(pcm); i += n {
+		b := pcm[i : i+n]
 		tone += media.Goertzel(b, freq, media.SampleRate)
 		all += media.MeanPower(b)
 	}

@@ -79,8 +79,9 @@ func (b *lockedBuffer) String() string {
 // sndfile writes two WAV files per call into RecordDir, named after the
 // second the call's audio started: dump-<time>-dec.wav is what baresip
 // heard (decoded, 8 kHz mono for G.711) and dump-<time>-enc.wav what it
-// sent. Their headers are completed only when the call's audio stops; see
-// WaitRecording.
+// sent; a second call starting within the same second overwrites them, so
+// tests make one call at a time. The headers are completed only when the
+// call's audio stops; see WaitRecording.
 func StartBaresip(t testing.TB, o BaresipOptions) *Baresip {
 	t.Helper()
 	bin := RequireTool(t, "baresip")
@@ -129,6 +130,10 @@ func StartBaresip(t testing.TB, o BaresipOptions) *Baresip {
 		"audec_format s16",
 		fmt.Sprintf("rtp_ports %d-%d", rtp, rtp+99),
 		"rtcp_mux no",
+		// No jitter buffer: baresip decodes each packet as it arrives, so
+		// the recording is exactly what was received. With one (min 1) the
+		// last frame stays buffered once the sender pauses and is never
+		// recorded, so a 2 s prompt would be heard as 1.98 s.
 		"jitter_buffer_delay 0-0",
 		"rtp_stats no",
 		"statmode_default off",
@@ -165,7 +170,8 @@ func StartBaresip(t testing.TB, o BaresipOptions) *Baresip {
 	}()
 	t.Cleanup(func() {
 		b.Stop()
-		if t.Failed() {
+		// REDIAL_TEST_LOG is what makes the node log at debug level too.
+		if t.Failed() || os.Getenv("REDIAL_TEST_LOG") != "" {
 			t.Logf("baresip output:\n%s", truncate([]byte(b.Log()), 8000))
 		}
 	})

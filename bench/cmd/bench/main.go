@@ -36,6 +36,7 @@ var parts = []part{
 	{name: "originate", heading: "## 1. Originate", run: runOriginate},
 	{name: "campaign", heading: "## 2. Campaign", run: runCampaign},
 	{name: "schedule", heading: "## 3. Schedule precision", run: runSchedule},
+	{name: "media", heading: "## 4. Media", run: runMedia},
 }
 
 // bench is what every part shares: flags, paths and the work directory.
