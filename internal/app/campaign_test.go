@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -305,4 +308,51 @@ func TestCalleeTimezoneWindow(t *testing.T) {
 type redisZ struct {
 	score  float64
 	member string
+}
+
+// A task's cps spaces its new calls: never more than cps INVITEs in any
+// second at the carrier.
+func TestTaskCPS(t *testing.T) {
+	const total, cps = 12, 4
+	r := testenv.StartRedis(t)
+	carrier := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uas_hold_log.xml"),
+		Args: []string{"-m", fmt.Sprint(total), "-d", "50", "-trace_logs"}})
+	setLine(t, r, "l1", "g1", "sip:"+carrier.Addr, "")
+	destination := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uas_answer_wait_bye.xml"), Args: []string{"-m", fmt.Sprint(total)}})
+	setDialplan(t, r, "default:8888", fmt.Sprintf(`{"type":"sip","uri":"sip:8888@%s"}`, destination.Addr))
+	setTask(t, r, "cti_queue_dialer_task@template", "paced", fmt.Sprintf(`{"params":{"enable":true,"line_group":["g1"],"limit":10,"cps":%d,"number_queue":"pq","destination_extension":"8888"}}`, cps), "")
+	pushNumbers(t, r, "pq", numberList("1555800", total)...)
+	startNode(t, r.URL, "n1")
+	waitCDRs(t, r, "paced", total, 30*time.Second)
+	waitSipp(t, carrier, 10*time.Second)
+	starts := sippStarts(t, carrier.LogDir())
+	if len(starts) != total {
+		t.Fatalf("%d INVITEs logged, want %d", len(starts), total)
+	}
+	for i := cps; i < len(starts); i++ {
+		if gap := starts[i] - starts[i-cps]; gap < 1000-20 {
+			t.Fatalf("INVITEs %d and %d are %d ms apart: more than %d in a second", i-cps+1, i+1, gap, cps)
+		}
+	}
+}
+
+// sippStarts returns the clock ticks (ms) of the "start" lines of
+// uas_hold_log.xml, sorted.
+func sippStarts(t *testing.T, dir string) []int64 {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "*_logs.log"))
+	var out []int64
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		for _, line := range strings.Split(string(b), "\n") {
+			fields := strings.Fields(line)
+			if len(fields) >= 2 && fields[1] == "start" {
+				if n, err := strconv.ParseInt(fields[0], 10, 64); err == nil {
+					out = append(out, n)
+				}
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
 }
