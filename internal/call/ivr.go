@@ -32,8 +32,17 @@ func (c *IVRConnector) Connect(ctx context.Context, s *Session) TargetResult {
 	}
 	s.Vars["redial_ivr_id"] = res.IVRID
 	s.Vars["redial_ivr_ended"] = res.Ended
-	tr := TargetResult{Connected: res.Err == nil, ConnectedAt: start, Cause: NormalClearing}
-	if res.Err != nil {
+	// A session cut short by a hangup (the caller's, or DELETE through the
+	// API) did run: only a script that could not run is a failure.
+	interrupted := ctx.Err() != nil || res.Ended == ivr.EndedCallerHangup
+	switch {
+	case ctx.Err() != nil:
+		s.Vars["redial_hangup_side"] = "api"
+	case res.Ended == ivr.EndedCallerHangup:
+		s.Vars["redial_hangup_side"] = "callee"
+	}
+	tr := TargetResult{Connected: res.Err == nil || interrupted, ConnectedAt: start, Cause: NormalClearing}
+	if res.Err != nil && !interrupted {
 		tr.Reason = fmt.Sprintf("ivr: script %q: %v", s.Target.Script, res.Err)
 		tr.Cause = NormalTemporaryFailure
 	}
