@@ -38,6 +38,7 @@ type Session struct {
 	localIP string
 
 	remote atomic.Pointer[remoteState]
+	clock  atomic.Pointer[Clock]
 	params atomic.Pointer[mediaParams]
 	log    atomic.Pointer[slog.Logger]
 

@@ -93,6 +93,9 @@ func (s *Session) Play(ctx context.Context, src Source) error {
 		Timestamp:      rand.Uint32(),
 		SSRC:           rand.Uint32(),
 	}
+	if clk := s.clock.Load(); clk != nil {
+		return s.playClocked(ctx, clk, src, c, l, h)
+	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 
@@ -177,4 +180,60 @@ func readFull(src Source, pcm []int16) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// clockAhead is how many encoded packets a clocked Play keeps ready.
+const clockAhead = 4
+
+// playClocked decodes and encodes src in this goroutine, clockAhead
+// packets ahead, and lets clk send them every 20 ms.
+func (s *Session) playClocked(ctx context.Context, clk *Clock, src Source, c Codec, l law, h rtp.Header) error {
+	// A ring larger than the channel plus the packet being sent, so a
+	// buffer is never rewritten while queued or in flight.
+	var ring [clockAhead + 2][rtpHeaderLen + FrameSamples]byte
+	st := &clockStream{s: s, frames: make(chan []byte, clockAhead), done: make(chan struct{})}
+	clk.register(st)
+	pcm := make([]int16, FrameSamples)
+	finish := func(err error) error {
+		close(st.frames)
+		select {
+		case <-st.done:
+		case <-ctx.Done():
+			// The clock still drains and drops the stream at its next tick.
+			if err == nil {
+				err = ctx.Err()
+			}
+		}
+		return err
+	}
+	for i := 0; ; i++ {
+		n, rerr := readFull(src, pcm)
+		if n == 0 {
+			if errors.Is(rerr, io.EOF) {
+				return finish(nil)
+			}
+			return finish(fmt.Errorf("media: play: read source: %w", rerr))
+		}
+		clear(pcm[n:])
+		pkt := ring[i%len(ring)][:]
+		hn, err := h.MarshalTo(pkt)
+		if err != nil {
+			return finish(fmt.Errorf("media: play: rtp header: %w", err))
+		}
+		encodeFrame(pkt[hn:], pcm, l)
+		select {
+		case st.frames <- pkt[:hn+FrameSamples]:
+		case <-ctx.Done():
+			return finish(ctx.Err())
+		}
+		h.Marker = false
+		h.SequenceNumber++
+		h.Timestamp += FrameSamples
+		if rerr != nil {
+			if errors.Is(rerr, io.EOF) {
+				return finish(nil)
+			}
+			return finish(fmt.Errorf("media: play: read source: %w", rerr))
+		}
+	}
 }

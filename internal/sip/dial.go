@@ -91,6 +91,9 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	}
 
 	sess, err := media.NewSession(e.mediaBindIP(), e.ports)
+	if err == nil {
+		sess.SetClock(e.clock)
+	}
 	if err != nil {
 		res.Code, res.Reason = 503, "no RTP port"
 		res.TransportErr = fmt.Errorf("sip: call %s: rtp: %w", r.CallRef, err)

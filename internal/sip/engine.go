@@ -62,6 +62,8 @@ type Engine struct {
 
 	onInvite atomic.Pointer[InviteHandler]
 	secret   []byte
+	// clock paces every prompt this node plays.
+	clock *media.Clock
 
 	mu      sync.Mutex
 	addrs   map[string]string // network -> bound host:port
@@ -94,7 +96,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	}
 	e := &Engine{cfg: cfg, log: log.With("component", "sip"), ports: deps.Ports,
 		client: map[string]*sipgo.Client{}, dlg: map[string]*sipgo.DialogUA{},
-		legs: map[string]*Leg{}, addrs: map[string]string{}, ready: make(chan struct{}), secret: newSecret()}
+		legs: map[string]*Leg{}, addrs: map[string]string{}, ready: make(chan struct{}), secret: newSecret(), clock: media.NewClock()}
 	if deps.OnInvite != nil {
 		e.SetInviteHandler(deps.OnInvite)
 	}

@@ -163,6 +163,7 @@ func (in *Inbound) Answer(ctx context.Context, callRef string) (*Leg, error) {
 		in.Reject(503, "Service Unavailable")
 		return nil, fmt.Errorf("sip: call %s: rtp: %w", callRef, err)
 	}
+	sess.SetClock(e.clock)
 	sess.SetRemote(in.Offer.Addr)
 	sess.SetCodec(codec)
 	sess.SetDTMF(dtmf)
