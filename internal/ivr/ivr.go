@@ -106,6 +106,9 @@ type Result struct {
 const (
 	EndedHangup       = "hangup"
 	EndedCallerHangup = "caller_hangup"
+	// EndedCancelled: the call was ended from redial's side (API hangup,
+	// node shutdown) while the script ran.
+	EndedCancelled = "cancelled"
 	EndedTransfer     = "transfer"
 	EndedEnd          = "end"
 	EndedError        = "error"

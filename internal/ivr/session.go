@@ -59,7 +59,8 @@ type audioSink struct{ h media.Handler }
 // Run runs script scriptID on ch until it ends: a hangup component, the
 // caller hanging up, a connected transfer being over, or no next
 // component. It returns only after its cleanup (the :TEMP dir removed, the
-// Listen stopped). Cancelling ctx ends the session with Ended "error".
+// Listen stopped). Cancelling ctx (the call hung up by the API, the node
+// stopping) ends the session with Ended "cancelled".
 func (e *Engine) Run(ctx context.Context, ch Channel, scriptID string) Result {
 	s := &session{e: e, id: newID(8), smID: newUUID(), ch: ch, scriptID: scriptID, started: e.now(),
 		digits: make(chan rune, digitQueue), vars: ch.Variables()}
@@ -131,7 +132,7 @@ func (s *session) run(parent context.Context) Result {
 			return s.result(EndedCallerHangup, nil)
 		}
 		if parent.Err() != nil {
-			return s.result(EndedError, fmt.Errorf("ivr: session %s: %w", s.id, parent.Err()))
+			return s.result(EndedCancelled, nil)
 		}
 		spec := script.Components[oid]
 		s.mu.Lock()
@@ -153,7 +154,7 @@ func (s *session) run(parent context.Context) Result {
 		case s.callerGone():
 			return s.result(EndedCallerHangup, nil)
 		case parent.Err() != nil:
-			return s.result(EndedError, fmt.Errorf("ivr: session %s: %w", s.id, parent.Err()))
+			return s.result(EndedCancelled, nil)
 		case fast > fastLimit:
 			return s.result(EndedError, fmt.Errorf("ivr: script %q: component %d: %d components in a row finished at once; the script loops without waiting", s.scriptID, oid, fast))
 		}

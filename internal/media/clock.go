@@ -6,25 +6,31 @@ import (
 	"time"
 )
 
-// Clock paces the packets of many Play streams from a few goroutines: each
-// shard wakes once per 20 ms and sends the next packet of every stream it
-// holds, in a stable order. With one timer per stream, a thousand streams
-// mean 50,000 goroutine wake-ups a second contending for two cores, and a
-// late wake-up is a late packet; here a stream's packet leaves at nearly the
-// same offset into every tick, so its spacing stays 20 ms however many
-// streams there are. Decoding stays in each Play's own goroutine, a few
-// frames ahead, so a slow source (MP3, resampling) never delays the others.
+// Clock paces the packets of many Play streams from a few goroutines. With
+// one timer per stream, a thousand streams mean 50,000 goroutine wake-ups a
+// second contending for two cores, and a late wake-up is a late packet.
+// Here each shard (one per core) wakes every millisecond and sends the next
+// packet of the streams in that millisecond's slot: a stream keeps its slot,
+// so its packets leave 20 ms apart, and a slot holds a twentieth of the
+// streams, so no burst is long enough to push the others late. Decoding
+// stays in each Play's own goroutine, several frames ahead and woken once
+// per few frames, so a slow source (MP3, resampling) delays nobody else.
 type Clock struct {
 	shards []*clockShard
 	mu     sync.Mutex
 	next   int
 }
 
-// clockShard is one pacing goroutine and its streams.
+// clockSlots divides the 20 ms period into 1 ms slots.
+const clockSlots = 20
+
+// clockShard is one pacing goroutine and its streams, by slot.
 type clockShard struct {
 	offset  time.Duration
 	mu      sync.Mutex
-	streams []*clockStream
+	slots   [clockSlots][]*clockStream
+	n       int
+	next    int
 	running bool
 }
 
@@ -32,8 +38,8 @@ type clockShard struct {
 type clockStream struct {
 	s      *Session
 	frames chan []byte   // encoded packets, ready to send
+	refill chan struct{} // the producer may top frames up
 	done   chan struct{} // closed once the last packet left
-	closed bool          // frames was closed and drained (shard-owned)
 }
 
 // NewClock returns a clock with one shard per CPU.
@@ -41,9 +47,9 @@ func NewClock() *Clock {
 	n := runtime.GOMAXPROCS(0)
 	c := &Clock{}
 	for i := 0; i < n; i++ {
-		// Spread the shards' ticks over the period so they do not
-		// compete for the cores at the same instant.
-		c.shards = append(c.shards, &clockShard{offset: time.Duration(i) * FrameDuration / time.Duration(n)})
+		// Offset the shards inside a millisecond so they do not wake at
+		// the same instant.
+		c.shards = append(c.shards, &clockShard{offset: time.Duration(i) * time.Millisecond / time.Duration(n)})
 	}
 	return c
 }
@@ -52,14 +58,17 @@ func NewClock() *Clock {
 // session's own timer.
 func (s *Session) SetClock(c *Clock) { s.clock.Store(c) }
 
-// register adds a stream to the least recently chosen shard.
+// register adds a stream to the next shard, in its next slot.
 func (c *Clock) register(st *clockStream) {
 	c.mu.Lock()
 	sh := c.shards[c.next%len(c.shards)]
 	c.next++
 	c.mu.Unlock()
 	sh.mu.Lock()
-	sh.streams = append(sh.streams, st)
+	slot := sh.next % clockSlots
+	sh.next++
+	sh.slots[slot] = append(sh.slots[slot], st)
+	sh.n++
 	start := !sh.running
 	sh.running = true
 	sh.mu.Unlock()
@@ -73,41 +82,45 @@ func (c *Clock) Streams() int {
 	n := 0
 	for _, sh := range c.shards {
 		sh.mu.Lock()
-		n += len(sh.streams)
+		n += sh.n
 		sh.mu.Unlock()
 	}
 	return n
 }
 
-// run ticks until the shard has no stream left.
+// run serves one slot per millisecond until the shard has no stream left.
 func (sh *clockShard) run() {
-	period := FrameDuration
-	start := time.Now().Truncate(period).Add(period + sh.offset)
+	const step = FrameDuration / clockSlots
+	start := time.Now().Truncate(FrameDuration).Add(FrameDuration + sh.offset)
 	t := time.NewTimer(time.Until(start))
 	defer t.Stop()
-	for k := int64(1); ; k++ {
+	for k := int64(0); ; k++ {
 		<-t.C
 		sh.mu.Lock()
-		live := sh.streams[:0]
-		for _, st := range sh.streams {
+		slot := &sh.slots[k%clockSlots]
+		live := (*slot)[:0]
+		for _, st := range *slot {
 			if st.tick() {
 				live = append(live, st)
+			} else {
+				sh.n--
 			}
 		}
-		clear(sh.streams[len(live):])
-		sh.streams = live
-		if len(live) == 0 {
+		clear((*slot)[len(live):])
+		*slot = live
+		if sh.n == 0 {
 			sh.running = false
 			sh.mu.Unlock()
 			return
 		}
 		sh.mu.Unlock()
 		// Deadlines derive from start, so timer lateness never drifts;
-		// after a long stall the schedule skips ahead rather than bursting.
-		next := start.Add(time.Duration(k) * period)
-		if behind := time.Since(next); behind > maxLateFrames*period {
-			k += int64(behind / period)
-			next = start.Add(time.Duration(k) * period)
+		// after a long stall the schedule skips ahead (whole periods, so
+		// every stream keeps its slot) rather than bursting.
+		next := start.Add(time.Duration(k+1) * step)
+		if behind := time.Since(next); behind > maxLateFrames*FrameDuration {
+			k += int64(behind/FrameDuration) * clockSlots
+			next = start.Add(time.Duration(k+1) * step)
 		}
 		t.Reset(time.Until(next))
 	}
@@ -123,6 +136,12 @@ func (st *clockStream) tick() bool {
 			return false
 		}
 		st.s.WritePacket(pkt)
+		if len(st.frames) <= clockAhead/2 {
+			select {
+			case st.refill <- struct{}{}:
+			default:
+			}
+		}
 	default:
 		// The producer is behind (or blocked on a slow source): this tick
 		// is skipped for this stream; its timestamps stay continuous.

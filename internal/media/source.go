@@ -182,8 +182,10 @@ func readFull(src Source, pcm []int16) (int, error) {
 	return n, nil
 }
 
-// clockAhead is how many encoded packets a clocked Play keeps ready.
-const clockAhead = 4
+// clockAhead is how many encoded packets a clocked Play keeps ready; it
+// tops them up when half are gone, so its goroutine wakes once per few
+// packets.
+const clockAhead = 8
 
 // playClocked decodes and encodes src in this goroutine, clockAhead
 // packets ahead, and lets clk send them every 20 ms.
@@ -191,7 +193,7 @@ func (s *Session) playClocked(ctx context.Context, clk *Clock, src Source, c Cod
 	// A ring larger than the channel plus the packet being sent, so a
 	// buffer is never rewritten while queued or in flight.
 	var ring [clockAhead + 2][rtpHeaderLen + FrameSamples]byte
-	st := &clockStream{s: s, frames: make(chan []byte, clockAhead), done: make(chan struct{})}
+	st := &clockStream{s: s, frames: make(chan []byte, clockAhead), refill: make(chan struct{}, 1), done: make(chan struct{})}
 	clk.register(st)
 	pcm := make([]int16, FrameSamples)
 	finish := func(err error) error {
@@ -221,11 +223,16 @@ func (s *Session) playClocked(ctx context.Context, clk *Clock, src Source, c Cod
 			return finish(fmt.Errorf("media: play: rtp header: %w", err))
 		}
 		encodeFrame(pkt[hn:], pcm, l)
-		select {
-		case st.frames <- pkt[:hn+FrameSamples]:
-		case <-ctx.Done():
-			return finish(ctx.Err())
+		// Only this goroutine sends on frames, so it never blocks while
+		// there is room; when it is full, wait for the clock to ask for more.
+		for len(st.frames) == cap(st.frames) {
+			select {
+			case <-st.refill:
+			case <-ctx.Done():
+				return finish(ctx.Err())
+			}
 		}
+		st.frames <- pkt[:hn+FrameSamples]
 		h.Marker = false
 		h.SequenceNumber++
 		h.Timestamp += FrameSamples

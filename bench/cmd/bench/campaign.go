@@ -166,7 +166,7 @@ func runCampaign(ctx context.Context, b *bench) (string, error) {
 	fmt.Fprintf(&sb, "| numbers lost (no CDR) | %d |\n| numbers with more than one CDR | %d |\n| INVITEs seen by the UAS | %d of %d |\n| not ANSWERED | %d |\n", lost, dup, invited, numbers, notAnswered)
 	fmt.Fprintf(&sb, "| queue left / claims left / interrupted / invalid | %d / %d / %d / %d |\n", qs.Queue, sumMap(qs.Processing), qs.Interrupted, qs.Invalid)
 	fmt.Fprintf(&sb, "| LPUSH on an idle task to INVITE on the wire, p50 / p99 / max (%d samples) | %s / %s / %s |\n", len(lat),
-		ms(percentile(lat, 0.50)), ms(percentile(lat, 0.99)), ms(percentile(lat, 1)))
+		ms(percentile(lat, 50)), ms(percentile(lat, 99)), ms(percentile(lat, 100)))
 	fmt.Fprintf(&sb, "| Redis commands per number (INFO commandstats) | %.1f |\n", float64(cmdAfter-cmdBefore)/numbers)
 	fmt.Fprintf(&sb, "| peak RSS of the bench process | %s |\n\n", mib(rss))
 	fmt.Fprintf(&sb, "Latency is measured from just before the LPUSH to SIPp's receive timestamp of the INVITE (`-trace_msg`, same clock), one number at a time, waiting for each CDR so the task is idle. Redis commands include the CDR's LPUSH and XADD, the claim (BLMOVE), the invite mark and ack scripts, the line lease acquire/release, and heartbeats and polling during the run.\n\nCommand:\n\n```\n%s\n```\n", b.command)

@@ -50,6 +50,7 @@ type bench struct {
 	sippBuff   int
 	cpuProfile string
 	memProfile string
+	blkProfile string
 	keep       bool
 	// libLogs counts records libraries wrote through slog.Default (sipgo's
 	// transaction layer: unmatched retransmissions and the like).
@@ -78,12 +79,13 @@ func run(ctx context.Context, args []string) error {
 	inflight := fs.Int("inflight", 1000, "originate: cap on calls in flight (also the bench line's limit)")
 	sippBuff := fs.Int("sipp-buff", 4<<20, "SIPp socket buffer size in bytes (-buff_size; the kernel caps it at net.core.rmem_max); 0 keeps SIPp's 64 KiB default, which drops datagrams whenever SIPp is descheduled for a few ms at these rates")
 	cpuProfile := fs.String("cpuprofile", "", "originate: write a CPU profile of an extra redial run at its best sustained rate to this file")
+	blkProfile := fs.String("blockprofile", "", "originate: write block and mutex profiles (<file> and <file>.mutex) of that extra run")
 	memProfile := fs.String("memprofile", "", "originate: write a heap profile (after GC, calls ended, node still up) of that extra run to this file")
 	keep := fs.Bool("keep", false, "keep the work directory (SIPp logs and statistics, node log)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	b := &bench{duration: *duration, inflight: *inflight, sippBuff: *sippBuff, cpuProfile: *cpuProfile, memProfile: *memProfile, keep: *keep,
+	b := &bench{duration: *duration, inflight: *inflight, sippBuff: *sippBuff, cpuProfile: *cpuProfile, memProfile: *memProfile, blkProfile: *blkProfile, keep: *keep,
 		command: "go run ./bench/cmd/bench " + strings.Join(args, " ")}
 	for _, r := range strings.Split(*rates, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(r))
@@ -117,7 +119,7 @@ func run(ctx context.Context, args []string) error {
 	} else {
 		defer os.RemoveAll(b.work)
 	}
-	for _, p := range []*string{&b.cpuProfile, &b.memProfile} {
+	for _, p := range []*string{&b.cpuProfile, &b.memProfile, &b.blkProfile} {
 		if *p != "" {
 			if *p, err = filepath.Abs(*p); err != nil {
 				return err

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -24,19 +23,24 @@ const (
 	mediaBridgeCalls = 500
 	mediaRate        = 200 // calls originated per second
 	mediaWindow      = 8 * time.Second
-	mediaToneLen     = 30 * time.Second
+	// mediaToneLen covers the ramp and up to four windows.
+	mediaToneLen = 60 * time.Second
 	// mediaPerfEnv names a directory: when set, `perf record -g` samples
 	// the node during each window (which costs CPU, so the numbers of such
 	// a run are not the ones to publish) and `perf report` goes there.
 	mediaPerfEnv = "REDIAL_BENCH_PERF"
+	// mediaQuietMax is how long each scenario waits for other work on the
+	// machine to stop before it starts anyway.
+	mediaQuietMax = 20 * time.Second
+	// mediaOtherMax is the share of a core other work may use in a window
+	// before it is measured again, at most mediaMaxWindows times.
+	mediaOtherMax   = 0.10
+	mediaMaxWindows = 2
 )
 
-// playResult is scenario A.
-type playResult struct {
-	posted, postErrs     int
-	firstPostErr         string
+// playWindow is one measuring window of scenario A (or its reference).
+type playWindow struct {
 	upBefore, upAfter    int
-	rampUp               time.Duration
 	streams              int
 	received, expected   int64
 	nominal              int64
@@ -50,28 +54,45 @@ type playResult struct {
 	uasCPU, redisCPU     time.Duration
 	benchCPU             time.Duration
 	otherCPU             time.Duration // the rest of the machine
-	runq                 time.Duration // redial's threads runnable but not running
-	drops                [2]int64 // phone socket, redial's RTP sockets
-	rcvbuf               int
-	hangupFailed         int
-	drained              time.Duration
-	drainErr             error
-	portsAfter           float64
-	cdrs                 int64
-	cdrKinds             string
-	uasOK                int
-	warn                 int
-	firstWarn            string
-	headroom             time.Duration // first answer + tone length − window end
+	runq                 time.Duration // the sender's threads runnable but not running
+	drops                [2]int64      // phone socket, redial's RTP sockets
+	headroom             time.Duration // how long the first call's tone still had to play
+	// bursts: the sender's packets grouped by kernel stamp, a gap of more
+	// than 1 ms starting a new burst: bursts per second, packets per burst
+	// p50, burst length p50 and p99.
+	burstsPerS   float64
+	burstPackets int
+	burstLen     [2]time.Duration
+	samples      []rxSample
 }
 
-// bridgeResult is scenario B.
-type bridgeResult struct {
-	posted, postErrs   int
-	firstPostErr       string
-	bridged            int
-	sent, sentWin      int64
-	sendErrs           int64
+// playResult is scenario A.
+type playResult struct {
+	// tight is measured with the brief's phone (a tight loop of blocking
+	// reads), poll with the light one (recvmmsg every millisecond); each is
+	// the window with the least other work on the machine of the nTight
+	// and nPoll measured.
+	tight, poll      playWindow
+	nTight, nPoll    int
+	posted, postErrs int
+	firstPostErr     string
+	rampUp           time.Duration
+	rcvbuf           int
+	hangupFailed     int
+	drained          time.Duration
+	drainErr         error
+	portsAfter       float64
+	cdrs             int64
+	cdrKinds         string
+	uasOK            int
+	warn             int
+	firstWarn        string
+	quiet            quietWait
+}
+
+// bridgeWindow is one measuring window of scenario B.
+type bridgeWindow struct {
+	sentWin            int64
 	returned           int64 // of the packets sent in the window
 	arrivedWin         int64 // echoes arriving within the window
 	silentCalls        int
@@ -81,15 +102,76 @@ type bridgeResult struct {
 	redisCPU, benchCPU time.Duration
 	otherCPU, runq     time.Duration
 	drops              [3]int64 // phone, SIPp media port, redial's RTP sockets
-	hangupFailed       int
-	drained            time.Duration
-	drainErr           error
-	portsAfter         float64
-	cdrs               int64
-	cdrKinds           string
-	uasOK, bOK         int
-	warn               int
-	firstWarn          string
+	samples            []rxSample
+}
+
+// bridgeResult is scenario B.
+type bridgeResult struct {
+	bridgeWindow
+	windows          int
+	posted, postErrs int
+	firstPostErr     string
+	bridged          int
+	sent, sendErrs   int64
+	hangupFailed     int
+	drained          time.Duration
+	drainErr         error
+	portsAfter       float64
+	cdrs             int64
+	cdrKinds         string
+	uasOK, bOK       int
+	warn             int
+	firstWarn        string
+	quiet            quietWait
+}
+
+// bestWindow measures windows until one has the rest of the machine under
+// mediaOtherMax of a core, up to mediaMaxWindows and while again allows,
+// and returns the one with the least other work and how many it measured:
+// the machine may be shared, and the windows are CPU-bound.
+func bestWindow[W any](label string, other func(W) time.Duration, again func() bool, measure func(n int) (W, error)) (W, int, error) {
+	var best W
+	bestOther := time.Duration(-1)
+	for n := 1; ; n++ {
+		w, err := measure(n)
+		if err != nil {
+			return best, n, err
+		}
+		o := other(w)
+		if bestOther < 0 || o < bestOther {
+			best, bestOther = w, o
+		}
+		if o.Seconds() < mediaOtherMax*mediaWindow.Seconds() || n == mediaMaxWindows || !again() {
+			return best, n, nil
+		}
+		fmt.Printf("media: %s: the rest of the machine used %s of a core in window %d; measuring again\n", label, pct(o, mediaWindow), n)
+	}
+}
+
+// playPhases measures scenario A's windows with the tight-loop phone, then
+// switches the phone to polling and measures again; left(k) tells whether
+// k more windows still fit.
+func playPhases(r *playResult, label string, ph *phone, measure func(n int) (playWindow, error), left func(int) bool, keep bool, csvPrefix string) error {
+	other := func(w playWindow) time.Duration { return w.otherCPU }
+	var err error
+	r.tight, r.nTight, err = bestWindow(label+", tight-loop phone", other, func() bool { return left(2) }, measure)
+	if err != nil {
+		return err
+	}
+	ph.poll()
+	r.poll, r.nPoll, err = bestWindow(label+", polling phone", other, func() bool { return left(1) }, measure)
+	if err != nil {
+		return err
+	}
+	if keep {
+		for name, w := range map[string]*playWindow{"tight": &r.tight, "poll": &r.poll} {
+			if err := writeSamples(csvPrefix+"-"+name+".csv", w.samples); err != nil {
+				return err
+			}
+		}
+	}
+	r.tight.samples, r.poll.samples = nil, nil
+	return nil
 }
 
 func runMedia(ctx context.Context, b *bench) (string, error) {
@@ -118,18 +200,23 @@ func runMedia(ctx context.Context, b *bench) (string, error) {
 	}
 	defer rds.Stop()
 
+	fmt.Printf("media: A reference, bare Go loop, %d streams\n", mediaPlayCalls)
+	ref, err := mediaReference(ctx, mediaPlayCalls, time.Duration(mediaPlayCalls)*time.Second/mediaRate, filepath.Join(dir, "play"), b.keep, rds.cmd.Process.Pid)
+	if err != nil {
+		return "", fmt.Errorf("reference player: %w", err)
+	}
 	fmt.Printf("media: A, %d playback calls\n", mediaPlayCalls)
 	pa, err := mediaPlayback(ctx, b, bin, rds, uasXML, filepath.Join(dir, "play"))
 	if err != nil {
-		return "", fmt.Errorf("media: playback: %w", err)
+		return "", fmt.Errorf("playback: %w", err)
 	}
 	fmt.Printf("media: B, %d bridged calls\n", mediaBridgeCalls)
 	rds.Client.Del(ctx, benchCDRList)
 	pb, err := mediaBridge(ctx, b, bin, rds, uasXML, echoXML, filepath.Join(dir, "bridge"))
 	if err != nil {
-		return "", fmt.Errorf("media: bridge: %w", err)
+		return "", fmt.Errorf("bridge: %w", err)
 	}
-	return mediaReport(b, pa, pb, loadBefore, loadAverage(), time.Since(began)), nil
+	return mediaReport(b, ref, pa, pb, loadBefore, loadAverage(), time.Since(began)), nil
 }
 
 // mediaPlayback is scenario A.
@@ -165,6 +252,7 @@ func mediaPlayback(ctx context.Context, b *bench, bin string, rds *redisServer, 
 	}
 	defer node.stop()
 
+	r.quiet = waitQuiet(ctx, mediaQuietMax, node.pid, uas.cmd.Process.Pid, rds.cmd.Process.Pid)
 	start := time.Now()
 	refs, errs := node.originateAll(ctx, mediaPlayCalls, mediaRate, "1999", "play")
 	r.posted, r.postErrs = len(refs)-len(errs), len(errs)
@@ -187,34 +275,44 @@ func mediaPlayback(ctx context.Context, b *bench, bin string, rds *redisServer, 
 	}
 	r.rampUp = time.Since(start)
 	time.Sleep(time.Second) // the last streams' first packets are in
-	list, _ := node.calls(ctx)
-	r.upBefore = countState(list, "answered")
 
-	// The window.
-	perf := startPerf(node.pid, dir, "playback")
-	dropsPhone0, dropsNode0 := udpDrops(func(p int) bool { return p == ph.port }), udpDrops(redialPort)
-	cpu0, uas0, rds0, bench0 := node.cpu(), procCPU(uas.cmd.Process.Pid), rds.CPU(), processCPU()
-	busy0, rq0 := machineBusy(), runqueueWait(node.pid)
-	from := ph.now()
-	ph.record(from, from+int64(mediaWindow))
-	time.Sleep(mediaWindow)
-	r.cpu, r.uasCPU, r.redisCPU, r.benchCPU = node.cpu()-cpu0, procCPU(uas.cmd.Process.Pid)-uas0, rds.CPU()-rds0, processCPU()-bench0
-	r.runq = runqueueWait(node.pid) - rq0
-	r.otherCPU = max(0, machineBusy()-busy0-r.cpu-r.uasCPU-r.redisCPU-r.benchCPU)
-	time.Sleep(50 * time.Millisecond)
-	r.drops = [2]int64{udpDrops(func(p int) bool { return p == ph.port }) - dropsPhone0, udpDrops(redialPort) - dropsNode0}
-	r.rss, r.hwm = node.rss()
-	samples, overflow := ph.take()
-	perf.finish()
-	r.headroom = mediaToneLen - time.Since(start) // the first call started playing after start
-	list, _ = node.calls(ctx)
-	r.upAfter = countState(list, "answered")
-	r.overflow = overflow
-	analysePlayback(r, samples)
-	if b.keep {
-		if err := writeSamples(filepath.Join(dir, "phone-samples.csv"), samples); err != nil {
-			return nil, err
+	uasPid := uas.cmd.Process.Pid
+	measure := func(n int) (playWindow, error) {
+		var w playWindow
+		list, _ := node.calls(ctx)
+		w.upBefore = countState(list, "answered")
+		perf := startPerf(node.pid, dir, fmt.Sprintf("playback-%d", n))
+		dropsPhone0, dropsNode0 := udpDrops(func(p int) bool { return p == ph.port }), udpDrops(redialPort)
+		cpu0, uas0, rds0, bench0 := node.cpu(), procCPU(uasPid), rds.CPU(), processCPU()
+		busy0, rq0 := machineBusy(), runqueueWait(node.pid)
+		from := ph.now()
+		ph.record(from, from+int64(mediaWindow))
+		if err := sleepCtx(ctx, mediaWindow); err != nil {
+			perf.finish()
+			return w, err
 		}
+		w.cpu, w.uasCPU, w.redisCPU, w.benchCPU = node.cpu()-cpu0, procCPU(uasPid)-uas0, rds.CPU()-rds0, processCPU()-bench0
+		w.runq = runqueueWait(node.pid) - rq0
+		w.otherCPU = max(0, machineBusy()-busy0-w.cpu-w.uasCPU-w.redisCPU-w.benchCPU)
+		time.Sleep(50 * time.Millisecond)
+		w.drops = [2]int64{udpDrops(func(p int) bool { return p == ph.port }) - dropsPhone0, udpDrops(redialPort) - dropsNode0}
+		w.rss, w.hwm = node.rss()
+		samples, overflow := ph.take()
+		perf.finish()
+		w.headroom = mediaToneLen - time.Since(start) // the first call started playing after start
+		list, _ = node.calls(ctx)
+		w.upAfter = countState(list, "answered")
+		w.overflow = overflow
+		analysePlayback(&w, samples)
+		w.samples = samples
+		return w, nil
+	}
+	// Another window only while every call still plays its tone.
+	left := func(windows int) bool {
+		return time.Since(start)+time.Duration(windows)*(mediaWindow+100*time.Millisecond)+time.Second < mediaToneLen
+	}
+	if err := playPhases(r, "A", ph, measure, left, b.keep, filepath.Join(dir, "phone")); err != nil {
+		return nil, err
 	}
 
 	// Hang up and check every port is freed.
@@ -236,7 +334,7 @@ func mediaPlayback(ctx context.Context, b *bench, bin string, rds *redisServer, 
 func redialPort(p int) bool { return p >= 16384 && p <= 32000 }
 
 // analysePlayback turns the phone's samples into jitter and loss.
-func analysePlayback(r *playResult, samples []rxSample) {
+func analysePlayback(r *playWindow, samples []rxSample) {
 	type stream struct {
 		n                int64
 		firstExt, ext    int64
@@ -294,6 +392,30 @@ func analysePlayback(r *playResult, samples []rxSample) {
 	}
 	sortDurations(lag)
 	r.lag = [3]time.Duration{percentile(lag, 50), percentile(lag, 99), percentile(lag, 100)}
+
+	ks := make([]int64, len(samples))
+	for i, s := range samples {
+		ks[i] = s.kern
+	}
+	sort.Slice(ks, func(i, j int) bool { return ks[i] < ks[j] })
+	var lens []time.Duration
+	var sizes []time.Duration // packet counts, sorted with the same helper
+	for i := 0; i < len(ks); {
+		j := i + 1
+		for j < len(ks) && ks[j]-ks[j-1] <= int64(time.Millisecond) {
+			j++
+		}
+		lens = append(lens, time.Duration(ks[j-1]-ks[i]))
+		sizes = append(sizes, time.Duration(j-i))
+		i = j
+	}
+	if len(ks) > 1 {
+		r.burstsPerS = float64(len(lens)) / (float64(ks[len(ks)-1]-ks[0]) / 1e9)
+	}
+	sortDurations(lens)
+	sortDurations(sizes)
+	r.burstPackets = int(percentile(sizes, 50))
+	r.burstLen = [2]time.Duration{percentile(lens, 50), percentile(lens, 99)}
 }
 
 // countCDRs counts the CDRs on Redis and sums them up by disposition and
@@ -346,6 +468,16 @@ func mediaBridge(ctx context.Context, b *bench, bin string, rds *redisServer, ua
 		return nil, err
 	}
 	defer echo.Kill()
+	for try := 0; ; try++ {
+		err := forceRcvbuf(echo.cmd.Process.Pid, mp, 8<<20)
+		if err == nil {
+			break
+		}
+		if try == 30 {
+			return nil, fmt.Errorf("SIPp echo socket: %w", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	rds.Client.HSet(ctx, "cti_line@default", benchGroup, fmt.Sprintf(`{"params":{"group":"bench","uri":"sip:%s","limit":2000,"enable":true}}`, uas.Addr))
 	rds.Client.HSet(ctx, "cti_dialplan@default", "default:bridge", fmt.Sprintf(`{"type":"sip","uri":"sip:bridge@%s"}`, echo.Addr))
 	node, err := startNodeProc(ctx, bin, rds, filepath.Join(dir, "node"))
@@ -354,6 +486,7 @@ func mediaBridge(ctx context.Context, b *bench, bin string, rds *redisServer, ua
 	}
 	defer node.stop()
 
+	r.quiet = waitQuiet(ctx, mediaQuietMax, node.pid, uas.cmd.Process.Pid, echo.cmd.Process.Pid, rds.cmd.Process.Pid)
 	refs, errs := node.originateAll(ctx, mediaBridgeCalls, mediaRate, "1998", "bridge")
 	r.posted, r.postErrs = len(refs)-len(errs), len(errs)
 	if len(errs) > 0 {
@@ -395,59 +528,82 @@ func mediaBridge(ctx context.Context, b *bench, bin string, rds *redisServer, ua
 		}
 	}
 
-	// Send for a 2 s warm-up, then the window, then a second for the
-	// last echoes.
-	from := ph.now() + int64(2*time.Second)
-	to := from + int64(mediaWindow)
-	ph.record(from, to+int64(time.Second))
-	var sent, win, serrs atomic.Int64
+	// Send for a 2 s warm-up, then windows, each followed by a second for
+	// its last echoes.
+	var sent, serrs atomic.Int64
 	sctx, stopSend := context.WithCancel(ctx)
 	sendDone := make(chan struct{})
-	go func() { ph.sendLoop(sctx, streams, from, to, &sent, &win, &serrs); close(sendDone) }()
+	go func() { ph.sendLoop(sctx, streams, &sent, &serrs); close(sendDone) }()
 	defer func() { stopSend(); <-sendDone }()
-	time.Sleep(time.Duration(from - ph.now()))
-	perf := startPerf(node.pid, dir, "bridge")
-	drops0 := [3]int64{udpDrops(func(p int) bool { return p == ph.port }), udpDrops(func(p int) bool { return p == mp }), udpDrops(redialPort)}
-	cpu0, sipp0, rds0, bench0 := node.cpu(), procCPU(echo.cmd.Process.Pid), rds.CPU(), processCPU()
-	busy0, rq0 := machineBusy(), runqueueWait(node.pid)
-	time.Sleep(time.Duration(to - ph.now()))
-	r.cpu, r.sippCPU, r.redisCPU, r.benchCPU = node.cpu()-cpu0, procCPU(echo.cmd.Process.Pid)-sipp0, rds.CPU()-rds0, processCPU()-bench0
-	r.runq = runqueueWait(node.pid) - rq0
-	r.otherCPU = max(0, machineBusy()-busy0-r.cpu-r.sippCPU-r.redisCPU-r.benchCPU)
-	r.drops = [3]int64{udpDrops(func(p int) bool { return p == ph.port }) - drops0[0], udpDrops(func(p int) bool { return p == mp }) - drops0[1], udpDrops(redialPort) - drops0[2]}
-	perf.finish()
-	r.rss, r.hwm = node.rss()
-	time.Sleep(time.Duration(to + int64(time.Second) - ph.now()))
+	echoPid := echo.cmd.Process.Pid
+	next := ph.now() + int64(2*time.Second)
+	measure := func(n int) (bridgeWindow, error) {
+		var w bridgeWindow
+		from := max(next, ph.now()+int64(50*time.Millisecond))
+		to := from + int64(mediaWindow)
+		next = to + int64(time.Second)
+		ph.sendWindow(from, to)
+		ph.record(from, to+int64(time.Second))
+		if err := sleepCtx(ctx, time.Duration(from-ph.now())); err != nil {
+			return w, err
+		}
+		perf := startPerf(node.pid, dir, fmt.Sprintf("bridge-%d", n))
+		drops0 := [3]int64{udpDrops(func(p int) bool { return p == ph.port }), udpDrops(func(p int) bool { return p == mp }), udpDrops(redialPort)}
+		cpu0, sipp0, rds0, bench0 := node.cpu(), procCPU(echoPid), rds.CPU(), processCPU()
+		busy0, rq0 := machineBusy(), runqueueWait(node.pid)
+		if err := sleepCtx(ctx, time.Duration(to-ph.now())); err != nil {
+			perf.finish()
+			return w, err
+		}
+		w.cpu, w.sippCPU, w.redisCPU, w.benchCPU = node.cpu()-cpu0, procCPU(echoPid)-sipp0, rds.CPU()-rds0, processCPU()-bench0
+		w.runq = runqueueWait(node.pid) - rq0
+		w.otherCPU = max(0, machineBusy()-busy0-w.cpu-w.sippCPU-w.redisCPU-w.benchCPU)
+		w.drops = [3]int64{udpDrops(func(p int) bool { return p == ph.port }) - drops0[0], udpDrops(func(p int) bool { return p == mp }) - drops0[1], udpDrops(redialPort) - drops0[2]}
+		perf.finish()
+		w.rss, w.hwm = node.rss()
+		if err := sleepCtx(ctx, time.Duration(to+int64(time.Second)-ph.now())); err != nil {
+			return w, err
+		}
+		w.sentWin = ph.sentWin.Load()
+		samples, _ := ph.take()
+		w.samples = samples
+		perCall := map[uint32]int{}
+		var rtt, rttK []time.Duration
+		for _, s := range samples {
+			if s.sent == 0 {
+				continue
+			}
+			if s.user >= from && s.user < to {
+				w.arrivedWin++
+			}
+			if s.sent >= from && s.sent < to {
+				w.returned++
+				perCall[s.ssrc]++
+				rtt = append(rtt, time.Duration(s.user-s.sent))
+				rttK = append(rttK, time.Duration(s.kern-s.sent))
+			}
+		}
+		w.silentCalls = len(streams) - len(perCall)
+		sortDurations(rtt)
+		sortDurations(rttK)
+		w.rtt = [3]time.Duration{percentile(rtt, 50), percentile(rtt, 99), percentile(rtt, 100)}
+		w.rttKern = [3]time.Duration{percentile(rttK, 50), percentile(rttK, 99), percentile(rttK, 100)}
+		return w, nil
+	}
+	best, n, err := bestWindow("B", func(w bridgeWindow) time.Duration { return w.otherCPU }, func() bool { return true }, measure)
+	if err != nil {
+		return nil, err
+	}
 	stopSend()
 	<-sendDone
-	r.sent, r.sentWin, r.sendErrs = sent.Load(), win.Load(), serrs.Load()
-	samples, _ := ph.take()
+	r.bridgeWindow, r.windows = best, n
+	r.sent, r.sendErrs = sent.Load(), serrs.Load()
 	if b.keep {
-		if err := writeSamples(filepath.Join(dir, "phone-samples.csv"), samples); err != nil {
+		if err := writeSamples(filepath.Join(dir, "phone-samples.csv"), r.samples); err != nil {
 			return nil, err
 		}
 	}
-	perCall := map[uint32]int{}
-	var rtt, rttK []time.Duration
-	for _, s := range samples {
-		if s.sent == 0 {
-			continue
-		}
-		if s.user >= from && s.user < to {
-			r.arrivedWin++
-		}
-		if s.sent >= from && s.sent < to {
-			r.returned++
-			perCall[s.ssrc]++
-			rtt = append(rtt, time.Duration(s.user-s.sent))
-			rttK = append(rttK, time.Duration(s.kern-s.sent))
-		}
-	}
-	r.silentCalls = len(streams) - len(perCall)
-	sortDurations(rtt)
-	sortDurations(rttK)
-	r.rtt = [3]time.Duration{percentile(rtt, 50), percentile(rtt, 99), percentile(rtt, 100)}
-	r.rttKern = [3]time.Duration{percentile(rttK, 50), percentile(rttK, 99), percentile(rttK, 100)}
+	r.samples = nil
 
 	r.hangupFailed = node.hangupAll(ctx, refs)
 	_, ports, took, derr := node.drained(ctx, 30*time.Second)
@@ -464,155 +620,4 @@ func mediaBridge(ctx context.Context, b *bench, bin string, rds *redisServer, ua
 		r.bOK = st.Successful
 	}
 	return r, nil
-}
-
-// perfRun is an optional `perf record` of the node during a window.
-type perfRun struct {
-	cmd       *exec.Cmd
-	data, out string
-}
-
-func startPerf(pid int, dir, name string) *perfRun {
-	outDir := os.Getenv(mediaPerfEnv)
-	if outDir == "" {
-		return nil
-	}
-	os.MkdirAll(outDir, 0o755)
-	p := &perfRun{data: filepath.Join(dir, "perf-"+name+".data"), out: filepath.Join(outDir, "perf-"+name+".txt")}
-	p.cmd = exec.Command("perf", "record", "-F", "499", "-g", "-p", fmt.Sprint(pid), "-o", p.data)
-	p.cmd.Stdout, p.cmd.Stderr = nil, nil
-	if err := p.cmd.Start(); err != nil {
-		fmt.Fprintf(os.Stderr, "bench: media: perf record: %v\n", err)
-		return nil
-	}
-	return p
-}
-
-func (p *perfRun) finish() {
-	if p == nil {
-		return
-	}
-	p.cmd.Process.Signal(os.Interrupt)
-	p.cmd.Wait()
-	var reports []string
-	for _, args := range [][]string{
-		{"report", "-i", p.data, "--stdio", "--no-children", "--sort", "dso,symbol", "--percent-limit", "0.7", "-g", "none"},
-		{"report", "-i", p.data, "--stdio", "--children", "--sort", "symbol", "--percent-limit", "3", "-g", "none"},
-	} {
-		out, err := exec.Command("perf", args...).CombinedOutput()
-		if err != nil {
-			out = append(out, []byte("\nperf report: "+err.Error())...)
-		}
-		reports = append(reports, "$ perf "+strings.Join(args, " ")+"\n"+string(out))
-	}
-	if err := os.WriteFile(p.out, []byte(strings.Join(reports, "\n\n")), 0o644); err != nil {
-		fmt.Fprintf(os.Stderr, "bench: media: %v\n", err)
-		return
-	}
-	fmt.Printf("media: perf report in %s\n", p.out)
-}
-
-func pct(cpu, wall time.Duration) string {
-	return fmt.Sprintf("%.0f%%", 100*cpu.Seconds()/wall.Seconds())
-}
-
-func triple(v [3]time.Duration) string {
-	return fmt.Sprintf("%s / %s / %s", ms(v[0]), ms(v[1]), ms(v[2]))
-}
-
-func lossPct(got, want int64) string {
-	if want <= 0 {
-		return "—"
-	}
-	return fmt.Sprintf("%.3f%%", 100*float64(want-got)/float64(want))
-}
-
-func verdict(ok bool) string {
-	if ok {
-		return "met"
-	}
-	return "**missed**"
-}
-
-func mediaReport(b *bench, a *playResult, r *bridgeResult, loadBefore, loadAfter string, took time.Duration) string {
-	var s strings.Builder
-	w := func(format string, args ...any) { fmt.Fprintf(&s, format, args...) }
-	win := mediaWindow
-	w("## 4. Media\n\n")
-	w("The redial node runs as its own process (`go build ./cmd/redial`; `redial serve --sip udp:127.0.0.1:<port> --sip-public-ip 127.0.0.1 --rtp-ports 16384-32000 --log-level warn`, private redis-server), so its CPU (`/proc/<pid>/stat`) and memory (`VmRSS`/`VmHWM`) are its own. Calls are originated through its REST API (`POST /api/v1/calls`, line group `bench`) at %d calls/s. The callee is a SIPp UAS (`uas_answer_extmedia.xml -key rtp_port <P>`) whose SDP answer points redial's RTP at one UDP socket of the bench, the \"phone\" (SO_RCVBUF forced to %s; SO_TIMESTAMPNS on), read in a tight loop with `time.Now()` taken right after each read.\n\n", mediaRate, mib(int64(a.rcvbuf)))
-	w("- **A, playback**: %d calls, dialplan `default:play` → `{\"type\":\"ivr\",\"script\":\"play\"}`, a script of a playback component (oType 204, `:GS_PUB/bench/tone.wav`, a %s 8 kHz 16-bit mono 1 kHz tone) then hangup (201). Once every call is answered and its stream heard, the phone records %s: per RTP stream (SSRC) the inter-arrival intervals; jitter is |interval − 20 ms| over all intervals of all streams. Then every call is hung up (`DELETE /api/v1/calls/{ref}`) and `redial_rtp_ports_in_use` must return to 0.\n", mediaPlayCalls, mediaToneLen, win)
-	w("- **B, bridge**: %d calls, dialplan `default:bridge` → `{\"type\":\"sip\",\"uri\":\"sip:bridge@<SIPp B>\"}`, SIPp B = `uas_answer_wait_bye.xml -rtp_echo` (echoes every RTP packet to its sender). Once `GET /api/v1/calls` shows every call `bridged` with its callee leg's `rtp_local_port`, one sender goroutine on a 20 ms ticker sends each call a 20 ms PCMU packet (172 bytes, own SSRC, send time in the payload) from the phone socket to that port; each packet crosses redial twice (A→B, the echo B→A) and returns to the phone. After a 2 s warm-up, a %s window: loss counts the packets sent in it that never came back; CPU per relayed packet is redial's CPU in the window ÷ (2 × echoes that arrived in it); SIPp's CPU in the window (its SIP side is idle then) ÷ echoes is the reference.\n\n", mediaBridgeCalls, win)
-	w("Machine: %s. Load average before/after: %s / %s. Part took %s.\n\n", machine(), loadBefore, loadAfter, took.Round(time.Second))
-
-	w("### A. %d concurrent playback calls\n\n", mediaPlayCalls)
-	w("| measure | value | target |\n|---|---:|---|\n")
-	w("| calls up (API `answered`) at window start / end | %d / %d (of %d posted, %d POST errors) | %d |\n", a.upBefore, a.upAfter, a.posted, a.postErrs, mediaPlayCalls)
-	w("| RTP streams heard in the window | %d | |\n", a.streams)
-	w("| packets received / expected from sequence numbers (loss) | %d / %d (%s) | |\n", a.received, a.expected, lossPct(a.received, a.expected))
-	w("| packets received / nominal (streams × %s ÷ 20 ms) | %d / %d | |\n", win, a.received, a.nominal)
-	w("| jitter \\|interval − 20 ms\\| p50 / p99 / max (ms), bench receive time | %s | p99 ≤ 5 ms: %s |\n", triple(a.jitUser), verdict(a.jitUser[1] <= 5*time.Millisecond && a.upBefore >= mediaPlayCalls))
-	w("| same, kernel receive timestamps (SO_TIMESTAMPNS) | %s | |\n", triple(a.jitKern))
-	w("| intervals off by more than 5 ms (bench / kernel time) | %.3f%% / %.3f%% of %d | |\n", 100*a.over5User, 100*a.over5Kern, a.intervals)
-	w("| bench reader lag behind the kernel stamp p50 / p99 / max (ms) | %s | |\n", triple(a.lag))
-	w("| redial CPU in the window | %s of one core (%s in %s) | |\n", pct(a.cpu, win), a.cpu.Round(10*time.Millisecond), win)
-	w("| redial RSS / peak RSS (VmRSS / VmHWM) | %s / %s | |\n", mib(a.rss), mib(a.hwm))
-	w("| ramp-up: first POST to all calls answered and heard | %s | |\n", a.rampUp.Round(10*time.Millisecond))
-	drain := fmt.Sprintf("0 after %s", a.drained.Round(10*time.Millisecond))
-	if a.drainErr != nil {
-		drain = "**" + a.drainErr.Error() + "**"
-	}
-	w("| `redial_rtp_ports_in_use` after hanging all up | %s (%d DELETE errors) | 0 |\n", drain, a.hangupFailed)
-	w("| CDRs on Redis (disposition / hangup cause) / UAS successful calls | %d (%s) / %d | %d |\n\n", a.cdrs, a.cdrKinds, a.uasOK, mediaPlayCalls)
-
-	w("### B. %d concurrent bridged calls, RTP both ways\n\n", mediaBridgeCalls)
-	relayed := 2 * r.arrivedWin
-	perPkt, sippPer := 0.0, 0.0
-	if relayed > 0 {
-		perPkt = float64(r.cpu.Microseconds()) / float64(relayed)
-	}
-	if r.arrivedWin > 0 {
-		sippPer = float64(r.sippCPU.Microseconds()) / float64(r.arrivedWin)
-	}
-	w("| measure | value | target / reference |\n|---|---:|---|\n")
-	w("| calls bridged | %d (of %d posted, %d POST errors) | %d: %s |\n", r.bridged, r.posted, r.postErrs, mediaBridgeCalls, verdict(r.bridged >= mediaBridgeCalls && r.silentCalls == 0))
-	w("| packets sent in the window / returned (loss) | %d / %d (%s) | |\n", r.sentWin, r.returned, lossPct(r.returned, r.sentWin))
-	w("| calls with no packet back | %d | 0 |\n", r.silentCalls)
-	w("| round trip p50 / p99 / max (ms), bench receive time | %s | |\n", triple(r.rtt))
-	w("| same, kernel receive timestamp | %s | |\n", triple(r.rttKern))
-	w("| packets relayed by redial in the window (2 × echoes arrived) | %d (%.0f/s) | |\n", relayed, float64(relayed)/win.Seconds())
-	w("| redial CPU in the window | %s of one core (%s) | |\n", pct(r.cpu, win), r.cpu.Round(10*time.Millisecond))
-	w("| **redial CPU per relayed packet** | **%.1f µs** | a Go SBC publishes 27 µs |\n", perPkt)
-	w("| SIPp `-rtp_echo` CPU per echoed packet (reference) | %.1f µs (%s of one core) | |\n", sippPer, pct(r.sippCPU, win))
-	if sippPer > 0 {
-		w("| ratio redial / SIPp per packet | %.1f | |\n", perPkt/sippPer)
-	}
-	w("| redial RSS / peak RSS | %s / %s | |\n", mib(r.rss), mib(r.hwm))
-	drain = fmt.Sprintf("0 after %s", r.drained.Round(10*time.Millisecond))
-	if r.drainErr != nil {
-		drain = "**" + r.drainErr.Error() + "**"
-	}
-	w("| `redial_rtp_ports_in_use` after hanging all up | %s (%d DELETE errors) | 0 |\n", drain, r.hangupFailed)
-	w("| CDRs on Redis (disposition / hangup cause) / UAS A successful / SIPp B successful | %d (%s) / %d / %d | %d |\n\n", r.cdrs, r.cdrKinds, r.uasOK, r.bOK, mediaBridgeCalls)
-
-	w("Notes:\n\n")
-	w("- Everything shares the 2 cores. During window A: SIPp UAS %s, redis-server %s, bench process (phone reader) %s, the rest of the machine %s of one core; redial's threads were runnable but waiting for a CPU for %s in all (`/proc/<pid>/task/*/schedstat`). During window B: redis-server %s, bench process (sender and reader) %s, the rest of the machine %s; redial waited for a CPU %s.\n",
-		pct(a.uasCPU, win), pct(a.redisCPU, win), pct(a.benchCPU, win), pct(a.otherCPU, win), a.runq.Round(time.Millisecond),
-		pct(r.redisCPU, win), pct(r.benchCPU, win), pct(r.otherCPU, win), r.runq.Round(time.Millisecond))
-	w("- Jitter is measured twice: with `time.Now()` right after each read (what the brief asks; includes the bench reader being descheduled, see its lag) and with the kernel's receive timestamp, which on loopback is taken inside redial's `sendto`, so it isolates redial's own pacing.\n")
-	w("- Per-socket receive-buffer drops (`/proc/net/udp`) in window A: phone %d, redial's RTP sockets %d; window B: phone %d, SIPp's media port %d, redial's RTP sockets %d. Bench reader buffer overflow: %d samples.\n",
-		a.drops[0], a.drops[1], r.drops[0], r.drops[1], r.drops[2], a.overflow)
-	w("- Window A ended %s before the first call's %s tone could end. B: %d packets sent in all, %d send errors.\n", a.headroom.Round(100*time.Millisecond), mediaToneLen, r.sent, r.sendErrs)
-	warn := func(n int, first string) string {
-		if n == 0 {
-			return "0"
-		}
-		return fmt.Sprintf("%d (first: `%s`)", n, strings.ReplaceAll(tail(first, 300), "`", "'"))
-	}
-	w("- Node log lines at warn and up: A %s; B %s.\n", warn(a.warn, a.firstWarn), warn(r.warn, r.firstWarn))
-	if a.firstPostErr != "" || r.firstPostErr != "" {
-		w("- First POST errors: A `%s`; B `%s`.\n", a.firstPostErr, r.firstPostErr)
-	}
-	w("- `%s=<dir>` makes the bench run `perf record -g` on the node during each window and write `perf report` there (such runs are slower; do not publish their numbers).\n", mediaPerfEnv)
-	w("\nCommand:\n\n```\n%s\n```\n", b.command)
-	return s.String()
 }

@@ -1,8 +1,9 @@
 package main
 
 // Helpers of part 4 (media): the redial node as its own process (so its
-// CPU and memory are its own), its REST API, the bench's "phone" RTP socket
-// and the 30 s tone WAV.
+// CPU and memory are its own), its REST API, the tone WAV, and what the
+// bench reads of the kernel (per-socket drops, run-queue time, another
+// process's socket buffer, whether the machine is quiet).
 
 import (
 	"bufio"
@@ -10,13 +11,11 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,7 +45,7 @@ func buildRedial(ctx context.Context, root, dir string) (string, error) {
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/redial")
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("media: go build ./cmd/redial: %w\n%s", err, out)
+		return "", fmt.Errorf("go build ./cmd/redial: %w\n%s", err, out)
 	}
 	return bin, nil
 }
@@ -81,7 +80,7 @@ func startNodeProc(ctx context.Context, bin string, rds *redisServer, dir string
 	n.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := n.cmd.Start(); err != nil {
 		logFile.Close()
-		return nil, fmt.Errorf("media: start redial serve: %w", err)
+		return nil, fmt.Errorf("start redial serve: %w", err)
 	}
 	n.pid = n.cmd.Process.Pid
 	go func() { n.err = n.cmd.Wait(); logFile.Close(); close(n.done) }()
@@ -89,7 +88,7 @@ func startNodeProc(ctx context.Context, bin string, rds *redisServer, dir string
 	for {
 		select {
 		case <-n.done:
-			return nil, fmt.Errorf("media: redial serve exited at start: %v\n%s", n.err, tail(readFileString(n.logPath), 2000))
+			return nil, fmt.Errorf("redial serve exited at start: %v\n%s", n.err, tail(readFileString(n.logPath), 2000))
 		default:
 		}
 		resp, err := n.client.Get(n.base + "/healthz")
@@ -101,7 +100,7 @@ func startNodeProc(ctx context.Context, bin string, rds *redisServer, dir string
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			n.stop()
-			return nil, fmt.Errorf("media: redial serve: /healthz not OK after 15s (last error %v)\n%s", err, tail(readFileString(n.logPath), 2000))
+			return nil, fmt.Errorf("redial serve: /healthz not OK after 15s (last error %v)\n%s", err, tail(readFileString(n.logPath), 2000))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -335,225 +334,6 @@ func (n *nodeProc) drained(ctx context.Context, timeout time.Duration) (calls in
 	}
 }
 
-// rxSample is one RTP packet as the phone received it.
-type rxSample struct {
-	ssrc uint32
-	seq  uint16
-	user int64 // time.Now() right after the read, ns since the phone's epoch (monotonic)
-	lag  int64 // that time minus the kernel's receive timestamp (SO_TIMESTAMPNS), ns
-	kern int64 // kernel receive timestamp, ns since the phone's epoch
-	sent int64 // part B: send time carried in the payload, ns since the epoch; 0 otherwise
-}
-
-// phone is the bench's RTP endpoint: one UDP socket that every call's SDP
-// points at, read in a tight loop.
-type phone struct {
-	conn    *net.UDPConn
-	port    int
-	rcvbuf  int // effective SO_RCVBUF as the kernel reports it
-	epoch   time.Time
-	epochNs int64 // epoch as Unix ns, to place kernel timestamps
-
-	packets atomic.Int64
-	streams atomic.Int64
-	bad     atomic.Int64 // not RTP, or no kernel timestamp
-
-	mu       sync.Mutex
-	from, to int64 // recording window, arrival ns since epoch
-	samples  []rxSample
-	overflow int
-
-	done chan struct{}
-}
-
-// stampMagic marks the bench's own packets in part B (payload bytes 8..11),
-// so echoes are told from anything else.
-const stampMagic = 0x52444c42 // "RDLB"
-
-func newPhone(capacity int) (*phone, error) {
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		return nil, fmt.Errorf("media: phone socket: %w", err)
-	}
-	p := &phone{conn: c, port: c.LocalAddr().(*net.UDPAddr).Port, epoch: time.Now(), done: make(chan struct{}),
-		samples: make([]rxSample, 0, capacity)}
-	p.epochNs = p.epoch.UnixNano()
-	raw, err := c.SyscallConn()
-	if err != nil {
-		c.Close()
-		return nil, err
-	}
-	var serr error
-	raw.Control(func(fd uintptr) {
-		// SO_RCVBUFFORCE passes net.core.rmem_max when we may (root); the
-		// plain option is capped by it.
-		const want = 8 << 20
-		if syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, want) != nil {
-			syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, want)
-		}
-		syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUFFORCE, 4<<20)
-		p.rcvbuf, _ = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF)
-		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1)
-	})
-	if serr != nil {
-		c.Close()
-		return nil, fmt.Errorf("media: phone socket: SO_TIMESTAMPNS: %w", serr)
-	}
-	go p.read()
-	return p, nil
-}
-
-// read is the tight receive loop. It allocates nothing per packet except
-// the first sight of a new SSRC.
-func (p *phone) read() {
-	defer close(p.done)
-	buf := make([]byte, 2048)
-	oob := make([]byte, 256)
-	seen := map[uint32]struct{}{}
-	for {
-		n, oobn, _, _, err := p.conn.ReadMsgUDPAddrPort(buf, oob)
-		now := time.Now()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
-		}
-		kern, ok := kernelStamp(oob[:oobn])
-		if n < 12 || buf[0]>>6 != 2 || !ok {
-			p.bad.Add(1)
-			continue
-		}
-		p.packets.Add(1)
-		s := rxSample{
-			ssrc: binary.BigEndian.Uint32(buf[8:12]),
-			seq:  binary.BigEndian.Uint16(buf[2:4]),
-			user: int64(now.Sub(p.epoch)),
-			lag:  now.UnixNano() - kern,
-			kern: kern - p.epochNs,
-		}
-		if n >= 12+16 && binary.BigEndian.Uint32(buf[20:24]) == stampMagic {
-			s.sent = int64(binary.BigEndian.Uint64(buf[12:20]))
-		}
-		if _, ok := seen[s.ssrc]; !ok {
-			seen[s.ssrc] = struct{}{}
-			p.streams.Store(int64(len(seen)))
-		}
-		p.mu.Lock()
-		if s.user >= p.from && s.user < p.to {
-			if len(p.samples) < cap(p.samples) {
-				p.samples = append(p.samples, s)
-			} else {
-				p.overflow++
-			}
-		}
-		p.mu.Unlock()
-	}
-}
-
-// kernelStamp finds SCM_TIMESTAMPNS in a control message buffer (Unix ns).
-func kernelStamp(oob []byte) (int64, bool) {
-	const hdr = 16 // struct cmsghdr on 64-bit Linux: len uint64, level, type int32
-	for len(oob) >= hdr {
-		l := int(binary.NativeEndian.Uint64(oob[0:8]))
-		level := int32(binary.NativeEndian.Uint32(oob[8:12]))
-		typ := int32(binary.NativeEndian.Uint32(oob[12:16]))
-		if l < hdr || l > len(oob) {
-			return 0, false
-		}
-		if level == syscall.SOL_SOCKET && typ == syscall.SCM_TIMESTAMPNS && l >= hdr+16 {
-			sec := int64(binary.NativeEndian.Uint64(oob[hdr : hdr+8]))
-			nsec := int64(binary.NativeEndian.Uint64(oob[hdr+8 : hdr+16]))
-			return sec*1e9 + nsec, true
-		}
-		l = (l + 7) &^ 7
-		if l > len(oob) {
-			break
-		}
-		oob = oob[l:]
-	}
-	return 0, false
-}
-
-// now is the phone's clock: ns since its epoch.
-func (p *phone) now() int64 { return int64(time.Since(p.epoch)) }
-
-// record keeps the packets arriving in [from, to) (phone clock).
-func (p *phone) record(from, to int64) {
-	p.mu.Lock()
-	p.from, p.to = from, to
-	p.samples = p.samples[:0]
-	p.overflow = 0
-	p.mu.Unlock()
-}
-
-// take returns what record kept and stops recording.
-func (p *phone) take() ([]rxSample, int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	s := append([]rxSample(nil), p.samples...)
-	p.from, p.to = 0, 0
-	return s, p.overflow
-}
-
-func (p *phone) close() {
-	p.conn.Close()
-	<-p.done
-}
-
-// sendStream is one call's outgoing RTP stream in part B.
-type sendStream struct {
-	to   netip.AddrPort
-	ssrc uint32
-	seq  uint16
-	ts   uint32
-}
-
-// sendLoop sends one 20 ms PCMU packet (160-byte payload) per stream on
-// every tick of a 20 ms ticker until ctx ends, from the phone's socket. The
-// payload carries the send time (phone clock) and stampMagic so the echo
-// gives the round trip. Packets sent in [from, to) are counted in win.
-func (p *phone) sendLoop(ctx context.Context, streams []*sendStream, from, to int64, sent, win, errs *atomic.Int64) {
-	pkt := make([]byte, 12+160)
-	for i := 24; i < len(pkt); i++ {
-		pkt[i] = 0xff // µ-law silence
-	}
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	first := true
-	for {
-		for _, s := range streams {
-			pkt[0] = 0x80
-			pkt[1] = 0 // PCMU
-			if first {
-				pkt[1] |= 0x80 // marker on the first packet of each stream
-			}
-			binary.BigEndian.PutUint16(pkt[2:4], s.seq)
-			binary.BigEndian.PutUint32(pkt[4:8], s.ts)
-			binary.BigEndian.PutUint32(pkt[8:12], s.ssrc)
-			at := p.now()
-			binary.BigEndian.PutUint64(pkt[12:20], uint64(at))
-			binary.BigEndian.PutUint32(pkt[20:24], stampMagic)
-			if _, err := p.conn.WriteToUDPAddrPort(pkt, s.to); err != nil {
-				errs.Add(1)
-			} else {
-				sent.Add(1)
-				if at >= from && at < to {
-					win.Add(1)
-				}
-			}
-			s.seq++
-			s.ts += 160
-		}
-		first = false
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
 // writeToneWAV writes a mono 16-bit PCM WAV of a sine tone.
 func writeToneWAV(path string, rate int, freq float64, d time.Duration) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -704,21 +484,110 @@ func runqueueWait(pid int) time.Duration {
 	return time.Duration(ns)
 }
 
-// writeSamples keeps the phone's samples as CSV (with -keep), for a closer
-// look at the timing.
-func writeSamples(path string, samples []rxSample) error {
-	f, err := os.Create(path)
+// forceRcvbuf sets the receive buffer of another process's UDP socket
+// bound to port: SIPp has no option for its media socket's buffer, and at
+// 500 packets per 20 ms burst its default (net.core.rmem_default) drops
+// echoes that redial delivered. The socket is duplicated with
+// pidfd_getfd (root, or ptrace rights on pid) and changed through the
+// duplicate, which is the same socket.
+func forceRcvbuf(pid, port, size int) error {
+	b, err := os.ReadFile("/proc/net/udp")
 	if err != nil {
 		return err
 	}
-	w := bufio.NewWriter(f)
-	fmt.Fprintln(w, "ssrc,seq,user_ns,kernel_ns,lag_ns,sent_ns")
-	for _, s := range samples {
-		fmt.Fprintf(w, "%d,%d,%d,%d,%d,%d\n", s.ssrc, s.seq, s.user, s.kern, s.lag, s.sent)
+	inode := ""
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 10 {
+			continue
+		}
+		if _, ph, ok := strings.Cut(f[1], ":"); ok {
+			if p, _ := strconv.ParseInt(ph, 16, 32); int(p) == port {
+				inode = f[9]
+			}
+		}
 	}
-	if err := w.Flush(); err != nil {
-		f.Close()
+	if inode == "" {
+		return fmt.Errorf("no UDP socket on port %d in /proc/net/udp", port)
+	}
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
 		return err
 	}
-	return f.Close()
+	target := -1
+	for _, e := range ents {
+		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && l == "socket:["+inode+"]" {
+			target, _ = strconv.Atoi(e.Name())
+		}
+	}
+	if target < 0 {
+		return fmt.Errorf("process %d holds no fd for the socket on port %d", pid, port)
+	}
+	const sysPidfdOpen, sysPidfdGetfd = 434, 438
+	pidfd, _, e := syscall.Syscall(sysPidfdOpen, uintptr(pid), 0, 0)
+	if e != 0 {
+		return fmt.Errorf("pidfd_open(%d): %w", pid, e)
+	}
+	defer syscall.Close(int(pidfd))
+	fd, _, e := syscall.Syscall(sysPidfdGetfd, pidfd, uintptr(target), 0)
+	if e != 0 {
+		return fmt.Errorf("pidfd_getfd(%d, fd %d): %w", pid, target, e)
+	}
+	defer syscall.Close(int(fd))
+	if err := syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, size); err != nil {
+		return fmt.Errorf("SO_RCVBUFFORCE on port %d of process %d: %w", port, pid, err)
+	}
+	return nil
+}
+
+// quietWait is what waitQuiet found.
+type quietWait struct {
+	waited time.Duration
+	quiet  bool
+	other  float64 // the rest of the machine's CPU in the last second, in cores
+}
+
+func (q quietWait) String() string {
+	if q.quiet {
+		return fmt.Sprintf("quiet after %s", q.waited.Round(time.Second))
+	}
+	return fmt.Sprintf("**not quiet** after %s (others used %.0f%% of a core)", q.waited.Round(time.Second), 100*q.other)
+}
+
+// waitQuiet waits, up to max, for two consecutive seconds in which the
+// machine's CPU use outside this process (and pids, our own children)
+// stays under 10% of a core: the windows are CPU-bound and other work
+// running on the two cores would be measured as redial's jitter.
+func waitQuiet(ctx context.Context, max time.Duration, pids ...int) quietWait {
+	start := time.Now()
+	own := func() time.Duration {
+		t := processCPU()
+		for _, p := range pids {
+			t += procCPU(p)
+		}
+		return t
+	}
+	calm := 0
+	var other float64
+	for {
+		b0, o0 := machineBusy(), own()
+		select {
+		case <-ctx.Done():
+			return quietWait{waited: time.Since(start), other: other}
+		case <-time.After(time.Second):
+		}
+		other = (machineBusy() - b0 - (own() - o0)).Seconds()
+		if other < 0.10 {
+			calm++
+		} else {
+			calm = 0
+		}
+		if calm >= 2 {
+			return quietWait{waited: time.Since(start), quiet: true, other: other}
+		}
+		if time.Since(start) > max {
+			return quietWait{waited: time.Since(start), other: other}
+		}
+	}
 }

@@ -126,7 +126,7 @@ func runOriginate(ctx context.Context, b *bench) (string, error) {
 			}
 		}
 		if redialOn {
-			r, err := runRedial(ctx, b, rds, uas, rate, filepath.Join(dir, fmt.Sprintf("redial-%d", rate)), "", "")
+			r, err := runRedial(ctx, b, rds, uas, rate, filepath.Join(dir, fmt.Sprintf("redial-%d", rate)), "", "", "")
 			if err != nil {
 				errs = append(errs, err)
 				redialOn = false
@@ -140,13 +140,13 @@ func runOriginate(ctx context.Context, b *bench) (string, error) {
 	}
 
 	var profiled *redialRun
-	if (b.cpuProfile != "" || b.memProfile != "") && ctx.Err() == nil {
+	if (b.cpuProfile != "" || b.memProfile != "" || b.blkProfile != "") && ctx.Err() == nil {
 		rate := bestRedial(b.rates, redialRuns)
 		if rate == 0 {
 			rate = b.rates[0]
 		}
-		fmt.Printf("  profiling redial at %d cps (cpu %q, heap %q)\n", rate, b.cpuProfile, b.memProfile)
-		r, err := runRedial(ctx, b, rds, uas, rate, filepath.Join(dir, fmt.Sprintf("redial-%d-profile", rate)), b.cpuProfile, b.memProfile)
+		fmt.Printf("  profiling redial at %d cps (cpu %q, heap %q, block %q)\n", rate, b.cpuProfile, b.memProfile, b.blkProfile)
+		r, err := runRedial(ctx, b, rds, uas, rate, filepath.Join(dir, fmt.Sprintf("redial-%d-profile", rate)), b.cpuProfile, b.memProfile, b.blkProfile)
 		if err != nil {
 			errs = append(errs, err)
 		} else {
@@ -222,7 +222,7 @@ func runSippReference(ctx context.Context, b *bench, uacXML, uasXML string, rate
 }
 
 // runRedial runs a fresh node against a fresh SIPp UAS at rate calls/s.
-func runRedial(ctx context.Context, b *bench, rds *redisServer, uasXML string, rate int, dir, cpuProfile, memProfile string) (*redialRun, error) {
+func runRedial(ctx context.Context, b *bench, rds *redisServer, uasXML string, rate int, dir, cpuProfile, memProfile, blkProfile string) (*redialRun, error) {
 	n := int(float64(rate) * b.duration.Seconds())
 	r := &redialRun{rate: rate, calls: n, failureKinds: map[string]int{}}
 	if memProfile != "" {
@@ -343,6 +343,11 @@ func runRedial(ctx context.Context, b *bench, rds *redisServer, uasXML string, r
 		}
 	}
 
+	if blkProfile != "" {
+		// Every blocking event over 100 µs, every contended lock.
+		runtime.SetBlockProfileRate(int(100 * time.Microsecond))
+		runtime.SetMutexProfileFraction(1)
+	}
 	stepCtx, cancelStep := context.WithTimeout(ctx, 3*b.duration+60*time.Second)
 	defer cancelStep()
 	var inflight, maxInflight atomic.Int64
@@ -402,6 +407,15 @@ pace:
 	workers.Wait()
 	if cpuProfile != "" {
 		pprof.StopCPUProfile()
+	}
+	if blkProfile != "" {
+		runtime.SetBlockProfileRate(0)
+		runtime.SetMutexProfileFraction(0)
+		for name, path := range map[string]string{"block": blkProfile, "mutex": blkProfile + ".mutex"} {
+			if err := writeProfile(name, path); err != nil {
+				return nil, err
+			}
+		}
 	}
 	r.cpu = processCPU() - cpu0
 	r.peakRSS = peakRSS()
@@ -656,13 +670,17 @@ func writeHeapProfile(path string) error {
 	// two so it shows what is live now.
 	runtime.GC()
 	runtime.GC()
+	return writeProfile("heap", path)
+}
+
+func writeProfile(name, path string) error {
 	f, err := os.Create(path)
 	if err != nil {
-		return fmt.Errorf("originate: heap profile: %w", err)
+		return fmt.Errorf("originate: %s profile: %w", name, err)
 	}
 	defer f.Close()
-	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
-		return fmt.Errorf("originate: heap profile: %w", err)
+	if err := pprof.Lookup(name).WriteTo(f, 0); err != nil {
+		return fmt.Errorf("originate: %s profile: %w", name, err)
 	}
 	return nil
 }

@@ -82,7 +82,7 @@ func runSchedule(ctx context.Context, b *bench) (string, error) {
 	fmt.Fprintf(&sb, "Machine: %s. Load average after: %s.\n\n", machine(), loadAverage())
 	fmt.Fprintf(&sb, "| measure | value |\n|---|---:|\n")
 	fmt.Fprintf(&sb, "| members dialed | %d of %d |\n", len(late), total)
-	fmt.Fprintf(&sb, "| lateness p50 / p99 / max | %s / %s / %s |\n", ms(percentile(late, 0.5)), ms(percentile(late, 0.99)), ms(percentile(late, 1)))
+	fmt.Fprintf(&sb, "| lateness p50 / p99 / max | %s / %s / %s |\n", ms(percentile(late, 50)), ms(percentile(late, 99)), ms(percentile(late, 100)))
 	fmt.Fprintf(&sb, "| dialed early (negative lateness) | %d |\n\n", countNegative(late))
 	fmt.Fprintf(&sb, "Command:\n\n```\n%s\n```\n", b.command)
 	return sb.String(), nil
