@@ -109,9 +109,9 @@ const (
 	// EndedCancelled: the call was ended from redial's side (API hangup,
 	// node shutdown) while the script ran.
 	EndedCancelled = "cancelled"
-	EndedTransfer     = "transfer"
-	EndedEnd          = "end"
-	EndedError        = "error"
+	EndedTransfer  = "transfer"
+	EndedEnd       = "end"
+	EndedError     = "error"
 )
 
 // The exits every component may use; menus add their keys.
