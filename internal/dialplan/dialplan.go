@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
+	"time"
 
 	"redial/internal/store"
 )
@@ -46,13 +48,49 @@ type Target struct {
 // ErrNoRoute is returned when no entry matches a destination.
 var ErrNoRoute = errors.New("no route")
 
+// cacheTTL is how long a looked-up entry is reused: one HGET per entry per
+// second instead of one per call, and edits still apply within a second.
+const cacheTTL = time.Second
+
 // Dialplan reads cti_dialplan@<domain>.
 type Dialplan struct {
 	st *store.Store
+
+	mu    sync.Mutex
+	cache map[string]cached
+}
+
+type cached struct {
+	raw   string
+	found bool
+	at    time.Time
 }
 
 // New returns a dialplan over st.
-func New(st *store.Store) *Dialplan { return &Dialplan{st: st} }
+func New(st *store.Store) *Dialplan { return &Dialplan{st: st, cache: map[string]cached{}} }
+
+// entry returns an entry's raw JSON, from the cache when fresh.
+func (p *Dialplan) entry(ctx context.Context, c, ext string) (string, bool, error) {
+	key := c + ":" + ext
+	now := time.Now()
+	p.mu.Lock()
+	e, ok := p.cache[key]
+	p.mu.Unlock()
+	if ok && now.Sub(e.at) < cacheTTL {
+		return e.raw, e.found, nil
+	}
+	raw, found, err := p.st.DialplanEntry(ctx, c, ext)
+	if err != nil {
+		return "", false, err
+	}
+	p.mu.Lock()
+	if len(p.cache) > 100000 {
+		clear(p.cache) // unbounded extensions (a scan of numbers) must not grow memory
+	}
+	p.cache[key] = cached{raw: raw, found: found, at: now}
+	p.mu.Unlock()
+	return raw, found, nil
+}
 
 // Resolve looks up the target of d. The dialplan name must be empty or
 // "XML" (the seed's value), which both mean the built-in dialplan; the
@@ -68,7 +106,7 @@ func (p *Dialplan) Resolve(ctx context.Context, d Destination) (Target, error) {
 	if c == "" {
 		c = "default"
 	}
-	raw, found, err := p.st.DialplanEntry(ctx, c, d.Extension)
+	raw, found, err := p.entry(ctx, c, d.Extension)
 	if err != nil {
 		return Target{}, fmt.Errorf("dialplan: %w", err)
 	}

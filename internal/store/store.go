@@ -10,6 +10,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -72,7 +73,7 @@ func ParseURL(raw string) (*redis.UniversalOptions, error) {
 		}
 		return &redis.UniversalOptions{
 			Addrs: []string{o.Addr}, DB: o.DB, Username: o.Username, Password: o.Password,
-			TLSConfig: o.TLSConfig, Protocol: 2,
+			TLSConfig: o.TLSConfig, Protocol: 2, PoolSize: poolSize(),
 		}, nil
 	case strings.HasPrefix(raw, "redis-sentinel://"), strings.HasPrefix(raw, "redis-cluster://"):
 		rest := raw[strings.Index(raw, "://")+3:]
@@ -90,7 +91,7 @@ func ParseURL(raw string) (*redis.UniversalOptions, error) {
 		if hosts == "" {
 			return nil, fmt.Errorf("store: redis url %q: no hosts", raw)
 		}
-		o := &redis.UniversalOptions{Addrs: strings.Split(hosts, ","), Password: password, Protocol: 2}
+		o := &redis.UniversalOptions{Addrs: strings.Split(hosts, ","), Password: password, Protocol: 2, PoolSize: poolSize()}
 		if strings.HasPrefix(raw, "redis-sentinel://") {
 			master, db, _ := strings.Cut(path, "/")
 			if master == "" {
@@ -117,6 +118,12 @@ func (s *Store) IsCluster() bool {
 	_, ok := s.rdb.(*redis.ClusterClient)
 	return ok
 }
+
+// poolSize is the Redis connection pool. A call makes a few sequential
+// round trips (lease, dialplan, release), so at thousands of calls a second
+// go-redis's default of 10 per CPU leaves calls queueing for a connection;
+// blocking claims (BLMOVE) also hold one each.
+func poolSize() int { return 64 * runtime.GOMAXPROCS(0) }
 
 // Client is the underlying go-redis client.
 func (s *Store) Client() redis.UniversalClient { return s.rdb }
