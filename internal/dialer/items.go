@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"redial/internal/jsonfield"
 )
 
 // Item is one entry of a number queue: plain text "13800000000" or
@@ -42,32 +44,32 @@ func ParseItem(raw string) (Item, error) {
 	s := strings.TrimSpace(raw)
 	switch {
 	case s == "":
-		return it, &fieldError{msg: "empty item"}
+		return it, &jsonfield.Error{Msg: "empty item"}
 	case s[0] == '"':
 		// A JSON-encoded string: someone pushed json.dumps("1380...").
 		var n string
 		if json.Unmarshal([]byte(s), &n) != nil {
-			return it, &fieldError{msg: "invalid JSON string " + s}
+			return it, &jsonfield.Error{Msg: "invalid JSON string " + s}
 		}
 		s = strings.TrimSpace(n)
 		fallthrough
 	case s[0] != '{' && s[0] != '[':
 		if s == "" {
-			return it, &fieldError{msg: "empty item"}
+			return it, &jsonfield.Error{Msg: "empty item"}
 		}
 		if err := checkNumber(s); err != nil {
-			return it, &fieldError{msg: err.Error()}
+			return it, &jsonfield.Error{Msg: err.Error()}
 		}
 		it.Numbers = []string{s}
 		return it, nil
 	case s[0] == '[':
-		return it, &fieldError{msg: "want a number or a JSON object, got an array"}
+		return it, &jsonfield.Error{Msg: "want a number or a JSON object, got an array"}
 	}
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal([]byte(s), &top); err != nil {
-		return it, &fieldError{msg: "invalid JSON: " + err.Error()}
+		return it, &jsonfield.Error{Msg: "invalid JSON: " + err.Error()}
 	}
-	params, err := object("params", top["params"])
+	params, err := jsonfield.Object("params", top["params"])
 	if err != nil {
 		return it, err
 	}
@@ -79,7 +81,7 @@ func ParseItem(raw string) (Item, error) {
 		if strings.HasPrefix(f, "params.") {
 			src = params
 		}
-		v, err := str(f, src[strings.TrimPrefix(f, "params.")], true)
+		v, err := jsonfield.String(f, src[strings.TrimPrefix(f, "params.")], true)
 		if err != nil {
 			return it, err
 		}
@@ -110,7 +112,7 @@ func ParseItem(raw string) (Item, error) {
 		return it, err
 	}
 	it.Attempt = attempt
-	retries, err := object("params.redial_retries", params["redial_retries"])
+	retries, err := jsonfield.Object("params.redial_retries", params["redial_retries"])
 	if err != nil {
 		return it, err
 	}
@@ -129,8 +131,8 @@ func ParseItem(raw string) (Item, error) {
 
 // numbers decodes params.number.
 func numbers(field string, raw json.RawMessage) ([]string, error) {
-	if isNull(raw) {
-		return nil, &fieldError{field: field, msg: "missing"}
+	if jsonfield.IsNull(raw) {
+		return nil, &jsonfield.Error{Field: field, Msg: "missing"}
 	}
 	if t := bytes.TrimSpace(raw); t[0] != '[' {
 		n, err := oneNumber(field, raw)
@@ -141,10 +143,10 @@ func numbers(field string, raw json.RawMessage) ([]string, error) {
 	}
 	var items []json.RawMessage
 	if json.Unmarshal(raw, &items) != nil {
-		return nil, wantGot(field, "string or array of strings", raw)
+		return nil, jsonfield.WantGot(field, "string or array of strings", raw)
 	}
 	if len(items) == 0 {
-		return nil, &fieldError{field: field, msg: "empty array"}
+		return nil, &jsonfield.Error{Field: field, Msg: "empty array"}
 	}
 	out := make([]string, 0, len(items))
 	for i, r := range items {
@@ -161,18 +163,18 @@ func numbers(field string, raw json.RawMessage) ([]string, error) {
 func oneNumber(field string, raw json.RawMessage) (string, error) {
 	var s string
 	if json.Unmarshal(raw, &s) != nil {
-		n, ok := number(raw)
+		n, ok := jsonfield.Number(raw)
 		if !ok || strings.Trim(n.String(), "0123456789") != "" {
 			// Not a plain integer: 1.38e10 or -5 is not a phone number.
-			return "", wantGot(field, "string or array of strings", raw)
+			return "", jsonfield.WantGot(field, "string or array of strings", raw)
 		}
 		s = n.String()
 	}
 	if s = strings.TrimSpace(s); s == "" {
-		return "", &fieldError{field: field, msg: "empty"}
+		return "", &jsonfield.Error{Field: field, Msg: "empty"}
 	}
 	if err := checkNumber(s); err != nil {
-		return "", &fieldError{field: field, msg: err.Error()}
+		return "", &jsonfield.Error{Field: field, Msg: err.Error()}
 	}
 	return s, nil
 }

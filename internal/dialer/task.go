@@ -1,7 +1,6 @@
 package dialer
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -9,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"redial/internal/jsonfield"
 )
 
 // Task is one queue dialer task of seed 004: the @template and @<host>
@@ -167,18 +168,18 @@ type keyedError struct {
 func decodeTaskValue(raw string) (params map[string]json.RawMessage, vars map[string]string, warnings []string, err error) {
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal([]byte(raw), &top); err != nil {
-		return nil, nil, nil, &fieldError{msg: "invalid JSON: " + err.Error()}
+		return nil, nil, nil, &jsonfield.Error{Msg: "invalid JSON: " + err.Error()}
 	}
 	if top == nil {
-		return nil, nil, nil, &fieldError{msg: "want a JSON object, got null"}
+		return nil, nil, nil, &jsonfield.Error{Msg: "want a JSON object, got null"}
 	}
-	p, err := object("params", top["params"])
+	p, err := jsonfield.Object("params", top["params"])
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	params = map[string]json.RawMessage{}
 	for k, v := range p {
-		if !isNull(v) {
+		if !jsonfield.IsNull(v) {
 			params[k] = v
 		}
 	}
@@ -223,14 +224,14 @@ func (tk *Task) fill(params map[string]param, missingKey string, defaultLoc *tim
 		return at("line_group", err)
 	}
 	if len(tk.LineGroups) == 0 {
-		return at("line_group", &fieldError{field: "params.line_group", msg: "missing"})
+		return at("line_group", &jsonfield.Error{Field: "params.line_group", Msg: "missing"})
 	}
 	limit, set, err := count("params.limit", get("limit"))
 	if err != nil {
 		return at("limit", err)
 	}
 	if !set {
-		return at("limit", &fieldError{field: "params.limit", msg: "missing"})
+		return at("limit", &jsonfield.Error{Field: "params.limit", Msg: "missing"})
 	}
 	tk.Limit = limit
 	if tk.GlobalLimit, _, err = count("params.global_limit", get("global_limit")); err != nil {
@@ -239,26 +240,26 @@ func (tk *Task) fill(params map[string]param, missingKey string, defaultLoc *tim
 	if tk.CPS, err = rate("params.cps", get("cps")); err != nil {
 		return at("cps", err)
 	}
-	if tk.Queue, err = str("params.number_queue", get("number_queue"), false); err != nil {
+	if tk.Queue, err = jsonfield.String("params.number_queue", get("number_queue"), false); err != nil {
 		return at("number_queue", err)
 	}
 	if strings.TrimSpace(tk.Queue) == "" {
-		return at("number_queue", &fieldError{field: "params.number_queue", msg: "missing"})
+		return at("number_queue", &jsonfield.Error{Field: "params.number_queue", Msg: "missing"})
 	}
 	d := &tk.Destination
-	if d.Extension, err = str("params.destination_extension", get("destination_extension"), true); err != nil {
+	if d.Extension, err = jsonfield.String("params.destination_extension", get("destination_extension"), true); err != nil {
 		return at("destination_extension", err)
 	}
 	if d.Extension = strings.TrimSpace(d.Extension); d.Extension == "" {
-		return at("destination_extension", &fieldError{field: "params.destination_extension", msg: "missing"})
+		return at("destination_extension", &jsonfield.Error{Field: "params.destination_extension", Msg: "missing"})
 	}
-	if d.Dialplan, err = str("params.destination_dialplan", get("destination_dialplan"), false); err != nil {
+	if d.Dialplan, err = jsonfield.String("params.destination_dialplan", get("destination_dialplan"), false); err != nil {
 		return at("destination_dialplan", err)
 	}
 	if d.Dialplan = strings.TrimSpace(d.Dialplan); d.Dialplan == "" {
 		d.Dialplan = "XML"
 	}
-	if d.Context, err = str("params.destination_context", get("destination_context"), false); err != nil {
+	if d.Context, err = jsonfield.String("params.destination_context", get("destination_context"), false); err != nil {
 		return at("destination_context", err)
 	}
 	if d.Context = strings.TrimSpace(d.Context); d.Context == "" {
@@ -275,7 +276,7 @@ func (tk *Task) fill(params map[string]param, missingKey string, defaultLoc *tim
 	}
 	if tk.Start != nil && tk.Stop != nil && !tk.Stop.After(*tk.Start) {
 		// The task could never dial; say so instead of waiting forever.
-		return at("stop_time", &fieldError{field: "params.stop_time", msg: fmt.Sprintf("%s is not after params.start_time %s",
+		return at("stop_time", &jsonfield.Error{Field: "params.stop_time", Msg: fmt.Sprintf("%s is not after params.start_time %s",
 			tk.Stop.Format("2006-01-02 15:04:05"), tk.Start.Format("2006-01-02 15:04:05"))})
 	}
 	if tk.WorkHours, err = clockRanges("params.work_hour", get("work_hour")); err != nil {
@@ -293,97 +294,29 @@ func (tk *Task) fill(params map[string]param, missingKey string, defaultLoc *tim
 	return nil
 }
 
-// fieldError names the JSON field at fault.
-type fieldError struct {
-	field string
-	msg   string
-}
-
-func (e *fieldError) Error() string {
-	if e.field == "" {
-		return e.msg
-	}
-	return e.field + ": " + e.msg
-}
-
-func wantGot(field, want string, raw json.RawMessage) *fieldError {
-	got := string(bytes.TrimSpace(raw))
-	if len(got) > 60 {
-		got = got[:57] + "..."
-	}
-	return &fieldError{field: field, msg: "want " + want + ", got " + got}
-}
-
-func isNull(raw json.RawMessage) bool {
-	t := bytes.TrimSpace(raw)
-	return len(t) == 0 || string(t) == "null"
-}
-
-// object decodes an optional JSON object; nil when absent or null.
-func object(field string, raw json.RawMessage) (map[string]json.RawMessage, error) {
-	if isNull(raw) {
-		return nil, nil
-	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, wantGot(field, "object", raw)
-	}
-	return m, nil
-}
-
-// number returns a JSON number exactly as written.
-func number(raw json.RawMessage) (json.Number, bool) {
-	d := json.NewDecoder(bytes.NewReader(raw))
-	d.UseNumber()
-	var v any
-	if err := d.Decode(&v); err != nil {
-		return "", false
-	}
-	n, ok := v.(json.Number)
-	return n, ok
-}
-
-// str decodes an optional string; a number is taken as written when
-// allowNumber (extensions are often written bare: 8888).
-func str(field string, raw json.RawMessage, allowNumber bool) (string, error) {
-	if isNull(raw) {
-		return "", nil
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err == nil {
-		return s, nil
-	}
-	if allowNumber {
-		if n, ok := number(raw); ok {
-			return n.String(), nil
-		}
-	}
-	return "", wantGot(field, "string", raw)
-}
-
 // numeric returns the text of a JSON number or of a string holding one
 // ("100" is accepted for 100).
 func numeric(field string, raw json.RawMessage) (float64, error) {
 	text := ""
-	if n, ok := number(raw); ok {
+	if n, ok := jsonfield.Number(raw); ok {
 		text = n.String()
 	} else {
 		var s string
 		if json.Unmarshal(raw, &s) != nil {
-			return 0, wantGot(field, "number", raw)
+			return 0, jsonfield.WantGot(field, "number", raw)
 		}
 		text = strings.TrimSpace(s)
 	}
 	f, err := strconv.ParseFloat(text, 64)
 	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-		return 0, wantGot(field, "number", raw)
+		return 0, jsonfield.WantGot(field, "number", raw)
 	}
 	return f, nil
 }
 
 // count decodes a non-negative whole number; set is false when absent.
 func count(field string, raw json.RawMessage) (n int, set bool, err error) {
-	if isNull(raw) {
+	if jsonfield.IsNull(raw) {
 		return 0, false, nil
 	}
 	f, err := numeric(field, raw)
@@ -392,18 +325,18 @@ func count(field string, raw json.RawMessage) (n int, set bool, err error) {
 	}
 	switch {
 	case f < 0:
-		return 0, false, wantGot(field, "number >= 0", raw)
+		return 0, false, jsonfield.WantGot(field, "number >= 0", raw)
 	case f != math.Trunc(f):
-		return 0, false, wantGot(field, "whole number", raw)
+		return 0, false, jsonfield.WantGot(field, "whole number", raw)
 	case f > 1e9:
-		return 0, false, wantGot(field, "number <= 1000000000", raw)
+		return 0, false, jsonfield.WantGot(field, "number <= 1000000000", raw)
 	}
 	return int(f), true, nil
 }
 
 // rate decodes a non-negative number; 0 when absent.
 func rate(field string, raw json.RawMessage) (float64, error) {
-	if isNull(raw) {
+	if jsonfield.IsNull(raw) {
 		return 0, nil
 	}
 	f, err := numeric(field, raw)
@@ -411,14 +344,14 @@ func rate(field string, raw json.RawMessage) (float64, error) {
 		return 0, err
 	}
 	if f < 0 || f > 1e9 {
-		return 0, wantGot(field, "number between 0 and 1000000000", raw)
+		return 0, jsonfield.WantGot(field, "number between 0 and 1000000000", raw)
 	}
 	return f, nil
 }
 
 // boolean decodes true/false, "true"/"false" or 1/0; def when absent.
 func boolean(field string, raw json.RawMessage, def bool) (bool, error) {
-	if isNull(raw) {
+	if jsonfield.IsNull(raw) {
 		return def, nil
 	}
 	var b bool
@@ -431,7 +364,7 @@ func boolean(field string, raw json.RawMessage, def bool) (bool, error) {
 			return v, nil
 		}
 	}
-	if n, ok := number(raw); ok {
+	if n, ok := jsonfield.Number(raw); ok {
 		switch n.String() {
 		case "0":
 			return false, nil
@@ -439,13 +372,13 @@ func boolean(field string, raw json.RawMessage, def bool) (bool, error) {
 			return true, nil
 		}
 	}
-	return false, wantGot(field, "bool", raw)
+	return false, jsonfield.WantGot(field, "bool", raw)
 }
 
 // stringList decodes an array of non-empty strings, or a single string
 // as a one-element list.
 func stringList(field string, raw json.RawMessage) ([]string, error) {
-	if isNull(raw) {
+	if jsonfield.IsNull(raw) {
 		return nil, nil
 	}
 	var one string
@@ -457,17 +390,17 @@ func stringList(field string, raw json.RawMessage) ([]string, error) {
 	}
 	var items []json.RawMessage
 	if json.Unmarshal(raw, &items) != nil {
-		return nil, wantGot(field, "array of strings", raw)
+		return nil, jsonfield.WantGot(field, "array of strings", raw)
 	}
 	out := make([]string, 0, len(items))
 	for i, it := range items {
 		f := fmt.Sprintf("%s[%d]", field, i)
 		var s string
 		if json.Unmarshal(it, &s) != nil {
-			return nil, wantGot(f, "string", it)
+			return nil, jsonfield.WantGot(f, "string", it)
 		}
 		if s = strings.TrimSpace(s); s == "" {
-			return nil, &fieldError{field: f, msg: "empty"}
+			return nil, &jsonfield.Error{Field: f, Msg: "empty"}
 		}
 		out = append(out, s)
 	}
@@ -477,13 +410,13 @@ func stringList(field string, raw json.RawMessage) ([]string, error) {
 // variables stringifies a variables object: strings as they are, numbers
 // as written, bools as "true"/"false"; null values are left out.
 func variables(field string, raw json.RawMessage) (map[string]string, error) {
-	m, err := object(field, raw)
+	m, err := jsonfield.Object(field, raw)
 	if err != nil || len(m) == 0 {
 		return nil, err
 	}
 	out := make(map[string]string, len(m))
 	for k, v := range m {
-		if isNull(v) {
+		if jsonfield.IsNull(v) {
 			continue
 		}
 		var s string
@@ -491,7 +424,7 @@ func variables(field string, raw json.RawMessage) (map[string]string, error) {
 			out[k] = s
 			continue
 		}
-		if n, ok := number(v); ok {
+		if n, ok := jsonfield.Number(v); ok {
 			out[k] = n.String()
 			continue
 		}
@@ -500,14 +433,14 @@ func variables(field string, raw json.RawMessage) (map[string]string, error) {
 			out[k] = strconv.FormatBool(b)
 			continue
 		}
-		return nil, wantGot(field+"."+k, "string, number or bool", v)
+		return nil, jsonfield.WantGot(field+"."+k, "string, number or bool", v)
 	}
 	return out, nil
 }
 
 // zone decodes an IANA zone name; def when absent or empty.
 func zone(field string, raw json.RawMessage, def *time.Location) (*time.Location, error) {
-	name, err := str(field, raw, false)
+	name, err := jsonfield.String(field, raw, false)
 	if err != nil {
 		return nil, err
 	}
@@ -516,7 +449,7 @@ func zone(field string, raw json.RawMessage, def *time.Location) (*time.Location
 	}
 	loc, err := time.LoadLocation(name)
 	if err != nil {
-		return nil, &fieldError{field: field, msg: fmt.Sprintf("unknown time zone %q", name)}
+		return nil, &jsonfield.Error{Field: field, Msg: fmt.Sprintf("unknown time zone %q", name)}
 	}
 	return loc, nil
 }
@@ -550,14 +483,14 @@ func parseDateTime(field, s string, loc *time.Location) (time.Time, error) {
 		return t.In(loc), nil
 	}
 	b, _ := json.Marshal(s)
-	return time.Time{}, wantGot(field, dateTimeWant, b)
+	return time.Time{}, jsonfield.WantGot(field, dateTimeWant, b)
 }
 
 // optionalDateTime decodes start_time/stop_time; nil when absent or "".
 func optionalDateTime(field string, raw json.RawMessage, loc *time.Location) (*time.Time, error) {
-	s, err := str(field, raw, false)
+	s, err := jsonfield.String(field, raw, false)
 	if err != nil {
-		return nil, wantGot(field, dateTimeWant, raw)
+		return nil, jsonfield.WantGot(field, dateTimeWant, raw)
 	}
 	if strings.TrimSpace(s) == "" {
 		return nil, nil
@@ -578,7 +511,7 @@ func parseClock(field, s string, end bool) (time.Duration, error) {
 		if end {
 			want = `time of day like "18:00" or "24:00"`
 		}
-		return 0, wantGot(field, want, b)
+		return 0, jsonfield.WantGot(field, want, b)
 	}
 	parts := strings.Split(strings.TrimSpace(s), ":")
 	if len(parts) < 2 || len(parts) > 3 || len(parts[0]) < 1 || len(parts[0]) > 2 {
@@ -603,27 +536,27 @@ func parseClock(field, s string, end bool) (time.Duration, error) {
 
 // rangeFields decodes the {begin, end} objects of work_hour and holiday.
 func rangeFields(field string, raw json.RawMessage, each func(f, begin, end string) error) error {
-	if isNull(raw) {
+	if jsonfield.IsNull(raw) {
 		return nil
 	}
 	var items []json.RawMessage
 	if json.Unmarshal(raw, &items) != nil {
-		return wantGot(field, `array of {"begin", "end"}`, raw)
+		return jsonfield.WantGot(field, `array of {"begin", "end"}`, raw)
 	}
 	for i, it := range items {
 		f := fmt.Sprintf("%s[%d]", field, i)
-		m, err := object(f, it)
+		m, err := jsonfield.Object(f, it)
 		if err != nil || m == nil {
-			return wantGot(f, `{"begin", "end"}`, it)
+			return jsonfield.WantGot(f, `{"begin", "end"}`, it)
 		}
 		var be [2]string
 		for j, name := range []string{"begin", "end"} {
-			s, err := str(f+"."+name, m[name], false)
+			s, err := jsonfield.String(f+"."+name, m[name], false)
 			if err != nil {
 				return err
 			}
 			if strings.TrimSpace(s) == "" {
-				return &fieldError{field: f + "." + name, msg: "missing"}
+				return &jsonfield.Error{Field: f + "." + name, Msg: "missing"}
 			}
 			be[j] = s
 		}
@@ -648,7 +581,7 @@ func clockRanges(field string, raw json.RawMessage) ([]ClockRange, error) {
 		}
 		if b == e {
 			// Either nothing or the whole day: too ambiguous to guess.
-			return &fieldError{field: f, msg: fmt.Sprintf("begin %q equals end %q (use 0:00-24:00 for the whole day)", begin, end)}
+			return &jsonfield.Error{Field: f, Msg: fmt.Sprintf("begin %q equals end %q (use 0:00-24:00 for the whole day)", begin, end)}
 		}
 		out = append(out, ClockRange{Begin: b, End: e})
 		return nil
@@ -669,7 +602,7 @@ func timeRanges(field string, raw json.RawMessage, loc *time.Location) ([]TimeRa
 			return err
 		}
 		if !e.After(b) {
-			return &fieldError{field: f + ".end", msg: fmt.Sprintf("%q is not after begin %q", end, begin)}
+			return &jsonfield.Error{Field: f + ".end", Msg: fmt.Sprintf("%q is not after begin %q", end, begin)}
 		}
 		out = append(out, TimeRange{Begin: b, End: e})
 		return nil
@@ -679,19 +612,19 @@ func timeRanges(field string, raw json.RawMessage, loc *time.Location) ([]TimeRa
 
 // weekdays decodes work_week: 0..6 with 0 = Sunday, 7 also Sunday.
 func weekdays(field string, raw json.RawMessage) ([]time.Weekday, error) {
-	if isNull(raw) {
+	if jsonfield.IsNull(raw) {
 		return nil, nil
 	}
 	var items []json.RawMessage
 	if json.Unmarshal(raw, &items) != nil {
-		return nil, wantGot(field, "array of week days 0-6 (0 = Sunday)", raw)
+		return nil, jsonfield.WantGot(field, "array of week days 0-6 (0 = Sunday)", raw)
 	}
 	var out []time.Weekday
 	for i, it := range items {
 		f := fmt.Sprintf("%s[%d]", field, i)
 		n, _, err := count(f, it)
-		if err != nil || isNull(it) || n > 7 {
-			return nil, wantGot(f, "week day 0-6 (0 = Sunday)", it)
+		if err != nil || jsonfield.IsNull(it) || n > 7 {
+			return nil, jsonfield.WantGot(f, "week day 0-6 (0 = Sunday)", it)
 		}
 		out = append(out, time.Weekday(n%7))
 	}
@@ -702,7 +635,7 @@ func weekdays(field string, raw json.RawMessage) ([]time.Weekday, error) {
 // retryRules decodes params.retry; disposition names are matched without
 // regard to case.
 func retryRules(field string, raw json.RawMessage) (map[string]RetryRule, error) {
-	m, err := object(field, raw)
+	m, err := jsonfield.Object(field, raw)
 	if err != nil || m == nil {
 		return nil, err
 	}
@@ -712,15 +645,15 @@ func retryRules(field string, raw json.RawMessage) (map[string]RetryRule, error)
 		f := field + "." + k
 		disp := strings.ToUpper(strings.TrimSpace(k))
 		if !slices.Contains(RetryDispositions, disp) {
-			return nil, &fieldError{field: f, msg: "not a retryable disposition (want one of " + strings.Join(RetryDispositions, ", ") + ")"}
+			return nil, &jsonfield.Error{Field: f, Msg: "not a retryable disposition (want one of " + strings.Join(RetryDispositions, ", ") + ")"}
 		}
 		if other, dup := seen[disp]; dup {
-			return nil, &fieldError{field: f, msg: fmt.Sprintf("%s is also given as %q", disp, other)}
+			return nil, &jsonfield.Error{Field: f, Msg: fmt.Sprintf("%s is also given as %q", disp, other)}
 		}
 		seen[disp] = k
-		r, err := object(f, v)
+		r, err := jsonfield.Object(f, v)
 		if err != nil || r == nil {
-			return nil, wantGot(f, `{"attempts", "delay_s"}`, v)
+			return nil, jsonfield.WantGot(f, `{"attempts", "delay_s"}`, v)
 		}
 		attempts, set, err := count(f+".attempts", r["attempts"])
 		if err != nil {
@@ -729,7 +662,7 @@ func retryRules(field string, raw json.RawMessage) (map[string]RetryRule, error)
 		if !set {
 			// A rule without attempts is most likely a typo; retrying zero
 			// times silently would hide it.
-			return nil, &fieldError{field: f + ".attempts", msg: "missing"}
+			return nil, &jsonfield.Error{Field: f + ".attempts", Msg: "missing"}
 		}
 		delay, err := rate(f+".delay_s", r["delay_s"])
 		if err != nil {

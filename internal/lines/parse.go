@@ -1,11 +1,12 @@
 package lines
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
+
+	"redial/internal/jsonfield"
 )
 
 // Unlimited is the Limit or CPS of a line whose definition leaves the field
@@ -133,27 +134,6 @@ func escapeUser(s string) string {
 	return b.String()
 }
 
-// fieldError names the JSON field that made a line unusable.
-type fieldError struct {
-	field string
-	msg   string
-}
-
-func (e *fieldError) Error() string {
-	if e.field == "" {
-		return e.msg
-	}
-	return e.field + ": " + e.msg
-}
-
-func wantGot(field, want string, raw json.RawMessage) *fieldError {
-	got := string(bytes.TrimSpace(raw))
-	if len(got) > 60 {
-		got = got[:57] + "..."
-	}
-	return &fieldError{field: field, msg: "want " + want + ", got " + got}
-}
-
 // known params fields; everything else goes to Line.Extra.
 var knownParams = map[string]bool{
 	"group": true, "uri": true, "transport": true, "username": true, "password": true,
@@ -166,17 +146,17 @@ func parseLine(name, raw string) (Line, error) {
 	l := Line{Name: name, Limit: Unlimited, CPS: Unlimited, Enable: true, Transport: "udp"}
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal([]byte(raw), &top); err != nil {
-		return l, &fieldError{msg: "invalid JSON: " + err.Error()}
+		return l, &jsonfield.Error{Msg: "invalid JSON: " + err.Error()}
 	}
 	if top == nil {
-		return l, &fieldError{msg: "want a JSON object, got null"}
+		return l, &jsonfield.Error{Msg: "want a JSON object, got null"}
 	}
-	params, err := object("params", top["params"])
+	params, err := jsonfield.Object("params", top["params"])
 	if err != nil {
 		return l, err
 	}
 	if params == nil {
-		return l, &fieldError{field: "params", msg: "missing"}
+		return l, &jsonfield.Error{Field: "params", Msg: "missing"}
 	}
 	for k, v := range params {
 		if !knownParams[k] {
@@ -186,24 +166,24 @@ func parseLine(name, raw string) (Line, error) {
 			l.Extra[k] = v
 		}
 	}
-	if l.Group, err = str("params.group", params["group"], false); err != nil {
+	if l.Group, err = jsonfield.String("params.group", params["group"], false); err != nil {
 		return l, err
 	}
 	if l.Group == "" {
-		return l, &fieldError{field: "params.group", msg: "missing"}
+		return l, &jsonfield.Error{Field: "params.group", Msg: "missing"}
 	}
-	if l.URI, err = str("params.uri", params["uri"], false); err != nil {
+	if l.URI, err = jsonfield.String("params.uri", params["uri"], false); err != nil {
 		return l, err
 	}
 	l.URI = strings.TrimSpace(l.URI)
 	if l.URI == "" {
-		return l, &fieldError{field: "params.uri", msg: "missing"}
+		return l, &jsonfield.Error{Field: "params.uri", Msg: "missing"}
 	}
 	u, perr := parseSIPURI(l.URI)
 	if perr != nil {
-		return l, &fieldError{field: "params.uri", msg: perr.Error()}
+		return l, &jsonfield.Error{Field: "params.uri", Msg: perr.Error()}
 	}
-	tr, err := str("params.transport", params["transport"], false)
+	tr, err := jsonfield.String("params.transport", params["transport"], false)
 	if err != nil {
 		return l, err
 	}
@@ -215,15 +195,15 @@ func parseLine(name, raw string) (Line, error) {
 	case "udp", "tcp":
 		l.Transport = tr
 	default:
-		return l, wantGot("params.transport", `"udp" or "tcp"`, params["transport"])
+		return l, jsonfield.WantGot("params.transport", `"udp" or "tcp"`, params["transport"])
 	}
-	if l.Username, err = str("params.username", params["username"], true); err != nil {
+	if l.Username, err = jsonfield.String("params.username", params["username"], true); err != nil {
 		return l, err
 	}
-	if l.Password, err = str("params.password", params["password"], true); err != nil {
+	if l.Password, err = jsonfield.String("params.password", params["password"], true); err != nil {
 		return l, err
 	}
-	if l.Prefix, err = str("params.prefix", params["prefix"], true); err != nil {
+	if l.Prefix, err = jsonfield.String("params.prefix", params["prefix"], true); err != nil {
 		return l, err
 	}
 	if l.Limit, err = count("params.limit", params["limit"]); err != nil {
@@ -235,7 +215,7 @@ func parseLine(name, raw string) (Line, error) {
 	if l.Enable, err = boolean("params.enable", params["enable"]); err != nil {
 		return l, err
 	}
-	vars, err := object("variables", top["variables"])
+	vars, err := jsonfield.Object("variables", top["variables"])
 	if err != nil {
 		return l, err
 	}
@@ -254,85 +234,39 @@ func parseLine(name, raw string) (Line, error) {
 	return l, nil
 }
 
-func isNull(raw json.RawMessage) bool {
-	t := bytes.TrimSpace(raw)
-	return len(t) == 0 || string(t) == "null"
-}
-
-// object decodes an optional JSON object; nil when absent or null.
-func object(field string, raw json.RawMessage) (map[string]json.RawMessage, error) {
-	if isNull(raw) {
-		return nil, nil
-	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, wantGot(field, "object", raw)
-	}
-	return m, nil
-}
-
-// str decodes an optional string; numbers are taken as written when
-// allowNumber (a prefix or username of digits is often written bare).
-func str(field string, raw json.RawMessage, allowNumber bool) (string, error) {
-	if isNull(raw) {
-		return "", nil
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err == nil {
-		return s, nil
-	}
-	if allowNumber {
-		if n, ok := number(raw); ok {
-			return n.String(), nil
-		}
-	}
-	return "", wantGot(field, "string", raw)
-}
-
-func number(raw json.RawMessage) (json.Number, bool) {
-	d := json.NewDecoder(bytes.NewReader(raw))
-	d.UseNumber()
-	var v any
-	if err := d.Decode(&v); err != nil {
-		return "", false
-	}
-	n, ok := v.(json.Number)
-	return n, ok
-}
-
 // count decodes limit/cps: absent or null is Unlimited; a non-negative
 // integer, also written as a string ("30"), is taken as is.
 func count(field string, raw json.RawMessage) (int, error) {
-	if isNull(raw) {
+	if jsonfield.IsNull(raw) {
 		return Unlimited, nil
 	}
 	text := ""
-	if n, ok := number(raw); ok {
+	if n, ok := jsonfield.Number(raw); ok {
 		text = n.String()
 	} else {
 		var s string
 		if json.Unmarshal(raw, &s) != nil {
-			return 0, wantGot(field, "number", raw)
+			return 0, jsonfield.WantGot(field, "number", raw)
 		}
 		text = strings.TrimSpace(s)
 	}
 	if f, err := strconv.ParseFloat(text, 64); err == nil && f < 0 {
-		return 0, wantGot(field, "number >= 0", raw)
+		return 0, jsonfield.WantGot(field, "number >= 0", raw)
 	}
 	v, err := strconv.Atoi(text)
 	if err != nil {
 		// 2.0 is fine, 2.5 is not.
 		f, ferr := strconv.ParseFloat(text, 64)
 		if ferr != nil {
-			return 0, wantGot(field, "number", raw)
+			return 0, jsonfield.WantGot(field, "number", raw)
 		}
 		if f > 1e9 || f != float64(int(f)) {
-			return 0, wantGot(field, "whole number", raw)
+			return 0, jsonfield.WantGot(field, "whole number", raw)
 		}
 		v = int(f)
 	}
 	if v > 1e9 {
-		return 0, wantGot(field, "number <= 1000000000", raw)
+		return 0, jsonfield.WantGot(field, "number <= 1000000000", raw)
 	}
 	return v, nil
 }
@@ -340,7 +274,7 @@ func count(field string, raw json.RawMessage) (int, error) {
 // boolean decodes enable: absent or null is true; true/false, "true"/"false"
 // and 1/0 are accepted.
 func boolean(field string, raw json.RawMessage) (bool, error) {
-	if isNull(raw) {
+	if jsonfield.IsNull(raw) {
 		return true, nil
 	}
 	var b bool
@@ -353,7 +287,7 @@ func boolean(field string, raw json.RawMessage) (bool, error) {
 			return v, nil
 		}
 	}
-	if n, ok := number(raw); ok {
+	if n, ok := jsonfield.Number(raw); ok {
 		switch n.String() {
 		case "0":
 			return false, nil
@@ -361,24 +295,24 @@ func boolean(field string, raw json.RawMessage) (bool, error) {
 			return true, nil
 		}
 	}
-	return false, wantGot(field, "bool", raw)
+	return false, jsonfield.WantGot(field, "bool", raw)
 }
 
 // scalar stringifies a variable value: strings as is, numbers as written,
 // bools as "true"/"false". set is false for null (the variable is left out).
 func scalar(field string, raw json.RawMessage) (s string, set bool, err error) {
-	if isNull(raw) {
+	if jsonfield.IsNull(raw) {
 		return "", false, nil
 	}
 	if err := json.Unmarshal(raw, &s); err == nil {
 		return s, true, nil
 	}
-	if n, ok := number(raw); ok {
+	if n, ok := jsonfield.Number(raw); ok {
 		return n.String(), true, nil
 	}
 	var b bool
 	if json.Unmarshal(raw, &b) == nil {
 		return strconv.FormatBool(b), true, nil
 	}
-	return "", false, wantGot(field, "string, number or bool", raw)
+	return "", false, jsonfield.WantGot(field, "string, number or bool", raw)
 }
