@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -204,4 +203,3 @@ func startRedis(ctx context.Context, dir string) (string, func(), error) {
 	return "", nil, errors.New("demo: redis-server did not answer within 5s")
 }
 
-var _ = slog.Default

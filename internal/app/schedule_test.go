@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -238,7 +237,6 @@ func counterValue(t testing.TB, n *node, name string) float64 {
 	return 0
 }
 
-var _ = json.Marshal
 
 func redisZMember(score float64, member string) redis.Z { return redis.Z{Score: score, Member: member} }
 
