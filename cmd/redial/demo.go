@@ -202,4 +202,3 @@ func startRedis(ctx context.Context, dir string) (string, func(), error) {
 	stop()
 	return "", nil, errors.New("demo: redis-server did not answer within 5s")
 }
-

@@ -250,7 +250,6 @@ func TestInboundUnsupportedCodec(t *testing.T) {
 	waitSipp(t, s, 10*time.Second)
 }
 
-
 // A voicemail record component stores what SIPp streams (rtp_stream of a
 // 1 kHz tone) for maxSec, with that tone's energy, adds the message to the
 // vmbox and announces it on redial:events.

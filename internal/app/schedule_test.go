@@ -237,7 +237,6 @@ func counterValue(t testing.TB, n *node, name string) float64 {
 	return 0
 }
 
-
 func redisZMember(score float64, member string) redis.Z { return redis.Z{Score: score, Member: member} }
 
 // A node killed in the middle of a callback attempt: another node picks the
