@@ -214,10 +214,10 @@ func (tk *Task) fill(params map[string]param, missingKey string, defaultLoc *tim
 	get := func(field string) json.RawMessage { return params[field].raw }
 	var err error
 
-	if tk.Enable, err = boolean("params.enable", get("enable"), true); err != nil {
+	if tk.Enable, err = jsonfield.Bool("params.enable", get("enable"), true); err != nil {
 		return at("enable", err)
 	}
-	if tk.RedialInterrupted, err = boolean("params.redial_interrupted", get("redial_interrupted"), false); err != nil {
+	if tk.RedialInterrupted, err = jsonfield.Bool("params.redial_interrupted", get("redial_interrupted"), false); err != nil {
 		return at("redial_interrupted", err)
 	}
 	if tk.LineGroups, err = stringList("params.line_group", get("line_group")); err != nil {
@@ -347,32 +347,6 @@ func rate(field string, raw json.RawMessage) (float64, error) {
 		return 0, jsonfield.WantGot(field, "number between 0 and 1000000000", raw)
 	}
 	return f, nil
-}
-
-// boolean decodes true/false, "true"/"false" or 1/0; def when absent.
-func boolean(field string, raw json.RawMessage, def bool) (bool, error) {
-	if jsonfield.IsNull(raw) {
-		return def, nil
-	}
-	var b bool
-	if json.Unmarshal(raw, &b) == nil {
-		return b, nil
-	}
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		if v, err := strconv.ParseBool(strings.TrimSpace(s)); err == nil {
-			return v, nil
-		}
-	}
-	if n, ok := jsonfield.Number(raw); ok {
-		switch n.String() {
-		case "0":
-			return false, nil
-		case "1":
-			return true, nil
-		}
-	}
-	return false, jsonfield.WantGot(field, "bool", raw)
 }
 
 // stringList decodes an array of non-empty strings, or a single string

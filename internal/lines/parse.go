@@ -212,7 +212,7 @@ func parseLine(name, raw string) (Line, error) {
 	if l.CPS, err = count("params.cps", params["cps"]); err != nil {
 		return l, err
 	}
-	if l.Enable, err = boolean("params.enable", params["enable"]); err != nil {
+	if l.Enable, err = jsonfield.Bool("params.enable", params["enable"], true); err != nil {
 		return l, err
 	}
 	vars, err := jsonfield.Object("variables", top["variables"])
@@ -269,33 +269,6 @@ func count(field string, raw json.RawMessage) (int, error) {
 		return 0, jsonfield.WantGot(field, "number <= 1000000000", raw)
 	}
 	return v, nil
-}
-
-// boolean decodes enable: absent or null is true; true/false, "true"/"false"
-// and 1/0 are accepted.
-func boolean(field string, raw json.RawMessage) (bool, error) {
-	if jsonfield.IsNull(raw) {
-		return true, nil
-	}
-	var b bool
-	if json.Unmarshal(raw, &b) == nil {
-		return b, nil
-	}
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		if v, err := strconv.ParseBool(strings.TrimSpace(s)); err == nil {
-			return v, nil
-		}
-	}
-	if n, ok := jsonfield.Number(raw); ok {
-		switch n.String() {
-		case "0":
-			return false, nil
-		case "1":
-			return true, nil
-		}
-	}
-	return false, jsonfield.WantGot(field, "bool", raw)
 }
 
 // scalar stringifies a variable value: strings as is, numbers as written,
