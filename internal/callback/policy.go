@@ -28,6 +28,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"redial/internal/jsonfield"
 )
 
 // Sources of a resolved value, as reported in Policy.Sources.
@@ -238,7 +240,7 @@ func parseNumber(v any) (string, error) {
 	case int64:
 		return strconv.FormatInt(x, 10), nil
 	}
-	return "", fmt.Errorf("want phone number, got %s", describe(v))
+	return "", fmt.Errorf("want phone number, got %s", jsonfield.Describe(v))
 }
 
 // parseBool accepts JSON booleans and the strings "true" and "false" (any
@@ -255,16 +257,16 @@ func parseBool(v any) (bool, error) {
 			return false, nil
 		}
 	}
-	return false, fmt.Errorf("want true or false, got %s", describe(v))
+	return false, fmt.Errorf("want true or false, got %s", jsonfield.Describe(v))
 }
 
 func parseAttempts(v any) (int, error) {
 	f, ok := toFloat(v)
 	if !ok || f != math.Trunc(f) {
-		return 0, fmt.Errorf("want integer, got %s", describe(v))
+		return 0, fmt.Errorf("want integer, got %s", jsonfield.Describe(v))
 	}
 	if f < 0 || f > MaxAttempts {
-		return 0, fmt.Errorf("want 0..%d, got %s", MaxAttempts, describe(v))
+		return 0, fmt.Errorf("want 0..%d, got %s", MaxAttempts, jsonfield.Describe(v))
 	}
 	return int(f), nil
 }
@@ -294,7 +296,7 @@ func parseSchedule(v any) ([]time.Duration, error) {
 				items[i] = n
 			}
 		default:
-			return nil, fmt.Errorf("want array of seconds, got %s", describe(v))
+			return nil, fmt.Errorf("want array of seconds, got %s", jsonfield.Describe(v))
 		}
 	}
 	if len(items) > MaxAttempts {
@@ -314,15 +316,15 @@ func parseSchedule(v any) ([]time.Duration, error) {
 func seconds(v any, zeroOK bool) (time.Duration, error) {
 	f, ok := toFloat(v)
 	if !ok {
-		return 0, fmt.Errorf("want seconds, got %s", describe(v))
+		return 0, fmt.Errorf("want seconds, got %s", jsonfield.Describe(v))
 	}
 	switch {
 	case zeroOK && f < 0:
-		return 0, fmt.Errorf("want seconds >= 0, got %s", describe(v))
+		return 0, fmt.Errorf("want seconds >= 0, got %s", jsonfield.Describe(v))
 	case !zeroOK && f <= 0:
-		return 0, fmt.Errorf("want seconds > 0, got %s", describe(v))
+		return 0, fmt.Errorf("want seconds > 0, got %s", jsonfield.Describe(v))
 	case f > maxSeconds:
-		return 0, fmt.Errorf("want at most %d seconds, got %s", maxSeconds, describe(v))
+		return 0, fmt.Errorf("want at most %d seconds, got %s", maxSeconds, jsonfield.Describe(v))
 	}
 	return time.Duration(math.Round(f * float64(time.Second))), nil
 }
@@ -350,24 +352,6 @@ func toFloat(v any) (float64, bool) {
 		return 0, false
 	}
 	return f, true
-}
-
-// describe renders a value for an error message: scalars as JSON (strings
-// quoted), containers by kind so a message stays one short line.
-func describe(v any) string {
-	switch v.(type) {
-	case map[string]any:
-		return "object"
-	case []any:
-		return "array"
-	case nil:
-		return "null"
-	}
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Sprintf("%v", v)
-	}
-	return string(b)
 }
 
 // UnreadCount is the number of messages in folder "new" of a vmbox document

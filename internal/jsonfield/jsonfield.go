@@ -6,6 +6,7 @@ package jsonfield
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
 )
@@ -105,4 +106,22 @@ func Bool(field string, raw json.RawMessage, def bool) (bool, error) {
 		}
 	}
 	return false, WantGot(field, "bool", raw)
+}
+
+// Describe renders a decoded value for an error message: scalars as JSON
+// (strings quoted), containers by kind, so a message stays one short line.
+func Describe(v any) string {
+	switch v.(type) {
+	case map[string]any:
+		return "object"
+	case []any:
+		return "array"
+	case nil:
+		return "null"
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprintf("%v", v)
+	}
+	return string(b)
 }

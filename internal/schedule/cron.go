@@ -31,6 +31,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"redial/internal/jsonfield"
 )
 
 // Strategy types of a schedule entry, spelled as in seed 000.
@@ -122,7 +124,7 @@ func ParseSchedules(raw json.RawMessage) (entries []CronEntry, errs []error) {
 	}
 	list, ok := doc.([]any)
 	if !ok {
-		return nil, []error{fmt.Errorf("schedules: want array, got %s", describe(doc))}
+		return nil, []error{fmt.Errorf("schedules: want array, got %s", jsonfield.Describe(doc))}
 	}
 	seen := make(map[string]int)
 	for i, item := range list {
@@ -289,7 +291,7 @@ func (p *parser) entry(index int, item any) CronEntry {
 	e := CronEntry{Index: index}
 	obj, ok := item.(map[string]any)
 	if !ok {
-		p.fail("", "want object, got %s", describe(item))
+		p.fail("", "want object, got %s", jsonfield.Describe(item))
 		return e
 	}
 	e.ID = entryID(obj)
@@ -308,7 +310,7 @@ func (p *parser) entry(index int, item any) CronEntry {
 		e.Type = typ
 		p.every(obj, &e)
 	default:
-		p.fail("type", "want once, periodic or every, got %s", describe(obj["type"]))
+		p.fail("type", "want once, periodic or every, got %s", jsonfield.Describe(obj["type"]))
 	}
 	e.Action = p.action(obj["action"])
 	return e
@@ -467,7 +469,7 @@ func (p *parser) listField(obj map[string]any, key string, lo, hi int) []int {
 	if !isList {
 		n, err := toInt(v)
 		if err != nil {
-			p.fail(key, "want \"all\" or an array of %d..%d, got %s", lo, hi, describe(v))
+			p.fail(key, "want \"all\" or an array of %d..%d, got %s", lo, hi, jsonfield.Describe(v))
 			return nil
 		}
 		items = []any{json.Number(strconv.FormatInt(n, 10))}
@@ -500,7 +502,7 @@ func (p *parser) action(v any) Action {
 	}
 	obj, ok := v.(map[string]any)
 	if !ok {
-		p.fail("action", "want object, got %s", describe(v))
+		p.fail("action", "want object, got %s", jsonfield.Describe(v))
 		return Action{}
 	}
 	a := Action{Raw: obj}
@@ -508,7 +510,7 @@ func (p *parser) action(v any) Action {
 	case t == nil:
 		p.fail("action.type", "missing; want %s", ActionCheckVoicemail)
 	case t != ActionCheckVoicemail:
-		p.fail("action.type", "want %s, got %s", ActionCheckVoicemail, describe(t))
+		p.fail("action.type", "want %s, got %s", ActionCheckVoicemail, jsonfield.Describe(t))
 	default:
 		a.Type = ActionCheckVoicemail
 	}
@@ -524,7 +526,7 @@ func (p *parser) idField(obj map[string]any, key string) string {
 	case v == nil:
 		p.fail("action."+key, "missing")
 	case !ok:
-		p.fail("action."+key, "want string, got %s", describe(v))
+		p.fail("action."+key, "want string, got %s", jsonfield.Describe(v))
 	case strings.TrimSpace(s) == "":
 		p.fail("action."+key, "want a non-empty string, got \"\"")
 	}
@@ -547,32 +549,14 @@ func toInt(v any) (int64, error) {
 	case int64:
 		return x, nil
 	default:
-		return 0, fmt.Errorf("want integer, got %s", describe(v))
+		return 0, fmt.Errorf("want integer, got %s", jsonfield.Describe(v))
 	}
 	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
 		return n, nil
 	}
 	f, err := strconv.ParseFloat(s, 64)
 	if err != nil || f != math.Trunc(f) || math.Abs(f) > 1<<53 {
-		return 0, fmt.Errorf("want integer, got %s", describe(v))
+		return 0, fmt.Errorf("want integer, got %s", jsonfield.Describe(v))
 	}
 	return int64(f), nil
-}
-
-// describe renders a value for an error message: scalars as JSON (strings
-// quoted), containers by kind so a message stays one short line.
-func describe(v any) string {
-	switch v.(type) {
-	case map[string]any:
-		return "object"
-	case []any:
-		return "array"
-	case nil:
-		return "null"
-	}
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Sprintf("%v", v)
-	}
-	return string(b)
 }
