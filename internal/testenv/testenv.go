@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,25 +33,69 @@ func RequireTool(t testing.TB, name string) string {
 	return p
 }
 
-// FreePort returns a TCP+UDP port that was free on 127.0.0.1 a moment ago.
+// handedOut remembers the ports FreePort gave this test binary: a port is
+// released as soon as it is probed, so without this two callers (a SIPp's
+// SIP port and its media port) could be handed the same one.
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
+// FreePort returns a TCP+UDP port that was free on 127.0.0.1 a moment ago
+// and that this test binary has not handed out before.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	for i := 0; i < 50; i++ {
+	return freePorts(t, 1)
+}
+
+// freePorts returns the first of n consecutive free ports (SIPp binds its
+// media port and the one two above it).
+func freePorts(t testing.TB, span int) int {
+	t.Helper()
+	for i := 0; i < 200; i++ {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatalf("testenv: free port: %v", err)
 		}
 		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
 		l.Close()
-		if err != nil {
+		if port+span > 65535 || !reserve(port, span) {
 			continue
 		}
-		u.Close()
 		return port
 	}
 	t.Fatalf("testenv: no free port found")
 	return 0
+}
+
+// reserve checks that ports port..port+span-1 are free for TCP and UDP and
+// marks them handed out.
+func reserve(port, span int) bool {
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for p := port; p < port+span; p++ {
+		if handedOut.ports[p] || !free(p) {
+			return false
+		}
+	}
+	for p := port; p < port+span; p++ {
+		handedOut.ports[p] = true
+	}
+	return true
+}
+
+func free(port int) bool {
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return false
+	}
+	u.Close()
+	return true
 }
 
 // Redis is a redis-server process owned by one test.
@@ -199,7 +244,7 @@ func StartSipp(t testing.TB, o SippOptions) *Sipp {
 	// SIPp binds a media port (default 6000) even when unused; give each
 	// instance its own so parallel tests do not collide.
 	if !hasArg(o.Args, "-mp") {
-		args = append(args, "-mp", strconv.Itoa(FreePort(t)))
+		args = append(args, "-mp", strconv.Itoa(freePorts(t, 3)))
 	}
 	args = append(args, o.Args...)
 	if o.Remote != "" {
