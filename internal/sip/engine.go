@@ -45,6 +45,12 @@ type Deps struct {
 	Ports  *media.PortPool
 	// OnInvite handles inbound INVITEs; nil answers 403 to all of them.
 	OnInvite InviteHandler
+	// Secret returns the cluster-wide key that signs digest nonces (the
+	// store's DigestSecret), so a challenge from this node can be answered
+	// to any other. Run loads it, retrying in the background while it
+	// fails; until then, and always when Secret is nil, nonces are signed
+	// with a per-process key and verify only on this node.
+	Secret func(ctx context.Context) ([]byte, error)
 }
 
 // Engine is a node's SIP user agent.
@@ -61,7 +67,12 @@ type Engine struct {
 	legs   map[string]*Leg // established UAC dialogs by dialog ID
 
 	onInvite atomic.Pointer[InviteHandler]
-	secret   []byte
+	// localKey signs nonces until clusterKey is loaded from secretFn; both
+	// are accepted afterwards, so challenges issued before the switch stay
+	// answerable.
+	localKey   []byte
+	clusterKey atomic.Pointer[[]byte]
+	secretFn   func(ctx context.Context) ([]byte, error)
 	// clock paces every prompt this node plays.
 	clock *media.Clock
 
@@ -96,7 +107,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	}
 	e := &Engine{cfg: cfg, log: log.With("component", "sip"), ports: deps.Ports,
 		client: map[string]*sipgo.Client{}, dlg: map[string]*sipgo.DialogUA{},
-		legs: map[string]*Leg{}, addrs: map[string]string{}, ready: make(chan struct{}), secret: newSecret(), clock: media.NewClock()}
+		legs: map[string]*Leg{}, addrs: map[string]string{}, ready: make(chan struct{}), localKey: newSecret(), secretFn: deps.Secret, clock: media.NewClock()}
 	if deps.OnInvite != nil {
 		e.SetInviteHandler(deps.OnInvite)
 	}
@@ -212,8 +223,22 @@ func (e *Engine) Addr(network string) string {
 // PublicIP is the address the engine advertises.
 func (e *Engine) PublicIP() string { return e.cfg.PublicIP }
 
-// Run serves the listeners until ctx is cancelled.
+// Run serves the listeners until ctx is cancelled. It loads the cluster's
+// digest secret first (see Deps.Secret).
 func (e *Engine) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var bg sync.WaitGroup
+	defer func() {
+		cancel()
+		bg.Wait()
+	}()
+	if e.secretFn != nil && !e.startSecret(ctx) {
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			e.retrySecret(ctx)
+		}()
+	}
 	errc := make(chan error, len(e.udpConn)+len(e.tcpLn))
 	for _, c := range e.udpConn {
 		go func(c net.PacketConn) { errc <- e.srv.ServeUDP(c) }(c)

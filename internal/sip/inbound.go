@@ -85,12 +85,11 @@ func (in *Inbound) Ringing() { in.dialog.Respond(180, "Ringing", nil) }
 const nonceTTL = 5 * time.Minute
 
 // Challenge answers 407 with a digest challenge. Nonces are stateless: a
-// timestamp signed with the node's secret, so any retry within nonceTTL
-// verifies without remembering anything.
+// timestamp signed with the cluster's secret, so any retry within nonceTTL
+// verifies on any node without remembering anything.
 func (in *Inbound) Challenge(realm string) {
 	in.finished = true
-	ts := strconv.FormatInt(time.Now().Unix(), 10)
-	chal := &digest.Challenge{Realm: realm, Nonce: ts + "." + in.e.sign(ts), Algorithm: "MD5"}
+	chal := &digest.Challenge{Realm: realm, Nonce: in.e.newNonce(time.Now()), Algorithm: "MD5"}
 	res := gosip.NewResponseFromRequest(in.dialog.InviteRequest, 407, "Proxy Authentication Required", nil)
 	res.AppendHeader(gosip.NewHeader("Proxy-Authenticate", chal.String()))
 	if err := in.dialog.WriteResponse(res); err != nil {
@@ -99,10 +98,104 @@ func (in *Inbound) Challenge(realm string) {
 	in.dialog.Close()
 }
 
-func (e *Engine) sign(s string) string {
-	m := hmac.New(sha256.New, e.secret)
+// newNonce returns "<unix seconds>.<signature>", signed with the cluster
+// key once loaded, else with this process's key.
+func (e *Engine) newNonce(now time.Time) string {
+	key := e.localKey
+	if k := e.clusterKey.Load(); k != nil {
+		key = *k
+	}
+	ts := strconv.FormatInt(now.Unix(), 10)
+	return ts + "." + sign(key, ts)
+}
+
+// checkNonce verifies that nonce was issued by a node of this cluster (or
+// by this process before it had the cluster key) within nonceTTL of now.
+func (e *Engine) checkNonce(nonce string, now time.Time) error {
+	ts, sig, ok := strings.Cut(nonce, ".")
+	if !ok {
+		return errors.New("nonce not issued by this cluster")
+	}
+	valid := hmac.Equal([]byte(sig), []byte(sign(e.localKey, ts)))
+	if k := e.clusterKey.Load(); k != nil && !valid {
+		valid = hmac.Equal([]byte(sig), []byte(sign(*k, ts)))
+	}
+	if !valid {
+		return errors.New("nonce not issued by this cluster")
+	}
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil || now.Sub(time.Unix(sec, 0)) > nonceTTL {
+		return errors.New("nonce expired")
+	}
+	return nil
+}
+
+func sign(key []byte, s string) string {
+	m := hmac.New(sha256.New, key)
 	m.Write([]byte(s))
 	return hex.EncodeToString(m.Sum(nil))[:24]
+}
+
+// secretFirstTry bounds Run's first load of the cluster secret, so a Redis
+// that hangs delays the listeners only this long (a refused connection
+// fails at once).
+const secretFirstTry = time.Second
+
+// Retry pacing of the cluster secret while Redis is unreachable.
+const (
+	secretRetryMin = 100 * time.Millisecond
+	secretRetryMax = 5 * time.Second
+)
+
+// loadSecret fetches the cluster's digest secret once, waiting at most
+// timeout, and puts it in use.
+func (e *Engine) loadSecret(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	k, err := e.secretFn(ctx)
+	if err != nil {
+		return fmt.Errorf("sip: cluster digest secret: %w", err)
+	}
+	if len(k) == 0 {
+		return errors.New("sip: cluster digest secret: empty")
+	}
+	k = append([]byte(nil), k...)
+	e.clusterKey.Store(&k)
+	e.log.Info("sip: digest nonces signed with the cluster secret")
+	return nil
+}
+
+// startSecret loads the cluster secret before the node takes calls; when
+// that fails it says so once and returns false, and the caller retries in
+// the background with retrySecret.
+func (e *Engine) startSecret(ctx context.Context) bool {
+	err := e.loadSecret(ctx, secretFirstTry)
+	if err != nil {
+		e.log.Warn("sip: signing digest nonces with this node's own key until the cluster secret loads (a challenge answered to another node fails meanwhile)", "error", err)
+	}
+	return err == nil
+}
+
+// retrySecret keeps loading the cluster secret, backing off, until it
+// succeeds or ctx ends.
+func (e *Engine) retrySecret(ctx context.Context) {
+	delay := secretRetryMin
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := e.loadSecret(ctx, secretRetryMax)
+		if err == nil {
+			return
+		}
+		e.log.Debug("sip: cluster digest secret still not available", "error", err, "retry_in", min(2*delay, secretRetryMax))
+		delay = min(2*delay, secretRetryMax)
+		t.Reset(delay)
+	}
 }
 
 // ErrNoCredentials means the INVITE carried no Proxy-Authorization or
@@ -123,12 +216,8 @@ func (in *Inbound) VerifyDigest(realm string, password func(user string) (string
 	if err != nil {
 		return "", fmt.Errorf("sip: credentials: %w", err)
 	}
-	ts, sig, ok := strings.Cut(cred.Nonce, ".")
-	if !ok || !hmac.Equal([]byte(sig), []byte(in.e.sign(ts))) {
-		return "", errors.New("sip: credentials: nonce not issued by this cluster node")
-	}
-	if sec, err := strconv.ParseInt(ts, 10, 64); err != nil || time.Since(time.Unix(sec, 0)) > nonceTTL {
-		return "", errors.New("sip: credentials: nonce expired")
+	if err := in.e.checkNonce(cred.Nonce, time.Now()); err != nil {
+		return "", fmt.Errorf("sip: credentials of %q: %w", cred.Username, err)
 	}
 	pw, ok := password(cred.Username)
 	if !ok {
@@ -145,15 +234,23 @@ func (in *Inbound) VerifyDigest(realm string, password func(user string) (string
 	return cred.Username, nil
 }
 
-// Answer negotiates a codec from the offer (PCMU, PCMA), opens an RTP
-// session, answers 200 with SDP and waits for the ACK.
+// answerCodecs is what an inbound call may negotiate. telephone-event is
+// in it so that a caller's RFC 4733 keys are answered and heard (on the
+// payload type the caller offered): without it an IVR cannot hear a desk
+// phone's keypad and a bridge cannot pass its keys on.
+var answerCodecs = []media.Codec{media.PCMU, media.PCMA, media.TelephoneEvent}
+
+// Answer negotiates a codec from the offer (PCMU, PCMA) and, when offered,
+// telephone-event with the offer's payload type; opens an RTP session that
+// decodes RFC 4733 on that payload type; answers 200 with SDP and waits for
+// the ACK.
 func (in *Inbound) Answer(ctx context.Context, callRef string) (*Leg, error) {
 	e := in.e
 	if in.OfferErr != nil {
 		in.Reject(488, "Not Acceptable Here")
 		return nil, fmt.Errorf("sip: call %s: offer: %w", callRef, in.OfferErr)
 	}
-	codec, dtmf, err := media.Negotiate(in.Offer, []media.Codec{media.PCMU, media.PCMA})
+	codec, dtmf, err := media.Negotiate(in.Offer, answerCodecs)
 	if err != nil {
 		in.Reject(488, "Not Acceptable Here")
 		return nil, fmt.Errorf("sip: call %s: %w", callRef, err)
@@ -207,7 +304,8 @@ func (in *Inbound) Answer(ctx context.Context, callRef string) (*Leg, error) {
 	return leg, nil
 }
 
-// newSecret makes the key that signs this node's digest nonces.
+// newSecret makes this process's own nonce key, used until the cluster's
+// is loaded.
 func newSecret() []byte {
 	b := make([]byte, 32)
 	rand.Read(b)
