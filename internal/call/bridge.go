@@ -52,7 +52,11 @@ func (b *SIPBridge) Connect(ctx context.Context, s *Session) TargetResult {
 		}
 		_, cause := FromSIP(res.Code, res.TimedOut)
 		reason := "destination " + s.Target.URI + " failed: " + res.Reason
-		if res.TransportErr != nil {
+		switch {
+		case res.AckErr != nil:
+			// The destination answered but could not be confirmed.
+			cause, reason = DestinationOutOfOrder, res.AckErr.Error()
+		case res.TransportErr != nil:
 			reason = res.TransportErr.Error()
 		}
 		s.Log.Warn("call: destination leg failed", "uri", s.Target.URI, "sip_code", res.Code, "reason", reason)
@@ -61,7 +65,7 @@ func (b *SIPBridge) Connect(ctx context.Context, s *Session) TargetResult {
 	bleg := res.Leg
 	s.Call.addLeg("destination", bleg)
 	connected := time.Now()
-	s.Call.update(func(i *Info) { i.State = StateBridged })
+	s.Call.enter(StateBridged, nil)
 
 	rctx, stopRelay := context.WithCancel(ctx)
 	relayDone := make(chan media.RelayStats, 1)

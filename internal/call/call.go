@@ -106,6 +106,10 @@ type Call struct {
 	req    Request
 	cancel context.CancelCauseFunc
 	done   chan struct{}
+	// events receives the call's events; nil for a call that only
+	// records a CDR.
+	events *eventBus
+	now    func() time.Time
 
 	mu   sync.Mutex
 	info Info
@@ -125,8 +129,10 @@ func (c *Call) addLeg(role string, l *sip.Leg) {
 	c.mu.Unlock()
 }
 
+// newCall builds a call that emits no events (Manager.Record); running
+// calls come from Manager.newCall.
 func newCall(req Request, now time.Time) *Call {
-	return &Call{req: req, done: make(chan struct{}), info: Info{
+	return &Call{req: req, done: make(chan struct{}), now: time.Now, info: Info{
 		CallRef: req.CallRef, ContactRef: req.ContactRef, CampaignRef: req.CampaignRef,
 		State: StateQueued, Numbers: req.Numbers, Start: now.UTC(), CDRs: []notify.CDR{},
 	}}

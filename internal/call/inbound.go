@@ -21,10 +21,10 @@ const InboundContext = "public"
 // dialed number is looked up in the dialplan context "public" and the call
 // is answered and connected to its target (IVR, SIP destination).
 func (m *Manager) HandleInbound(in *sip.Inbound) {
-	m.mu.Lock()
-	ctx := m.ctx
-	m.mu.Unlock()
-	ctx, cancelSetup := context.WithTimeout(ctx, inboundTimeout)
+	// The INVITE is not tied to any caller's context: the setup is bounded
+	// by inboundTimeout alone, and once the call is registered shutdown
+	// reaches it through its cancel func like any other call.
+	ctx, cancelSetup := context.WithTimeout(context.Background(), inboundTimeout)
 	defer cancelSetup()
 	log := m.log.With("sip_call_id", in.CallID(), "source", in.SourceIP(), "dialed", in.Dialed(), "caller", in.Caller())
 	line, ok := m.deps.Lines.FromAddress(ctx, in.SourceIP())
@@ -69,19 +69,22 @@ func (m *Manager) HandleInbound(in *sip.Inbound) {
 	req := Request{Numbers: []string{in.Caller()}, CallRef: NewRef(), CampaignRef: "inbound",
 		Destination: dialplan.Destination{Extension: in.Dialed(), Dialplan: "XML", Context: InboundContext},
 		Variables:   map[string]string{"sip_call_id": in.CallID(), "redial_inbound_line": line.Name, "destination_number": in.Dialed()}}
-	c := newCall(req, m.now())
+	c := m.newCall(req)
+	c.info.Number, c.info.Line = in.Caller(), line.Name
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
 		in.Reject(503, "Service Unavailable")
 		return
 	}
+	// The call outlives the setup timeout.
 	cctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	c.cancel = cancel
 	m.calls[req.CallRef] = c
 	m.wg.Add(1)
 	m.mu.Unlock()
 	m.mActive.Inc()
+	c.emit(EventCreated)
 	defer func() {
 		cancel(nil)
 		m.mActive.Dec()
@@ -96,15 +99,19 @@ func (m *Manager) HandleInbound(in *sip.Inbound) {
 		m.mInbound.WithLabelValues("failed").Inc()
 		rec := attemptRecord{number: in.Caller(), dialNumber: in.Dialed(), line: line.Name, vars: req.Variables,
 			start: start, end: m.now(), disposition: Failed, sipCode: 488, cause: IncompatibleDestination, reason: err.Error()}
-		c.out.CDRs = append(c.out.CDRs, m.writeCDR(cctx, c, 1, rec))
-		c.update(func(i *Info) { i.State = StateEnded })
+		cdr := m.writeCDR(cctx, c, 1, rec)
+		c.mu.Lock()
+		c.out.CDRs = append(c.out.CDRs, cdr)
+		c.out.Disposition = Failed
+		c.info.Number, c.info.Line, c.info.State = in.Caller(), line.Name, StateEnded
+		c.mu.Unlock()
 		return
 	}
 	m.mInbound.WithLabelValues("answered").Inc()
 	answer := m.now()
-	c.update(func(i *Info) {
+	c.enter(StateAnswered, func(i *Info) {
 		a := answer.UTC()
-		i.Number, i.Line, i.Attempt, i.Answer, i.State, i.SIPCode = in.Caller(), line.Name, 1, &a, StateAnswered, 200
+		i.Number, i.Line, i.Attempt, i.Answer, i.SIPCode = in.Caller(), line.Name, 1, &a, 200
 	})
 	c.addLeg("caller", leg)
 	params := ParseDialParams(req.Variables, log, req.CallRef)
@@ -127,8 +134,11 @@ func (m *Manager) HandleInbound(in *sip.Inbound) {
 	c.mu.Unlock()
 }
 
-// finish records an ended call for the API and releases waiters.
+// finish records an ended call for the API, tells subscribers and releases
+// waiters. The ended event goes out before Done closes, so whoever waits
+// for the call (Place) finds the event already delivered.
 func (m *Manager) finish(c *Call) {
+	c.emit(EventEnded)
 	m.mu.Lock()
 	m.ended[c.req.CallRef] = m.now()
 	m.order = append(m.order, c.req.CallRef)

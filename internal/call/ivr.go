@@ -23,7 +23,7 @@ type IVRConnector struct {
 // Connect implements Connector.
 func (c *IVRConnector) Connect(ctx context.Context, s *Session) TargetResult {
 	start := time.Now()
-	ch := &ivrChannel{s: s, m: c.Manager, ctx: ctx}
+	ch := &ivrChannel{s: s, m: c.Manager}
 	res := c.Engine.Run(ctx, ch, s.Target.Script)
 	// The session's results (dtmfBuffer, recordFile, ...) travel into the
 	// CDR's variables, where integrators read them.
@@ -56,7 +56,6 @@ func (c *IVRConnector) Connect(ctx context.Context, s *Session) TargetResult {
 type ivrChannel struct {
 	s   *Session
 	m   *Manager
-	ctx context.Context
 	ext *string
 }
 

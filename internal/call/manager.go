@@ -56,13 +56,15 @@ type Manager struct {
 	ended  map[string]time.Time
 	order  []string // ended call refs, oldest first
 	wg     sync.WaitGroup
-	ctx    context.Context
 	closed bool
+
+	events *eventBus
 
 	mCalls   *prometheus.CounterVec
 	mActive  prometheus.Gauge
 	mSetup   prometheus.Histogram
 	mInbound *prometheus.CounterVec
+	mDropped prometheus.Counter
 }
 
 // ErrDuplicateRef is returned when a call with the same call_ref is still
@@ -96,7 +98,6 @@ func NewManager(cfg Config, deps Deps) (*Manager, error) {
 	}
 	m := &Manager{cfg: cfg, deps: deps, log: deps.Logger.With("component", "call"), now: deps.Now,
 		connectors: map[string]Connector{}, calls: map[string]*Call{}, ended: map[string]time.Time{},
-		ctx: context.Background(),
 		mCalls: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "redial_calls_total",
 			Help: "Call attempts (one per CDR) by disposition."}, []string{"disposition"}),
 		mActive: prometheus.NewGauge(prometheus.GaugeOpts{Name: "redial_active_calls", Help: "Calls in progress on this node."}),
@@ -104,9 +105,12 @@ func NewManager(cfg Config, deps Deps) (*Manager, error) {
 			Help: "Time from INVITE to answer.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
 		mInbound: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "redial_inbound_calls_total",
 			Help: "Inbound INVITEs by outcome (answered, forbidden, no_route, failed)."}, []string{"result"}),
+		mDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "redial_call_events_dropped_total",
+			Help: "Call events not delivered to a local subscriber whose buffer was full."}),
 	}
+	m.events = newEventBus(m.mDropped)
 	if deps.Registry != nil {
-		deps.Registry.MustRegister(m.mCalls, m.mActive, m.mSetup, m.mInbound)
+		deps.Registry.MustRegister(m.mCalls, m.mActive, m.mSetup, m.mInbound, m.mDropped)
 	}
 	m.RegisterConnector(dialplan.TypeSIP, &SIPBridge{Engine: deps.SIP})
 	m.RegisterConnector(dialplan.TypeHangup, hangupConnector{})
@@ -123,9 +127,6 @@ func (m *Manager) RegisterConnector(targetType string, c Connector) {
 // Run prunes ended calls; on ctx cancel it hangs up every call and waits
 // for their CDRs (bounded by DrainTimeout).
 func (m *Manager) Run(ctx context.Context) error {
-	m.mu.Lock()
-	m.ctx = ctx
-	m.mu.Unlock()
 	t := time.NewTicker(10 * time.Second)
 	defer t.Stop()
 	for {
@@ -173,6 +174,14 @@ func (m *Manager) prune() {
 	m.order = append([]string(nil), m.order[i:]...)
 }
 
+// newCall builds a call that reports its events to the manager's
+// subscribers.
+func (m *Manager) newCall(req Request) *Call {
+	c := newCall(req, m.now())
+	c.events, c.now = m.events, m.now
+	return c
+}
+
 // NewRef returns a random call reference.
 func NewRef() string {
 	var b [16]byte
@@ -212,7 +221,7 @@ func (m *Manager) Originate(ctx context.Context, req Request) (*Call, error) {
 	if req.CallRef == "" {
 		req.CallRef = NewRef()
 	}
-	c := newCall(req, m.now())
+	c := m.newCall(req)
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
@@ -229,6 +238,7 @@ func (m *Manager) Originate(ctx context.Context, req Request) (*Call, error) {
 	m.wg.Add(1)
 	m.mu.Unlock()
 	m.mActive.Inc()
+	c.emit(EventCreated)
 	go func() {
 		defer m.wg.Done()
 		defer m.mActive.Dec()

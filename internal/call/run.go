@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"redial/internal/dialplan"
-	"redial/internal/lines"
 	"redial/internal/notify"
 	"redial/internal/sip"
 )
@@ -31,147 +30,28 @@ type attemptRecord struct {
 	reason      string
 }
 
+// run takes an originate request through its steps: attempt the callee
+// leg, connect it to the destination, end it with its CDR.
 func (m *Manager) run(ctx context.Context, c *Call) {
 	req := c.req
-	log := m.log.With("call_ref", req.CallRef)
-	attempt := 0
-	invited := false
-	var out Outcome
-	defer func() {
-		c.mu.Lock()
-		c.out = out
-		c.info.State = StateEnded
-		c.legs = nil // the legs' sockets and dialogs are done; let them go
-		c.mu.Unlock()
-	}()
-
-numbers:
-	for _, number := range req.Numbers {
-		c.update(func(i *Info) { i.Number = number; i.State = StateDialing })
-		var noLineErr error
-		sent := false
-		for _, group := range req.LineGroups {
-			lease, err := m.deps.Lines.Acquire(ctx, group, req.CallRef)
-			if err != nil {
-				if ctx.Err() != nil {
-					break numbers
-				}
-				// No free line is a trunk-side failure: try the next group.
-				noLineErr = err
-				log.Info("call: no line", "group", group, "number", number, "error", err)
-				continue
-			}
-			vars := lines.MergeVariables(req.Variables, lease.Line.Variables)
-			params := ParseDialParams(vars, log, req.CallRef)
-			rec := attemptRecord{number: number, line: lease.Line.Name, vars: vars, dialNumber: params.CallerIDNumber}
-			target := lease.Line.DialURI(number)
-			if !invited && req.OnInvite != nil {
-				if err := req.OnInvite(); err != nil {
-					lease.Release(context.WithoutCancel(ctx))
-					out.NotDialed, out.NotDialedErr = true, err
-					log.Warn("call: not dialed", "error", err)
-					return
-				}
-			}
-			invited, sent = true, true
-			attempt++
-			out.Invites++
-			c.update(func(i *Info) { i.Line = lease.Line.Name; i.Attempt = attempt })
-			rec.start = m.now()
-			res := m.deps.SIP.Dial(ctx, sip.DialRequest{
-				CallRef: req.CallRef, Target: target, Transport: lease.Line.Transport,
-				FromUser: params.CallerIDNumber, FromName: params.CallerIDName, FromHost: params.FromHost,
-				Headers: params.Headers, Codecs: params.Codecs, RingTimeout: params.RingTimeout,
-				IgnoreEarlyMedia: params.IgnoreEarlyMedia, Username: lease.Line.Username, Password: lease.Line.Password,
-				OnRinging: func() { c.update(func(i *Info) { i.State = StateRinging }) },
-			})
-			if res.Leg == nil {
-				lease.Release(context.WithoutCancel(ctx))
-				rec.end = m.now()
-				rec.sipCode = res.Code
-				rec.disposition, rec.cause = FromSIP(res.Code, res.TimedOut)
-				switch {
-				case res.Cancelled:
-					rec.disposition, rec.cause = Cancelled, OriginatorCancel
-				case res.TransportErr != nil && !res.Provisional:
-					rec.disposition, rec.cause = Failed, DestinationOutOfOrder
-					rec.reason = res.TransportErr.Error()
-				case res.TimedOut && !res.Provisional:
-					rec.reason = "no response before originate_timeout"
-				}
-				out.Disposition = rec.disposition
-				out.CDRs = append(out.CDRs, m.writeCDR(ctx, c, attempt, rec))
-				log.Info("call: attempt failed", "number", number, "line", lease.Line.Name, "sip_code", res.Code,
-					"disposition", rec.disposition, "provisional", res.Provisional, "timed_out", res.TimedOut)
-				if res.Cancelled || ctx.Err() != nil {
-					break numbers
-				}
-				if lines.TrunkFailure(res.Code, res.Provisional, res.TransportErr != nil, false) {
-					continue
-				}
-				break
-			}
-
-			// Answered.
-			m.mSetup.Observe(res.AnswerAt.Sub(res.InviteAt).Seconds())
-			rec.answer = m.now()
-			out.Answered = true
-			c.update(func(i *Info) {
-				a := rec.answer.UTC()
-				i.Answer, i.State, i.SIPCode = &a, StateAnswered, res.Code
-			})
-			c.addLeg("callee", res.Leg)
-			tr := m.connect(ctx, c, res.Leg, number, vars, params, log)
-			res.Leg.Hangup(context.WithoutCancel(ctx))
-			lease.Release(context.WithoutCancel(ctx))
-			rec.end = m.now()
-			rec.sipCode = res.Code
-			rec.ext = tr.Ext
-			rec.cause = tr.Cause
-			rec.reason = tr.Reason
-			if !tr.ConnectedAt.IsZero() {
-				rec.holdTime = tr.ConnectedAt.Sub(rec.answer)
-			}
-			if tr.Connected {
-				rec.disposition = Answered
-				out.Connected = true
-			} else {
-				// The callee answered but never reached its target: count
-				// it as failed so a campaign does not take it for a
-				// contact, and say why.
-				rec.disposition = Failed
-			}
-			out.Disposition = rec.disposition
-			out.CDRs = append(out.CDRs, m.writeCDR(ctx, c, attempt, rec))
-			break numbers
-		}
-		if !sent && noLineErr != nil && req.ReturnOnNoLine && !invited {
-			out.NoLine, out.NotDialed = true, true
-			break
-		}
-		if !sent && noLineErr != nil {
-			attempt++
-			now := m.now()
-			rec := attemptRecord{number: number, vars: req.Variables, start: now, end: now,
-				disposition: NoLine, cause: CircuitCongestion, reason: noLineErr.Error(),
-				dialNumber: req.Variables["origination_caller_id_number"]}
-			out.Disposition = NoLine
-			out.CDRs = append(out.CDRs, m.writeCDR(ctx, c, attempt, rec))
-		}
-		if ctx.Err() != nil {
-			break
-		}
+	r := m.newRun(c)
+	defer r.end()
+	res := r.attemptLeg(ctx, legPlan{numbers: req.Numbers, groups: req.LineGroups, vars: req.Variables,
+		onInvite: req.OnInvite, returnOnNoLine: req.ReturnOnNoLine})
+	if a := res.answered; a != nil {
+		tr := m.connect(ctx, c, a.leg, a.number, a.vars, a.params, r.log)
+		r.endLeg(ctx, a, tr)
+		return
 	}
-	if len(out.CDRs) == 0 && ctx.Err() != nil {
+	if !res.notDialed && len(r.out.CDRs) == 0 && ctx.Err() != nil {
 		// Hung up before any attempt: still leave a record.
-		now := m.now()
 		number := ""
 		if len(req.Numbers) > 0 {
 			number = req.Numbers[0]
 		}
-		out.Disposition = Cancelled
-		out.CDRs = append(out.CDRs, m.writeCDR(ctx, c, 1, attemptRecord{number: number, vars: req.Variables,
-			start: now, end: now, disposition: Cancelled, cause: OriginatorCancel, reason: fmt.Sprint(context.Cause(ctx))}))
+		now := m.now()
+		r.record(ctx, 1, attemptRecord{number: number, vars: req.Variables, start: now, end: now,
+			disposition: Cancelled, cause: OriginatorCancel, reason: fmt.Sprint(context.Cause(ctx))})
 	}
 }
 

@@ -44,12 +44,21 @@ type DialRequest struct {
 
 // DialResult is the outcome of one INVITE.
 type DialResult struct {
-	// Leg is the established call; nil unless Code is 2xx.
+	// Leg is the established call; nil unless Code is 2xx and the call
+	// was confirmed (ACK sent).
 	Leg *Leg
 	// Code is the final SIP status: the response code, 408 when nothing at
 	// all came back, 487 when the call was cancelled by us.
 	Code   int
 	Reason string
+	// Answered is true when a 2xx arrived, even if the ACK could then not
+	// be sent (Leg nil, AckErr set): the callee has picked up, so the
+	// caller must not take this for a trunk failure and ring them again
+	// elsewhere.
+	Answered bool
+	// AckErr is why the ACK to the 2xx could not be sent; a BYE was then
+	// tried, best effort.
+	AckErr error
 	// Provisional is true once any 1xx arrived (the trunk is alive).
 	Provisional bool
 	// TimedOut is true when the ring timeout ended the call.
@@ -225,14 +234,25 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	}
 
 	res.AnswerAt = time.Now()
+	res.Answered = true
 	res.Code, res.Reason = dialog.InviteResponse.StatusCode, dialog.InviteResponse.Reason
 	ackCtx, ackCancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer ackCancel()
 	if err := dialog.Ack(ackCtx); err != nil {
-		res.Code, res.Reason = 500, "ACK failed"
-		res.TransportErr = fmt.Errorf("sip: call %s: ACK: %w", r.CallRef, err)
+		// Keep the 2xx code: the callee answered, and a made-up 5xx here
+		// would read as a trunk failure and fail over to the next trunk.
+		to := r.Target
+		if c := dialog.InviteResponse.Contact(); c != nil {
+			to = c.Address.String()
+		}
+		res.AckErr = fmt.Errorf("sip: call %s: ACK to %s: %w", r.CallRef, to, err)
+		// The BYE follows the same route as the ACK and will likely fail
+		// too; it is still worth a try (RFC 3261 13.2.2.4 ends an answered
+		// call that cannot be kept with BYE).
 		byeCtx, c := context.WithTimeout(context.Background(), 2*time.Second)
-		dialog.Bye(byeCtx)
+		if berr := dialog.Bye(byeCtx); berr != nil {
+			e.log.Debug("sip: BYE after failed ACK", "call_ref", r.CallRef, "error", berr)
+		}
 		c()
 		return res
 	}
@@ -249,6 +269,8 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 		leg.Hangup(context.Background())
 		res.Code, res.Reason = 488, "Not Acceptable Here"
 		res.TransportErr = nil
+		// Reported as the 488 it always was (not a trunk failure either).
+		res.Answered = false
 		res.AnswerAt = time.Time{}
 		e.log.Warn("sip: answer SDP unusable, hung up", "call_ref", r.CallRef, "error", err)
 		return res
