@@ -20,6 +20,7 @@ import (
 	"redial/internal/config"
 	"redial/internal/dialer"
 	"redial/internal/sim"
+	"redial/internal/store"
 )
 
 func demo(ctx context.Context, args []string) error {
@@ -69,16 +70,22 @@ func demo(ctx context.Context, args []string) error {
 	go dest.Run(ctx)
 	fmt.Printf("simulated carrier at %s (60%% answer, 20%% busy, 20%% no answer), destination at %s\n", carrier.Addr(), dest.Addr())
 
-	rdb := redis.NewClient(mustRedisOpts(*redisURL))
-	defer rdb.Close()
+	// The demo's own view of Redis, for what an integrator would write and
+	// read; key names stay in the store.
+	ds, err := store.New(store.Config{URL: *redisURL, Domain: "default", Host: "demo", NotifyPrefix: "enigma:notifications"})
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	defer ds.Close()
+	rdb := ds.Client()
 	line := fmt.Sprintf(`{"params":{"group":"sim","uri":"sip:%s","transport":"udp","limit":%d,"cps":100,"enable":true},"variables":{"origination_caller_id_number":"15550000000"}}`, carrier.Addr(), *limit)
-	if err := rdb.HSet(ctx, "cti_line@default", "sim-carrier", line).Err(); err != nil {
+	if err := ds.SetLine(ctx, "sim-carrier", line); err != nil {
 		return fmt.Errorf("demo: write line: %w", err)
 	}
-	if err := rdb.HSet(ctx, "cti_dialplan@default", "default:8888", fmt.Sprintf(`{"type":"sip","uri":"sip:8888@%s"}`, dest.Addr())).Err(); err != nil {
+	if err := ds.SetDialplanEntry(ctx, "default:8888", fmt.Sprintf(`{"type":"sip","uri":"sip:8888@%s"}`, dest.Addr())); err != nil {
 		return fmt.Errorf("demo: write dialplan: %w", err)
 	}
-	rdb.Del(ctx, "enigma:notifications:campaigns")
+	rdb.Del(ctx, ds.CampaignsListKey())
 
 	cfg := &config.Node{Redis: *redisURL, Host: "demo", Domain: "default",
 		SIP: []config.Listener{{Network: "udp", Addr: "127.0.0.1:0"}}, SIPPublicIP: "127.0.0.1",
@@ -117,7 +124,7 @@ func demo(ctx context.Context, args []string) error {
 				status = s
 			}
 		}
-		done := len(must(rdb.LRange(ctx, "enigma:notifications:campaigns", 0, -1).Result()))
+		done := len(must(rdb.LRange(ctx, ds.CampaignsListKey(), 0, -1).Result()))
 		fmt.Printf("\r%s", progressLine(done, *calls, status, time.Since(start)))
 		if done >= *calls && status.InFlight == 0 {
 			fmt.Println()
@@ -134,7 +141,7 @@ func demo(ctx context.Context, args []string) error {
 	deadline := time.Now().Add(10 * time.Second)
 	var cdrs []string
 	for time.Now().Before(deadline) {
-		cdrs, _ = rdb.LRange(ctx, "enigma:notifications:campaigns", 0, -1).Result()
+		cdrs, _ = rdb.LRange(ctx, ds.CampaignsListKey(), 0, -1).Result()
 		if len(cdrs) >= *calls {
 			break
 		}
@@ -162,15 +169,6 @@ func progressLine(done, total int, st dialer.TaskStatus, el time.Duration) strin
 }
 
 func must[T any](v T, _ error) T { return v }
-
-func mustRedisOpts(url string) *redis.Options {
-	o, err := redis.ParseURL(url)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "redial demo: --redis:", err)
-		os.Exit(2)
-	}
-	return o
-}
 
 // startRedis runs a private redis-server on a free port for the demo.
 func startRedis(ctx context.Context, dir string) (string, func(), error) {

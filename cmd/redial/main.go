@@ -28,6 +28,7 @@ usage:
   redial schedule add --at TIME --number N --config C [--expires T]   schedule a call
   redial schedule list        scheduled calls, soonest first
   redial event push voicemail_saved --account A --vmbox V   queue a voicemail event
+  redial nodes [--json]       the cluster's nodes: alive or dead since when, age, SIP and HTTP addresses, version
   redial demo [flags]         run the self-contained demo (own redis-server and simulated carrier)
   redial sim [flags]          run the simulated carrier and destination alone
 `
@@ -57,6 +58,8 @@ func main() {
 		err = scheduleCmd(ctx, os.Args[2:])
 	case "event":
 		err = eventCmd(ctx, os.Args[2:])
+	case "nodes":
+		err = nodesCmd(ctx, os.Args[2:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return

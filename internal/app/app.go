@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"redial/internal/call"
 	"redial/internal/callback"
+	"redial/internal/cluster"
 	"redial/internal/config"
 	"redial/internal/dialer"
 	"redial/internal/dialplan"
@@ -28,6 +30,10 @@ import (
 	"redial/internal/store"
 	"redial/internal/web"
 )
+
+// Version is this build's version, registered in the node directory; set
+// at link time with -ldflags "-X redial/internal/app.Version=v1.2.3".
+var Version = "dev"
 
 // App is one node.
 type App struct {
@@ -48,7 +54,16 @@ type App struct {
 	Callback *callback.Runner
 	Web      *web.Server
 
-	parts []part
+	// Directory registers this node and watches the others; Bus carries
+	// messages and requests between nodes.
+	Directory *cluster.Directory
+	Bus       *cluster.Bus
+	// Recoverer settles this node's leftover claims and recovers dead
+	// nodes' claims, for every claim ledger.
+	Recoverer *cluster.Recoverer
+
+	started time.Time
+	parts   []part
 }
 
 // part is a long-lived component in start order.
@@ -75,7 +90,7 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 	for _, f := range opts {
 		f(&o)
 	}
-	a := &App{Cfg: cfg, Log: log, Registry: prometheus.NewRegistry()}
+	a := &App{Cfg: cfg, Log: log, Registry: prometheus.NewRegistry(), started: time.Now()}
 	a.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var err error
 	if a.Store, err = store.New(store.Config{URL: cfg.Redis, Domain: cfg.Domain, Host: cfg.Host, NotifyPrefix: cfg.NotifyPrefix}); err != nil {
@@ -91,7 +106,19 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 	if a.Ports, err = media.NewPortPool(cfg.RTPMin, cfg.RTPMax); err != nil {
 		return nil, fmt.Errorf("app: rtp ports: %w", err)
 	}
-	if a.SIP, err = sip.New(sip.Config{Listeners: cfg.SIP, PublicIP: cfg.SIPPublicIP}, sip.Deps{Logger: log, Ports: a.Ports}); err != nil {
+	if a.SIP, err = sip.New(sip.Config{Listeners: cfg.SIP, PublicIP: cfg.SIPPublicIP}, sip.Deps{Logger: log, Ports: a.Ports, Secret: a.Store.DigestSecret}); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+	if a.Directory, err = cluster.NewDirectory(cluster.DirectoryConfig{Self: a.nodeInfo(), TTL: cfg.HeartbeatTTL},
+		cluster.DirectoryDeps{Store: a.Store, Logger: log, Registry: a.Registry}); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+	if a.Bus, err = cluster.NewBus(cluster.BusConfig{Host: cfg.Host},
+		cluster.BusDeps{Store: a.Store, Directory: a.Directory, Logger: log, Registry: a.Registry}); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+	if a.Recoverer, err = cluster.NewRecoverer(cluster.RecovererConfig{Every: cfg.HeartbeatTTL / 2},
+		cluster.RecovererDeps{Liveness: a.Directory, SpoolReplayed: a.Notify.Replayed(), Logger: log, Registry: a.Registry}); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
 	a.Dialplan = dialplan.New(a.Store)
@@ -108,25 +135,32 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 		return nil, fmt.Errorf("app: %w", err)
 	}
 	a.Calls.RegisterConnector(dialplan.TypeIVR, &call.IVRConnector{Engine: a.IVR, Manager: a.Calls})
-	if a.Dialer, err = dialer.New(dialer.Config{Host: cfg.Host, Location: cfg.Timezone, Resync: cfg.Resync,
-		HeartbeatTTL: cfg.HeartbeatTTL, RecoverEvery: cfg.HeartbeatTTL / 2},
-		dialer.Deps{Store: a.Store, Calls: a.Calls, Lines: a.Lines, Logger: log, Registry: a.Registry, Now: o.now}); err != nil {
+	if a.Dialer, err = dialer.New(dialer.Config{Host: cfg.Host, Location: cfg.Timezone, Resync: cfg.Resync},
+		dialer.Deps{Store: a.Store, Calls: a.Calls, Recoverer: a.Recoverer, Settler: a.Notify, Lines: a.Lines,
+			Logger: log, Registry: a.Registry, Now: o.now}); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
-	if a.Schedule, err = schedule.New(schedule.Config{Host: cfg.Host, RecoverEvery: cfg.HeartbeatTTL / 2},
-		schedule.Deps{Store: a.Store, Calls: a.Calls, Logger: log, Registry: a.Registry, Now: o.now}); err != nil {
+	if a.Schedule, err = schedule.New(schedule.Config{Host: cfg.Host},
+		schedule.Deps{Store: a.Store, Calls: a.Calls, Recoverer: a.Recoverer, Settler: a.Notify, Logger: log, Registry: a.Registry, Now: o.now}); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
-	if a.Callback, err = callback.New(callback.Config{Host: cfg.Host, RecoverEvery: cfg.HeartbeatTTL / 2},
-		callback.Deps{Store: a.Store, Calls: a.Calls, Logger: log, Registry: a.Registry, Now: o.now}); err != nil {
+	if a.Callback, err = callback.New(callback.Config{Host: cfg.Host},
+		callback.Deps{Store: a.Store, Calls: a.Calls, Recoverer: a.Recoverer, Settler: a.Notify, Logger: log, Registry: a.Registry, Now: o.now}); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
 	if a.Web, err = web.New(web.Config{Addr: cfg.HTTP}, web.Deps{Calls: a.Calls, Dialer: a.Dialer, Schedule: a.Schedule, Callback: a.Callback, Lines: a.Lines, Dialplan: a.Dialplan,
-		Store: a.Store, Notify: a.Notify, Registry: a.Registry, Logger: log}); err != nil {
+		Store: a.Store, Notify: a.Notify, Registry: a.Registry, Logger: log, Directory: a.Directory}); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+	// The HTTP address is known now that web has bound it.
+	if err := a.Directory.SetSelf(a.nodeInfo()); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
 	a.parts = []part{
 		{"notify", a.Notify.Run},
+		{"directory", a.Directory.Run},
+		{"bus", a.Bus.Run},
+		{"recoverer", a.Recoverer.Run},
 		{"lines", func(ctx context.Context) error {
 			err := a.Lines.Run(ctx)
 			// Calls have stopped by now (reverse order): free their channels
@@ -147,6 +181,35 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 	}
 	registerRuntimeGauges(a)
 	return a, nil
+}
+
+// nodeInfo is what this node registers in the directory: its listeners
+// as the other nodes can reach them (a wildcard bind address is replaced
+// by the public IP).
+func (a *App) nodeInfo() cluster.NodeInfo {
+	info := cluster.NodeInfo{Host: a.Cfg.Host, SIP: map[string]string{}, Version: Version, Started: a.started}
+	for _, l := range a.Cfg.SIP {
+		if addr := a.SIP.Addr(l.Network); addr != "" {
+			info.SIP[l.Network] = reachable(addr, a.Cfg.SIPPublicIP)
+		}
+	}
+	if a.Web != nil {
+		info.HTTP = a.Web.Addr()
+		info.PublicURL = "http://" + reachable(info.HTTP, a.Cfg.SIPPublicIP)
+	}
+	return info
+}
+
+// reachable replaces an unspecified host (0.0.0.0, ::) in addr by ip.
+func reachable(addr, ip string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || ip == "" {
+		return addr
+	}
+	if h := net.ParseIP(host); host == "" || (h != nil && h.IsUnspecified()) {
+		return net.JoinHostPort(ip, port)
+	}
+	return addr
 }
 
 func registerRuntimeGauges(a *App) {
@@ -193,14 +256,29 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	for i := len(started) - 1; i >= 0; i-- {
 		started[i].cancel()
-		select {
-		case <-started[i].done:
-		case <-time.After(30 * time.Second):
-			a.Log.Error("app: component did not stop", "component", started[i].name)
-		}
+		a.waitStopped(started[i].name, started[i].done)
 	}
+	// Only now: a part still running would fail on a closed store.
 	a.Store.Close()
 	return runErr
+}
+
+// waitStopped waits for a part to return, however long it takes: the
+// parts before it (and the store) must outlive it. A part that hangs is
+// named in an ERROR every 30 s.
+func (a *App) waitStopped(name string, done <-chan error) {
+	start := time.Now()
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			a.Log.Error("app: component has not stopped yet; still waiting", "component", name,
+				"waited", time.Since(start).Round(time.Second))
+		}
+	}
 }
 
 func (a *App) waitReady(ctx context.Context) error {

@@ -253,7 +253,7 @@ func TestCallbackPlanSurvivesNodeKill(t *testing.T) {
 	var holder string
 	testenv.WaitFor(t, 20*time.Second, func() error {
 		for h := range procs {
-			if n, _ := r.Client.HLen(ctx, "redial:{callback}:processing:"+h).Result(); n == 1 {
+			if n, _ := r.Client.LLen(ctx, "redial:{callback}:claimed:"+h).Result(); n == 1 {
 				holder = h
 				return nil
 			}

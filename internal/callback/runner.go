@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"redial/internal/call"
+	"redial/internal/cluster"
 	"redial/internal/dialplan"
 	"redial/internal/schedule"
 	"redial/internal/store"
@@ -31,20 +34,28 @@ type Config struct {
 	// NoLineDelay is when an attempt that found no free line is tried
 	// again. Default 60s.
 	NoLineDelay time.Duration
-	// RecoverEvery is how often dead nodes' plans and events are looked
-	// for. Default 5s.
-	RecoverEvery time.Duration
 	// CronEvery is how often cron schedules are evaluated. Default 1s.
 	CronEvery time.Duration
 }
 
 // Deps are what the runner drives.
 type Deps struct {
-	Store    *store.Store
-	Calls    *call.Manager
+	Store *store.Store
+	Calls *call.Manager
+	// Recoverer settles this node's leftover claims of events and plans
+	// and recovers dead nodes' claims.
+	Recoverer *cluster.Recoverer
+	// Settler finishes plan attempts after their calls' CDRs.
+	Settler  Settler
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
 	Now      func() time.Time
+}
+
+// Settler finishes claims with the durability of the CDRs before them
+// (the notify publisher).
+type Settler interface {
+	Settle(ctx context.Context, op store.SettleOp) error
 }
 
 // Runner takes voicemail events, plans callbacks and places them.
@@ -55,6 +66,8 @@ type Runner struct {
 	wg   sync.WaitGroup
 	wake chan struct{}
 
+	events, plans *store.Ledger
+
 	mEvents  *prometheus.CounterVec
 	mPlans   *prometheus.CounterVec
 	mCronRun prometheus.Counter
@@ -62,17 +75,14 @@ type Runner struct {
 
 // New builds a runner.
 func New(cfg Config, deps Deps) (*Runner, error) {
-	if deps.Store == nil || deps.Calls == nil || cfg.Host == "" {
-		return nil, errors.New("callback: needs store, call manager and host")
+	if deps.Store == nil || deps.Calls == nil || deps.Recoverer == nil || deps.Settler == nil || cfg.Host == "" {
+		return nil, errors.New("callback: needs store, call manager, recoverer, settler and host")
 	}
 	if cfg.Poll <= 0 {
 		cfg.Poll = 50 * time.Millisecond
 	}
 	if cfg.NoLineDelay <= 0 {
 		cfg.NoLineDelay = 60 * time.Second
-	}
-	if cfg.RecoverEvery <= 0 {
-		cfg.RecoverEvery = 5 * time.Second
 	}
 	if cfg.CronEvery <= 0 {
 		cfg.CronEvery = time.Second
@@ -84,6 +94,7 @@ func New(cfg Config, deps Deps) (*Runner, error) {
 		deps.Now = time.Now
 	}
 	r := &Runner{cfg: cfg, deps: deps, log: deps.Logger.With("component", "callback"), wake: make(chan struct{}, 1),
+		events: deps.Store.EventsLedger(), plans: deps.Store.PlansLedger(),
 		mEvents: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "redial_callback_events_total",
 			Help: "Events taken from redial:events, by result."}, []string{"result"}),
 		mPlans: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "redial_callback_plans_total",
@@ -98,24 +109,29 @@ func New(cfg Config, deps Deps) (*Runner, error) {
 
 // Run reads events, runs due plans and cron ticks until ctx is cancelled.
 func (r *Runner) Run(ctx context.Context) error {
-	st := r.deps.Store
-	if err := st.EnsurePlanHolder(ctx, r.cfg.Host); err != nil {
-		r.log.Warn("callback: registering as plan holder failed", "error", err)
+	for _, l := range []*store.Ledger{r.plans, r.events} {
+		if err := l.EnsureHolder(ctx); err != nil {
+			r.log.Warn("callback: registering as holder failed", "ledger", l.Name(), "error", err)
+		}
 	}
-	if err := st.EnsureEventHolder(ctx, r.cfg.Host); err != nil {
-		r.log.Warn("callback: registering as event holder failed", "error", err)
-	}
-	if n, err := st.RecoverOwnPlans(ctx, r.cfg.Host); err == nil && n > 0 {
-		r.log.Warn("callback: plans claimed by this node's previous run resume", "plans", n)
-	}
-	if n, err := st.RecoverOwnEvents(ctx, r.cfg.Host); err == nil && n > 0 {
-		r.log.Warn("callback: events claimed by this node's previous run re-read", "events", n)
-	}
-	r.wg.Add(4)
-	go func() { defer r.wg.Done(); r.events(ctx) }()
-	go func() { defer r.wg.Done(); r.plans(ctx) }()
+	waitPlans, unregPlans := r.deps.Recoverer.Register(r.plans)
+	defer unregPlans()
+	waitEvents, unregEvents := r.deps.Recoverer.Register(r.events)
+	defer unregEvents()
+	r.wg.Add(3)
+	go func() {
+		defer r.wg.Done()
+		if waitEvents(ctx) == nil {
+			r.readEvents(ctx)
+		}
+	}()
+	go func() {
+		defer r.wg.Done()
+		if waitPlans(ctx) == nil {
+			r.runPlans(ctx)
+		}
+	}()
 	go func() { defer r.wg.Done(); r.cron(ctx) }()
-	go func() { defer r.wg.Done(); r.recoverLoop(ctx) }()
 	r.wg.Wait()
 	return nil
 }
@@ -169,10 +185,10 @@ func ParseEvent(raw string) (Event, error) {
 	return e, nil
 }
 
-func (r *Runner) events(ctx context.Context) {
+func (r *Runner) readEvents(ctx context.Context) {
 	st := r.deps.Store
 	for ctx.Err() == nil {
-		raw, ok, err := st.ClaimEvent(ctx, r.cfg.Host, time.Second)
+		raw, ok, err := r.events.ClaimBlocking(ctx, time.Second)
 		if err != nil {
 			if ctx.Err() == nil {
 				r.log.Warn("callback: reading redial:events failed", "error", err)
@@ -190,8 +206,8 @@ func (r *Runner) events(ctx context.Context) {
 		}
 		if err != nil {
 			r.mEvents.WithLabelValues("invalid").Inc()
-			r.log.Warn("callback: malformed event moved aside", "key", st.EventsKey(), "event", raw, "error", err)
-			if err := st.InvalidEvent(bg, r.cfg.Host, raw, err.Error()); err != nil {
+			r.log.Warn("callback: malformed event moved aside", "key", st.EventsKey(), "event", truncate(raw, 200), "error", err)
+			if err := r.events.Invalid(bg, raw, err.Error()); err != nil {
 				r.log.Error("callback: moving event aside failed", "error", err)
 			}
 			continue
@@ -204,7 +220,7 @@ func (r *Runner) events(ctx context.Context) {
 			continue
 		}
 		r.mEvents.WithLabelValues(result).Inc()
-		if err := st.AckEvent(bg, r.cfg.Host, raw); err != nil {
+		if err := r.events.Ack(bg, raw); err != nil {
 			r.log.Warn("callback: ack event failed", "error", err)
 		}
 	}
@@ -241,21 +257,21 @@ func (r *Runner) docs(ctx context.Context, account, vmbox string) (Docs, error) 
 		return m, nil
 	}
 	var err error
-	if d.Vmbox, err = load("vmbox@"+account, vmbox); err != nil {
+	if d.Vmbox, err = load(st.VMBoxDocsKey(account), vmbox); err != nil {
 		return d, err
 	}
 	if d.Vmbox == nil {
 		return d, nil
 	}
 	if owner, _ := d.Vmbox["owner_id"].(string); owner != "" {
-		if d.Owner, err = load("user@"+account, owner); err != nil {
+		if d.Owner, err = load(st.UserDocsKey(account), owner); err != nil {
 			return d, err
 		}
 	}
-	if d.Account, err = load("account", account); err != nil {
+	if d.Account, err = load(st.AccountDocsKey(), account); err != nil {
 		return d, err
 	}
-	d.System, err = load("system_config", "ananke")
+	d.System, err = load(st.SystemConfigKey(), store.CallbackConfigField)
 	return d, err
 }
 
@@ -270,7 +286,7 @@ func (r *Runner) VoicemailSaved(ctx context.Context, account, vmbox string) (str
 		return "", err
 	}
 	if d.Vmbox == nil {
-		log.Warn("callback: no such vmbox", "key", "vmbox@"+account)
+		log.Warn("callback: no such vmbox", "key", r.deps.Store.VMBoxDocsKey(account))
 		return "no_vmbox", nil
 	}
 	pol, err := Resolve(d)
@@ -290,7 +306,7 @@ func (r *Runner) VoicemailSaved(ctx context.Context, account, vmbox string) (str
 	case len(pol.Schedule) == 0:
 		return "no_attempts", nil
 	}
-	flows, err := r.deps.Store.Docs(ctx, "callflow@"+account)
+	flows, err := r.deps.Store.Docs(ctx, r.deps.Store.CallflowDocsKey(account))
 	if err != nil {
 		return "", err
 	}
@@ -303,7 +319,7 @@ func (r *Runner) VoicemailSaved(ctx context.Context, account, vmbox string) (str
 	}
 	check, _ := CheckCallflowNumber(parsed)
 	if check == "" {
-		log.Warn("callback: account has no voicemail-check callflow (module voicemail, action check) with a number", "key", "callflow@"+account)
+		log.Warn("callback: account has no voicemail-check callflow (module voicemail, action check) with a number", "key", r.deps.Store.CallflowDocsKey(account))
 		return "no_check_callflow", nil
 	}
 	p := Plan{AccountID: account, VmboxID: vmbox, Number: pol.Number, CheckNumber: check,
@@ -371,25 +387,24 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-func (r *Runner) plans(ctx context.Context) {
-	st := r.deps.Store
+func (r *Runner) runPlans(ctx context.Context) {
 	var inflight sync.WaitGroup
 	defer inflight.Wait()
 	for ctx.Err() == nil {
-		recs, next, err := st.ClaimDuePlans(ctx, r.cfg.Host, 100)
+		claims, next, err := r.plans.ClaimDue(ctx, 100)
 		if err != nil && ctx.Err() == nil {
 			r.log.Warn("callback: claiming due plans failed", "error", err)
 		}
-		for _, rec := range recs {
+		for _, c := range claims {
 			inflight.Add(1)
-			go func(rec store.PlanRecord) {
+			go func(c store.Claim) {
 				defer inflight.Done()
-				r.attempt(context.WithoutCancel(ctx), rec)
-			}(rec)
+				r.attempt(context.WithoutCancel(ctx), c)
+			}(c)
 		}
 		wait := r.cfg.Poll
-		if !next.IsZero() {
-			if d := next.Sub(r.deps.Now()); d < wait {
+		if !math.IsNaN(next) {
+			if d := time.UnixMilli(int64(next)).Sub(r.deps.Now()); d < wait {
 				wait = d
 			}
 		}
@@ -406,11 +421,11 @@ func (r *Runner) plans(ctx context.Context) {
 }
 
 // attempt places one callback call of a plan and plans the next one.
-func (r *Runner) attempt(ctx context.Context, rec store.PlanRecord) {
-	st := r.deps.Store
+func (r *Runner) attempt(ctx context.Context, c store.Claim) {
+	field := c.Member
 	var p Plan
-	if err := json.Unmarshal([]byte(rec.JSON), &p); err != nil {
-		r.end(ctx, rec.Field, "plan unreadable: "+err.Error())
+	if err := json.Unmarshal([]byte(c.Payload), &p); err != nil {
+		r.end(ctx, field, c.Payload, "plan unreadable: "+err.Error(), false)
 		return
 	}
 	log := r.log.With("account_id", p.AccountID, "vmbox_id", p.VmboxID, "attempt", p.Attempt+1)
@@ -418,51 +433,67 @@ func (r *Runner) attempt(ctx context.Context, rec store.PlanRecord) {
 	d, err := r.docs(ctx, p.AccountID, p.VmboxID)
 	if err != nil {
 		log.Warn("callback: vmbox unreadable; retrying the attempt later", "error", err)
-		r.reschedule(ctx, rec.Field, p, r.deps.Now().Add(r.cfg.NoLineDelay))
+		r.reschedule(ctx, field, p, r.deps.Now().Add(r.cfg.NoLineDelay), false)
 		return
 	}
 	if d.Vmbox == nil || UnreadCount(d.Vmbox) == 0 {
-		r.end(ctx, rec.Field, "no unread messages")
+		r.end(ctx, field, c.Payload, "no unread messages", false)
 		return
 	}
 	req := call.Request{
 		Numbers: []string{p.Number}, LineGroups: p.LineGroups,
 		Destination: dialplan.Destination{Extension: p.CheckNumber, Dialplan: "XML", Context: p.Context},
-		Variables:   map[string]string{"originate_timeout": fmt.Sprint(p.TimeoutS), "redial_callback_vmbox": p.VmboxID, "redial_callback_account": p.AccountID},
+		Variables: map[string]string{"originate_timeout": strconv.FormatFloat(p.TimeoutS, 'f', -1, 64),
+			"redial_callback_vmbox": p.VmboxID, "redial_callback_account": p.AccountID},
 		CampaignRef: "callback:" + p.VmboxID, ReturnOnNoLine: true,
-		OnInvite: func() error { return st.MarkPlanInvited(ctx, r.cfg.Host, rec.Field) },
+		OnInvite: func() error { return r.plans.Mark(ctx, field) },
 	}
 	out, err := r.deps.Calls.Place(ctx, req)
 	if err != nil || out.NotDialed {
+		if errors.Is(out.NotDialedErr, store.ErrPlanGone) {
+			log.Info("callback: plan ended meanwhile; not dialed")
+			return
+		}
 		log.Info("callback: no free line; attempt delayed")
-		r.reschedule(ctx, rec.Field, p, r.deps.Now().Add(r.cfg.NoLineDelay))
+		r.reschedule(ctx, field, p, r.deps.Now().Add(r.cfg.NoLineDelay), false)
 		return
 	}
 	p.Attempt++
+	b, _ := json.Marshal(p)
 	if out.Connected {
-		r.end(ctx, rec.Field, "answered")
+		r.end(ctx, field, string(b), "answered", true)
 		return
 	}
 	if p.Attempt >= len(p.Schedule) {
-		r.end(ctx, rec.Field, fmt.Sprintf("%d attempts made, none answered", p.Attempt))
+		r.end(ctx, field, string(b), fmt.Sprintf("%d attempts made, none answered", p.Attempt), true)
 		return
 	}
 	next := r.deps.Now().Add(time.Duration(p.Schedule[p.Attempt] * float64(time.Second)))
 	log.Info("callback: not answered; next attempt planned", "disposition", out.Disposition, "at", next)
-	r.reschedule(ctx, rec.Field, p, next)
+	r.reschedule(ctx, field, p, next, true)
 }
 
-func (r *Runner) reschedule(ctx context.Context, field string, p Plan, at time.Time) {
+// settle carries out op: after a call, through the notify spool so it
+// lands even while Redis is away (the attempt's CDR is spooled too);
+// before any call, directly (a failure leaves the claim to recovery).
+func (r *Runner) settle(ctx context.Context, op store.SettleOp, afterCall bool) error {
+	if afterCall {
+		return r.deps.Settler.Settle(ctx, op)
+	}
+	return r.deps.Store.Settle(ctx, op)
+}
+
+func (r *Runner) reschedule(ctx context.Context, field string, p Plan, at time.Time, afterCall bool) {
 	b, _ := json.Marshal(p)
-	if err := r.deps.Store.ReschedulePlan(ctx, r.cfg.Host, field, string(b), at); err != nil {
+	if err := r.settle(ctx, r.plans.WriteBackOp(field, string(b), at), afterCall); err != nil {
 		r.log.Error("callback: rescheduling plan failed; recovery will resume it", "plan", field, "error", err)
 	}
 }
 
-func (r *Runner) end(ctx context.Context, field, reason string) {
+func (r *Runner) end(ctx context.Context, field, planJSON, reason string, afterCall bool) {
 	r.mPlans.WithLabelValues("ended").Inc()
 	r.log.Info("callback: plan ended", "plan", field, "reason", reason)
-	if err := r.deps.Store.EndPlan(ctx, r.cfg.Host, field, reason); err != nil {
+	if err := r.settle(ctx, r.deps.Store.PlanEndOp(field, planJSON, reason), afterCall); err != nil {
 		r.log.Error("callback: ending plan failed", "plan", field, "error", err)
 	}
 }
@@ -481,7 +512,7 @@ func (r *Runner) cron(ctx context.Context) {
 		case <-t.C:
 		}
 		now := r.deps.Now()
-		raw, ok, err := r.deps.Store.Doc(ctx, "system_config", "ananke")
+		raw, ok, err := r.deps.Store.Doc(ctx, r.deps.Store.SystemConfigKey(), store.CallbackConfigField)
 		if err != nil || !ok {
 			last = now
 			continue
@@ -495,7 +526,7 @@ func (r *Runner) cron(ctx context.Context) {
 		}
 		entries, errs := schedule.ParseSchedules(doc.Schedules)
 		if e := fmt.Sprint(errs); len(errs) > 0 && e != lastErrs {
-			r.log.Warn("callback: cron schedules rejected", "key", "system_config ananke", "errors", errors.Join(errs...))
+			r.log.Warn("callback: cron schedules rejected", "key", r.deps.Store.SystemConfigKey()+" "+store.CallbackConfigField, "errors", errors.Join(errs...))
 			lastErrs = e
 		}
 		for _, e := range entries {
@@ -520,33 +551,10 @@ func (r *Runner) runAction(ctx context.Context, e schedule.CronEntry, tick time.
 	r.log.Info("callback: cron check_voicemail", "entry", e.Index, "tick", tick, "result", res, "error", err)
 }
 
-func (r *Runner) recoverLoop(ctx context.Context) {
-	t := time.NewTicker(r.cfg.RecoverEvery)
-	defer t.Stop()
-	st := r.deps.Store
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		ph, _ := st.PlanHolders(ctx)
-		eh, _ := st.EventHolders(ctx)
-		holders := append(ph, eh...)
-		alive, err := st.Alive(ctx, holders)
-		if err != nil {
-			continue
-		}
-		for _, h := range holders {
-			if h == r.cfg.Host || alive[h] {
-				continue
-			}
-			if n, err := st.RecoverPlans(ctx, h); err == nil && n > 0 {
-				r.log.Warn("callback: resumed plans of a dead node", "dead_host", h, "plans", n)
-			}
-			if n, err := st.RecoverEvents(ctx, h); err == nil && n > 0 {
-				r.log.Warn("callback: re-queued events of a dead node", "dead_host", h, "events", n)
-			}
-		}
+// truncate bounds a logged value an outsider controls.
+func truncate(v string, n int) string {
+	if len(v) <= n {
+		return v
 	}
+	return fmt.Sprintf("%s... (%d bytes)", v[:n], len(v))
 }

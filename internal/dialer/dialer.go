@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 
 	"redial/internal/call"
+	"redial/internal/cluster"
 	"redial/internal/lines"
 	"redial/internal/store"
 )
@@ -34,18 +34,23 @@ type Config struct {
 	// ClaimTimeout bounds one blocking claim, so a task notices config
 	// changes while its queue is empty. Default 1s.
 	ClaimTimeout time.Duration
-	// HeartbeatTTL is how long this node counts as alive after its last
-	// heartbeat; other nodes recover its claims after that. Default 10s.
-	HeartbeatTTL time.Duration
-	// RecoverEvery is how often dead nodes' claims are looked for.
-	// Default 5s.
-	RecoverEvery time.Duration
+}
+
+// Settler finishes claims with the durability of the CDRs before them
+// (the notify publisher).
+type Settler interface {
+	Settle(ctx context.Context, op store.SettleOp) error
 }
 
 // Deps are what the dialer drives.
 type Deps struct {
 	Store *store.Store
 	Calls *call.Manager
+	// Recoverer settles this node's leftover claims and recovers dead
+	// nodes' claims of every queue a task uses.
+	Recoverer *cluster.Recoverer
+	// Settler acknowledges claims after their calls' CDRs.
+	Settler Settler
 	// Lines grants global_limit slots; nil disables global_limit.
 	Lines    *lines.Manager
 	Logger   *slog.Logger
@@ -64,10 +69,8 @@ type Dialer struct {
 	mu      sync.Mutex
 	runners map[string]*runner
 	errors  map[string]string // task name -> config error
-	ctx     context.Context
 	wg      sync.WaitGroup
-
-	adopted map[string]*adoption
+	stopped bool
 
 	resyncNow chan struct{}
 	synced    chan struct{} // closed after the first sync
@@ -77,15 +80,15 @@ type Dialer struct {
 }
 
 type metrics struct {
-	claimed, invalid, recovered *prometheus.CounterVec
-	configErrors                prometheus.Counter
-	inflight                    *prometheus.GaugeVec
+	claimed, invalid *prometheus.CounterVec
+	configErrors     prometheus.Counter
+	inflight         *prometheus.GaugeVec
 }
 
 // New builds a dialer.
 func New(cfg Config, deps Deps) (*Dialer, error) {
-	if deps.Store == nil || deps.Calls == nil {
-		return nil, errors.New("dialer: needs store and call manager")
+	if deps.Store == nil || deps.Calls == nil || deps.Recoverer == nil || deps.Settler == nil {
+		return nil, errors.New("dialer: needs store, call manager, recoverer and settler")
 	}
 	if cfg.Host == "" {
 		return nil, errors.New("dialer: host name required")
@@ -99,12 +102,6 @@ func New(cfg Config, deps Deps) (*Dialer, error) {
 	if cfg.ClaimTimeout <= 0 {
 		cfg.ClaimTimeout = time.Second
 	}
-	if cfg.HeartbeatTTL <= 0 {
-		cfg.HeartbeatTTL = 10 * time.Second
-	}
-	if cfg.RecoverEvery <= 0 {
-		cfg.RecoverEvery = 5 * time.Second
-	}
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()
 	}
@@ -112,22 +109,20 @@ func New(cfg Config, deps Deps) (*Dialer, error) {
 		deps.Now = time.Now
 	}
 	d := &Dialer{cfg: cfg, deps: deps, log: deps.Logger.With("component", "dialer"), now: deps.Now,
-		runners: map[string]*runner{}, errors: map[string]string{}, adopted: map[string]*adoption{},
+		runners: map[string]*runner{}, errors: map[string]string{},
 		resyncNow: make(chan struct{}, 1), synced: make(chan struct{})}
 	d.m = metrics{
 		claimed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "redial_dialer_numbers_claimed_total",
 			Help: "Numbers claimed from task queues."}, []string{"task"}),
 		invalid: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "redial_dialer_numbers_invalid_total",
 			Help: "Malformed queue items moved to <queue>:invalid."}, []string{"task"}),
-		recovered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "redial_dialer_claims_recovered_total",
-			Help: "Claims of dead nodes recovered, by where they went."}, []string{"to"}),
 		configErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "redial_dialer_task_errors_total",
 			Help: "Task configs rejected as malformed."}),
 		inflight: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "redial_dialer_inflight_calls",
 			Help: "Calls in progress per task on this node."}, []string{"task"}),
 	}
 	if deps.Registry != nil {
-		deps.Registry.MustRegister(d.m.claimed, d.m.invalid, d.m.recovered, d.m.configErrors, d.m.inflight)
+		deps.Registry.MustRegister(d.m.claimed, d.m.invalid, d.m.configErrors, d.m.inflight)
 	}
 	return d, nil
 }
@@ -135,12 +130,11 @@ func New(cfg Config, deps Deps) (*Dialer, error) {
 // Run follows task configs and runs the tasks until ctx is cancelled; then
 // it stops claiming, lets calls in progress finish and returns.
 func (d *Dialer) Run(ctx context.Context) error {
-	d.mu.Lock()
-	d.ctx = ctx
-	d.mu.Unlock()
-	go d.heartbeat(ctx)
-	go d.subscribe(ctx)
-	go d.recoverLoop(ctx)
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.follow(ctx)
+	}()
 	t := time.NewTicker(d.cfg.Resync)
 	defer t.Stop()
 	for {
@@ -150,6 +144,7 @@ func (d *Dialer) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			d.mu.Lock()
+			d.stopped = true
 			for _, r := range d.runners {
 				r.stop()
 			}
@@ -174,7 +169,7 @@ func (d *Dialer) Resync() {
 }
 
 // sync reads both task hashes, starts new tasks, updates changed ones and
-// stops removed ones.
+// stops removed ones. Runners run on ctx, Run's context.
 func (d *Dialer) sync(ctx context.Context) error {
 	tmpl, host, err := d.deps.Store.Tasks(ctx)
 	if err != nil {
@@ -189,7 +184,7 @@ func (d *Dialer) sync(ctx context.Context) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.ctx == nil || d.ctx.Err() != nil {
+	if d.stopped || ctx.Err() != nil {
 		return nil
 	}
 	errs := map[string]string{}
@@ -215,7 +210,7 @@ func (d *Dialer) sync(ctx context.Context) error {
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()
-			r.run(d.ctx)
+			r.run(ctx)
 		}()
 	}
 	d.errors = errs
@@ -231,120 +226,31 @@ func (d *Dialer) sync(ctx context.Context) error {
 	return nil
 }
 
-// configNotice is the change notice of seed 004.
-type configNotice struct {
-	Type  string `json:"type"`
-	Table string `json:"table"`
-	Key   string `json:"key"`
-}
-
-// subscribe follows config@all and config@<host>. go-redis re-subscribes
-// after a reconnect and the server confirms each subscription again; every
-// confirmation triggers a full re-read, because notices published while
-// the connection was down are lost.
-func (d *Dialer) subscribe(ctx context.Context) {
-	ps := d.deps.Store.Client().Subscribe(ctx, d.deps.Store.ConfigChannels()...)
-	defer ps.Close()
-	for {
-		msg, err := ps.Receive(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			select {
-			case <-time.After(200 * time.Millisecond):
-			case <-ctx.Done():
-				return
-			}
-			continue
-		}
-		switch m := msg.(type) {
-		case *redis.Subscription:
-			if m.Kind == "subscribe" {
-				d.Resync()
-			}
-		case *redis.Message:
-			var n configNotice
-			if err := json.Unmarshal([]byte(m.Payload), &n); err != nil {
-				d.log.Warn("dialer: malformed config notice; re-reading all tasks", "channel", m.Channel, "payload", m.Payload, "error", err)
-			} else if n.Table != "" && n.Table != "cti_queue_dialer_task" {
-				continue
-			}
-			d.Resync()
-		}
-	}
-}
-
-func (d *Dialer) heartbeat(ctx context.Context) {
-	every := d.cfg.HeartbeatTTL / 4
-	for {
-		hctx, cancel := context.WithTimeout(ctx, every)
-		if err := d.deps.Store.Heartbeat(hctx, d.cfg.Host, d.cfg.HeartbeatTTL); err != nil && ctx.Err() == nil {
-			d.log.Warn("dialer: heartbeat failed", "error", err)
-		}
-		cancel()
-		select {
-		case <-ctx.Done():
+// follow listens to config@all and config@<host>. Every (re)subscription
+// triggers a full re-read, because notices published while the connection
+// was down are lost.
+func (d *Dialer) follow(ctx context.Context) {
+	err := cluster.Listen(ctx, d.deps.Store, d.deps.Store.ConfigChannels(), func(channel, payload string) {
+		var n store.ConfigNotice
+		if err := json.Unmarshal([]byte(payload), &n); err != nil {
+			d.log.Warn("dialer: malformed config notice; re-reading all tasks", "channel", channel,
+				"payload", truncate(payload, 200), "error", err)
+		} else if n.Table != "" && n.Table != store.TaskTable {
 			return
-		case <-time.After(every):
 		}
+		d.Resync()
+	}, d.Resync)
+	if err != nil && ctx.Err() == nil {
+		d.log.Error("dialer: following config notices stopped; tasks are re-read every resync period", "error", err)
 	}
 }
 
-// recoverLoop looks for claims of dead nodes on every known queue and puts
-// them back (never dialed) or aside (maybe dialed).
-func (d *Dialer) recoverLoop(ctx context.Context) {
-	t := time.NewTicker(d.cfg.RecoverEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		d.mu.Lock()
-		var tasks []*Task
-		for _, r := range d.runners {
-			tasks = append(tasks, r.task.Load())
-		}
-		d.mu.Unlock()
-		seen := map[string]bool{}
-		for _, tk := range tasks {
-			if seen[tk.Queue] {
-				continue
-			}
-			seen[tk.Queue] = true
-			d.recoverQueue(ctx, tk)
-		}
+// truncate bounds a logged value an outsider controls.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-}
-
-func (d *Dialer) recoverQueue(ctx context.Context, tk *Task) {
-	keys := d.deps.Store.DialerKeys(tk.Queue, d.cfg.Host)
-	holders, err := d.deps.Store.Holders(ctx, keys)
-	if err != nil || len(holders) == 0 {
-		return
-	}
-	alive, err := d.deps.Store.Alive(ctx, holders)
-	if err != nil {
-		return
-	}
-	for _, h := range holders {
-		if h == d.cfg.Host || alive[h] {
-			continue
-		}
-		res, err := d.deps.Store.Recover(ctx, d.deps.Store.DialerKeys(tk.Queue, h), h, tk.RedialInterrupted)
-		if err != nil {
-			d.log.Warn("dialer: recovering a dead node's claims failed", "queue", tk.Queue, "dead_host", h, "error", err)
-			continue
-		}
-		if res.Requeued+res.Interrupted > 0 {
-			d.m.recovered.WithLabelValues("queue").Add(float64(res.Requeued))
-			d.m.recovered.WithLabelValues("interrupted").Add(float64(res.Interrupted))
-			d.log.Warn("dialer: recovered claims of a dead node", "queue", tk.Queue, "dead_host", h,
-				"requeued", res.Requeued, "interrupted", res.Interrupted)
-		}
-	}
+	return fmt.Sprintf("%s... (%d bytes)", s[:n], len(s))
 }
 
 // Statuses describes every task, including rejected configs.
@@ -398,22 +304,4 @@ type TaskStatus struct {
 
 func (s TaskStatus) String() string {
 	return fmt.Sprintf("%s: %s %s", s.Name, s.State, s.Reason)
-}
-
-// adoption guards the one-time settling of this node's old claims on a
-// queue.
-type adoption struct {
-	sync.Mutex
-	done bool
-}
-
-func (d *Dialer) adoption(queue string) *adoption {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	a := d.adopted[queue]
-	if a == nil {
-		a = &adoption{}
-		d.adopted[queue] = a
-	}
-	return a
 }

@@ -104,7 +104,7 @@ func ParseItem(raw string) (Item, error) {
 			break
 		}
 	}
-	if it.Variables, err = variables("variables", top["variables"]); err != nil {
+	if it.Variables, err = jsonfield.Variables("variables", top["variables"]); err != nil {
 		return it, err
 	}
 	attempt, _, err := count("params.redial_attempt", params["redial_attempt"])

@@ -98,10 +98,11 @@ func (r *runner) sleep(ctx context.Context, d time.Duration) bool {
 
 func (r *runner) run(ctx context.Context) {
 	defer r.calls.Wait()
-	keys := r.d.deps.Store.DialerKeys(r.task.Load().Queue, r.d.cfg.Host)
-	r.adopt(ctx, keys)
-	if !store.QueueHashTagged(keys.Queue) && r.d.deps.Store.IsCluster() {
-		r.d.log.Warn("dialer: on Redis Cluster a number_queue needs a {hash tag} so its processing lists share its slot", "task", r.name, "queue", keys.Queue)
+	tk := r.task.Load()
+	led, unregister := r.adopt(ctx, tk)
+	defer func() { unregister() }()
+	if !store.QueueHashTagged(tk.Queue) && r.d.deps.Store.IsCluster() {
+		r.d.log.Warn("dialer: on Redis Cluster a number_queue needs a {hash tag} so its processing lists share its slot", "task", r.name, "queue", tk.Queue)
 	}
 	var nextPromote time.Time
 	lastHolder := r.d.now()
@@ -115,15 +116,15 @@ func (r *runner) run(ctx context.Context) {
 		default:
 		}
 		tk := r.task.Load()
-		if tk.Queue != keys.Queue {
-			keys = r.d.deps.Store.DialerKeys(tk.Queue, r.d.cfg.Host)
-			r.adopt(ctx, keys)
+		if tk.Queue != led.source || tk.RedialInterrupted != led.requeue {
+			unregister()
+			led, unregister = r.adopt(ctx, tk)
 		}
 		now := r.d.now()
 		if now.Sub(lastHolder) > holderEvery {
 			// Recovery drops a host that looked dead from the holders;
 			// re-register so a wrongly buried node's claims stay visible.
-			r.d.deps.Store.EnsureHolder(ctx, keys, r.d.cfg.Host)
+			led.EnsureHolder(ctx)
 			lastHolder = now
 		}
 		if !tk.Enable {
@@ -158,13 +159,13 @@ func (r *runner) run(ctx context.Context) {
 		if !nextPromote.After(now) {
 			// Delayed items (retries, callee windows) become claimable
 			// when due.
-			_, due, err := r.d.deps.Store.PromoteDue(ctx, keys, 100)
+			_, due, err := r.d.deps.Store.PromoteDue(ctx, led.Ledger, 100)
 			nextPromote = now.Add(time.Second)
 			if err == nil && !due.IsZero() && due.Before(nextPromote) {
 				nextPromote = due
 			}
 		}
-		raw, ok, err := r.d.deps.Store.Claim(ctx, keys, r.d.cfg.ClaimTimeout)
+		raw, ok, err := led.ClaimBlocking(ctx, r.d.cfg.ClaimTimeout)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -178,21 +179,44 @@ func (r *runner) run(ctx context.Context) {
 			continue
 		}
 		r.d.m.claimed.WithLabelValues(r.name).Inc()
-		r.handle(ctx, tk, keys, raw)
+		r.handle(ctx, tk, led.Ledger, raw)
 	}
+}
+
+// queueLedger is a task's ledger with what it was built from.
+type queueLedger struct {
+	*store.Ledger
+	source  string
+	requeue bool
+}
+
+// adopt builds the ledger of tk's queue, registers it with the recoverer
+// and waits until this node's leftovers in it (a crash, kill -9) are
+// settled: never-dialed ones back to the queue, maybe-dialed ones to
+// <queue>:interrupted.
+func (r *runner) adopt(ctx context.Context, tk *Task) (queueLedger, func()) {
+	l := r.d.deps.Store.QueueLedger(tk.Queue, tk.RedialInterrupted)
+	if err := l.EnsureHolder(ctx); err != nil {
+		r.d.log.Warn("dialer: registering as queue holder failed", "task", r.name, "error", err)
+	}
+	wait, unregister := r.d.deps.Recoverer.Register(l)
+	if err := wait(ctx); err != nil && ctx.Err() == nil {
+		r.d.log.Warn("dialer: settling this node's old claims failed", "task", r.name, "error", err)
+	}
+	return queueLedger{Ledger: l, source: tk.Queue, requeue: tk.RedialInterrupted}, unregister
 }
 
 // handle decides what to do with one claimed item; calls run in their own
 // goroutine.
-func (r *runner) handle(ctx context.Context, tk *Task, keys store.DialerKeys, raw string) {
+func (r *runner) handle(ctx context.Context, tk *Task, led *store.Ledger, raw string) {
 	bg := context.WithoutCancel(ctx)
 	it, err := ParseItem(raw)
 	if err != nil {
 		r.invalid.Add(1)
 		r.d.m.invalid.WithLabelValues(r.name).Inc()
-		reason := fmt.Sprintf("dialer: task %q: item in %s: %v", r.name, keys.Queue, err)
-		r.d.log.Warn("dialer: malformed number moved aside", "task", r.name, "queue", keys.Queue, "invalid", keys.Invalid, "error", err, "item", raw)
-		if err := r.d.deps.Store.Invalid(bg, keys, raw, reason, r.d.cfg.Host); err != nil {
+		reason := fmt.Sprintf("dialer: task %q: item in %s: %v", r.name, tk.Queue, err)
+		r.d.log.Warn("dialer: malformed number moved aside", "task", r.name, "queue", tk.Queue, "error", err, "item", truncate(raw, 200))
+		if err := led.Invalid(bg, raw, reason); err != nil {
 			r.d.log.Error("dialer: moving malformed item aside failed; it stays claimed until recovery", "task", r.name, "error", err)
 		}
 		return
@@ -203,7 +227,7 @@ func (r *runner) handle(ctx context.Context, tk *Task, keys store.DialerKeys, ra
 				next = r.d.now().Add(24 * time.Hour)
 			}
 			r.d.log.Debug("dialer: callee outside their window; delayed", "task", r.name, "reason", why, "until", next)
-			if err := r.d.deps.Store.Delay(bg, keys, raw, raw, next); err != nil {
+			if err := led.Delay(bg, raw, raw, next); err != nil {
 				r.d.log.Error("dialer: delaying item failed", "task", r.name, "error", err)
 			}
 			return
@@ -223,26 +247,37 @@ func (r *runner) handle(ctx context.Context, tk *Task, keys store.DialerKeys, ra
 			r.d.m.inflight.WithLabelValues(r.name).Dec()
 			r.poke()
 		}()
-		r.place(bg, tk, keys, it)
+		r.place(bg, tk, led, it)
 	}()
 }
 
-func (r *runner) place(ctx context.Context, tk *Task, keys store.DialerKeys, it Item) {
+// giveBack returns a never-dialed claim to the queue and paces this call
+// slot, so a missing line or slot does not spin (other slots keep going).
+func (r *runner) giveBack(ctx context.Context, led *store.Ledger, raw string) {
+	if err := led.Return(ctx, raw, time.Time{}); err != nil && !errors.Is(err, store.ErrClaimGone) {
+		r.d.log.Error("dialer: returning an undialed number failed; recovery will requeue it", "task", r.name, "error", err)
+	}
+	t := time.NewTimer(noLineBackoff)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-r.stopped:
+	}
+}
+
+func (r *runner) place(ctx context.Context, tk *Task, led *store.Ledger, it Item) {
 	vars := lines.MergeVariables(it.Variables, tk.Variables)
 	req := call.Request{
 		Numbers: it.Numbers, LineGroups: tk.LineGroups, Variables: vars,
 		Destination: dialplan.Destination{Extension: tk.Destination.Extension, Dialplan: tk.Destination.Dialplan, Context: tk.Destination.Context},
 		ContactRef:  it.ContactRef, CampaignRef: tk.Name, ReturnOnNoLine: true,
-		OnInvite: func() error { return r.d.deps.Store.MarkInvited(ctx, keys, it.Raw) },
+		OnInvite: func() error { return led.Mark(ctx, it.Raw) },
 	}
 	if tk.GlobalLimit > 0 && r.d.deps.Lines != nil {
 		slot, err := r.d.deps.Lines.AcquireSlot(ctx, "task:"+tk.Name, tk.GlobalLimit, it.Raw)
 		if err != nil {
 			r.setState("waiting", "global_limit reached", time.Time{})
-			if rerr := r.d.deps.Store.Return(ctx, keys, it.Raw); rerr != nil && !errors.Is(rerr, store.ErrClaimGone) {
-				r.d.log.Error("dialer: returning an undialed number failed; recovery will requeue it", "task", r.name, "error", rerr)
-			}
-			time.Sleep(noLineBackoff)
+			r.giveBack(ctx, led, it.Raw)
 			return
 		}
 		defer slot.Release(ctx)
@@ -253,13 +288,10 @@ func (r *runner) place(ctx context.Context, tk *Task, keys store.DialerKeys, it 
 		if out.NoLine {
 			r.setState("waiting", "no free line", time.Time{})
 		}
-		if rerr := r.d.deps.Store.Return(ctx, keys, it.Raw); rerr != nil && !errors.Is(rerr, store.ErrClaimGone) {
-			r.d.log.Error("dialer: returning an undialed number failed; recovery will requeue it", "task", r.name, "error", rerr)
-		}
 		if err != nil {
 			r.d.log.Warn("dialer: call not placed", "task", r.name, "error", err)
 		}
-		time.Sleep(noLineBackoff) // pace this slot; other slots keep going
+		r.giveBack(ctx, led, it.Raw)
 		return
 	}
 	r.dialed.Add(int64(out.Invites))
@@ -268,18 +300,17 @@ func (r *runner) place(ctx context.Context, tk *Task, keys store.DialerKeys, it 
 	} else {
 		r.failed.Add(1)
 	}
+	// The CDRs are written (or spooled): finish the claim through the
+	// same spool, so it is acknowledged even if Redis is away right now.
+	op := led.AckOp(it.Raw)
 	disp := string(out.Disposition)
 	if rule, ok := tk.Retry[disp]; ok && !out.Connected && it.RetryCount[disp] < rule.Attempts {
-		at := r.d.now().Add(rule.Delay)
-		if err := r.d.deps.Store.Delay(ctx, keys, it.Raw, it.WithRetry(disp), at); err != nil {
-			r.d.log.Error("dialer: scheduling retry failed", "task", r.name, "error", err)
-		}
-		return
+		op = led.DelayOp(it.Raw, it.WithRetry(disp), r.d.now().Add(rule.Delay))
 	}
-	if ok, err := r.d.deps.Store.Ack(ctx, keys, it.Raw); err != nil {
-		r.d.log.Error("dialer: ack failed; the claim stays until recovery puts it in interrupted", "task", r.name, "error", err)
-	} else if !ok {
-		r.d.log.Warn("dialer: claim was gone at ack (recovered by another node while this one looked dead?)", "task", r.name, "item", it.Raw)
+	if err := r.d.deps.Settler.Settle(ctx, op); errors.Is(err, store.ErrClaimGone) {
+		r.d.log.Warn("dialer: claim was gone at ack (recovered by another node while this one looked dead?)", "task", r.name, "item", truncate(it.Raw, 200))
+	} else if err != nil {
+		r.d.log.Error("dialer: finishing the claim failed; recovery will park it", "task", r.name, "error", err)
 	}
 }
 
@@ -298,31 +329,4 @@ func (r *runner) status(ctx context.Context) TaskStatus {
 		st.QueueLength, st.Retrying = qs.Queue, qs.Retry
 	}
 	return st
-}
-
-// adopt registers this node on a queue and settles claims a previous run of
-// this node left behind (a crash, kill -9): never-dialed ones go back to the
-// queue, maybe-dialed ones to <queue>:interrupted.
-func (r *runner) adopt(ctx context.Context, keys store.DialerKeys) {
-	if err := r.d.deps.Store.EnsureHolder(ctx, keys, r.d.cfg.Host); err != nil {
-		r.d.log.Warn("dialer: registering as queue holder failed", "task", r.name, "error", err)
-	}
-	// Only the first task of this process on a queue may do this: later
-	// ones would take their siblings' live claims for leftovers.
-	q := r.d.adoption(keys.Queue)
-	q.Lock()
-	defer q.Unlock()
-	if q.done {
-		return
-	}
-	q.done = true
-	res, err := r.d.deps.Store.RecoverOwn(ctx, keys, r.task.Load().RedialInterrupted)
-	if err != nil {
-		r.d.log.Warn("dialer: settling this node's old claims failed", "task", r.name, "error", err)
-		return
-	}
-	if n := res.Requeued + res.Interrupted + res.RequeuedInterrupted; n > 0 {
-		r.d.log.Warn("dialer: settled claims left by this node's previous run", "task", r.name, "queue", keys.Queue,
-			"requeued", res.Requeued, "interrupted", res.Interrupted, "requeued_interrupted", res.RequeuedInterrupted)
-	}
 }

@@ -194,7 +194,7 @@ func decodeTaskValue(raw string) (params map[string]json.RawMessage, vars map[st
 		}
 		delete(params, "work_time")
 	}
-	vars, err = variables("variables", top["variables"])
+	vars, err = jsonfield.Variables("variables", top["variables"])
 	return params, vars, warnings, err
 }
 
@@ -377,37 +377,6 @@ func stringList(field string, raw json.RawMessage) ([]string, error) {
 			return nil, &jsonfield.Error{Field: f, Msg: "empty"}
 		}
 		out = append(out, s)
-	}
-	return out, nil
-}
-
-// variables stringifies a variables object: strings as they are, numbers
-// as written, bools as "true"/"false"; null values are left out.
-func variables(field string, raw json.RawMessage) (map[string]string, error) {
-	m, err := jsonfield.Object(field, raw)
-	if err != nil || len(m) == 0 {
-		return nil, err
-	}
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		if jsonfield.IsNull(v) {
-			continue
-		}
-		var s string
-		if json.Unmarshal(v, &s) == nil {
-			out[k] = s
-			continue
-		}
-		if n, ok := jsonfield.Number(v); ok {
-			out[k] = n.String()
-			continue
-		}
-		var b bool
-		if json.Unmarshal(v, &b) == nil {
-			out[k] = strconv.FormatBool(b)
-			continue
-		}
-		return nil, jsonfield.WantGot(field+"."+k, "string, number or bool", v)
 	}
 	return out, nil
 }

@@ -125,3 +125,43 @@ func Describe(v any) string {
 	}
 	return string(b)
 }
+
+// Scalar decodes a channel variable's value: a string as it is, a number
+// exactly as written (13800000000 stays 13800000000, never 1.38e+10), a
+// bool as "true"/"false"; set is false for absent or null.
+func Scalar(field string, raw json.RawMessage) (s string, set bool, err error) {
+	if IsNull(raw) {
+		return "", false, nil
+	}
+	if err := json.Unmarshal(raw, &s); err == nil {
+		return s, true, nil
+	}
+	if n, ok := Number(raw); ok {
+		return n.String(), true, nil
+	}
+	var b bool
+	if json.Unmarshal(raw, &b) == nil {
+		return strconv.FormatBool(b), true, nil
+	}
+	return "", false, WantGot(field, "string, number or bool", raw)
+}
+
+// Variables decodes a channel variables object into strings with Scalar;
+// null values are left out, nil when absent or empty.
+func Variables(field string, raw json.RawMessage) (map[string]string, error) {
+	m, err := Object(field, raw)
+	if err != nil || len(m) == 0 {
+		return nil, err
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		s, set, err := Scalar(field+"."+k, v)
+		if err != nil {
+			return nil, err
+		}
+		if set {
+			out[k] = s
+		}
+	}
+	return out, nil
+}

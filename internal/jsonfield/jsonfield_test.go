@@ -31,3 +31,27 @@ func TestDecoders(t *testing.T) {
 		t.Fatalf("long values are not shortened: %q", err.Msg)
 	}
 }
+
+// Numbers keep every digit: a caller ID written as a JSON number must not
+// reach an INVITE as 1.38e+10.
+func TestVariablesKeepEveryDigit(t *testing.T) {
+	raw := json.RawMessage(`{"origination_caller_id_number": 13800000000, "big": 123456789012345678901234567890,
+		"frac": 0.1, "neg": -5, "s": "x", "b": true, "n": null}`)
+	got, err := Variables("variables", raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"origination_caller_id_number": "13800000000", "big": "123456789012345678901234567890",
+		"frac": "0.1", "neg": "-5", "s": "x", "b": "true"}
+	if len(got) != len(want) {
+		t.Fatalf("Variables = %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
+	}
+	if _, err := Variables("variables", json.RawMessage(`{"x": {"y": 1}}`)); err == nil || err.Error() != `variables.x: want string, number or bool, got {"y": 1}` {
+		t.Fatalf("object value: %v", err)
+	}
+}

@@ -215,21 +215,8 @@ func parseLine(name, raw string) (Line, error) {
 	if l.Enable, err = jsonfield.Bool("params.enable", params["enable"], true); err != nil {
 		return l, err
 	}
-	vars, err := jsonfield.Object("variables", top["variables"])
-	if err != nil {
+	if l.Variables, err = jsonfield.Variables("variables", top["variables"]); err != nil {
 		return l, err
-	}
-	if len(vars) > 0 {
-		l.Variables = make(map[string]string, len(vars))
-		for k, v := range vars {
-			s, set, err := scalar("variables."+k, v)
-			if err != nil {
-				return l, err
-			}
-			if set {
-				l.Variables[k] = s
-			}
-		}
 	}
 	return l, nil
 }
@@ -269,23 +256,4 @@ func count(field string, raw json.RawMessage) (int, error) {
 		return 0, jsonfield.WantGot(field, "number <= 1000000000", raw)
 	}
 	return v, nil
-}
-
-// scalar stringifies a variable value: strings as is, numbers as written,
-// bools as "true"/"false". set is false for null (the variable is left out).
-func scalar(field string, raw json.RawMessage) (s string, set bool, err error) {
-	if jsonfield.IsNull(raw) {
-		return "", false, nil
-	}
-	if err := json.Unmarshal(raw, &s); err == nil {
-		return s, true, nil
-	}
-	if n, ok := jsonfield.Number(raw); ok {
-		return n.String(), true, nil
-	}
-	var b bool
-	if json.Unmarshal(raw, &b) == nil {
-		return strconv.FormatBool(b), true, nil
-	}
-	return "", false, jsonfield.WantGot(field, "string, number or bool", raw)
 }

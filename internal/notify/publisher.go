@@ -13,10 +13,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"redial/internal/store"
 )
@@ -66,6 +68,12 @@ type Publisher struct {
 	// Only Run's goroutine touches these.
 	down     bool
 	replayed int
+
+	// spoolEmpty is closed the first time the spool is found empty: what a
+	// previous run left (CDRs and the claim settlements after them) is on
+	// Redis.
+	spoolEmpty     chan struct{}
+	spoolEmptyOnce sync.Once
 }
 
 type metrics struct {
@@ -105,7 +113,8 @@ func New(cfg Config, deps Deps) (*Publisher, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Publisher{cfg: cfg, store: deps.Store, log: logger, m: m, kick: make(chan struct{}, 1), sp: sp}
+	p := &Publisher{cfg: cfg, store: deps.Store, log: logger, m: m, kick: make(chan struct{}, 1), sp: sp,
+		spoolEmpty: make(chan struct{})}
 	m.spoolItems.Set(float64(sp.pending))
 	if sp.pending > 0 {
 		logger.Info("notify: spool holds undelivered notifications from a previous run",
@@ -139,7 +148,7 @@ func newMetrics(reg *prometheus.Registry) (metrics, error) {
 	if m.redisErrors, err = register(reg, m.redisErrors); err != nil {
 		return m, err
 	}
-	for _, k := range []string{kindCDR, kindInbound} {
+	for _, k := range []string{kindCDR, kindInbound, kindSettle} {
 		m.notifications.WithLabelValues(k, "published")
 		m.notifications.WithLabelValues(k, "spooled")
 		m.redisErrors.WithLabelValues(pushOp(k))
@@ -196,6 +205,36 @@ func (p *Publisher) PublishInbound(ctx context.Context, payload any) error {
 	return p.publish(ctx, kindInbound, b)
 }
 
+// Settle finishes a claim (acknowledges it, writes it back, parks it)
+// with the same durability as the CDR published before it: straight to
+// Redis when the spool is empty, otherwise (or when Redis fails) appended
+// to the spool behind that CDR and carried out, in order, when Redis is
+// back. A claim whose call has a CDR must never be left claimed: a
+// recovery would take it for an interrupted call.
+//
+// It returns the store's ErrClaimGone or ErrPayloadGone when Redis said
+// so at once (nothing to retry), nil when done or spooled, and an error
+// only when even the spool write failed.
+func (p *Publisher) Settle(ctx context.Context, op store.SettleOp) error {
+	payload, err := json.Marshal(op)
+	if err != nil {
+		return fmt.Errorf("notify: settle claim in %s: encode: %w", op.Keys[0], err)
+	}
+	return p.publish(ctx, kindSettle, payload, slog.String("ledger", op.Ledger), slog.String("member", truncate(op.Member, 200)))
+}
+
+// Replayed is closed once the spool has been found empty: everything a
+// previous run of this node spooled has been carried out.
+func (p *Publisher) Replayed() <-chan struct{} { return p.spoolEmpty }
+
+// truncate bounds a logged value.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return fmt.Sprintf("%s... (%d bytes)", s[:n], len(s))
+}
+
 // Spooled returns how many notifications wait in the spool.
 func (p *Publisher) Spooled() int {
 	p.mu.Lock()
@@ -225,6 +264,10 @@ func (p *Publisher) publish(ctx context.Context, kind string, payload []byte, at
 			p.m.notifications.WithLabelValues(kind, "published").Inc()
 			return nil
 		}
+		if settled(err) {
+			// Redis answered: the claim was gone. Nothing to keep.
+			return err
+		}
 		p.m.redisErrors.WithLabelValues(pushOp(kind)).Inc()
 		p.log.Warn("notify: Redis push failed; spooling", append(attrs, "kind", kind, "err", err)...)
 	}
@@ -253,10 +296,45 @@ func (p *Publisher) publish(ctx context.Context, kind string, payload []byte, at
 }
 
 func (p *Publisher) push(ctx context.Context, kind string, payload []byte) error {
-	if kind == kindInbound {
+	switch kind {
+	case kindInbound:
 		return p.store.PushInbound(ctx, payload)
+	case kindSettle:
+		var op store.SettleOp
+		if err := json.Unmarshal(payload, &op); err != nil {
+			return fmt.Errorf("%w: settle record: %v", errUnusable, err)
+		}
+		return p.store.Settle(ctx, op)
 	}
 	return p.store.PushCDR(ctx, payload)
+}
+
+// errUnusable marks a spooled record that can never be carried out.
+var errUnusable = errors.New("unusable record")
+
+// settled reports whether err is Redis's definite answer to a settle op
+// (the claim or its payload was gone): done, not to be retried.
+func settled(err error) bool {
+	return errors.Is(err, store.ErrClaimGone) || errors.Is(err, store.ErrPayloadGone)
+}
+
+// permanent reports whether a replayed record failed for good: undecodable,
+// or refused by Redis itself (a script error, a wrong type) rather than
+// lost on the way or refused while Redis is loading or failing over.
+func permanent(err error) bool {
+	if errors.Is(err, errUnusable) {
+		return true
+	}
+	var rerr redis.Error
+	if !errors.As(err, &rerr) {
+		return false
+	}
+	for _, transient := range []string{"LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "BUSY"} {
+		if strings.HasPrefix(rerr.Error(), transient) {
+			return false
+		}
+	}
+	return true
 }
 
 // Run replays the spool whenever there is something in it and Redis takes
@@ -347,6 +425,20 @@ func (p *Publisher) drain(ctx context.Context) bool {
 		pctx, cancel := context.WithTimeout(ctx, p.cfg.PushTimeout)
 		err = p.push(pctx, rec.Kind, rec.Payload)
 		cancel()
+		switch {
+		case err == nil:
+		case settled(err):
+			// Another node recovered the claim while this one was cut off.
+			p.log.Warn("notify: spooled claim settlement found the claim gone", "record", truncate(string(rec.Payload), 300), "err", err)
+			err = nil
+		case permanent(err):
+			p.mu.Lock()
+			qerr := p.sp.quarantine(raw)
+			p.mu.Unlock()
+			p.log.Error("notify: spooled record refused by Redis; moved to "+corruptName,
+				"kind", rec.Kind, "record", truncate(string(rec.Payload), 300), "err", err, "quarantine_err", qerr)
+			err = nil
+		}
 		if err != nil {
 			p.m.redisErrors.WithLabelValues(pushOp(rec.Kind)).Inc()
 			if !p.down {
@@ -369,6 +461,7 @@ func (p *Publisher) drain(ctx context.Context) bool {
 }
 
 func (p *Publisher) recovered() {
+	p.spoolEmptyOnce.Do(func() { close(p.spoolEmpty) })
 	if p.replayed > 0 || p.down {
 		p.log.Info("notify: spool replayed to Redis", "items", p.replayed)
 	}

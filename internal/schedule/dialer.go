@@ -17,7 +17,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"redial/internal/call"
+	"redial/internal/cluster"
 	"redial/internal/dialplan"
+	"redial/internal/jsonfield"
 	"redial/internal/lines"
 	"redial/internal/store"
 )
@@ -33,17 +35,26 @@ type Config struct {
 	// NoLineDelay is when a member that found no free line is due again
 	// (the seed: now+60).
 	NoLineDelay time.Duration
-	// RecoverEvery is how often dead nodes' claims are looked for.
-	RecoverEvery time.Duration
 }
 
 // Deps are what the scheduler drives.
 type Deps struct {
-	Store    *store.Store
-	Calls    *call.Manager
+	Store *store.Store
+	Calls *call.Manager
+	// Recoverer settles this node's leftover claims and recovers dead
+	// nodes' claims.
+	Recoverer *cluster.Recoverer
+	// Settler acknowledges claims after their calls' CDRs.
+	Settler  Settler
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
 	Now      func() time.Time
+}
+
+// Settler finishes claims with the durability of the CDRs before them
+// (the notify publisher).
+type Settler interface {
+	Settle(ctx context.Context, op store.SettleOp) error
 }
 
 // Scheduler dials members of cti_schedule_dialer_number@<domain> when due.
@@ -51,6 +62,8 @@ type Scheduler struct {
 	cfg  Config
 	deps Deps
 	log  *slog.Logger
+
+	ledger *store.Ledger
 
 	cfgMu    sync.Mutex
 	configs  map[string]scheduleConfig
@@ -73,8 +86,8 @@ type scheduleConfig struct {
 
 // New builds a scheduler.
 func New(cfg Config, deps Deps) (*Scheduler, error) {
-	if deps.Store == nil || deps.Calls == nil || cfg.Host == "" {
-		return nil, errors.New("schedule: needs store, call manager and host")
+	if deps.Store == nil || deps.Calls == nil || deps.Recoverer == nil || deps.Settler == nil || cfg.Host == "" {
+		return nil, errors.New("schedule: needs store, call manager, recoverer, settler and host")
 	}
 	if cfg.Poll <= 0 {
 		cfg.Poll = 20 * time.Millisecond
@@ -85,9 +98,6 @@ func New(cfg Config, deps Deps) (*Scheduler, error) {
 	if cfg.NoLineDelay <= 0 {
 		cfg.NoLineDelay = 60 * time.Second
 	}
-	if cfg.RecoverEvery <= 0 {
-		cfg.RecoverEvery = 5 * time.Second
-	}
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()
 	}
@@ -95,6 +105,7 @@ func New(cfg Config, deps Deps) (*Scheduler, error) {
 		deps.Now = time.Now
 	}
 	s := &Scheduler{cfg: cfg, deps: deps, log: deps.Logger.With("component", "schedule"), wake: make(chan struct{}, 1),
+		ledger: deps.Store.ScheduleLedger(),
 		mLate: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "redial_schedule_lateness_seconds",
 			Help: "From a scheduled member's due time to its claim.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 		mClaimed: prometheus.NewCounter(prometheus.CounterOpts{Name: "redial_schedule_claimed_total", Help: "Scheduled members claimed."}),
@@ -118,18 +129,16 @@ func (s *Scheduler) Wake() {
 // in progress.
 func (s *Scheduler) Run(ctx context.Context) error {
 	defer s.inflight.Wait()
-	st := s.deps.Store
-	if err := st.EnsureScheduleHolder(ctx, s.cfg.Host); err != nil {
+	if err := s.ledger.EnsureHolder(ctx); err != nil {
 		s.log.Warn("schedule: registering as holder failed", "error", err)
 	}
-	if req, intr, err := st.RecoverOwnScheduled(ctx, s.cfg.Host); err != nil {
-		s.log.Warn("schedule: settling this node's old claims failed", "error", err)
-	} else if req+intr > 0 {
-		s.log.Warn("schedule: settled claims left by this node's previous run", "requeued", req, "interrupted", intr)
+	wait, unregister := s.deps.Recoverer.Register(s.ledger)
+	defer unregister()
+	if err := wait(ctx); err != nil {
+		return nil // stopped before this node's leftovers could be settled
 	}
-	go s.recoverLoop(ctx)
 	for {
-		claims, next, err := st.ClaimDueScheduled(ctx, s.cfg.Host, s.cfg.Batch)
+		claims, next, err := s.ledger.ClaimDue(ctx, s.cfg.Batch)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -141,7 +150,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			s.mClaimed.Inc()
 			s.mLate.Observe(math.Max(0, now.Sub(unixFloat(c.Score)).Seconds()))
 			s.inflight.Add(1)
-			go func(c store.ScheduledClaim) {
+			go func(c store.Claim) {
 				defer s.inflight.Done()
 				s.handle(context.WithoutCancel(ctx), c)
 			}(c)
@@ -150,7 +159,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			continue // more may be due
 		}
 		wait := s.cfg.Poll
-		if next > 0 {
+		if !math.IsNaN(next) {
 			if d := unixFloat(next).Sub(s.deps.Now()); d < wait {
 				wait = d
 			}
@@ -187,7 +196,7 @@ func parseMember(raw string) (member, error) {
 	var m member
 	var doc struct {
 		Params    map[string]json.RawMessage `json:"params"`
-		Variables map[string]any             `json:"variables"`
+		Variables json.RawMessage            `json:"variables"`
 	}
 	dec := json.NewDecoder(strings.NewReader(raw))
 	dec.UseNumber()
@@ -239,18 +248,13 @@ func parseMember(raw string) (member, error) {
 	if c, ok := doc.Params["contact_ref"]; ok {
 		json.Unmarshal(c, &m.Contact)
 	}
-	m.Variables = map[string]string{}
-	for k, v := range doc.Variables {
-		switch x := v.(type) {
-		case string:
-			m.Variables[k] = x
-		case json.Number:
-			m.Variables[k] = x.String()
-		case bool:
-			m.Variables[k] = strconv.FormatBool(x)
-		default:
-			return m, fmt.Errorf("variables.%s: want string, number or bool", k)
-		}
+	vars, err := jsonfield.Variables("variables", doc.Variables)
+	if err != nil {
+		return m, err
+	}
+	m.Variables = vars
+	if m.Variables == nil {
+		m.Variables = map[string]string{}
 	}
 	return m, nil
 }
@@ -278,7 +282,7 @@ func (s *Scheduler) config(ctx context.Context, name string) (scheduleConfig, bo
 func parseConfig(key, name, raw string) scheduleConfig {
 	var doc struct {
 		Params    map[string]json.RawMessage `json:"params"`
-		Variables map[string]any             `json:"variables"`
+		Variables json.RawMessage            `json:"variables"`
 	}
 	where := fmt.Sprintf("schedule: config %q in %s", name, key)
 	if err := json.Unmarshal([]byte(raw), &doc); err != nil {
@@ -323,17 +327,18 @@ func parseConfig(key, name, raw string) scheduleConfig {
 	if c.Destination.Context, err = str("destination_context", "default"); err != nil {
 		return scheduleConfig{Err: err}
 	}
-	c.Variables = map[string]string{}
-	for k, v := range doc.Variables {
-		c.Variables[k] = fmt.Sprint(v)
+	vars, err := jsonfield.Variables("variables", doc.Variables)
+	if err != nil {
+		return scheduleConfig{Err: fmt.Errorf("%s: %w", where, err)}
 	}
+	c.Variables = vars
 	return c
 }
 
 // handle dials one claimed member, or records why it was not.
-func (s *Scheduler) handle(ctx context.Context, c store.ScheduledClaim) {
+func (s *Scheduler) handle(ctx context.Context, c store.Claim) {
 	st := s.deps.Store
-	log := s.log.With("member", c.Member)
+	log := s.log.With("member", truncate(c.Member, 200))
 	m, err := parseMember(c.Member)
 	if err != nil {
 		s.invalid(ctx, c, err.Error())
@@ -355,7 +360,7 @@ func (s *Scheduler) handle(ctx context.Context, c store.ScheduledClaim) {
 		// the call).
 		Variables:   lines.MergeVariables(m.Variables, cfg.Variables),
 		CampaignRef: m.Config, ContactRef: m.Contact, ReturnOnNoLine: true,
-		OnInvite: func() error { return st.MarkScheduledInvited(ctx, s.cfg.Host, c.Member) },
+		OnInvite: func() error { return s.ledger.Mark(ctx, c.Member) },
 	}
 	if m.Expires > 0 && now.Unix() >= m.Expires {
 		s.expired(ctx, c, req, "expired before it could be dialed")
@@ -368,64 +373,42 @@ func (s *Scheduler) handle(ctx context.Context, c store.ScheduledClaim) {
 			s.expired(ctx, c, req, "no free line before it expired")
 			return
 		}
-		if err := st.RescheduleScheduled(ctx, s.cfg.Host, c.Member, float64(retry.UnixMilli())/1000); err != nil {
+		if err := s.ledger.WriteBack(ctx, c.Member, "", retry); err != nil {
 			log.Error("schedule: rescheduling failed; recovery will put it back", "error", err)
 		}
 		log.Info("schedule: no free line; written back", "at", retry)
 		return
 	}
-	if err := st.AckScheduled(ctx, s.cfg.Host, c.Member); err != nil {
-		log.Error("schedule: ack failed", "error", err)
+	s.ack(ctx, c)
+}
+
+// ack finishes a claim after its CDR, through the notify spool.
+func (s *Scheduler) ack(ctx context.Context, c store.Claim) {
+	if err := s.deps.Settler.Settle(ctx, s.ledger.AckOp(c.Member)); err != nil {
+		s.log.Error("schedule: ack failed", "member", truncate(c.Member, 200), "error", err)
 	}
 }
 
-func (s *Scheduler) expired(ctx context.Context, c store.ScheduledClaim, req call.Request, reason string) {
+func (s *Scheduler) expired(ctx context.Context, c store.Claim, req call.Request, reason string) {
 	if err := s.deps.Calls.Record(ctx, req, call.Expired, reason); err != nil {
-		s.log.Error("schedule: EXPIRED CDR not written; member kept claimed", "member", c.Member, "error", err)
+		s.log.Error("schedule: EXPIRED CDR not written; member kept claimed", "member", truncate(c.Member, 200), "error", err)
 		return
 	}
-	if err := s.deps.Store.AckScheduled(ctx, s.cfg.Host, c.Member); err != nil {
-		s.log.Error("schedule: ack failed", "member", c.Member, "error", err)
-	}
+	s.ack(ctx, c)
 }
 
-func (s *Scheduler) invalid(ctx context.Context, c store.ScheduledClaim, reason string) {
+func (s *Scheduler) invalid(ctx context.Context, c store.Claim, reason string) {
 	s.mInvalid.Inc()
-	s.log.Warn("schedule: malformed member moved aside", "key", s.deps.Store.ScheduleNumbersKey(), "member", c.Member, "error", reason)
-	if err := s.deps.Store.InvalidScheduled(ctx, s.cfg.Host, c.Member, reason); err != nil {
+	s.log.Warn("schedule: malformed member moved aside", "key", s.deps.Store.ScheduleNumbersKey(), "member", truncate(c.Member, 200), "error", reason)
+	if err := s.ledger.Invalid(ctx, c.Member, reason); err != nil {
 		s.log.Error("schedule: moving member aside failed", "error", err)
 	}
 }
 
-func (s *Scheduler) recoverLoop(ctx context.Context) {
-	t := time.NewTicker(s.cfg.RecoverEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		st := s.deps.Store
-		holders, err := st.ScheduleHolders(ctx)
-		if err != nil {
-			continue
-		}
-		alive, err := st.Alive(ctx, holders)
-		if err != nil {
-			continue
-		}
-		for _, h := range holders {
-			if h == s.cfg.Host || alive[h] {
-				continue
-			}
-			req, intr, err := st.RecoverScheduled(ctx, h)
-			if err != nil {
-				continue
-			}
-			if req+intr > 0 {
-				s.log.Warn("schedule: recovered claims of a dead node", "dead_host", h, "requeued", req, "interrupted", intr)
-			}
-		}
+// truncate bounds a logged value an outsider controls.
+func truncate(v string, n int) string {
+	if len(v) <= n {
+		return v
 	}
+	return fmt.Sprintf("%s... (%d bytes)", v[:n], len(v))
 }

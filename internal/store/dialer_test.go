@@ -19,17 +19,22 @@ import (
 func newDialerStore(t *testing.T, host string) (*Store, *testenv.Redis) {
 	t.Helper()
 	r := testenv.StartRedis(t)
-	return NewWithClient(r.Client, Config{Domain: "acme", Host: host}), r
+	return hostStore(r, host), r
 }
 
-// claimN claims n items or fails.
-func claimN(t *testing.T, s *Store, k DialerKeys, n int) []string {
+// hostStore is the Store of another node on the same Redis.
+func hostStore(r *testenv.Redis, host string) *Store {
+	return NewWithClient(r.Client, Config{Domain: "acme", Host: host})
+}
+
+// claimN claims n items of a LIST ledger or fails.
+func claimN(t *testing.T, l *Ledger, n int) []string {
 	t.Helper()
 	out := make([]string, 0, n)
 	for i := 0; i < n; i++ {
-		raw, ok, err := s.Claim(context.Background(), k, time.Second)
+		raw, ok, err := l.ClaimBlocking(context.Background(), time.Second)
 		if err != nil || !ok {
-			t.Fatalf("claim %d of %d: ok=%v err=%v", i+1, n, ok, err)
+			t.Fatalf("%s: claim %d of %d: ok=%v err=%v", l.Name(), i+1, n, ok, err)
 		}
 		out = append(out, raw)
 	}
@@ -57,19 +62,27 @@ func hashTag(k string) string {
 	return k[i+1 : i+1+j]
 }
 
-func TestDialerKeysShareTheQueueHashSlot(t *testing.T) {
-	s := NewWithClient(nil, Config{})
-	k := s.DialerKeys("{sales}:numbers", "n1")
-	want := DialerKeys{
-		Queue: "{sales}:numbers", Processing: "{sales}:numbers:processing:n1",
-		Invited: "{sales}:numbers:invited:n1", Holders: "{sales}:numbers:holders",
-		Retry: "{sales}:numbers:retry", Interrupted: "{sales}:numbers:interrupted",
-		Invalid: "{sales}:numbers:invalid", Host: "n1", Alive: "redial:node:n1:alive",
+func TestQueueLedgerKeysShareTheQueueHashSlot(t *testing.T) {
+	s := NewWithClient(nil, Config{Host: "n1"})
+	l := s.QueueLedger("{sales}:numbers", false)
+	if l.Name() != "queue {sales}:numbers" || l.Host() != "n1" || l.Shape() != ShapeList {
+		t.Fatalf("ledger %q of %q, shape %q", l.Name(), l.Host(), l.Shape())
+	}
+	k := l.Keys("")
+	want := LedgerKeys{
+		Source: "{sales}:numbers", Processing: "{sales}:numbers:processing:n1",
+		Invited: "{sales}:numbers:invited:n1", Scores: "{sales}:numbers:scores:n1",
+		Holders: "{sales}:numbers:holders", Interrupted: "{sales}:numbers:interrupted",
+		Invalid: "{sales}:numbers:invalid", Retry: "{sales}:numbers:retry", Alive: "redial:node:n1:alive",
 	}
 	if k != want {
 		t.Fatalf("keys = %+v\nwant   %+v", k, want)
 	}
-	for _, key := range []string{k.Processing, k.Invited, k.Holders, k.Retry, k.Interrupted, k.Invalid} {
+	if k2 := l.Keys("n2"); k2.Processing != "{sales}:numbers:processing:n2" || k2.Invited != "{sales}:numbers:invited:n2" ||
+		k2.Alive != "redial:node:n2:alive" || k2.Holders != k.Holders {
+		t.Fatalf("keys of n2 = %+v", k2)
+	}
+	for _, key := range []string{k.Processing, k.Invited, k.Scores, k.Holders, k.Retry, k.Interrupted, k.Invalid} {
 		if hashTag(key) != "sales" {
 			t.Fatalf("%s hashes on %q, want sales", key, hashTag(key))
 		}
@@ -102,7 +115,7 @@ func blockedClients(ctx context.Context, r *testenv.Redis) (string, error) {
 func TestClaimBlocksAndWakesOnPush(t *testing.T) {
 	s, r := newDialerStore(t, "n1")
 	ctx := context.Background()
-	k := s.DialerKeys("{q}", "n1")
+	l := s.QueueLedger("{q}", false)
 	type res struct {
 		raw string
 		ok  bool
@@ -111,7 +124,7 @@ func TestClaimBlocksAndWakesOnPush(t *testing.T) {
 	}
 	done := make(chan res, 1)
 	go func() {
-		raw, ok, err := s.Claim(ctx, k, 10*time.Second)
+		raw, ok, err := l.ClaimBlocking(ctx, 10*time.Second)
 		done <- res{raw, ok, err, time.Now()}
 	}()
 	testenv.WaitFor(t, 5*time.Second, func() error {
@@ -136,8 +149,11 @@ func TestClaimBlocksAndWakesOnPush(t *testing.T) {
 	if d := got.at.Sub(pushed); d > 2*time.Second {
 		t.Fatalf("claim returned %v after the push", d)
 	}
-	if p := lrange(t, r, k.Processing); len(p) != 1 || p[0] != "13800000000" {
+	if p := lrange(t, r, l.Keys("").Processing); len(p) != 1 || p[0] != "13800000000" {
 		t.Fatalf("processing = %q", p)
+	}
+	if c, err := l.Claims(ctx); err != nil || len(c) != 1 || c[0] != "13800000000" {
+		t.Fatalf("claims = %q, %v", c, err)
 	}
 	if n := r.Client.LLen(ctx, "{q}").Val(); n != 0 {
 		t.Fatalf("queue length %d after claim", n)
@@ -146,16 +162,22 @@ func TestClaimBlocksAndWakesOnPush(t *testing.T) {
 
 func TestClaimTimesOutOnEmptyQueue(t *testing.T) {
 	s, _ := newDialerStore(t, "n1")
-	raw, ok, err := s.Claim(context.Background(), s.DialerKeys("{q}", "n1"), 100*time.Millisecond)
+	start := time.Now()
+	raw, ok, err := s.QueueLedger("{q}", false).ClaimBlocking(context.Background(), 100*time.Millisecond)
 	if err != nil || ok || raw != "" {
 		t.Fatalf("claim on empty queue = %q, %v, %v", raw, ok, err)
+	}
+	// The timeout is rounded up to whole seconds (go-redis only extends its
+	// read deadline for whole seconds), and not much longer.
+	if d := time.Since(start); d < 900*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("claim on empty queue returned after %v, want about 1 s", d)
 	}
 }
 
 func TestClaimIsFIFOWithLPushProducers(t *testing.T) {
 	s, r := newDialerStore(t, "n1")
 	ctx := context.Background()
-	k := s.DialerKeys("{q}", "n1")
+	l := s.QueueLedger("{q}", false)
 	for i := 1; i <= 3; i++ {
 		r.Client.LPush(ctx, "{q}", fmt.Sprint(i))
 	}
@@ -163,9 +185,13 @@ func TestClaimIsFIFOWithLPushProducers(t *testing.T) {
 		t.Fatalf("push = %d, %v", n, err)
 	}
 	r.Client.LPush(ctx, "{q}", "6")
-	got := claimN(t, s, k, 6)
+	got := claimN(t, l, 6)
 	if strings.Join(got, ",") != "1,2,3,4,5,6" {
 		t.Fatalf("claim order %v", got)
+	}
+	// Claims lists newest first.
+	if c, err := l.Claims(ctx); err != nil || strings.Join(c, ",") != "6,5,4,3,2,1" {
+		t.Fatalf("claims = %q, %v", c, err)
 	}
 }
 
@@ -195,15 +221,15 @@ func TestPushNumbersKeepsOrderAcrossBatches(t *testing.T) {
 func TestAckRemovesExactlyOneOfTwoIdenticalClaims(t *testing.T) {
 	s, r := newDialerStore(t, "n1")
 	ctx := context.Background()
-	k := s.DialerKeys("{q}", "n1")
+	l := s.QueueLedger("{q}", false)
+	k := l.Keys("")
 	s.PushNumbers(ctx, "{q}", []string{"100", "100"})
-	claimN(t, s, k, 2)
-	if err := s.MarkInvited(ctx, k, "100"); err != nil {
+	claimN(t, l, 2)
+	if err := l.Mark(ctx, "100"); err != nil {
 		t.Fatal(err)
 	}
-	ok, err := s.Ack(ctx, k, "100")
-	if err != nil || !ok {
-		t.Fatalf("ack = %v, %v", ok, err)
+	if err := l.Ack(ctx, "100"); err != nil {
+		t.Fatalf("ack = %v", err)
 	}
 	if p := lrange(t, r, k.Processing); len(p) != 1 || p[0] != "100" {
 		t.Fatalf("processing after one ack = %q", p)
@@ -213,34 +239,115 @@ func TestAckRemovesExactlyOneOfTwoIdenticalClaims(t *testing.T) {
 	if c := r.Client.HGet(ctx, k.Invited, "100").Val(); c != "1" {
 		t.Fatalf("invited count %q, want 1", c)
 	}
-	if ok, err := s.Ack(ctx, k, "100"); err != nil || !ok {
-		t.Fatalf("second ack = %v, %v", ok, err)
+	if err := l.Ack(ctx, "100"); err != nil {
+		t.Fatalf("second ack = %v", err)
 	}
-	if ok, err := s.Ack(ctx, k, "100"); err != nil || ok {
-		t.Fatalf("ack of a claim no longer held = %v, %v, want false", ok, err)
+	if err := l.Ack(ctx, "100"); !errors.Is(err, ErrClaimGone) {
+		t.Fatalf("ack of a claim no longer held = %v, want ErrClaimGone", err)
 	}
-	if n := r.Client.Exists(ctx, k.Processing, k.Invited).Val(); n != 0 {
-		t.Fatalf("%d of processing/invited keys left after all acks", n)
+	if n := r.Client.Exists(ctx, k.Processing, k.Invited, k.Scores).Val(); n != 0 {
+		t.Fatalf("%d of processing/invited/scores keys left after all acks", n)
 	}
 }
 
-func TestMarkInvitedNeedsAnUnmarkedClaim(t *testing.T) {
+// invitedCount reads invited[member] and the number of copies of member
+// in the processing list, and fails unless the first never exceeds the
+// second.
+func invitedCount(t *testing.T, r *testenv.Redis, k LedgerKeys, member string) (invited, copies int) {
+	t.Helper()
+	ctx := context.Background()
+	if v, err := r.Client.HGet(ctx, k.Invited, member).Int(); err == nil {
+		invited = v
+	} else if !errors.Is(err, redis.Nil) {
+		t.Fatalf("HGET %s %s: %v", k.Invited, member, err)
+	}
+	for _, v := range lrange(t, r, k.Processing) {
+		if v == member {
+			copies++
+		}
+	}
+	if invited > copies {
+		t.Fatalf("invited[%s] = %d > %d copies in %s", member, invited, copies, k.Processing)
+	}
+	return invited, copies
+}
+
+func TestEqualItemsKeepTheInvitedCountWithinTheCopies(t *testing.T) {
 	s, r := newDialerStore(t, "n1")
 	ctx := context.Background()
-	k := s.DialerKeys("{q}", "n1")
-	s.PushNumbers(ctx, "{q}", []string{"100"})
-	claimN(t, s, k, 1)
-	if err := s.MarkInvited(ctx, k, "100"); err != nil {
+	l := s.QueueLedger("{q}", false)
+	k := l.Keys("")
+	s.PushNumbers(ctx, "{q}", []string{"7", "7", "7", "x"})
+	claimN(t, l, 4)
+	for i := 1; i <= 3; i++ {
+		if err := l.Mark(ctx, "7"); err != nil {
+			t.Fatalf("mark %d of 3 copies: %v", i, err)
+		}
+		if inv, cp := invitedCount(t, r, k, "7"); inv != i || cp != 3 {
+			t.Fatalf("after mark %d: invited %d of %d copies", i, inv, cp)
+		}
+	}
+	if err := l.Mark(ctx, "7"); !errors.Is(err, ErrClaimGone) {
+		t.Fatalf("mark of a fourth copy = %v, want ErrClaimGone", err)
+	}
+	// Every copy that leaves lowers the count with it: the script cannot
+	// tell which copy was dialed, so the rest stay marked.
+	if err := l.Return(ctx, "7", time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.MarkInvited(ctx, k, "100"); !errors.Is(err, ErrClaimGone) {
+	if inv, cp := invitedCount(t, r, k, "7"); inv != 2 || cp != 2 {
+		t.Fatalf("after return: invited %d of %d copies", inv, cp)
+	}
+	if err := l.Ack(ctx, "7"); err != nil {
+		t.Fatal(err)
+	}
+	if inv, cp := invitedCount(t, r, k, "7"); inv != 1 || cp != 1 {
+		t.Fatalf("after ack: invited %d of %d copies", inv, cp)
+	}
+	// A crash now parks the last copy (it may have been dialed) and
+	// requeues the never-dialed one.
+	res, err := hostStore(r, "n2").QueueLedger("{q}", false).Recover(ctx, "n1")
+	if err != nil || res != (RecoverResult{Requeued: 1, Interrupted: 1}) {
+		t.Fatalf("recover = %+v, %v", res, err)
+	}
+	// The returned copy waits in the queue; x went back behind it, to be
+	// claimed first (it was claimed before).
+	if q := lrange(t, r, "{q}"); strings.Join(q, ",") != "7,x" {
+		t.Fatalf("queue %q", q)
+	}
+	in := lrange(t, r, k.Interrupted)
+	if len(in) != 1 || decodeParked(t, in[0]).Item != "7" {
+		t.Fatalf("interrupted %q", in)
+	}
+	if n := r.Client.Exists(ctx, k.Processing, k.Invited, k.Scores).Val(); n != 0 {
+		t.Fatalf("%d of n1's keys left", n)
+	}
+}
+
+func TestMarkNeedsAnUnmarkedClaim(t *testing.T) {
+	s, r := newDialerStore(t, "n1")
+	ctx := context.Background()
+	l := s.QueueLedger("{q}", false)
+	k := l.Keys("")
+	s.PushNumbers(ctx, "{q}", []string{"100"})
+	claimN(t, l, 1)
+	if h := r.Client.SMembers(ctx, k.Holders).Val(); len(h) != 0 {
+		t.Fatalf("holders = %v before any mark or EnsureHolder", h)
+	}
+	if err := l.Mark(ctx, "100"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Mark(ctx, "100"); !errors.Is(err, ErrClaimGone) {
 		t.Fatalf("second mark of one claim = %v, want ErrClaimGone", err)
 	}
-	if err := s.MarkInvited(ctx, k, "200"); !errors.Is(err, ErrClaimGone) {
+	if err := l.Mark(ctx, "200"); !errors.Is(err, ErrClaimGone) {
 		t.Fatalf("mark of an unclaimed item = %v, want ErrClaimGone", err)
 	}
-	if h := r.Client.SMembers(ctx, k.Holders).Val(); len(h) != 1 || h[0] != "n1" {
-		t.Fatalf("holders = %v, want [n1]", h)
+	if h, err := l.Holders(ctx); err != nil || len(h) != 1 || h[0] != "n1" {
+		t.Fatalf("holders = %v, %v, want [n1]", h, err)
+	}
+	if n := r.Client.HLen(ctx, k.Invited).Val(); n != 1 {
+		t.Fatalf("invited hash has %d fields, want 1", n)
 	}
 }
 
@@ -259,36 +366,38 @@ func decodeParked(t *testing.T, v string) ParkedItem {
 const cItem = `{"params":{"number":"c/1","name":"\u00e9\"x\""}}`
 
 // setupDead claims a, b, cItem for host dead out of a queue holding a, b,
-// cItem, d (claim order a first) and marks cItem as invited.
-func setupDead(t *testing.T, s *Store) DialerKeys {
+// cItem, d (claim order a first) and marks cItem as invited. It returns
+// the dead host's ledger.
+func setupDead(t *testing.T, r *testenv.Redis) *Ledger {
 	t.Helper()
 	ctx := context.Background()
-	dk := s.DialerKeys("{q}", "dead")
-	s.PushNumbers(ctx, "{q}", []string{"a", "b", cItem, "d"})
-	if err := s.EnsureHolder(ctx, dk, "dead"); err != nil {
+	dead := hostStore(r, "dead")
+	dl := dead.QueueLedger("{q}", false)
+	dead.PushNumbers(ctx, "{q}", []string{"a", "b", cItem, "d"})
+	if err := dl.EnsureHolder(ctx); err != nil {
 		t.Fatal(err)
 	}
-	claimN(t, s, dk, 3)
-	if err := s.MarkInvited(ctx, dk, cItem); err != nil {
+	claimN(t, dl, 3)
+	if err := dl.Mark(ctx, cItem); err != nil {
 		t.Fatal(err)
 	}
-	return dk
+	return dl
 }
 
 func TestRecoverParksInvitedAndRequeuesTheRestInOrder(t *testing.T) {
 	s, r := newDialerStore(t, "live")
 	ctx := context.Background()
-	dk := setupDead(t, s)
-	lk := s.DialerKeys("{q}", "live")
-	res, err := s.Recover(ctx, lk, "dead", false)
+	dk := setupDead(t, r).Keys("")
+	ll := s.QueueLedger("{q}", false)
+	res, err := ll.Recover(ctx, "dead")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res != (RecoverResult{Requeued: 2, Interrupted: 1}) {
+	if res != (RecoverResult{Requeued: 2, Interrupted: 1}) || res.Total() != 3 {
 		t.Fatalf("result %+v", res)
 	}
 	// Never-dialed claims are dialed next, in their original order.
-	got := claimN(t, s, lk, 3)
+	got := claimN(t, ll, 3)
 	if want := []string{"a", "b", "d"}; strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("claims after recovery %q, want %q", got, want)
 	}
@@ -300,7 +409,7 @@ func TestRecoverParksInvitedAndRequeuesTheRestInOrder(t *testing.T) {
 	if p.Item != cItem || p.Host != "dead" || !strings.Contains(p.Reason, "dead") {
 		t.Fatalf("interrupted entry %+v", p)
 	}
-	if n := r.Client.Exists(ctx, dk.Processing, dk.Invited).Val(); n != 0 {
+	if n := r.Client.Exists(ctx, dk.Processing, dk.Invited, dk.Scores).Val(); n != 0 {
 		t.Fatalf("%d of the dead host's keys left", n)
 	}
 	if r.Client.SIsMember(ctx, dk.Holders, "dead").Val() {
@@ -311,15 +420,17 @@ func TestRecoverParksInvitedAndRequeuesTheRestInOrder(t *testing.T) {
 func TestRecoverRequeuesInterruptedWhenAsked(t *testing.T) {
 	s, r := newDialerStore(t, "live")
 	ctx := context.Background()
-	dk := setupDead(t, s)
-	res, err := s.Recover(ctx, dk, "dead", true)
+	dk := setupDead(t, r).Keys("")
+	// The task's redial_interrupted is the live node's ledger setting.
+	ll := s.QueueLedger("{q}", true)
+	res, err := ll.Recover(ctx, "dead")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res != (RecoverResult{Requeued: 2, RequeuedInterrupted: 1}) {
 		t.Fatalf("result %+v", res)
 	}
-	got := claimN(t, s, s.DialerKeys("{q}", "live"), 4)
+	got := claimN(t, ll, 4)
 	if strings.Join(got, " ") != "a b "+cItem+" d" {
 		t.Fatalf("claims after recovery %q", got)
 	}
@@ -331,7 +442,8 @@ func TestRecoverRequeuesInterruptedWhenAsked(t *testing.T) {
 func TestRecoverRefusesWhileHeartbeatAlive(t *testing.T) {
 	s, r := newDialerStore(t, "live")
 	ctx := context.Background()
-	dk := setupDead(t, s)
+	dl := setupDead(t, r)
+	dk := dl.Keys("")
 	if err := s.Heartbeat(ctx, "dead", time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -339,36 +451,39 @@ func TestRecoverRefusesWhileHeartbeatAlive(t *testing.T) {
 	if err != nil || !alive["dead"] || alive["other"] {
 		t.Fatalf("alive = %v, %v", alive, err)
 	}
-	res, err := s.Recover(ctx, dk, "dead", false)
+	res, err := s.QueueLedger("{q}", false).Recover(ctx, "dead")
 	if !errors.Is(err, ErrHostAlive) || res != (RecoverResult{}) {
 		t.Fatalf("recover of a live host = %+v, %v", res, err)
 	}
 	if n := r.Client.LLen(ctx, dk.Processing).Val(); n != 3 {
 		t.Fatalf("processing length %d, want 3 untouched", n)
 	}
-	// The node itself, restarting under the same name, takes its leftovers.
-	res, err = s.RecoverOwn(ctx, dk, false)
+	// The node itself, restarting under the same name, takes its leftovers
+	// although its heartbeat is alive.
+	res, err = dl.SettleOwn(ctx)
 	if err != nil || res != (RecoverResult{Requeued: 2, Interrupted: 1}) {
-		t.Fatalf("recover own = %+v, %v", res, err)
+		t.Fatalf("settle own = %+v, %v", res, err)
 	}
 }
 
 func TestRecoverConcurrentlyMovesEachClaimOnce(t *testing.T) {
-	s, r := newDialerStore(t, "live")
+	_, r := newDialerStore(t, "live")
 	ctx := context.Background()
 	const total, claimed = 1000, 550
 	items := make([]string, total)
 	for i := range items {
 		items[i] = fmt.Sprintf("n%04d", i)
 	}
-	s.PushNumbers(ctx, "{q}", items)
-	dk := s.DialerKeys("{q}", "dead")
-	s.EnsureHolder(ctx, dk, "dead")
-	got := claimN(t, s, dk, claimed)
+	dead := hostStore(r, "dead")
+	dead.PushNumbers(ctx, "{q}", items)
+	dl := dead.QueueLedger("{q}", false)
+	dk := dl.Keys("")
+	dl.EnsureHolder(ctx)
+	got := claimN(t, dl, claimed)
 	marked := 0
 	for i, raw := range got {
 		if i%3 == 0 {
-			if err := s.MarkInvited(ctx, dk, raw); err != nil {
+			if err := dl.Mark(ctx, raw); err != nil {
 				t.Fatal(err)
 			}
 			marked++
@@ -381,7 +496,7 @@ func TestRecoverConcurrentlyMovesEachClaimOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i], errs[i] = s.Recover(ctx, s.DialerKeys("{q}", fmt.Sprint("live", i)), "dead", false)
+			results[i], errs[i] = hostStore(r, fmt.Sprint("live", i)).QueueLedger("{q}", false).Recover(ctx, "dead")
 		}()
 	}
 	wg.Wait()
@@ -392,8 +507,9 @@ func TestRecoverConcurrentlyMovesEachClaimOnce(t *testing.T) {
 		}
 		sum.Requeued += results[i].Requeued
 		sum.Interrupted += results[i].Interrupted
+		sum.RequeuedInterrupted += results[i].RequeuedInterrupted
 	}
-	if sum.Requeued != claimed-marked || sum.Interrupted != marked {
+	if sum != (RecoverResult{Requeued: claimed - marked, Interrupted: marked}) {
 		t.Fatalf("recovered %+v, want %d requeued and %d interrupted", sum, claimed-marked, marked)
 	}
 	seen := map[string]int{}
@@ -403,11 +519,9 @@ func TestRecoverConcurrentlyMovesEachClaimOnce(t *testing.T) {
 	for _, v := range lrange(t, r, dk.Interrupted) {
 		seen[decodeParked(t, v).Item]++
 	}
-	seen["processing"] = int(r.Client.LLen(ctx, dk.Processing).Val())
-	if seen["processing"] != 0 {
-		t.Fatalf("%d claims left in processing", seen["processing"])
+	if n := r.Client.LLen(ctx, dk.Processing).Val(); n != 0 {
+		t.Fatalf("%d claims left in processing", n)
 	}
-	delete(seen, "processing")
 	if len(seen) != total {
 		t.Fatalf("%d distinct items after recovery, want %d", len(seen), total)
 	}
@@ -421,30 +535,27 @@ func TestRecoverConcurrentlyMovesEachClaimOnce(t *testing.T) {
 func TestClaimRecoveredFromUnderANodeIsGone(t *testing.T) {
 	s, r := newDialerStore(t, "n1")
 	ctx := context.Background()
-	k := s.DialerKeys("{q}", "n1")
+	l := s.QueueLedger("{q}", false)
 	s.PushNumbers(ctx, "{q}", []string{"a", "b", "c"})
-	claimN(t, s, k, 3)
-	if err := s.MarkInvited(ctx, k, "c"); err != nil {
+	claimN(t, l, 3)
+	if err := l.Mark(ctx, "c"); err != nil {
 		t.Fatal(err)
 	}
 	// n1's heartbeat lapsed and another node recovered its claims.
-	if _, err := s.Recover(ctx, s.DialerKeys("{q}", "n2"), "n1", false); err != nil {
+	if _, err := hostStore(r, "n2").QueueLedger("{q}", false).Recover(ctx, "n1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.MarkInvited(ctx, k, "a"); !errors.Is(err, ErrClaimGone) {
-		t.Fatalf("mark after recovery = %v, want ErrClaimGone (must not dial)", err)
-	}
-	if err := s.Return(ctx, k, "a"); !errors.Is(err, ErrClaimGone) {
-		t.Fatalf("return after recovery = %v", err)
-	}
-	if err := s.Delay(ctx, k, "b", "b2", time.Now()); !errors.Is(err, ErrClaimGone) {
-		t.Fatalf("delay after recovery = %v", err)
-	}
-	if err := s.Invalid(ctx, k, "b", "bad", "n1"); !errors.Is(err, ErrClaimGone) {
-		t.Fatalf("invalid after recovery = %v", err)
-	}
-	if ok, err := s.Ack(ctx, k, "c"); err != nil || ok {
-		t.Fatalf("ack after recovery = %v, %v", ok, err)
+	for name, err := range map[string]error{
+		"mark":      l.Mark(ctx, "a"),
+		"return":    l.Return(ctx, "a", time.Time{}),
+		"delay":     l.Delay(ctx, "b", "b2", time.Now()),
+		"invalid":   l.Invalid(ctx, "b", "bad"),
+		"interrupt": l.Interrupt(ctx, "c", "lost"),
+		"ack":       l.Ack(ctx, "c"),
+	} {
+		if !errors.Is(err, ErrClaimGone) {
+			t.Errorf("%s after recovery = %v, want ErrClaimGone (must not dial or settle)", name, err)
+		}
 	}
 	// Nothing was duplicated by the late calls.
 	if q := lrange(t, r, "{q}"); strings.Join(q, ",") != "b,a" {
@@ -462,16 +573,16 @@ func TestClaimRecoveredFromUnderANodeIsGone(t *testing.T) {
 func TestReturnPutsClaimNextInLine(t *testing.T) {
 	s, r := newDialerStore(t, "n1")
 	ctx := context.Background()
-	k := s.DialerKeys("{q}", "n1")
+	l := s.QueueLedger("{q}", false)
 	s.PushNumbers(ctx, "{q}", []string{"a", "b"})
-	claimN(t, s, k, 1)
-	if err := s.Return(ctx, k, "a"); err != nil {
+	claimN(t, l, 1)
+	if err := l.Return(ctx, "a", time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	if got := claimN(t, s, k, 2); strings.Join(got, ",") != "a,b" {
+	if got := claimN(t, l, 2); strings.Join(got, ",") != "a,b" {
 		t.Fatalf("claims after return %v", got)
 	}
-	if n := r.Client.LLen(ctx, k.Processing).Val(); n != 2 {
+	if n := r.Client.LLen(ctx, l.Keys("").Processing).Val(); n != 2 {
 		t.Fatalf("processing length %d", n)
 	}
 }
@@ -479,18 +590,20 @@ func TestReturnPutsClaimNextInLine(t *testing.T) {
 func TestInterruptParksOrRequeues(t *testing.T) {
 	s, r := newDialerStore(t, "n1")
 	ctx := context.Background()
-	k := s.DialerKeys("{q}", "n1")
+	l := s.QueueLedger("{q}", false)
+	requeue := s.QueueLedger("{q}", true) // redial_interrupted
+	k := l.Keys("")
 	s.PushNumbers(ctx, "{q}", []string{"a", "b", "c"})
-	claimN(t, s, k, 2)
+	claimN(t, l, 2)
 	for _, raw := range []string{"a", "b"} {
-		if err := s.MarkInvited(ctx, k, raw); err != nil {
+		if err := l.Mark(ctx, raw); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.Interrupt(ctx, k, "a", "call lost", "n1", false); err != nil {
+	if err := l.Interrupt(ctx, "a", "call lost"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Interrupt(ctx, k, "b", "call lost", "n1", true); err != nil {
+	if err := requeue.Interrupt(ctx, "b", "call lost"); err != nil {
 		t.Fatal(err)
 	}
 	in := lrange(t, r, k.Interrupted)
@@ -500,26 +613,27 @@ func TestInterruptParksOrRequeues(t *testing.T) {
 	if p := decodeParked(t, in[0]); p.Item != "a" || p.Reason != "call lost" || p.Host != "n1" {
 		t.Fatalf("interrupted entry %+v", p)
 	}
-	if got := claimN(t, s, k, 2); strings.Join(got, ",") != "b,c" {
+	if got := claimN(t, l, 2); strings.Join(got, ",") != "b,c" {
 		t.Fatalf("claims after requeue %v", got)
 	}
 	if n := r.Client.Exists(ctx, k.Invited).Val(); n != 0 {
-		t.Fatalf("invited hash left after both claims ended")
+		t.Fatalf("invited hash left after both marked claims ended")
 	}
 }
 
 func TestInvalidRecordShape(t *testing.T) {
 	s, r := newDialerStore(t, "n1")
 	ctx := context.Background()
-	k := s.DialerKeys("{q}", "n1")
+	l := s.QueueLedger("{q}", false)
+	k := l.Keys("")
 	bad := `{"params":{"number":42}`
 	s.PushNumbers(ctx, "{q}", []string{bad, "\xff\xfe"})
-	claimN(t, s, k, 2)
+	claimN(t, l, 2)
 	before := time.Now().Add(-time.Second)
-	if err := s.Invalid(ctx, k, bad, "params.number: want string or array, got 42", "n1"); err != nil {
+	if err := l.Invalid(ctx, bad, "params.number: want string or array, got 42"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Invalid(ctx, k, "\xff\xfe", "not UTF-8", "n1"); err != nil {
+	if err := l.Invalid(ctx, "\xff\xfe", "not UTF-8"); err != nil {
 		t.Fatal(err)
 	}
 	in := lrange(t, r, k.Invalid)
@@ -548,25 +662,26 @@ func TestInvalidRecordShape(t *testing.T) {
 func TestDelayAndPromoteDue(t *testing.T) {
 	s, r := newDialerStore(t, "n1")
 	ctx := context.Background()
-	k := s.DialerKeys("{q}", "n1")
+	l := s.QueueLedger("{q}", false)
+	k := l.Keys("")
 	s.PushNumbers(ctx, "{q}", []string{"a", "b", "c", "d"})
-	claimN(t, s, k, 4)
-	if err := s.MarkInvited(ctx, k, "a"); err != nil {
+	claimN(t, l, 4)
+	if err := l.Mark(ctx, "a"); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now()
 	// Two equal new items must both survive (members are made unique).
-	if err := s.Delay(ctx, k, "a", "X", now.Add(-time.Minute)); err != nil {
+	if err := l.Delay(ctx, "a", "X", now.Add(-time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Delay(ctx, k, "b", "X", now.Add(-2*time.Minute)); err != nil {
+	if err := l.Delay(ctx, "b", "X", now.Add(-2*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Delay(ctx, k, "c", "Y", now.Add(-3*time.Minute)); err != nil {
+	if err := l.Delay(ctx, "c", "Y", now.Add(-3*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	later := now.Add(time.Hour)
-	if err := s.Delay(ctx, k, "d", "Z", later); err != nil {
+	if err := l.Delay(ctx, "d", "Z", later); err != nil {
 		t.Fatal(err)
 	}
 	if n := r.Client.Exists(ctx, k.Processing, k.Invited).Val(); n != 0 {
@@ -574,45 +689,53 @@ func TestDelayAndPromoteDue(t *testing.T) {
 	}
 	// max bounds one call; the earliest due go first and are claimed
 	// first; the id prefix is gone.
-	moved, next, err := s.PromoteDue(ctx, k, 2)
+	moved, next, err := s.PromoteDue(ctx, l, 2)
 	if err != nil || moved != 2 || next.UnixMilli() != now.Add(-time.Minute).UnixMilli() {
 		t.Fatalf("promote = %d, %v, %v", moved, next, err)
 	}
-	if got := claimN(t, s, k, 2); strings.Join(got, ",") != "Y,X" {
+	if got := claimN(t, l, 2); strings.Join(got, ",") != "Y,X" {
 		t.Fatalf("claims after promote %q", got)
 	}
-	moved, next, err = s.PromoteDue(ctx, k, 100)
+	moved, next, err = s.PromoteDue(ctx, l, 100)
 	if err != nil || moved != 1 {
 		t.Fatalf("second promote = %d, %v", moved, err)
 	}
 	if next.UnixMilli() != later.UnixMilli() {
 		t.Fatalf("next due %v, want %v", next, later)
 	}
-	if got := claimN(t, s, k, 1); got[0] != "X" {
+	if got := claimN(t, l, 1); got[0] != "X" {
 		t.Fatalf("claim after second promote %q", got)
 	}
 	st, err := s.QueueStats(ctx, "{q}")
 	if err != nil || st.Retry != 1 || st.NextRetry.UnixMilli() != later.UnixMilli() {
 		t.Fatalf("stats %+v, %v", st, err)
 	}
+	// Ledgers without a retry set refuse to delay.
+	el := s.EventsLedger()
+	if err := el.Delay(ctx, "e", "e", now); err == nil || errors.Is(err, ErrClaimGone) {
+		t.Fatalf("delay on a ledger without retry set = %v", err)
+	}
+	if _, _, err := s.PromoteDue(ctx, el, 1); err == nil {
+		t.Fatal("promote on a ledger without retry set succeeded")
+	}
 }
 
 func TestPromoteDueWaitsForTheDueTime(t *testing.T) {
 	s, r := newDialerStore(t, "n1")
 	ctx := context.Background()
-	k := s.DialerKeys("{q}", "n1")
+	l := s.QueueLedger("{q}", false)
 	s.PushNumbers(ctx, "{q}", []string{"a"})
-	claimN(t, s, k, 1)
+	claimN(t, l, 1)
 	due := time.Now().Add(300 * time.Millisecond)
-	if err := s.Delay(ctx, k, "a", "a2", due); err != nil {
+	if err := l.Delay(ctx, "a", "a2", due); err != nil {
 		t.Fatal(err)
 	}
-	moved, next, err := s.PromoteDue(ctx, k, 10)
+	moved, next, err := s.PromoteDue(ctx, l, 10)
 	if err != nil || moved != 0 || next.UnixMilli() != due.UnixMilli() {
 		t.Fatalf("early promote = %d, %v, %v", moved, next, err)
 	}
 	testenv.WaitFor(t, 5*time.Second, func() error {
-		moved, next, err := s.PromoteDue(ctx, k, 10)
+		moved, next, err := s.PromoteDue(ctx, l, 10)
 		if err != nil {
 			return err
 		}
@@ -630,23 +753,23 @@ func TestPromoteDueWaitsForTheDueTime(t *testing.T) {
 }
 
 func TestQueueStats(t *testing.T) {
-	s, _ := newDialerStore(t, "n1")
+	s, r := newDialerStore(t, "n1")
 	ctx := context.Background()
 	items := make([]string, 10)
 	for i := range items {
 		items[i] = fmt.Sprint(i)
 	}
 	s.PushNumbers(ctx, "{q}", items)
-	k1, k2 := s.DialerKeys("{q}", "n1"), s.DialerKeys("{q}", "n2")
-	s.EnsureHolder(ctx, k1, "n1")
-	s.EnsureHolder(ctx, k2, "n2")
-	got1 := claimN(t, s, k1, 3)
-	got2 := claimN(t, s, k2, 2)
-	s.MarkInvited(ctx, k1, got1[0])
-	s.Interrupt(ctx, k1, got1[0], "lost", "n1", false)
-	s.Invalid(ctx, k2, got2[0], "bad", "n2")
+	l1, l2 := s.QueueLedger("{q}", false), hostStore(r, "n2").QueueLedger("{q}", false)
+	l1.EnsureHolder(ctx)
+	l2.EnsureHolder(ctx)
+	got1 := claimN(t, l1, 3)
+	got2 := claimN(t, l2, 2)
+	l1.Mark(ctx, got1[0])
+	l1.Interrupt(ctx, got1[0], "lost")
+	l2.Invalid(ctx, got2[0], "bad")
 	due := time.Now().Add(time.Hour)
-	s.Delay(ctx, k1, got1[1], "x", due)
+	l1.Delay(ctx, got1[1], "x", due)
 	st, err := s.QueueStats(ctx, "{q}")
 	if err != nil {
 		t.Fatal(err)
@@ -722,30 +845,32 @@ func TestCrashedNodeClaimsAreRecovered(t *testing.T) {
 	s, r := newDialerStore(t, "live")
 	ctx := context.Background()
 	const total = 300
+	const queue = "{camp}:numbers"
 	items := make([]string, total)
 	for i := range items {
 		items[i] = fmt.Sprintf(`{"params":{"number":"1380000%04d"}}`, i)
 	}
-	if n, err := s.PushNumbers(ctx, "{camp}:numbers", items); err != nil || n != total {
+	if n, err := s.PushNumbers(ctx, queue, items); err != nil || n != total {
 		t.Fatalf("push = %d, %v", n, err)
 	}
-	dead := s.DialerKeys("{camp}:numbers", "dead")
-	live := s.DialerKeys("{camp}:numbers", "live")
+	deadStore := hostStore(r, "dead")
+	dead, live := deadStore.QueueLedger(queue, false), s.QueueLedger(queue, false)
+	dk, lk := dead.Keys(""), live.Keys("")
 	var acked []string
-	if err := s.Heartbeat(ctx, "dead", 300*time.Millisecond); err != nil {
+	if err := deadStore.Heartbeat(ctx, "dead", 300*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	s.EnsureHolder(ctx, dead, "dead")
-	s.EnsureHolder(ctx, live, "live")
+	dead.EnsureHolder(ctx)
+	live.EnsureHolder(ctx)
 	// The dead node: 60 claims, 40 dialed, 15 of those finished.
-	deadClaims := claimN(t, s, dead, 60)
+	deadClaims := claimN(t, dead, 60)
 	for i, raw := range deadClaims[:40] {
-		if err := s.MarkInvited(ctx, dead, raw); err != nil {
+		if err := dead.Mark(ctx, raw); err != nil {
 			t.Fatal(err)
 		}
 		if i < 15 {
-			if ok, err := s.Ack(ctx, dead, raw); err != nil || !ok {
-				t.Fatalf("ack = %v, %v", ok, err)
+			if err := dead.Ack(ctx, raw); err != nil {
+				t.Fatalf("ack = %v", err)
 			}
 			acked = append(acked, raw)
 		}
@@ -754,17 +879,17 @@ func TestCrashedNodeClaimsAreRecovered(t *testing.T) {
 	if err := s.Heartbeat(ctx, "live", time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	liveClaims := claimN(t, s, live, 30)
+	liveClaims := claimN(t, live, 30)
 	for _, raw := range liveClaims[:20] {
-		s.MarkInvited(ctx, live, raw)
-		if ok, err := s.Ack(ctx, live, raw); err != nil || !ok {
-			t.Fatalf("ack = %v, %v", ok, err)
+		live.Mark(ctx, raw)
+		if err := live.Ack(ctx, raw); err != nil {
+			t.Fatalf("ack = %v", err)
 		}
 		acked = append(acked, raw)
 	}
 	var res RecoverResult
 	testenv.WaitFor(t, 5*time.Second, func() error {
-		holders, err := s.Holders(ctx, live)
+		holders, err := live.Holders(ctx)
 		if err != nil {
 			return err
 		}
@@ -776,7 +901,7 @@ func TestCrashedNodeClaimsAreRecovered(t *testing.T) {
 			if alive[h] {
 				continue
 			}
-			if res, err = s.Recover(ctx, live, h, false); err != nil {
+			if res, err = live.Recover(ctx, h); err != nil {
 				return err
 			}
 			return nil
@@ -786,23 +911,19 @@ func TestCrashedNodeClaimsAreRecovered(t *testing.T) {
 	if res != (RecoverResult{Requeued: 20, Interrupted: 25}) {
 		t.Fatalf("recovered %+v, want 20 requeued, 25 interrupted", res)
 	}
-	if h, _ := s.Holders(ctx, live); len(h) != 1 || h[0] != "live" {
+	if h, _ := live.Holders(ctx); len(h) != 1 || h[0] != "live" {
 		t.Fatalf("holders after recovery %v", h)
 	}
 	seen := map[string]int{}
 	for _, v := range acked {
 		seen[v]++
 	}
-	for _, v := range lrange(t, r, live.Queue) {
-		seen[v]++
+	for _, key := range []string{lk.Source, lk.Processing, dk.Processing} {
+		for _, v := range lrange(t, r, key) {
+			seen[v]++
+		}
 	}
-	for _, v := range lrange(t, r, live.Processing) {
-		seen[v]++
-	}
-	for _, v := range lrange(t, r, dead.Processing) {
-		seen[v]++
-	}
-	for _, v := range lrange(t, r, live.Interrupted) {
+	for _, v := range lrange(t, r, lk.Interrupted) {
 		seen[decodeParked(t, v).Item]++
 	}
 	counted := 0
@@ -819,7 +940,7 @@ func TestCrashedNodeClaimsAreRecovered(t *testing.T) {
 		sort.Strings(keys)
 		t.Fatalf("%d distinct items in %d places, want %d; duplicated: %v", len(seen), counted, total, keys)
 	}
-	st, err := s.QueueStats(ctx, live.Queue)
+	st, err := s.QueueStats(ctx, queue)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -329,3 +329,21 @@ func ttlMillis(d time.Duration) int64 {
 	}
 	return ms
 }
+
+// SetLine writes one line definition (the seed's JSON) into
+// cti_line@<domain>. Nodes pick it up on their next reload.
+func (s *Store) SetLine(ctx context.Context, name, value string) error {
+	if err := s.rdb.HSet(ctx, s.LinesKey(), name, value).Err(); err != nil {
+		return fmt.Errorf("store: HSET %s %s: %w", s.LinesKey(), name, err)
+	}
+	return nil
+}
+
+// SetDialplanEntry writes the target JSON of one destination into
+// cti_dialplan@<domain>; key is "<context>:<extension>".
+func (s *Store) SetDialplanEntry(ctx context.Context, key, value string) error {
+	if err := s.rdb.HSet(ctx, s.DialplanKey(), key, value).Err(); err != nil {
+		return fmt.Errorf("store: HSET %s %s: %w", s.DialplanKey(), key, err)
+	}
+	return nil
+}

@@ -106,15 +106,30 @@ type Redis struct {
 	cmd    *exec.Cmd
 	port   int
 	dir    string
+	aof    bool
 }
 
 // StartRedis starts a fresh redis-server on a free port with persistence off
 // and stops it when the test ends.
 func StartRedis(t testing.TB) *Redis {
 	t.Helper()
+	return StartRedisWith(t, RedisOptions{})
+}
+
+// RedisOptions tune a test's redis-server.
+type RedisOptions struct {
+	// AOF turns on the append-only file with an fsync per write, so a
+	// Stop (a kill) followed by Restart keeps every acknowledged write,
+	// as a production deployment with AOF does.
+	AOF bool
+}
+
+// StartRedisWith is StartRedis with options.
+func StartRedisWith(t testing.TB, o RedisOptions) *Redis {
+	t.Helper()
 	bin := RequireTool(t, "redis-server")
 	port := FreePort(t)
-	r := &Redis{port: port, dir: t.TempDir()}
+	r := &Redis{port: port, dir: t.TempDir(), aof: o.AOF}
 	r.Addr = fmt.Sprintf("127.0.0.1:%d", port)
 	r.URL = "redis://" + r.Addr + "/0"
 	r.start(t, bin)
@@ -128,8 +143,12 @@ func StartRedis(t testing.TB) *Redis {
 
 func (r *Redis) start(t testing.TB, bin string) {
 	t.Helper()
-	r.cmd = exec.Command(bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", r.dir, "--protected-mode", "no")
+	aof := []string{"--appendonly", "no"}
+	if r.aof {
+		aof = []string{"--appendonly", "yes", "--appendfsync", "always"}
+	}
+	r.cmd = exec.Command(bin, append([]string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+		"--save", "", "--dir", r.dir, "--protected-mode", "no"}, aof...)...)
 	r.cmd.Stdout = nil
 	r.cmd.Stderr = nil
 	if err := r.cmd.Start(); err != nil {
@@ -166,7 +185,8 @@ func (r *Redis) Stop() {
 	}
 }
 
-// Restart starts the server again on the same port after Stop.
+// Restart starts the server again on the same port after Stop; with AOF
+// it comes back with its data, otherwise empty.
 func (r *Redis) Restart(t testing.TB) {
 	t.Helper()
 	r.start(t, RequireTool(t, "redis-server"))

@@ -16,6 +16,7 @@ import (
 
 	"redial/internal/call"
 	"redial/internal/callback"
+	"redial/internal/cluster"
 	"redial/internal/dialer"
 	"redial/internal/dialplan"
 	"redial/internal/lines"
@@ -41,6 +42,9 @@ type Deps struct {
 	Notify   *notify.Publisher
 	Registry *prometheus.Registry
 	Logger   *slog.Logger
+
+	// Directory serves GET /api/v1/nodes.
+	Directory *cluster.Directory
 }
 
 // Server serves the HTTP API.
@@ -74,6 +78,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.mux.HandleFunc("POST /api/v1/schedules", s.postSchedule)
 	s.mux.HandleFunc("GET /api/v1/callbacks", s.getCallbacks)
 	s.mux.HandleFunc("POST /api/v1/events", s.postEvent)
+	s.mux.HandleFunc("GET /api/v1/nodes", s.getNodes)
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	if deps.Registry != nil {
 		s.mux.Handle("GET /metrics", promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{}))

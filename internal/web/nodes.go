@@ -1,0 +1,23 @@
+package web
+
+import (
+	"net/http"
+
+	"redial/internal/cluster"
+)
+
+// getNodes lists every node of the cluster from the node directory: its
+// addresses, version, age, and whether it is alive or since when it is
+// dead.
+func (s *Server) getNodes(w http.ResponseWriter, r *http.Request) {
+	if s.deps.Directory == nil {
+		writeJSON(w, http.StatusOK, map[string]any{"nodes": []cluster.NodeState{}})
+		return
+	}
+	nodes, err := s.deps.Directory.Nodes(r.Context())
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"nodes": nodes})
+}
