@@ -38,7 +38,9 @@ type session struct {
 	started  time.Time
 	log      *slog.Logger
 	temp     string
-	ctx      context.Context
+	// runDone is closed when Run's context ends: a transfer that failed
+	// restarts listening only while the session goes on.
+	runDone <-chan struct{}
 
 	digits chan rune
 	audio  atomic.Pointer[audioSink]
@@ -103,7 +105,7 @@ func (s *session) run(parent context.Context) Result {
 
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
-	s.ctx = ctx
+	s.runDone = ctx.Done()
 	go func() {
 		select {
 		case <-s.ch.Done():
@@ -190,8 +192,10 @@ func (s *session) callerGone() bool {
 	}
 }
 
+// startListen reads the caller's media until stopListen, which Run defers,
+// so no listener outlives the session.
 func (s *session) startListen() {
-	ctx, cancel := context.WithCancel(s.ctx)
+	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	s.listenCancel, s.listenDone = cancel, done
 	h := media.HandlerFuncs{OnAudio: s.onAudio, OnDTMF: s.onDTMF}
@@ -378,10 +382,14 @@ func (x *Exec) Transfer(ctx context.Context, number string, reinviteMode int) Tr
 		s.transfd = true
 		s.mu.Unlock()
 		x.EndSession(EndedTransfer)
-	} else if s.ctx.Err() == nil {
-		// ctx may be an applied component's, cancelled by the owner; the
-		// session goes on and needs its digits back.
-		s.startListen()
+	} else {
+		select {
+		case <-s.runDone:
+		default:
+			// ctx may be an applied component's, cancelled by the owner;
+			// the session goes on and needs its digits back.
+			s.startListen()
+		}
 	}
 	return res
 }
