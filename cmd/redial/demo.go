@@ -72,7 +72,7 @@ func demo(ctx context.Context, args []string) error {
 
 	// The demo's own view of Redis, for what an integrator would write and
 	// read; key names stay in the store.
-	ds, err := store.New(store.Config{URL: *redisURL, Domain: "default", Host: "demo", NotifyPrefix: "enigma:notifications"})
+	ds, err := store.New(store.Config{URL: *redisURL, Domain: "default", Host: "demo", NotifyPrefix: store.DefaultNotifyPrefix})
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
@@ -90,7 +90,7 @@ func demo(ctx context.Context, args []string) error {
 	cfg := &config.Node{Redis: *redisURL, Host: "demo", Domain: "default",
 		SIP: []config.Listener{{Network: "udp", Addr: "127.0.0.1:0"}}, SIPPublicIP: "127.0.0.1",
 		RTPMin: 20000, RTPMax: 29999, HTTP: "127.0.0.1:0", Timezone: time.Local, Data: filepath.Join(work, "data"),
-		NotifyPrefix: "enigma:notifications", NotifyFormat: "v3", LogLevel: level}
+		NotifyPrefix: store.DefaultNotifyPrefix, NotifyFormat: "v3", LogLevel: level}
 	node, err := app.New(cfg, log)
 	if err != nil {
 		return err

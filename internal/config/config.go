@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"redial/internal/store"
 )
 
 // Listener is one SIP transport listener.
@@ -72,7 +74,7 @@ func Flags(fs *flag.FlagSet) func() (*Node, error) {
 		{"http", "127.0.0.1:8088", "HTTP listen address (REST, /metrics, /healthz)", &r.http},
 		{"timezone", "Local", "default IANA time zone for task windows", &r.timezone},
 		{"data", "./data", "directory for the notification spool, recordings and file stores", &r.data},
-		{"notify-prefix", "enigma:notifications", "prefix of the notification lists", &r.notifyPrefix},
+		{"notify-prefix", store.DefaultNotifyPrefix, "prefix of the notification lists", &r.notifyPrefix},
 		{"notify-format", "v3", "inbound notification format: v3 (call_dir) or legacy (campaign_ref)", &r.notifyFormat},
 		{"log-level", "info", "debug, info, warn or error", &r.logLevel},
 		{"resync", "30s", "re-read task configs this often, besides change notices", &r.resync},

@@ -32,6 +32,10 @@ type Config struct {
 	CDRStreamMaxLen int64
 }
 
+// DefaultNotifyPrefix is the prefix of the notification lists of seeds 001
+// and 003 (<prefix>:campaigns, <prefix>:inbound).
+const DefaultNotifyPrefix = "enigma:notifications"
+
 // Store is redial's view of one Redis deployment.
 type Store struct {
 	rdb redis.UniversalClient
@@ -53,7 +57,7 @@ func NewWithClient(rdb redis.UniversalClient, cfg Config) *Store {
 		cfg.Domain = "default"
 	}
 	if cfg.NotifyPrefix == "" {
-		cfg.NotifyPrefix = "enigma:notifications"
+		cfg.NotifyPrefix = DefaultNotifyPrefix
 	}
 	if cfg.CDRStreamMaxLen == 0 {
 		cfg.CDRStreamMaxLen = 1_000_000
