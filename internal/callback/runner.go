@@ -22,6 +22,7 @@ import (
 	"redial/internal/call"
 	"redial/internal/cluster"
 	"redial/internal/dialplan"
+	"redial/internal/logtext"
 	"redial/internal/schedule"
 	"redial/internal/store"
 )
@@ -206,7 +207,7 @@ func (r *Runner) readEvents(ctx context.Context) {
 		}
 		if err != nil {
 			r.mEvents.WithLabelValues("invalid").Inc()
-			r.log.Warn("callback: malformed event moved aside", "key", st.EventsKey(), "event", truncate(raw, 200), "error", err)
+			r.log.Warn("callback: malformed event moved aside", "key", st.EventsKey(), "event", logtext.Truncate(raw, 200), "error", err)
 			if err := r.events.Invalid(bg, raw, err.Error()); err != nil {
 				r.log.Error("callback: moving event aside failed", "error", err)
 			}
@@ -549,12 +550,4 @@ func (r *Runner) runAction(ctx context.Context, e schedule.CronEntry, tick time.
 	}
 	res, err := r.VoicemailSaved(ctx, e.Action.AccountID, e.Action.VmboxID)
 	r.log.Info("callback: cron check_voicemail", "entry", e.Index, "tick", tick, "result", res, "error", err)
-}
-
-// truncate bounds a logged value an outsider controls.
-func truncate(v string, n int) string {
-	if len(v) <= n {
-		return v
-	}
-	return fmt.Sprintf("%s... (%d bytes)", v[:n], len(v))
 }

@@ -19,6 +19,7 @@ import (
 	"redial/internal/call"
 	"redial/internal/cluster"
 	"redial/internal/lines"
+	"redial/internal/logtext"
 	"redial/internal/store"
 )
 
@@ -234,7 +235,7 @@ func (d *Dialer) follow(ctx context.Context) {
 		var n store.ConfigNotice
 		if err := json.Unmarshal([]byte(payload), &n); err != nil {
 			d.log.Warn("dialer: malformed config notice; re-reading all tasks", "channel", channel,
-				"payload", truncate(payload, 200), "error", err)
+				"payload", logtext.Truncate(payload, 200), "error", err)
 		} else if n.Table != "" && n.Table != store.TaskTable {
 			return
 		}
@@ -243,14 +244,6 @@ func (d *Dialer) follow(ctx context.Context) {
 	if err != nil && ctx.Err() == nil {
 		d.log.Error("dialer: following config notices stopped; tasks are re-read every resync period", "error", err)
 	}
-}
-
-// truncate bounds a logged value an outsider controls.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return fmt.Sprintf("%s... (%d bytes)", s[:n], len(s))
 }
 
 // Statuses describes every task, including rejected configs.

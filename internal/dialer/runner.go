@@ -11,6 +11,7 @@ import (
 	"redial/internal/call"
 	"redial/internal/dialplan"
 	"redial/internal/lines"
+	"redial/internal/logtext"
 	"redial/internal/store"
 )
 
@@ -215,7 +216,7 @@ func (r *runner) handle(ctx context.Context, tk *Task, led *store.Ledger, raw st
 		r.invalid.Add(1)
 		r.d.m.invalid.WithLabelValues(r.name).Inc()
 		reason := fmt.Sprintf("dialer: task %q: item in %s: %v", r.name, tk.Queue, err)
-		r.d.log.Warn("dialer: malformed number moved aside", "task", r.name, "queue", tk.Queue, "error", err, "item", truncate(raw, 200))
+		r.d.log.Warn("dialer: malformed number moved aside", "task", r.name, "queue", tk.Queue, "error", err, "item", logtext.Truncate(raw, 200))
 		if err := led.Invalid(bg, raw, reason); err != nil {
 			r.d.log.Error("dialer: moving malformed item aside failed; it stays claimed until recovery", "task", r.name, "error", err)
 		}
@@ -308,7 +309,7 @@ func (r *runner) place(ctx context.Context, tk *Task, led *store.Ledger, it Item
 		op = led.DelayOp(it.Raw, it.WithRetry(disp), r.d.now().Add(rule.Delay))
 	}
 	if err := r.d.deps.Settler.Settle(ctx, op); errors.Is(err, store.ErrClaimGone) {
-		r.d.log.Warn("dialer: claim was gone at ack (recovered by another node while this one looked dead?)", "task", r.name, "item", truncate(it.Raw, 200))
+		r.d.log.Warn("dialer: claim was gone at ack (recovered by another node while this one looked dead?)", "task", r.name, "item", logtext.Truncate(it.Raw, 200))
 	} else if err != nil {
 		r.d.log.Error("dialer: finishing the claim failed; recovery will park it", "task", r.name, "error", err)
 	}

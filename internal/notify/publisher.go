@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"redial/internal/logtext"
 	"redial/internal/store"
 )
 
@@ -220,20 +221,12 @@ func (p *Publisher) Settle(ctx context.Context, op store.SettleOp) error {
 	if err != nil {
 		return fmt.Errorf("notify: settle claim in %s: encode: %w", op.Keys[0], err)
 	}
-	return p.publish(ctx, kindSettle, payload, slog.String("ledger", op.Ledger), slog.String("member", truncate(op.Member, 200)))
+	return p.publish(ctx, kindSettle, payload, slog.String("ledger", op.Ledger), slog.String("member", logtext.Truncate(op.Member, 200)))
 }
 
 // Replayed is closed once the spool has been found empty: everything a
 // previous run of this node spooled has been carried out.
 func (p *Publisher) Replayed() <-chan struct{} { return p.spoolEmpty }
-
-// truncate bounds a logged value.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return fmt.Sprintf("%s... (%d bytes)", s[:n], len(s))
-}
 
 // Spooled returns how many notifications wait in the spool.
 func (p *Publisher) Spooled() int {
@@ -429,14 +422,14 @@ func (p *Publisher) drain(ctx context.Context) bool {
 		case err == nil:
 		case settled(err):
 			// Another node recovered the claim while this one was cut off.
-			p.log.Warn("notify: spooled claim settlement found the claim gone", "record", truncate(string(rec.Payload), 300), "err", err)
+			p.log.Warn("notify: spooled claim settlement found the claim gone", "record", logtext.Truncate(string(rec.Payload), 300), "err", err)
 			err = nil
 		case permanent(err):
 			p.mu.Lock()
 			qerr := p.sp.quarantine(raw)
 			p.mu.Unlock()
 			p.log.Error("notify: spooled record refused by Redis; moved to "+corruptName,
-				"kind", rec.Kind, "record", truncate(string(rec.Payload), 300), "err", err, "quarantine_err", qerr)
+				"kind", rec.Kind, "record", logtext.Truncate(string(rec.Payload), 300), "err", err, "quarantine_err", qerr)
 			err = nil
 		}
 		if err != nil {

@@ -21,6 +21,7 @@ import (
 	"redial/internal/dialplan"
 	"redial/internal/jsonfield"
 	"redial/internal/lines"
+	"redial/internal/logtext"
 	"redial/internal/store"
 )
 
@@ -338,7 +339,7 @@ func parseConfig(key, name, raw string) scheduleConfig {
 // handle dials one claimed member, or records why it was not.
 func (s *Scheduler) handle(ctx context.Context, c store.Claim) {
 	st := s.deps.Store
-	log := s.log.With("member", truncate(c.Member, 200))
+	log := s.log.With("member", logtext.Truncate(c.Member, 200))
 	m, err := parseMember(c.Member)
 	if err != nil {
 		s.invalid(ctx, c, err.Error())
@@ -385,13 +386,13 @@ func (s *Scheduler) handle(ctx context.Context, c store.Claim) {
 // ack finishes a claim after its CDR, through the notify spool.
 func (s *Scheduler) ack(ctx context.Context, c store.Claim) {
 	if err := s.deps.Settler.Settle(ctx, s.ledger.AckOp(c.Member)); err != nil {
-		s.log.Error("schedule: ack failed", "member", truncate(c.Member, 200), "error", err)
+		s.log.Error("schedule: ack failed", "member", logtext.Truncate(c.Member, 200), "error", err)
 	}
 }
 
 func (s *Scheduler) expired(ctx context.Context, c store.Claim, req call.Request, reason string) {
 	if err := s.deps.Calls.Record(ctx, req, call.Expired, reason); err != nil {
-		s.log.Error("schedule: EXPIRED CDR not written; member kept claimed", "member", truncate(c.Member, 200), "error", err)
+		s.log.Error("schedule: EXPIRED CDR not written; member kept claimed", "member", logtext.Truncate(c.Member, 200), "error", err)
 		return
 	}
 	s.ack(ctx, c)
@@ -399,16 +400,8 @@ func (s *Scheduler) expired(ctx context.Context, c store.Claim, req call.Request
 
 func (s *Scheduler) invalid(ctx context.Context, c store.Claim, reason string) {
 	s.mInvalid.Inc()
-	s.log.Warn("schedule: malformed member moved aside", "key", s.deps.Store.ScheduleNumbersKey(), "member", truncate(c.Member, 200), "error", reason)
+	s.log.Warn("schedule: malformed member moved aside", "key", s.deps.Store.ScheduleNumbersKey(), "member", logtext.Truncate(c.Member, 200), "error", reason)
 	if err := s.ledger.Invalid(ctx, c.Member, reason); err != nil {
 		s.log.Error("schedule: moving member aside failed", "error", err)
 	}
-}
-
-// truncate bounds a logged value an outsider controls.
-func truncate(v string, n int) string {
-	if len(v) <= n {
-		return v
-	}
-	return fmt.Sprintf("%s... (%d bytes)", v[:n], len(v))
 }
