@@ -64,6 +64,13 @@ func (b *lockedBuffer) Write(p []byte) (int, error) {
 	return b.buf.Write(p)
 }
 
+// Reset forgets what an earlier, failed start printed.
+func (b *lockedBuffer) Reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf.Reset()
+}
+
 func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -96,7 +103,41 @@ func StartBaresip(t testing.TB, o BaresipOptions) *Baresip {
 	if err := os.Mkdir(b.RecordDir, 0o755); err != nil {
 		t.Fatalf("testenv: baresip: %v", err)
 	}
-	port := FreePort(t)
+	modDir := "/usr/lib/baresip/modules"
+	if _, err := os.Stat(filepath.Join(modDir, "ausine.so")); err != nil {
+		t.Fatalf("testenv: baresip modules not found in %s (install baresip-core): %v", modDir, err)
+	}
+	// Ports are free when chosen but can be taken by a parallel test
+	// package before baresip binds them; such a start is retried on new
+	// ports, any other failure ends the test.
+	for attempt := 1; ; attempt++ {
+		err := b.start(t, bin, modDir, o)
+		if err == nil {
+			break
+		}
+		if attempt == 3 || !strings.Contains(b.Log(), "Address already in use") {
+			t.Fatalf("testenv: baresip exited at start (%v):\n%s", err, b.Log())
+		}
+		t.Logf("testenv: baresip start %d: a port was taken meanwhile; retrying on others", attempt)
+	}
+	t.Cleanup(func() {
+		b.Stop()
+		// REDIAL_TEST_LOG is what makes the node log at debug level too.
+		if t.Failed() || os.Getenv("REDIAL_TEST_LOG") != "" {
+			t.Logf("baresip output:\n%s", truncate([]byte(b.Log()), 8000))
+		}
+	})
+	return b
+}
+
+// start writes the config for freshly chosen ports, runs baresip and waits
+// until it is ready. It returns an error when baresip exits before.
+func (b *Baresip) start(t testing.TB, bin, modDir string, o BaresipOptions) error {
+	t.Helper()
+	dir := b.Dir
+	// baresip listens for SIP on UDP and TCP at the port and for SIP/TLS
+	// one above it.
+	port := freePorts(t, 2)
 	b.Addr = fmt.Sprintf("127.0.0.1:%d", port)
 	b.URI = fmt.Sprintf("sip:%s@%s", b.User, b.Addr)
 	// baresip picks RTP ports at random in this range and retries on a
@@ -105,10 +146,6 @@ func StartBaresip(t testing.TB, o BaresipOptions) *Baresip {
 	rtp := FreePort(t) &^ 1
 	if rtp+100 > 65535 {
 		rtp = 40000
-	}
-	modDir := "/usr/lib/baresip/modules"
-	if _, err := os.Stat(filepath.Join(modDir, "ausine.so")); err != nil {
-		t.Fatalf("testenv: baresip modules not found in %s (install baresip-core): %v", modDir, err)
 	}
 	cfg := []string{
 		"poll_method epoll",
@@ -157,6 +194,8 @@ func StartBaresip(t testing.TB, o BaresipOptions) *Baresip {
 
 	// In the foreground (no -d) so the test owns the process; -v logs the
 	// media pipeline, which is what one needs when a media test fails.
+	b.out.Reset()
+	b.done = make(chan struct{})
 	b.cmd = exec.Command(bin, "-f", dir, "-v")
 	b.cmd.Dir = dir
 	b.cmd.Stdout = &b.out
@@ -164,21 +203,17 @@ func StartBaresip(t testing.TB, o BaresipOptions) *Baresip {
 	if err := b.cmd.Start(); err != nil {
 		t.Fatalf("testenv: start baresip: %v", err)
 	}
+	done := b.done
 	go func() {
 		b.err = b.cmd.Wait()
-		close(b.done)
+		close(done)
 	}()
-	t.Cleanup(func() {
-		b.Stop()
-		// REDIAL_TEST_LOG is what makes the node log at debug level too.
-		if t.Failed() || os.Getenv("REDIAL_TEST_LOG") != "" {
-			t.Logf("baresip output:\n%s", truncate([]byte(b.Log()), 8000))
-		}
-	})
+	var exited error
 	WaitFor(t, 10*time.Second, func() error {
 		select {
-		case <-b.done:
-			t.Fatalf("testenv: baresip exited at start (%v):\n%s", b.err, b.Log())
+		case <-done:
+			exited = fmt.Errorf("%v", b.err)
+			return nil
 		default:
 		}
 		if !strings.Contains(b.Log(), "baresip is ready.") {
@@ -186,7 +221,7 @@ func StartBaresip(t testing.TB, o BaresipOptions) *Baresip {
 		}
 		return nil
 	})
-	return b
+	return exited
 }
 
 // Log returns what baresip has printed so far.
