@@ -28,6 +28,7 @@ func (k kvFlag) Set(s string) error {
 func originate(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("originate", flag.ContinueOnError)
 	api := fs.String("api", envOr("REDIAL_API", "http://127.0.0.1:8088"), "node API base URL [env REDIAL_API]")
+	token := addTokenFlag(fs)
 	number := fs.String("number", "", "number to call; comma separated numbers are tried in order")
 	groups := fs.String("line-group", "", "line groups, comma separated, tried in order")
 	ext := fs.String("extension", "", "destination extension")
@@ -53,9 +54,7 @@ func originate(ctx context.Context, args []string) error {
 		}
 	}
 	b, _ := json.Marshal(body)
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(*api, "/")+"/api/v1/calls", bytes.NewReader(b))
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := apiDo(ctx, http.MethodPost, strings.TrimRight(*api, "/")+"/api/v1/calls", *token, b)
 	if err != nil {
 		return fmt.Errorf("originate: %w", err)
 	}
@@ -78,10 +77,14 @@ func originate(ctx context.Context, args []string) error {
 			return ctx.Err()
 		case <-time.After(250 * time.Millisecond):
 		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(*api, "/")+"/api/v1/calls/"+accepted.CallRef, nil)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := apiDo(ctx, http.MethodGet, strings.TrimRight(*api, "/")+"/api/v1/calls/"+accepted.CallRef, *token, nil)
 		if err != nil {
 			return err
+		}
+		if resp.StatusCode != http.StatusOK {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			return fmt.Errorf("originate: GET call %s: %s: %s", accepted.CallRef, resp.Status, strings.TrimSpace(string(b)))
 		}
 		var info struct {
 			State string            `json:"state"`
@@ -96,6 +99,32 @@ func originate(ctx context.Context, args []string) error {
 			return nil
 		}
 	}
+}
+
+// addTokenFlag is --token, the API token commands that call a node's
+// HTTP API send as a Bearer header.
+func addTokenFlag(fs *flag.FlagSet) *string {
+	return fs.String("token", os.Getenv("REDIAL_TOKEN"), "API token (redial token create) [env REDIAL_TOKEN]; none needed only while the node is in open mode")
+}
+
+// apiDo sends one request to a node's API, with the token as a Bearer
+// header and a JSON body when body is not nil.
+func apiDo(ctx context.Context, method, url, token string, body []byte) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	return http.DefaultClient.Do(req)
 }
 
 func splitList(s string) []string {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"sort"
@@ -176,16 +177,20 @@ func taskList(ctx context.Context, args []string) error {
 func taskStatus(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("task status", flag.ContinueOnError)
 	api := fs.String("api", envOr("REDIAL_API", "http://127.0.0.1:8088"), "node API base URL [env REDIAL_API]")
+	token := addTokenFlag(fs)
 	asJSON := fs.Bool("json", false, "print the API's JSON")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(*api, "/")+"/api/v1/tasks", nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := apiDo(ctx, http.MethodGet, strings.TrimRight(*api, "/")+"/api/v1/tasks", *token, nil)
 	if err != nil {
 		return fmt.Errorf("task status: %w", err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("task status: %s: %s", resp.Status, strings.TrimSpace(string(b)))
+	}
 	var body struct {
 		Tasks []dialer.TaskStatus `json:"tasks"`
 	}

@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -25,20 +27,26 @@ type Listener struct {
 
 // Node is the configuration of one redial node.
 type Node struct {
-	Redis        string
-	Host         string
-	Domain       string
-	SIP          []Listener
-	SIPPublicIP  string
-	RTPMin       int
-	RTPMax       int
-	HTTP         string
-	Timezone     *time.Location
-	TimezoneName string
-	Data         string
-	NotifyPrefix string
-	NotifyFormat string
-	LogLevel     string
+	Redis       string
+	Host        string
+	Domain      string
+	SIP         []Listener
+	SIPPublicIP string
+	RTPMin      int
+	RTPMax      int
+	HTTP        string
+	// HTTPPublicURL is the base of the links this node hands out, and its
+	// host is accepted in the Host header. Empty only when --http has port
+	// 0: the app derives it once the port is bound.
+	HTTPPublicURL string
+	// HTTPAllowHosts are further names accepted in the Host header.
+	HTTPAllowHosts []string
+	Timezone       *time.Location
+	TimezoneName   string
+	Data           string
+	NotifyPrefix   string
+	NotifyFormat   string
+	LogLevel       string
 	// Resync is how often task configs are re-read even without a change
 	// notice.
 	Resync time.Duration
@@ -55,7 +63,7 @@ type flagSpec struct {
 
 // raw holds flag values as strings until Validate parses them.
 type raw struct {
-	redis, host, domain, sip, sipPublicIP, rtpPorts, http, timezone, data, notifyPrefix, notifyFormat, logLevel, resync, heartbeat string
+	redis, host, domain, sip, sipPublicIP, rtpPorts, http, httpPublicURL, httpAllowHost, timezone, data, notifyPrefix, notifyFormat, logLevel, resync, heartbeat string
 }
 
 // Flags registers the node flags on fs and returns a function that, after
@@ -71,7 +79,9 @@ func Flags(fs *flag.FlagSet) func() (*Node, error) {
 		{"sip", "udp:0.0.0.0:5060,tcp:0.0.0.0:5060", "SIP listeners, comma separated transport:host:port", &r.sip},
 		{"sip-public-ip", "", "address written in Contact/Via/SDP (default: first non-loopback address)", &r.sipPublicIP},
 		{"rtp-ports", "16384-32767", "RTP port range min-max", &r.rtpPorts},
-		{"http", "127.0.0.1:8088", "HTTP listen address (REST, /metrics, /healthz)", &r.http},
+		{"http", "127.0.0.1:8088", "HTTP listen address (REST, /metrics, /healthz); the API is open without a token only on loopback while no token exists", &r.http},
+		{"http-public-url", "", "base URL of the links this node hands out; its host is accepted in the Host header (default: http://<sip-public-ip>:<http port>, or the --http address when it is a specific one)", &r.httpPublicURL},
+		{"http-allow-host", "", "further host names, comma separated, accepted in the HTTP Host header (IP addresses, localhost, --host and the --http-public-url host always are)", &r.httpAllowHost},
 		{"timezone", "Local", "default IANA time zone for task windows", &r.timezone},
 		{"data", "./data", "directory for the notification spool, recordings and file stores", &r.data},
 		{"notify-prefix", store.DefaultNotifyPrefix, "prefix of the notification lists", &r.notifyPrefix},
@@ -159,8 +169,29 @@ func (r *raw) validate() (*Node, error) {
 	default:
 		n.RTPMin, n.RTPMax = min, max
 	}
-	if _, _, err := net.SplitHostPort(r.http); err != nil {
+	if httpHost, httpPort, err := net.SplitHostPort(r.http); err != nil {
 		bad("http", "%q: %v", r.http, err)
+	} else if r.httpPublicURL != "" {
+		u, err := publicURL(r.httpPublicURL)
+		if err != nil {
+			bad("http-public-url", "%q: %v", r.httpPublicURL, err)
+		}
+		n.HTTPPublicURL = u
+	} else if httpPort != "0" {
+		n.HTTPPublicURL = DefaultPublicURL(httpHost, httpPort, n.SIPPublicIP)
+	}
+	for _, h := range strings.Split(r.httpAllowHost, ",") {
+		h = strings.ToLower(strings.TrimSpace(h))
+		if h == "" {
+			continue
+		}
+		if !hostNameRE.MatchString(h) {
+			if _, err := netip.ParseAddr(strings.Trim(h, "[]")); err != nil {
+				bad("http-allow-host", "%q: want a host name (no scheme, port or wildcard)", h)
+				continue
+			}
+		}
+		n.HTTPAllowHosts = append(n.HTTPAllowHosts, strings.TrimSuffix(h, "."))
 	}
 	loc, err := time.LoadLocation(r.timezone)
 	if err != nil {
@@ -195,6 +226,41 @@ func (r *raw) validate() (*Node, error) {
 		return nil, errors.Join(errs...)
 	}
 	return n, nil
+}
+
+var hostNameRE = regexp.MustCompile(`^[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*\.?$`)
+
+// publicURL checks an --http-public-url and returns it without a trailing
+// slash.
+func publicURL(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return "", err
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "", errors.New("want an http:// or https:// URL")
+	case u.Hostname() == "":
+		return "", errors.New("no host")
+	case u.User != nil || u.RawQuery != "" || u.Fragment != "":
+		return "", errors.New("want scheme://host[:port][/path] without user, query or fragment")
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return "", fmt.Errorf("port %q is not a number 1-65535", p)
+		}
+	}
+	return strings.TrimRight(raw, "/"), nil
+}
+
+// DefaultPublicURL is the --http-public-url when none is given: the SIP
+// public IP when --http listens on every interface, else the --http
+// address itself (a node listening on 127.0.0.1 is reachable only there).
+func DefaultPublicURL(httpHost, httpPort, sipPublicIP string) string {
+	host := httpHost
+	if ip, err := netip.ParseAddr(host); host == "" || (err == nil && ip.IsUnspecified()) {
+		host = sipPublicIP
+	}
+	return "http://" + net.JoinHostPort(host, httpPort)
 }
 
 // defaultPublicIP picks the listener's own address when it is specific, else

@@ -81,3 +81,55 @@ func TestSpecificListenerIsPublicIP(t *testing.T) {
 		t.Fatalf("public ip %q", n.SIPPublicIP)
 	}
 }
+
+// --http-public-url defaults to the SIP public IP when --http listens on
+// every interface, and to the --http address when it names one; REDIAL_*
+// env works for both new flags.
+func TestHTTPPublicURLAndAllowHosts(t *testing.T) {
+	n, err := parse(t, []string{"--http", "0.0.0.0:9000", "--sip-public-ip", "192.0.2.7"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.HTTPPublicURL != "http://192.0.2.7:9000" {
+		t.Fatalf("default public URL on 0.0.0.0: %q", n.HTTPPublicURL)
+	}
+	n, err = parse(t, []string{"--sip-public-ip", "192.0.2.7"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.HTTPPublicURL != "http://127.0.0.1:8088" || len(n.HTTPAllowHosts) != 0 {
+		t.Fatalf("default public URL on 127.0.0.1: %q, allow %v", n.HTTPPublicURL, n.HTTPAllowHosts)
+	}
+	if n, err = parse(t, []string{"--http", "127.0.0.1:0"}, nil); err != nil || n.HTTPPublicURL != "" {
+		t.Fatalf("port 0 leaves the public URL to the app: %q, %v", n.HTTPPublicURL, err)
+	}
+	n, err = parse(t, nil, map[string]string{
+		"REDIAL_HTTP_PUBLIC_URL": "https://redial.example.com/",
+		"REDIAL_HTTP_ALLOW_HOST": " Redial-1.example.com , pbx ",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.HTTPPublicURL != "https://redial.example.com" {
+		t.Fatalf("public URL from env: %q", n.HTTPPublicURL)
+	}
+	if len(n.HTTPAllowHosts) != 2 || n.HTTPAllowHosts[0] != "redial-1.example.com" || n.HTTPAllowHosts[1] != "pbx" {
+		t.Fatalf("allow hosts from env: %q", n.HTTPAllowHosts)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--http-public-url", "ftp://x"}, "--http-public-url (REDIAL_HTTP_PUBLIC_URL)"},
+		{[]string{"--http-public-url", "http://"}, "--http-public-url"},
+		{[]string{"--http-public-url", "http://x:99999"}, "--http-public-url"},
+		{[]string{"--http-public-url", "http://x/?a=b"}, "--http-public-url"},
+		{[]string{"--http-allow-host", "good.example,evil.example:8088"}, `--http-allow-host (REDIAL_HTTP_ALLOW_HOST): "evil.example:8088"`},
+		{[]string{"--http-allow-host", "*.example.com"}, "--http-allow-host"},
+		{[]string{"--http-allow-host", "http://x"}, "--http-allow-host"},
+	} {
+		if _, err := parse(t, c.args, nil); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: got %v, want error containing %q", c.args, err, c.want)
+		}
+	}
+}

@@ -1,4 +1,7 @@
 // Package web is redial's HTTP side: the REST API, /healthz and /metrics.
+// Every route but /healthz and /metrics goes through internal/auth: the
+// Host check always, and a token with the route's capability (or open
+// mode) for everything mounted with Handle.
 package web
 
 import (
@@ -14,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"redial/internal/auth"
 	"redial/internal/call"
 	"redial/internal/callback"
 	"redial/internal/cluster"
@@ -45,6 +49,15 @@ type Deps struct {
 
 	// Directory serves GET /api/v1/nodes.
 	Directory *cluster.Directory
+
+	// Auth guards every route but /healthz and /metrics. Nil serves the
+	// routes unguarded, which only handler unit tests do; a node always
+	// has one (internal/app).
+	Auth *auth.Authenticator
+	// Alarms returns what is wrong with the node beyond Redis being
+	// unreachable (Redis lost its data, ...); a non-empty list makes
+	// /healthz answer 503 "degraded" with the list. Nil means none.
+	Alarms func() []string
 }
 
 // Server serves the HTTP API.
@@ -68,17 +81,21 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if deps.Registry != nil {
 		deps.Registry.MustRegister(s.mBadReq)
 	}
-	s.mux.HandleFunc("POST /api/v1/calls", s.postCall)
-	s.mux.HandleFunc("GET /api/v1/calls", s.listCalls)
-	s.mux.HandleFunc("GET /api/v1/calls/{ref}", s.getCall)
-	s.mux.HandleFunc("DELETE /api/v1/calls/{ref}", s.deleteCall)
-	s.mux.HandleFunc("GET /api/v1/lines", s.getLines)
-	s.mux.HandleFunc("GET /api/v1/tasks", s.getTasks)
-	s.mux.HandleFunc("GET /api/v1/schedules", s.getSchedules)
-	s.mux.HandleFunc("POST /api/v1/schedules", s.postSchedule)
-	s.mux.HandleFunc("GET /api/v1/callbacks", s.getCallbacks)
-	s.mux.HandleFunc("POST /api/v1/events", s.postEvent)
-	s.mux.HandleFunc("GET /api/v1/nodes", s.getNodes)
+	for pattern, h := range map[string]http.HandlerFunc{
+		"POST /api/v1/calls":         s.postCall,
+		"GET /api/v1/calls":          s.listCalls,
+		"GET /api/v1/calls/{ref}":    s.getCall,
+		"DELETE /api/v1/calls/{ref}": s.deleteCall,
+		"GET /api/v1/lines":          s.getLines,
+		"GET /api/v1/tasks":          s.getTasks,
+		"GET /api/v1/schedules":      s.getSchedules,
+		"POST /api/v1/schedules":     s.postSchedule,
+		"GET /api/v1/callbacks":      s.getCallbacks,
+		"POST /api/v1/events":        s.postEvent,
+		"GET /api/v1/nodes":          s.getNodes,
+	} {
+		s.Handle(pattern, auth.Rest, h)
+	}
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	if deps.Registry != nil {
 		s.mux.Handle("GET /metrics", promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{}))
@@ -91,15 +108,43 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	return s, nil
 }
 
-// Handle adds a route (later components add their own endpoints).
-func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+// Handle adds a route that needs a token with capability (auth.Rest,
+// auth.IVRAPI, auth.Files, auth.Dashboard), or open mode.
+func (s *Server) Handle(pattern, capability string, h http.Handler) {
+	if s.deps.Auth != nil {
+		h = s.deps.Auth.Require(capability, h)
+	}
+	s.mux.Handle(pattern, h)
+}
+
+// HandlePublic adds a route that needs no token because the request
+// carries its own proof (a signed file link, SIP digest over WebSocket).
+// The Host check still applies.
+func (s *Server) HandlePublic(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// Handler is the server's root handler: the Host check on every path but
+// /healthz and /metrics (monitoring scrapes those by whatever name it
+// knows the node by), then the routes.
+func (s *Server) Handler() http.Handler {
+	if s.deps.Auth == nil {
+		return s.mux
+	}
+	checked := s.deps.Auth.CheckHost(s.mux)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" || r.URL.Path == "/metrics" {
+			s.mux.ServeHTTP(w, r)
+			return
+		}
+		checked.ServeHTTP(w, r)
+	})
+}
 
 // Addr is the bound address.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // Run serves until ctx is cancelled.
 func (s *Server) Run(ctx context.Context) error {
-	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(s.ln) }()
 	s.log.Info("web: listening", "addr", s.Addr())
@@ -154,6 +199,15 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 		// not dead.
 		status["status"], status["redis"] = "degraded", err.Error()
 		code = http.StatusServiceUnavailable
+	}
+	if s.deps.Alarms != nil {
+		if alarms := s.deps.Alarms(); len(alarms) > 0 {
+			status["status"], status["alarms"] = "degraded", alarms
+			code = http.StatusServiceUnavailable
+		}
+	}
+	if s.deps.Auth != nil {
+		status["api_access"] = s.deps.Auth.Mode().String()
 	}
 	if s.deps.Notify != nil {
 		status["spooled_notifications"] = s.deps.Notify.Spooled()
