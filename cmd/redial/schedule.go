@@ -12,6 +12,9 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"redial/internal/callback"
+	"redial/internal/schedule"
 )
 
 func scheduleCmd(ctx context.Context, args []string) error {
@@ -83,6 +86,10 @@ func scheduleAdd(ctx context.Context, args []string) error {
 		params["expires"] = e.Unix()
 	}
 	member := mustJSON(map[string]any{"params": params, "variables": map[string]string(vars)})
+	// The scheduler's own checks: refuse now what it would move aside.
+	if err := schedule.CheckMember(member); err != nil {
+		return fmt.Errorf("schedule add: %w", err)
+	}
 	st, err := rf.open()
 	if err != nil {
 		return err
@@ -150,12 +157,15 @@ func eventCmd(ctx context.Context, args []string) error {
 	if *account == "" || *vmbox == "" {
 		return errors.New("event push: --account and --vmbox are required")
 	}
+	ev := mustJSON(map[string]string{"event_name": name, "account_id": *account, "vmbox_id": *vmbox})
+	if _, err := callback.ParseEvent(ev); err != nil {
+		return fmt.Errorf("event push: %w", err)
+	}
 	st, err := rf.open()
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	ev := mustJSON(map[string]string{"event_name": name, "account_id": *account, "vmbox_id": *vmbox})
 	if err := st.PushEvent(ctx, ev); err != nil {
 		return err
 	}

@@ -181,7 +181,7 @@ func TestOriginateValidation(t *testing.T) {
 		{`{"number": "1", "line_group": ["g"], "destination": {"extension": "1"}, "numbr": 1}`, "numbr: unknown field"},
 		{`{"number": "1", "line_group": ["g"]}`, "destination.extension: required"},
 		{`{"number": "1", "destination": {"extension": "1"}}`, "line_group: required"},
-		{`{"number": "1;x", "line_group": ["g"], "destination": {"extension": "1"}}`, "number[0]"},
+		{`{"number": "1;x", "line_group": ["g"], "destination": {"extension": "1"}}`, `number: "1;x": character`},
 		{`{"number": "1", "line_group": ["g"], "destination": {"extension": 1}}`, "destination: extension: want string"},
 		{`{"number": "1", "line_group": ["g"], "destination": {"extension": "1"}, "variables": {"a": {}}}`, "variables: a: want string"},
 		{`{not json`, "body: malformed JSON"},

@@ -41,7 +41,10 @@ func (m *Manager) HandleInbound(in *sip.Inbound) {
 			in.Challenge(InboundRealm)
 			return
 		case err != nil:
-			log.Warn("call: inbound INVITE refused", "error", err)
+			// Not a WARN per attempt: a guesser would write the log. The
+			// SIP engine logs failures rate limited and warns once when it
+			// blocks a source or user (sip.AuthLimits).
+			log.Debug("call: inbound INVITE refused", "error", err)
 			m.mInbound.WithLabelValues("forbidden").Inc()
 			in.Reject(403, "Forbidden")
 			return
@@ -139,15 +142,7 @@ func (m *Manager) HandleInbound(in *sip.Inbound) {
 // for the call (Place) finds the event already delivered.
 func (m *Manager) finish(c *Call) {
 	c.emit(EventEnded)
-	m.mu.Lock()
-	m.ended[c.req.CallRef] = m.now()
-	m.order = append(m.order, c.req.CallRef)
-	for len(m.order) > m.cfg.MaxEnded {
-		delete(m.calls, m.order[0])
-		delete(m.ended, m.order[0])
-		m.order = m.order[1:]
-	}
-	m.mu.Unlock()
+	m.keepEnded(c)
 	close(c.done)
 }
 

@@ -26,6 +26,11 @@ type Config struct {
 	// MaxEnded caps how many ended calls are kept, so memory stays bounded
 	// at thousands of calls per second.
 	MaxEnded int
+	// MaxEndedBytes caps the memory of the ended calls kept, as estimated
+	// from their numbers, references, variables and CDRs (approxBytes), so
+	// calls with large variables cannot fill memory within MaxEnded. The
+	// oldest are forgotten first. Default 64 MiB.
+	MaxEndedBytes int
 	// DrainTimeout bounds the wait for calls to hang up on shutdown.
 	DrainTimeout time.Duration
 }
@@ -51,12 +56,16 @@ type Manager struct {
 	connMu     sync.RWMutex
 	connectors map[string]Connector
 
-	mu     sync.Mutex
-	calls  map[string]*Call
-	ended  map[string]time.Time
-	order  []string // ended call refs, oldest first
-	wg     sync.WaitGroup
-	closed bool
+	mu    sync.Mutex
+	calls map[string]*Call
+	ended map[string]time.Time
+	order []string // ended call refs, oldest first
+	// endedSize is approxBytes of each ended call kept; endedBytes their
+	// sum.
+	endedSize  map[string]int
+	endedBytes int
+	wg         sync.WaitGroup
+	closed     bool
 
 	events *eventBus
 
@@ -87,6 +96,9 @@ func NewManager(cfg Config, deps Deps) (*Manager, error) {
 	if cfg.MaxEnded == 0 {
 		cfg.MaxEnded = 10000
 	}
+	if cfg.MaxEndedBytes == 0 {
+		cfg.MaxEndedBytes = 64 << 20
+	}
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = 10 * time.Second
 	}
@@ -97,7 +109,7 @@ func NewManager(cfg Config, deps Deps) (*Manager, error) {
 		deps.Now = time.Now
 	}
 	m := &Manager{cfg: cfg, deps: deps, log: deps.Logger.With("component", "call"), now: deps.Now,
-		connectors: map[string]Connector{}, calls: map[string]*Call{}, ended: map[string]time.Time{},
+		connectors: map[string]Connector{}, calls: map[string]*Call{}, ended: map[string]time.Time{}, endedSize: map[string]int{},
 		mCalls: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "redial_calls_total",
 			Help: "Call attempts (one per CDR) by disposition."}, []string{"disposition"}),
 		mActive: prometheus.NewGauge(prometheus.GaugeOpts{Name: "redial_active_calls", Help: "Calls in progress on this node."}),
@@ -168,10 +180,65 @@ func (m *Manager) prune() {
 		if !m.ended[ref].Before(cut) {
 			break
 		}
-		delete(m.ended, ref)
-		delete(m.calls, ref)
+		m.forgetLocked(ref)
 	}
 	m.order = append([]string(nil), m.order[i:]...)
+}
+
+// keepEnded records c as ended, visible to Get until pruned, and forgets
+// the oldest ended calls while more than MaxEnded of them, or more than
+// MaxEndedBytes, are kept.
+func (m *Manager) keepEnded(c *Call) {
+	size := c.approxBytes()
+	ref := c.req.CallRef
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.ended[ref] = m.now()
+	m.endedSize[ref] = size
+	m.endedBytes += size
+	m.order = append(m.order, ref)
+	for len(m.order) > 0 && (len(m.order) > m.cfg.MaxEnded || m.endedBytes > m.cfg.MaxEndedBytes) {
+		m.forgetLocked(m.order[0])
+		m.order = m.order[1:]
+	}
+}
+
+// forgetLocked drops an ended call; m.mu is held and the caller removes
+// ref from m.order.
+func (m *Manager) forgetLocked(ref string) {
+	delete(m.ended, ref)
+	delete(m.calls, ref)
+	m.endedBytes -= m.endedSize[ref]
+	delete(m.endedSize, ref)
+}
+
+// approxBytes estimates the memory an ended call holds: its request and
+// its CDRs (whose variables are the bulk), plus a fixed overhead for the
+// structures around them.
+func (c *Call) approxBytes() int {
+	const overhead, perCDR, perEntry = 2048, 512, 48
+	vars := func(m map[string]string) int {
+		n := 0
+		for k, v := range m {
+			n += len(k) + len(v) + perEntry
+		}
+		return n
+	}
+	n := overhead + len(c.req.CallRef) + len(c.req.ContactRef) + len(c.req.CampaignRef) + vars(c.req.Variables)
+	for _, s := range c.req.Numbers {
+		n += len(s) + perEntry
+	}
+	for _, s := range c.req.LineGroups {
+		n += len(s) + perEntry
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range c.info.CDRs {
+		n += perCDR + len(r.CallRef) + len(r.ContactRef) + len(r.CampaignRef) + len(r.ClientNumber) + len(r.DialNumber) +
+			len(r.Line) + len(r.HangupCause) + vars(r.Variables)
+	}
+	// The outcome holds the same CDRs; their maps are shared.
+	return n + perCDR*len(c.out.CDRs)
 }
 
 // newCall builds a call that reports its events to the manager's

@@ -18,6 +18,11 @@ package callback
 //   - Number and disabled come from vmbox then owner only, exactly as the seed
 //     lists; schedule from vmbox, owner, account; attempts, interval_s and
 //     timeout_s from vmbox, owner, account, system config, default.
+//   - A callback number, and the number of the voicemail-check callflow, follow
+//     the one number rule of package validate (64 characters, no '/', '@',
+//     spaces or control characters...). A callback number that breaks it is an
+//     error like any malformed value; a callflow number that breaks it is
+//     passed over like a callflow without numbers.
 
 import (
 	"encoding/json"
@@ -30,6 +35,7 @@ import (
 	"time"
 
 	"redial/internal/jsonfield"
+	"redial/internal/validate"
 )
 
 // Sources of a resolved value, as reported in Policy.Sources.
@@ -222,8 +228,24 @@ func (e *indexError) Error() string { return fmt.Sprintf("[%d]: %v", e.index, e.
 func (e *indexError) Unwrap() error { return e.err }
 
 // parseNumber accepts a string (trimmed) or a JSON number holding an integer,
-// since some stores keep phone numbers as numbers.
+// since some stores keep phone numbers as numbers, that validate.Number
+// accepts.
 func parseNumber(v any) (string, error) {
+	s, err := numberText(v)
+	if err != nil {
+		return "", err
+	}
+	if err := validate.NumberField("", s); err != nil {
+		return "", err
+	}
+	return s, nil
+}
+
+// describe renders a refused value for an error, at most a short prefix
+// of it: documents are written by outsiders and errors are logged.
+func describe(v any) string { return validate.Truncate(jsonfield.Describe(v), 64) }
+
+func numberText(v any) (string, error) {
 	switch x := v.(type) {
 	case string:
 		return strings.TrimSpace(x), nil
@@ -240,7 +262,7 @@ func parseNumber(v any) (string, error) {
 	case int64:
 		return strconv.FormatInt(x, 10), nil
 	}
-	return "", fmt.Errorf("want phone number, got %s", jsonfield.Describe(v))
+	return "", fmt.Errorf("want phone number, got %s", describe(v))
 }
 
 // parseBool accepts JSON booleans and the strings "true" and "false" (any
@@ -257,16 +279,16 @@ func parseBool(v any) (bool, error) {
 			return false, nil
 		}
 	}
-	return false, fmt.Errorf("want true or false, got %s", jsonfield.Describe(v))
+	return false, fmt.Errorf("want true or false, got %s", describe(v))
 }
 
 func parseAttempts(v any) (int, error) {
 	f, ok := toFloat(v)
 	if !ok || f != math.Trunc(f) {
-		return 0, fmt.Errorf("want integer, got %s", jsonfield.Describe(v))
+		return 0, fmt.Errorf("want integer, got %s", describe(v))
 	}
 	if f < 0 || f > MaxAttempts {
-		return 0, fmt.Errorf("want 0..%d, got %s", MaxAttempts, jsonfield.Describe(v))
+		return 0, fmt.Errorf("want 0..%d, got %s", MaxAttempts, describe(v))
 	}
 	return int(f), nil
 }
@@ -296,7 +318,7 @@ func parseSchedule(v any) ([]time.Duration, error) {
 				items[i] = n
 			}
 		default:
-			return nil, fmt.Errorf("want array of seconds, got %s", jsonfield.Describe(v))
+			return nil, fmt.Errorf("want array of seconds, got %s", describe(v))
 		}
 	}
 	if len(items) > MaxAttempts {
@@ -316,15 +338,15 @@ func parseSchedule(v any) ([]time.Duration, error) {
 func seconds(v any, zeroOK bool) (time.Duration, error) {
 	f, ok := toFloat(v)
 	if !ok {
-		return 0, fmt.Errorf("want seconds, got %s", jsonfield.Describe(v))
+		return 0, fmt.Errorf("want seconds, got %s", describe(v))
 	}
 	switch {
 	case zeroOK && f < 0:
-		return 0, fmt.Errorf("want seconds >= 0, got %s", jsonfield.Describe(v))
+		return 0, fmt.Errorf("want seconds >= 0, got %s", describe(v))
 	case !zeroOK && f <= 0:
-		return 0, fmt.Errorf("want seconds > 0, got %s", jsonfield.Describe(v))
+		return 0, fmt.Errorf("want seconds > 0, got %s", describe(v))
 	case f > maxSeconds:
-		return 0, fmt.Errorf("want at most %d seconds, got %s", maxSeconds, jsonfield.Describe(v))
+		return 0, fmt.Errorf("want at most %d seconds, got %s", maxSeconds, describe(v))
 	}
 	return time.Duration(math.Round(f * float64(time.Second))), nil
 }
@@ -378,7 +400,7 @@ const maxFlowDepth = 64
 // Callflows are examined in id order so every node picks the same one when an
 // account has several; one without numbers (pattern-only) is passed over.
 // data.single_mailbox_login does not matter here. It returns "", "" when no
-// callflow qualifies.
+// callflow qualifies. Numbers that validate.Number refuses are passed over.
 func CheckCallflowNumber(callflows map[string]map[string]any) (number string, callflowID string) {
 	ids := make([]string, 0, len(callflows))
 	for id := range callflows {
@@ -392,7 +414,7 @@ func CheckCallflowNumber(callflows map[string]map[string]any) (number string, ca
 		}
 		nums, _ := doc["numbers"].([]any)
 		for _, n := range nums {
-			if s, ok := n.(string); ok && strings.TrimSpace(s) != "" {
+			if s, ok := n.(string); ok && validate.Number(strings.TrimSpace(s)) == nil {
 				return strings.TrimSpace(s), id
 			}
 		}

@@ -256,6 +256,15 @@ func TestBadValues(t *testing.T) {
 			[]string{`owner voicemail.notify.callback.disabled: want true or false, got 1`}},
 		{"number object", vm(`"number":{"e164":"1"}`), "", "", "",
 			[]string{`vmbox notify.callback.number: want phone number, got object`}},
+		// Issue 9: the callback number follows the one number rule.
+		{"number with CR/LF", vm(`"number":"1001\r\nVia: x"`), "", "", "",
+			[]string{`vmbox notify.callback.number: "1001\r\nVia: x": character '\r' not allowed (allowed: digits, letters, * # . _ - and a leading +)`}},
+		{"number a path", "", vn(`"number":"../../etc"`), "", "",
+			[]string{`owner voicemail.notify.callback.number: "../../etc": may not start with '.'`}},
+		{"number huge", vm(`"number":"` + strings.Repeat("5", 100000) + `"`), "", "", "",
+			[]string{`vmbox notify.callback.number: 100000 characters, at most 64`}},
+		{"disabled huge", vm(`"disabled":"` + strings.Repeat("y", 100000) + `"`), "", "", "",
+			[]string{`vmbox notify.callback.disabled: want true or false, got "` + strings.Repeat("y", 63) + `... (100002 bytes)`}},
 		// A bad value does not fall through to a lower level, and every bad
 		// value is reported at once.
 		{"all reported", vm(`"timeout_s":true`), vn(`"timeout_s":30,"attempts":-1`), "", "",
@@ -332,6 +341,7 @@ func TestCheckCallflowNumber(t *testing.T) {
 		{"lowest id wins among several", cfs("z", nestedCheck, "m", checkWithLogin), "*98", "m"},
 		{"callflow without numbers passed over", cfs("a", patternOnly, "b", nestedCheck), "*97", "b"},
 		{"none", cfs("cf1", user, "cf2", compose, "p", patternOnly), "", ""},
+		{"undialable numbers passed over", cfs("a", `{"numbers":["1\r\nVia: x","../x"],"flow":{"module":"voicemail","data":{"action":"check"}}}`, "b", checkWithLogin), "*98", "b"},
 		{"empty", nil, "", ""},
 	}
 	for _, tt := range tests {
@@ -341,5 +351,22 @@ func TestCheckCallflowNumber(t *testing.T) {
 				t.Errorf("got (%q, %q), want (%q, %q)", num, id, tt.wantNum, tt.wantID)
 			}
 		})
+	}
+}
+
+// Issue 9: event ids become key names and channel variables; CR/LF and
+// huge ids are refused with the field named, and the error stays short.
+func TestParseEventBoundsIDs(t *testing.T) {
+	for raw, want := range map[string]string{
+		`{"event_name":"voicemail_saved","account_id":"a\r\nVia: x","vmbox_id":"v"}`:                           "account_id: contains CR/LF",
+		`{"Event-Name":"voicemail_saved","Account-ID":"a","Voicemail-Box":"` + strings.Repeat("v", 300) + `"}`: "vmbox_id: 300 bytes, at most 256",
+		`{"event_name":"` + strings.Repeat("n", 100000) + `","account_id":"a","vmbox_id":"v"}`:                 "event_name: 100000 bytes, at most 256",
+	} {
+		if _, err := ParseEvent(raw); err == nil || err.Error() != want {
+			t.Errorf("%.60q: %v, want %s", raw, err, want)
+		}
+	}
+	if e, err := ParseEvent(`{"event_name":"voicemail_saved","account_id":"72fabca989b3102c28482c60070aac5b","vmbox_id":"b2f1"}`); err != nil || e.VmboxID != "b2f1" {
+		t.Fatalf("good event: %+v %v", e, err)
 	}
 }

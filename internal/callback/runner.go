@@ -25,6 +25,7 @@ import (
 	"redial/internal/logtext"
 	"redial/internal/schedule"
 	"redial/internal/store"
+	"redial/internal/validate"
 )
 
 // Config tunes the callback runner.
@@ -66,6 +67,9 @@ type Runner struct {
 	log  *slog.Logger
 	wg   sync.WaitGroup
 	wake chan struct{}
+	// outage logs Redis failures of every loop once per outage, not once
+	// per poll.
+	outage *logtext.Outage
 
 	events, plans *store.Ledger
 
@@ -105,6 +109,7 @@ func New(cfg Config, deps Deps) (*Runner, error) {
 	if deps.Registry != nil {
 		deps.Registry.MustRegister(r.mEvents, r.mPlans, r.mCronRun)
 	}
+	r.outage = logtext.NewOutage(r.log, logtext.OutageConfig{Name: "callback"})
 	return r, nil
 }
 
@@ -112,7 +117,7 @@ func New(cfg Config, deps Deps) (*Runner, error) {
 func (r *Runner) Run(ctx context.Context) error {
 	for _, l := range []*store.Ledger{r.plans, r.events} {
 		if err := l.EnsureHolder(ctx); err != nil {
-			r.log.Warn("callback: registering as holder failed", "ledger", l.Name(), "error", err)
+			r.outage.Fail("callback: registering as holder failed", err, "ledger", l.Name())
 		}
 	}
 	waitPlans, unregPlans := r.deps.Recoverer.Register(r.plans)
@@ -183,6 +188,13 @@ func ParseEvent(raw string) (Event, error) {
 	if e.VmboxID == "" {
 		return e, errors.New("vmbox_id: required (or Voicemail-Box)")
 	}
+	// Ids become key names and channel variables; all three are quoted in
+	// logs and reasons.
+	for _, f := range [...]struct{ field, v string }{{"event_name", e.Name}, {"account_id", e.AccountID}, {"vmbox_id", e.VmboxID}} {
+		if err := validate.Ref(f.field, f.v); err != nil {
+			return e, err
+		}
+	}
 	return e, nil
 }
 
@@ -192,11 +204,12 @@ func (r *Runner) readEvents(ctx context.Context) {
 		raw, ok, err := r.events.ClaimBlocking(ctx, time.Second)
 		if err != nil {
 			if ctx.Err() == nil {
-				r.log.Warn("callback: reading redial:events failed", "error", err)
+				r.outage.Fail("callback: reading redial:events failed; retrying", err)
 				sleep(ctx, time.Second)
 			}
 			continue
 		}
+		r.outage.OK()
 		if !ok {
 			continue
 		}
@@ -394,7 +407,9 @@ func (r *Runner) runPlans(ctx context.Context) {
 	for ctx.Err() == nil {
 		claims, next, err := r.plans.ClaimDue(ctx, 100)
 		if err != nil && ctx.Err() == nil {
-			r.log.Warn("callback: claiming due plans failed", "error", err)
+			r.outage.Fail("callback: claiming due plans failed; retrying", err)
+		} else if err == nil {
+			r.outage.OK()
 		}
 		for _, c := range claims {
 			inflight.Add(1)
@@ -404,7 +419,10 @@ func (r *Runner) runPlans(ctx context.Context) {
 			}(c)
 		}
 		wait := r.cfg.Poll
-		if !math.IsNaN(next) {
+		if err != nil {
+			// Redis is away: retrying every Poll would only load the CPU.
+			wait = time.Second
+		} else if !math.IsNaN(next) {
 			if d := time.UnixMilli(int64(next)).Sub(r.deps.Now()); d < wait {
 				wait = d
 			}

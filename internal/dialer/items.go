@@ -8,7 +8,13 @@ import (
 	"time"
 
 	"redial/internal/jsonfield"
+	"redial/internal/validate"
 )
+
+// MaxItemBytes bounds a JSON queue item: one that carries the most
+// numbers and variables redial accepts stays far below it, so a larger one
+// is refused before it is decoded.
+const MaxItemBytes = 256 << 10
 
 // Item is one entry of a number queue: plain text "13800000000" or
 // {"params": {"number": ...}, "variables": {...}}.
@@ -37,9 +43,16 @@ type Item struct {
 // JSON object needs params.number, a string, a JSON integer (taken as
 // written: integrators often send 13800000000 unquoted) or an array of
 // them. contact_ref and timezone may sit in params or at the top level
-// (params wins). Unknown fields are ignored. Errors name the field at
-// fault.
+// (params wins). Unknown fields are ignored. Numbers, variables and
+// contact_ref are checked with package validate, as every other entry
+// point checks them. Errors name the field at fault and stay short
+// whatever the item holds.
 func ParseItem(raw string) (Item, error) {
+	it, err := parseItem(raw)
+	return it, validate.Short(err)
+}
+
+func parseItem(raw string) (Item, error) {
 	it := Item{Raw: raw}
 	s := strings.TrimSpace(raw)
 	switch {
@@ -49,7 +62,7 @@ func ParseItem(raw string) (Item, error) {
 		// A JSON-encoded string: someone pushed json.dumps("1380...").
 		var n string
 		if json.Unmarshal([]byte(s), &n) != nil {
-			return it, &jsonfield.Error{Msg: "invalid JSON string " + s}
+			return it, &jsonfield.Error{Msg: "invalid JSON string " + validate.Truncate(s, 64)}
 		}
 		s = strings.TrimSpace(n)
 		fallthrough
@@ -57,13 +70,16 @@ func ParseItem(raw string) (Item, error) {
 		if s == "" {
 			return it, &jsonfield.Error{Msg: "empty item"}
 		}
-		if err := checkNumber(s); err != nil {
-			return it, &jsonfield.Error{Msg: err.Error()}
+		if err := validate.Number(s); err != nil {
+			return it, err
 		}
 		it.Numbers = []string{s}
 		return it, nil
 	case s[0] == '[':
 		return it, &jsonfield.Error{Msg: "want a number or a JSON object, got an array"}
+	}
+	if len(s) > MaxItemBytes {
+		return it, &jsonfield.Error{Msg: fmt.Sprintf("item: %d bytes, at most %d", len(s), MaxItemBytes)}
 	}
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal([]byte(s), &top); err != nil {
@@ -83,6 +99,9 @@ func ParseItem(raw string) (Item, error) {
 		}
 		v, err := jsonfield.String(f, src[strings.TrimPrefix(f, "params.")], true)
 		if err != nil {
+			return it, err
+		}
+		if err := validate.Ref(f, v); err != nil {
 			return it, err
 		}
 		if v != "" {
@@ -105,6 +124,9 @@ func ParseItem(raw string) (Item, error) {
 		}
 	}
 	if it.Variables, err = jsonfield.Variables("variables", top["variables"]); err != nil {
+		return it, err
+	}
+	if err := validate.VariablesField("variables", it.Variables); err != nil {
 		return it, err
 	}
 	attempt, _, err := count("params.redial_attempt", params["redial_attempt"])
@@ -148,6 +170,9 @@ func numbers(field string, raw json.RawMessage) ([]string, error) {
 	if len(items) == 0 {
 		return nil, &jsonfield.Error{Field: field, Msg: "empty array"}
 	}
+	if len(items) > validate.MaxNumbers {
+		return nil, &jsonfield.Error{Field: field, Msg: fmt.Sprintf("%d numbers, at most %d", len(items), validate.MaxNumbers)}
+	}
 	out := make([]string, 0, len(items))
 	for i, r := range items {
 		n, err := oneNumber(fmt.Sprintf("%s[%d]", field, i), r)
@@ -173,22 +198,10 @@ func oneNumber(field string, raw json.RawMessage) (string, error) {
 	if s = strings.TrimSpace(s); s == "" {
 		return "", &jsonfield.Error{Field: field, Msg: "empty"}
 	}
-	if err := checkNumber(s); err != nil {
-		return "", &jsonfield.Error{Field: field, Msg: err.Error()}
+	if err := validate.NumberField(field, s); err != nil {
+		return "", err
 	}
 	return s, nil
-}
-
-// checkNumber accepts what can be dialed and sits safely in a SIP user
-// part: digits, letters, + * # . _ -.
-func checkNumber(s string) error {
-	for _, c := range s {
-		if c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || strings.ContainsRune("+*#._-", c) {
-			continue
-		}
-		return fmt.Errorf("%q is not a dialable number (character %q; allowed: digits, letters, + * # . _ -)", s, c)
-	}
-	return nil
 }
 
 // WithRetry returns the entry to queue again after a call that ended with

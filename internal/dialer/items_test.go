@@ -62,10 +62,12 @@ func TestParseItemErrors(t *testing.T) {
 		{"   ", "empty item"},
 		{`" "`, "empty item"},
 		{`"1001`, `invalid JSON string "1001`},
-		{"138 0000 0000", `"138 0000 0000" is not a dialable number (character ' '; allowed: digits, letters, + * # . _ -)`},
-		{"1001@evil.example", `"1001@evil.example" is not a dialable number (character '@'; allowed: digits, letters, + * # . _ -)`},
-		{"1001;transport=tcp", `"1001;transport=tcp" is not a dialable number (character ';'; allowed: digits, letters, + * # . _ -)`},
-		{`<sip:1001>`, `"<sip:1001>" is not a dialable number (character '<'; allowed: digits, letters, + * # . _ -)`},
+		{"138 0000 0000", `number: "138 0000 0000": character ' ' not allowed (allowed: digits, letters, * # . _ - and a leading +)`},
+		{"1001@evil.example", `number: "1001@evil.example": character '@' not allowed (allowed: digits, letters, * # . _ - and a leading +)`},
+		{"1001;transport=tcp", `number: "1001;transport=tcp": character ';' not allowed (allowed: digits, letters, * # . _ - and a leading +)`},
+		{`<sip:1001>`, `number: "<sip:1001>": character '<' not allowed (allowed: digits, letters, * # . _ - and a leading +)`},
+		{"../../etc", `number: "../../etc": may not start with '.'`},
+		{"a/../../etc", `number: "a/../../etc": character '/' not allowed (allowed: digits, letters, * # . _ - and a leading +)`},
 		{`["1001"]`, "want a number or a JSON object, got an array"},
 		{`{"params": {"number": "1001"}`, "invalid JSON: unexpected end of JSON input"},
 		{`{"params": {}}`, "params.number: missing"},
@@ -79,7 +81,8 @@ func TestParseItemErrors(t *testing.T) {
 		{`{"params": {"number": []}}`, "params.number: empty array"},
 		{`{"params": {"number": " "}}`, "params.number: empty"},
 		{`{"params": {"number": ["1001", ""]}}`, "params.number[1]: empty"},
-		{`{"params": {"number": ["1001", "a b"]}}`, `params.number[1]: "a b" is not a dialable number (character ' '; allowed: digits, letters, + * # . _ -)`},
+		{`{"params": {"number": ["1001", "a b"]}}`, `params.number[1]: "a b": character ' ' not allowed (allowed: digits, letters, * # . _ - and a leading +)`},
+		{`{"params": {"number": ["1001", "../etc"]}}`, `params.number[1]: "../etc": may not start with '.'`},
 		{`{"params": {"number": "1001", "timezone": "Nowhere/City"}}`, `params.timezone: unknown time zone "Nowhere/City"`},
 		{`{"params": {"number": "1001"}, "timezone": 8}`, `timezone: want string, got 8`},
 		{`{"params": {"number": "1001", "contact_ref": {}}}`, `params.contact_ref: want string, got {}`},
@@ -147,5 +150,41 @@ func TestItemWithRetry(t *testing.T) {
 		if !strings.Contains(it.Raw, s) {
 			t.Errorf("re-encoded item %s lacks %s", it.Raw, s)
 		}
+	}
+}
+
+// Issue 9: CR/LF in channel variables reached the INVITE, and a 1 MB
+// number was dialed. Both are refused with a short error naming the
+// field, whatever the size of the item.
+func TestParseItemRefusesInjectionAndHugeInput(t *testing.T) {
+	many := make([]string, 33)
+	for i := range many {
+		many[i] = `"1"`
+	}
+	cases := []struct{ raw, want string }{
+		{`{"params":{"number":"1001"},"variables":{"sip_h_X-Evil":"a\r\nVia: SIP/2.0/UDP 6.6.6.6"}}`, "variables.sip_h_X-Evil: contains CR/LF"},
+		{`{"params":{"number":"1001"},"variables":{"origination_caller_id_name":"Bob\nX-Evil: 1"}}`, "variables.origination_caller_id_name: contains CR/LF"},
+		{`{"params":{"number":"1001"},"variables":{"x":"a\u0000b"}}`, "variables.x: contains NUL"},
+		{`{"params":{"number":"1001"},"variables":{"sip_h_X\r\nVia":"1"}}`, `variables: name "sip_h_X\r\nVia": character '\r' not allowed (allowed: letters, digits, _ . -)`},
+		{`{"params":{"number":"1001","contact_ref":"c\r\n"}}`, "params.contact_ref: contains CR/LF"},
+		{`{"params":{"number":[` + strings.Join(many, ",") + `]}}`, "params.number: 33 numbers, at most 32"},
+		{strings.Repeat("1", 1<<20), "number: 1048576 characters, at most 64"},
+		{`{"params":{"number":"` + strings.Repeat("1", 1<<20) + `"}}`, "item: 1048600 bytes, at most 262144"},
+		{`{"params":{"number":"` + strings.Repeat("1", 65) + `"}}`, "params.number: 65 characters, at most 64"},
+		{`{"params":{"number":"1"},"variables":{"v":"` + strings.Repeat("x", 5000) + `"}}`, "variables.v: 5000 bytes, at most 4096"},
+	}
+	for _, c := range cases {
+		_, err := ParseItem(c.raw)
+		if err == nil || err.Error() != c.want {
+			t.Errorf("%.80q: error %v, want %s", c.raw, err, c.want)
+		}
+	}
+	// A binary item of 1 MB: the error is short.
+	bin := make([]byte, 1<<20)
+	for i := range bin {
+		bin[i] = byte(i*7 + 3)
+	}
+	if _, err := ParseItem(string(bin)); err == nil || len(err.Error()) > 300 {
+		t.Fatalf("binary item: error of %d bytes", len(err.Error()))
 	}
 }

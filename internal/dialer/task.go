@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"redial/internal/jsonfield"
+	"redial/internal/validate"
 )
 
 // Task is one queue dialer task of seed 004: the @template and @<host>
@@ -109,6 +110,11 @@ func taskError(name, key string, err error) error {
 // whole, never merged element by element. defaultLoc (nil = time.Local) is
 // the zone when params.timezone is absent.
 func ParseTask(hostKey, templateKey, name string, templateJSON, hostJSON string, defaultLoc *time.Location) (*Task, error) {
+	tk, err := parseTask(hostKey, templateKey, name, templateJSON, hostJSON, defaultLoc)
+	return tk, validate.Short(err)
+}
+
+func parseTask(hostKey, templateKey, name string, templateJSON, hostJSON string, defaultLoc *time.Location) (*Task, error) {
 	if defaultLoc == nil {
 		defaultLoc = time.Local
 	}
@@ -194,8 +200,10 @@ func decodeTaskValue(raw string) (params map[string]json.RawMessage, vars map[st
 		}
 		delete(params, "work_time")
 	}
-	vars, err = jsonfield.Variables("variables", top["variables"])
-	return params, vars, warnings, err
+	if vars, err = jsonfield.Variables("variables", top["variables"]); err != nil {
+		return params, nil, warnings, err
+	}
+	return params, vars, warnings, validate.VariablesField("variables", vars)
 }
 
 // fill decodes the merged params into tk.
@@ -226,6 +234,9 @@ func (tk *Task) fill(params map[string]param, missingKey string, defaultLoc *tim
 	if len(tk.LineGroups) == 0 {
 		return at("line_group", &jsonfield.Error{Field: "params.line_group", Msg: "missing"})
 	}
+	if err := validate.LineGroups("params.line_group", tk.LineGroups); err != nil {
+		return at("line_group", err)
+	}
 	limit, set, err := count("params.limit", get("limit"))
 	if err != nil {
 		return at("limit", err)
@@ -252,6 +263,9 @@ func (tk *Task) fill(params map[string]param, missingKey string, defaultLoc *tim
 	}
 	if d.Extension = strings.TrimSpace(d.Extension); d.Extension == "" {
 		return at("destination_extension", &jsonfield.Error{Field: "params.destination_extension", Msg: "missing"})
+	}
+	if err := validate.NumberField("params.destination_extension", d.Extension); err != nil {
+		return at("destination_extension", err)
 	}
 	if d.Dialplan, err = jsonfield.String("params.destination_dialplan", get("destination_dialplan"), false); err != nil {
 		return at("destination_dialplan", err)
@@ -392,7 +406,7 @@ func zone(field string, raw json.RawMessage, def *time.Location) (*time.Location
 	}
 	loc, err := time.LoadLocation(name)
 	if err != nil {
-		return nil, &jsonfield.Error{Field: field, Msg: fmt.Sprintf("unknown time zone %q", name)}
+		return nil, &jsonfield.Error{Field: field, Msg: "unknown time zone " + strconv.Quote(validate.Truncate(name, 64))}
 	}
 	return loc, nil
 }

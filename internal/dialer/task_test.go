@@ -303,6 +303,11 @@ func TestParseTaskErrors(t *testing.T) {
 		{base(`, "destination_context": 5`), "", prefix + `params.destination_context: want string, got 5`},
 		{base(""), `{"params": 5}`, `dialer: task "sales" in ` + hostKey + `: params: want object, got 5`},
 		{`{"params": {}, "variables": {"v": {"x": 1}}}`, "", prefix + `variables.v: want string, number or bool, got {"x": 1}`},
+		// Issue 9: header injection and unbounded lists.
+		{`{"params": {}, "variables": {"sip_h_X-Evil": "a\r\nVia: x"}}`, "", prefix + `variables.sip_h_X-Evil: contains CR/LF`},
+		{base(""), `{"variables": {"origination_caller_id_name": "a\nb"}}`, `dialer: task "sales" in ` + hostKey + `: variables.origination_caller_id_name: contains CR/LF`},
+		{base(`, "line_group": [` + strings.TrimSuffix(strings.Repeat(`"g",`, 33), ",") + `]`), "", prefix + `params.line_group: 33 groups, at most 32`},
+		{base(`, "destination_extension": "../../etc"`), "", prefix + `params.destination_extension: "../../etc": may not start with '.'`},
 		{`{"params": `, "", prefix + `invalid JSON: unexpected end of JSON input`},
 		{`null`, "", prefix + `want a JSON object, got null`},
 		{"", "", `dialer: task "sales": in neither ` + tmplKey + ` nor ` + hostKey},

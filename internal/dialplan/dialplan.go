@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"redial/internal/store"
+	"redial/internal/validate"
 )
 
 // Destination is where an answered call goes, as tasks name it
@@ -156,15 +157,24 @@ func Parse(hash, field, raw string) (Target, error) {
 		if err := need("uri", &t.URI); err != nil {
 			return t, err
 		}
+		// sipgo writes the URI as it is into the request line and To.
+		if err := validate.SIPURI("uri", t.URI); err != nil {
+			return t, fmt.Errorf("%s: %w", where, err)
+		}
 		if !strings.HasPrefix(t.URI, "sip:") && !strings.HasPrefix(t.URI, "sips:") {
-			return t, fmt.Errorf("%s: uri: %q is not a sip: URI", where, t.URI)
+			return t, fmt.Errorf("%s: uri: %q: write the scheme in lower case (sip: or sips:)", where, validate.Truncate(t.URI, 64))
 		}
 	case TypeIVR:
 		err = need("script", &t.Script)
 	case TypeQueue:
 		err = need("queue", &t.Queue)
 	case TypeUser:
-		err = need("user", &t.User)
+		// The user becomes the user part of a Request-URI.
+		if err = need("user", &t.User); err == nil {
+			if verr := validate.NumberField("user", t.User); verr != nil {
+				err = fmt.Errorf("%s: %w", where, verr)
+			}
+		}
 	case TypeHangup:
 	case "":
 		err = fmt.Errorf("%s: type: required (sip, ivr, queue, user or hangup)", where)

@@ -13,7 +13,7 @@ import (
 func TestParseNamesTheField(t *testing.T) {
 	cases := []struct{ raw, want string }{
 		{`{"type":"sip"}`, `entry "default:1" in cti_dialplan@default: uri: required`},
-		{`{"type":"sip","uri":"http://x"}`, `uri: "http://x" is not a sip: URI`},
+		{`{"type":"sip","uri":"http://x"}`, `uri: want a sip: URI, got scheme "http"`},
 		{`{"type":"fax"}`, `type: "fax" is not one of`},
 		{`{"type":7}`, `type: want string, got number`},
 		{`{"type":"ivr"}`, `script: required`},
@@ -58,5 +58,37 @@ func TestResolveAgainstRedis(t *testing.T) {
 	es, err := p.Entries(ctx)
 	if err != nil || len(es) != 3 || es[1].Key != "default:bad" || es[1].Error == "" || es[0].Target == nil {
 		t.Fatalf("entries: %+v %v", es, err)
+	}
+}
+
+// Fuzzing found entries whose target wrote its own SIP header or broke
+// the request line: sipgo wrote the URI as it was ("INVITE
+// sip:8888@10.0.0.5\r\nX-Evil:1 SIP/2.0"), and a user with a NUL became a
+// Request-URI user part.
+func TestParseRefusesURIAndUserThatBreakSIP(t *testing.T) {
+	const where = `dialplan: entry "default:1" in cti_dialplan@default: `
+	cases := []struct{ raw, want string }{
+		{`{"type":"sip","uri":"sip:8888@10.0.0.5\r\nX-Evil:1"}`, `uri: contains CR/LF`},
+		{`{"type":"sip","uri":"sip:8888@10.0.0.5\u0000"}`, `uri: contains NUL`},
+		{`{"type":"sip","uri":"sip:8888@10.0.0.5 SIP/2.0"}`, `uri: "sip:8888@10.0.0.5 SIP/2.0": character ' ' not allowed`},
+		{`{"type":"sip","uri":"sip:8888@10.0.0.5\t"}`, `uri: "sip:8888@10.0.0.5\t": character '\t' not allowed`},
+		{`{"type":"sip","uri":"sip:a@b>;tag=x"}`, `uri: "sip:a@b>;tag=x": character '>' not allowed`},
+		{`{"type":"sip","uri":"sip:` + strings.Repeat("8", 600) + `@h"}`, `uri: 606 bytes, at most 512`},
+		{`{"type":"sip","uri":"sip:"}`, `uri: no host in "sip:"`},
+		{`{"type":"sip","uri":"SIP:8888@h"}`, `uri: "SIP:8888@h": write the scheme in lower case`},
+		{`{"type":"user","user":"1001\u0000"}`, `user: "1001\x00": character '\x00' not allowed`},
+		{`{"type":"user","user":"1001@evil"}`, `user: "1001@evil": character '@' not allowed`},
+	}
+	for _, c := range cases {
+		_, err := Parse("cti_dialplan@default", "default:1", c.raw)
+		if err == nil || !strings.HasPrefix(err.Error(), where+c.want) {
+			t.Errorf("%.80s: got %v, want %s%s", c.raw, err, where, c.want)
+		}
+	}
+	for _, raw := range []string{`{"type":"sip","uri":"sips:a@b"}`, `{"type":"sip","uri":"sips:8888@[2001:db8::1]:5061;transport=tls"}`,
+		`{"type":"user","user":"alice.smith"}`, `{"type":"user","user":"+4930123"}`} {
+		if _, err := Parse("cti_dialplan@default", "default:1", raw); err != nil {
+			t.Errorf("%s: %v", raw, err)
+		}
 	}
 }

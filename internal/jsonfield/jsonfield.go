@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"redial/internal/validate"
 )
 
 // Error names the JSON field at fault; Field is empty for the whole value.
@@ -147,7 +149,9 @@ func Scalar(field string, raw json.RawMessage) (s string, set bool, err error) {
 }
 
 // Variables decodes a channel variables object into strings with Scalar;
-// null values are left out, nil when absent or empty.
+// null values are left out, nil when absent or empty. An error names the
+// variable with at most validate.MaxVariableNameLen bytes of its name (a
+// longer name is invalid anyway), so it stays short.
 func Variables(field string, raw json.RawMessage) (map[string]string, error) {
 	m, err := Object(field, raw)
 	if err != nil || len(m) == 0 {
@@ -155,7 +159,7 @@ func Variables(field string, raw json.RawMessage) (map[string]string, error) {
 	}
 	out := make(map[string]string, len(m))
 	for k, v := range m {
-		s, set, err := Scalar(field+"."+k, v)
+		s, set, err := Scalar(field+"."+validate.Truncate(k, validate.MaxVariableNameLen), v)
 		if err != nil {
 			return nil, err
 		}

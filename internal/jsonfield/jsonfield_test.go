@@ -2,6 +2,8 @@ package jsonfield
 
 import (
 	"encoding/json"
+	"errors"
+	"strings"
 	"testing"
 )
 
@@ -53,5 +55,22 @@ func TestVariablesKeepEveryDigit(t *testing.T) {
 	}
 	if _, err := Variables("variables", json.RawMessage(`{"x": {"y": 1}}`)); err == nil || err.Error() != `variables.x: want string, number or bool, got {"y": 1}` {
 		t.Fatalf("object value: %v", err)
+	}
+}
+
+// The field of a Variables error held the whole variable name, so a line
+// or task config with a 1 MB name had a 1 MB error; the name is now cut
+// short (a valid name, at most 128 bytes, stays whole).
+func TestVariablesErrorQuotesAShortName(t *testing.T) {
+	long := strings.Repeat("k", 1<<20)
+	_, err := Variables("variables", json.RawMessage(`{"`+long+`": [1]}`))
+	var e *Error
+	if !errors.As(err, &e) || !strings.HasPrefix(e.Field, "variables.kkkk") || len(e.Field) > 200 ||
+		!strings.HasSuffix(e.Field, "... (1048576 bytes)") || e.Msg != "want string, number or bool, got [1]" {
+		t.Fatalf("%d bytes: %.200v", len(err.Error()), err)
+	}
+	name := strings.Repeat("n", 128)
+	if _, err := Variables("variables", json.RawMessage(`{"`+name+`": {}}`)); err == nil || err.Error() != "variables."+name+": want string, number or bool, got {}" {
+		t.Fatalf("128-byte name: %v", err)
 	}
 }

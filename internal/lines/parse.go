@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"redial/internal/jsonfield"
+	"redial/internal/validate"
 )
 
 // Unlimited is the Limit or CPS of a line whose definition leaves the field
@@ -141,8 +142,14 @@ var knownParams = map[string]bool{
 }
 
 // parseLine decodes one hash value. The error names the JSON field at
-// fault; the caller adds the line and key.
+// fault, and stays short whatever the value holds; the caller adds the
+// line and key.
 func parseLine(name, raw string) (Line, error) {
+	l, err := decodeLine(name, raw)
+	return l, validate.Short(err)
+}
+
+func decodeLine(name, raw string) (Line, error) {
 	l := Line{Name: name, Limit: Unlimited, CPS: Unlimited, Enable: true, Transport: "udp"}
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal([]byte(raw), &top); err != nil {
@@ -172,12 +179,20 @@ func parseLine(name, raw string) (Line, error) {
 	if l.Group == "" {
 		return l, &jsonfield.Error{Field: "params.group", Msg: "missing"}
 	}
+	if err := validate.Text("params.group", l.Group, validate.MaxNameLen); err != nil {
+		return l, err
+	}
 	if l.URI, err = jsonfield.String("params.uri", params["uri"], false); err != nil {
 		return l, err
 	}
 	l.URI = strings.TrimSpace(l.URI)
 	if l.URI == "" {
 		return l, &jsonfield.Error{Field: "params.uri", Msg: "missing"}
+	}
+	// DialURI keeps everything after the host: a space or control
+	// character there would break the request line sipgo writes.
+	if err := validate.SIPURI("params.uri", l.URI); err != nil {
+		return l, err
 	}
 	u, perr := parseSIPURI(l.URI)
 	if perr != nil {
@@ -200,10 +215,17 @@ func parseLine(name, raw string) (Line, error) {
 	if l.Username, err = jsonfield.String("params.username", params["username"], true); err != nil {
 		return l, err
 	}
+	if err := validate.Ref("params.username", l.Username); err != nil {
+		return l, err
+	}
 	if l.Password, err = jsonfield.String("params.password", params["password"], true); err != nil {
 		return l, err
 	}
 	if l.Prefix, err = jsonfield.String("params.prefix", params["prefix"], true); err != nil {
+		return l, err
+	}
+	// The prefix joins the number in the Request-URI user part.
+	if err := validate.Text("params.prefix", l.Prefix, validate.MaxNumberLen); err != nil {
 		return l, err
 	}
 	if l.Limit, err = count("params.limit", params["limit"]); err != nil {
@@ -216,6 +238,9 @@ func parseLine(name, raw string) (Line, error) {
 		return l, err
 	}
 	if l.Variables, err = jsonfield.Variables("variables", top["variables"]); err != nil {
+		return l, err
+	}
+	if err := validate.Variables(l.Variables); err != nil {
 		return l, err
 	}
 	return l, nil

@@ -62,6 +62,12 @@ func TestParseLineErrorsNameTheField(t *testing.T) {
 		{`{"variables": {}}`, `params: missing`},
 		{`{"params": {"group": "g", "uri": "sip:h"`, `invalid JSON`},
 		{`null`, `want a JSON object`},
+		// Issue 9: nothing of a line may write a SIP header of its own.
+		{`{"params": {"group": "g", "uri": "sip:h"}, "variables": {"sip_h_X-Evil": "1\r\nVia: x"}}`, `variables.sip_h_X-Evil: contains CR/LF`},
+		{`{"params": {"group": "g", "uri": "sip:h"}, "variables": {"origination_caller_id_name": "a\nb"}}`, `variables.origination_caller_id_name: contains CR/LF`},
+		{`{"params": {"group": "g", "uri": "sip:h", "prefix": "9\r\n"}}`, `params.prefix: contains CR/LF`},
+		{`{"params": {"group": "g", "uri": "sip:h", "username": "u\r\nVia: x"}}`, `params.username: contains CR/LF`},
+		{`{"params": {"group": "g\n", "uri": "sip:h"}}`, `params.group: contains CR/LF`},
 	}
 	for _, c := range cases {
 		_, err := parseLine("x", c.raw)
@@ -91,5 +97,30 @@ func TestDialURI(t *testing.T) {
 		if got := c.line.DialURI(c.number); got != c.want {
 			t.Errorf("DialURI(%q) on %q = %q, want %q", c.number, c.line.URI, got, c.want)
 		}
+	}
+}
+
+// Fuzzing found line URIs with a space after the host part: DialURI kept
+// it and sipgo wrote "INVITE sip:1@0; 00000000 SIP/2.0", a request line
+// of four words. A line URI is one token of printable ASCII.
+func TestParseLineRefusesURIThatBreaksTheRequestLine(t *testing.T) {
+	cases := []struct{ raw, want string }{
+		{`{"params":{"group":"0","uri":"sip:0; 00000000"}}`, `params.uri: "sip:0; 00000000": character ' ' not allowed`},
+		{`{"params":{"group":"g","uri":"sip:h;x=a b"}}`, `params.uri: "sip:h;x=a b": character ' ' not allowed`},
+		{`{"params":{"group":"g","uri":"sip:h;x=a\tb"}}`, `params.uri: "sip:h;x=a\tb": character '\t' not allowed`},
+		{`{"params":{"group":"g","uri":"sip:h;x=a\u0085b"}}`, `params.uri: "sip:h;x=a\u0085b": character '\u0085' not allowed`},
+		{`{"params":{"group":"g","uri":"sip:h>;tag=1"}}`, `params.uri: "sip:h>;tag=1": character '>' not allowed`},
+		{`{"params":{"group":"g","uri":"sip:h\r\nX-Evil: 1"}}`, `params.uri: contains CR/LF`},
+		{`{"params":{"group":"g","uri":"sip:` + strings.Repeat("h", 600) + `"}}`, `params.uri: 604 bytes, at most 512`},
+	}
+	for _, c := range cases {
+		_, err := parseLine("x", c.raw)
+		if err == nil || !strings.HasPrefix(err.Error(), c.want) {
+			t.Errorf("%.80s:\n got  %v\n want %s", c.raw, err, c.want)
+		}
+	}
+	// Surrounding blanks are trimmed, as before.
+	if l, err := parseLine("x", `{"params":{"group":"g","uri":" sip:h;x=a "}}`); err != nil || l.DialURI("1") != "sip:1@h;x=a" {
+		t.Fatalf("trimmed URI: %q %v", l.DialURI("1"), err)
 	}
 }

@@ -4,8 +4,27 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"slices"
 	"time"
+
+	"redial/internal/validate"
 )
+
+// MaxCDRBytes bounds the JSON of one CDR (the payload of its envelope).
+// Variables and text fields come from outsiders (queue items, the API, IVR
+// input); a CDR that would be larger has its longest values cut, each with
+// its full size noted, rather than being dropped, and says so in the
+// variable TruncatedVariable.
+const MaxCDRBytes = 64 << 10
+
+// maxCDRField bounds each text field of a CDR over MaxCDRBytes (numbers,
+// references, line, cause).
+const maxCDRField = 1024
+
+// TruncatedVariable is the variable a cut CDR carries: how many values
+// were cut or left out, and the limit.
+const TruncatedVariable = "redial_cdr_truncated"
 
 // Disposition is the CDR's disposition. Package call defines the values
 // (call.Answered, call.Busy, ...) and aliases this type as Disposition;
@@ -106,7 +125,81 @@ func (c CDR) MarshalJSON() ([]byte, error) {
 	if w.Variables == nil {
 		w.Variables = map[string]string{}
 	}
+	b, err := json.Marshal(w)
+	if err != nil || len(b) <= MaxCDRBytes {
+		return b, err
+	}
+	w.bound()
 	return json.Marshal(w)
+}
+
+// bound cuts w to at most MaxCDRBytes of JSON: text fields to maxCDRField
+// bytes, then every variable value to the longest length that lets all of
+// them fit (names in order), leaving out the names that do not fit even
+// with empty values. The caller's map is not changed.
+func (w *cdrWire) bound() {
+	for _, f := range []*string{&w.CDRID, &w.CallRef, &w.ContactRef, &w.CampaignRef, &w.ClientNumber, &w.DialNumber,
+		&w.HangupCause, &w.Line} {
+		*f = validate.Truncate(*f, maxCDRField)
+	}
+	w.Disposition = Disposition(validate.Truncate(string(w.Disposition), maxCDRField))
+	if w.Ext != nil {
+		e := validate.Truncate(*w.Ext, maxCDRField)
+		w.Ext = &e
+	}
+	vars := w.Variables
+	w.Variables = map[string]string{}
+	fixed, _ := json.Marshal(w)
+	// Room for the variables, less the note about them.
+	budget := MaxCDRBytes - len(fixed) - 160
+	names := make([]string, 0, len(vars))
+	longest := 0
+	for k, v := range vars {
+		if k != TruncatedVariable {
+			names = append(names, k)
+			longest = max(longest, len(v))
+		}
+	}
+	slices.Sort(names)
+	// size is the JSON of the variables with values cut to n bytes: each
+	// name and value quoted and escaped, a colon, a comma.
+	size := func(keep []string, n int) int {
+		total := 0
+		for _, k := range keep {
+			total += jsonLen(k) + jsonLen(validate.Truncate(vars[k], n)) + 2
+		}
+		return total
+	}
+	keep := names
+	for len(keep) > 0 && size(keep, 0) > budget {
+		keep = keep[:len(keep)*3/4]
+	}
+	// The longest cut that fits: size grows with n.
+	lo, hi := 0, longest
+	for lo < hi {
+		mid := (lo + hi + 1) / 2
+		if size(keep, mid) <= budget {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	cut := 0
+	for _, k := range keep {
+		v := vars[k]
+		if len(v) > lo {
+			cut++
+		}
+		w.Variables[k] = validate.Truncate(v, lo)
+	}
+	w.Variables[TruncatedVariable] = fmt.Sprintf("%d of %d values cut to %d bytes, %d left out: CDR limit %d bytes",
+		cut, len(names), lo, len(names)-len(keep), MaxCDRBytes)
+}
+
+// jsonLen is the length of s as a JSON string.
+func jsonLen(s string) int {
+	b, _ := json.Marshal(s)
+	return len(b)
 }
 
 // NewID returns a random (version 4) UUID from crypto/rand, the form of

@@ -2,9 +2,12 @@ package notify
 
 import (
 	"encoding/json"
+	"fmt"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 var uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
@@ -51,5 +54,63 @@ func TestCDRJSONRoundTrip(t *testing.T) {
 	}
 	if out.Ext == nil || *out.Ext != "1001" || out.Variables["a"] != "b" || out.Billsec != 60 || out.Attempt != 2 {
 		t.Errorf("round trip lost fields: %s", b)
+	}
+}
+
+// Issue 9: a 1 MB number made a 3 MB CDR. A CDR is at most MaxCDRBytes:
+// outsider text is cut with its size noted, never dropped, and a CDR
+// under the limit is written unchanged.
+func TestCDRSizeIsBounded(t *testing.T) {
+	vars := map[string]string{"small": "kept whole", "origination_caller_id_number": "15550001111"}
+	for i := 0; i < 300; i++ {
+		vars[fmt.Sprintf("v%03d", i)] = strings.Repeat("<", 4096) // escaped 6x by encoding/json
+	}
+	in := CDR{CDRID: NewID(), CallRef: "c1", ClientNumber: strings.Repeat("1", 1<<20), ContactRef: strings.Repeat("é", 1<<19),
+		Disposition: "FAILED", Start: time.Now(), End: time.Now(), Variables: vars}
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > MaxCDRBytes {
+		t.Fatalf("CDR of %d bytes, limit %d", len(b), MaxCDRBytes)
+	}
+	var out CDR
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(out.ClientNumber, "... (1048576 bytes)") || !strings.HasPrefix(out.ClientNumber, "1111") {
+		t.Errorf("client_number %.80q", out.ClientNumber)
+	}
+	if !utf8.ValidString(out.ContactRef) || !strings.HasSuffix(out.ContactRef, "... (1048576 bytes)") {
+		t.Errorf("contact_ref cut inside a character: %.80q", out.ContactRef)
+	}
+	if out.Variables["small"] != "kept whole" || out.Variables["origination_caller_id_number"] != "15550001111" {
+		t.Errorf("short values cut: %q %q", out.Variables["small"], out.Variables["origination_caller_id_number"])
+	}
+	if v := out.Variables["v000"]; !strings.HasSuffix(v, "... (4096 bytes)") {
+		t.Errorf("long value not cut with its size: %.80q", v)
+	}
+	if len(out.Variables) != len(vars)+1 || !strings.Contains(out.Variables[TruncatedVariable], "300 of 302 values cut") {
+		t.Errorf("%d variables, note %q", len(out.Variables), out.Variables[TruncatedVariable])
+	}
+	if len(in.Variables) != 302 || len(in.Variables["v000"]) != 4096 {
+		t.Errorf("the caller's variables were changed")
+	}
+
+	// Names alone over the limit: some are left out, and the note says how many.
+	many := map[string]string{}
+	for i := 0; i < 2000; i++ {
+		many[fmt.Sprintf("%0100d", i)] = "x"
+	}
+	b, _ = json.Marshal(CDR{Variables: many})
+	if len(b) > MaxCDRBytes || json.Unmarshal(b, &out) != nil || !strings.Contains(out.Variables[TruncatedVariable], "left out") {
+		t.Fatalf("many names: %d bytes, note %q", len(b), out.Variables[TruncatedVariable])
+	}
+
+	// Under the limit: byte for byte what encoding/json writes.
+	small := CDR{CallRef: "c", Variables: map[string]string{"a": strings.Repeat("b", 4096)}}
+	b, _ = json.Marshal(small)
+	if !strings.Contains(string(b), `"a":"`+strings.Repeat("b", 4096)+`"`) || strings.Contains(string(b), TruncatedVariable) {
+		t.Fatalf("small CDR changed: %.200s", b)
 	}
 }

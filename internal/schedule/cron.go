@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"redial/internal/jsonfield"
+	"redial/internal/validate"
 )
 
 // Strategy types of a schedule entry, spelled as in seed 000.
@@ -529,6 +530,9 @@ func (p *parser) idField(obj map[string]any, key string) string {
 		p.fail("action."+key, "want string, got %s", jsonfield.Describe(v))
 	case strings.TrimSpace(s) == "":
 		p.fail("action."+key, "want a non-empty string, got \"\"")
+	case validate.Ref("", s) != nil:
+		// Ids become key names and channel variables of the callback.
+		p.fail("action."+key, "%v", validate.Ref("", s))
 	}
 	return strings.TrimSpace(s)
 }

@@ -23,6 +23,7 @@ import (
 	"redial/internal/lines"
 	"redial/internal/logtext"
 	"redial/internal/store"
+	"redial/internal/validate"
 )
 
 // Config tunes the scheduled dialer.
@@ -58,11 +59,16 @@ type Settler interface {
 	Settle(ctx context.Context, op store.SettleOp) error
 }
 
+// failBackoff is how long the claim loop waits after a failed claim.
+const failBackoff = time.Second
+
 // Scheduler dials members of cti_schedule_dialer_number@<domain> when due.
 type Scheduler struct {
 	cfg  Config
 	deps Deps
 	log  *slog.Logger
+	// outage logs Redis failures once per outage, not once per poll.
+	outage *logtext.Outage
 
 	ledger *store.Ledger
 
@@ -115,6 +121,7 @@ func New(cfg Config, deps Deps) (*Scheduler, error) {
 	if deps.Registry != nil {
 		deps.Registry.MustRegister(s.mLate, s.mClaimed, s.mInvalid)
 	}
+	s.outage = logtext.NewOutage(s.log, logtext.OutageConfig{Name: "schedule"})
 	return s, nil
 }
 
@@ -131,7 +138,7 @@ func (s *Scheduler) Wake() {
 func (s *Scheduler) Run(ctx context.Context) error {
 	defer s.inflight.Wait()
 	if err := s.ledger.EnsureHolder(ctx); err != nil {
-		s.log.Warn("schedule: registering as holder failed", "error", err)
+		s.outage.Fail("schedule: registering as holder failed", err)
 	}
 	wait, unregister := s.deps.Recoverer.Register(s.ledger)
 	defer unregister()
@@ -144,7 +151,9 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			s.log.Warn("schedule: claim failed", "error", err)
+			s.outage.Fail("schedule: claiming due members failed; retrying", err)
+		} else {
+			s.outage.OK()
 		}
 		now := s.deps.Now()
 		for _, c := range claims {
@@ -160,7 +169,10 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			continue // more may be due
 		}
 		wait := s.cfg.Poll
-		if !math.IsNaN(next) {
+		if err != nil {
+			// Redis is away: retrying every Poll would only load the CPU.
+			wait = failBackoff
+		} else if !math.IsNaN(next) {
 			if d := unixFloat(next).Sub(s.deps.Now()); d < wait {
 				wait = d
 			}
@@ -193,7 +205,7 @@ type member struct {
 	Contact   string
 }
 
-func parseMember(raw string) (member, error) {
+func decodeMember(raw string) (member, error) {
 	var m member
 	var doc struct {
 		Params    map[string]json.RawMessage `json:"params"`
@@ -223,34 +235,47 @@ func parseMember(raw string) (member, error) {
 				break
 			}
 		}
-		return m, fmt.Errorf("params.number: want string or array of strings, got %s", string(num))
+		return m, fmt.Errorf("params.number: want string or array of strings, got %s", validate.Truncate(string(num), 64))
 	}
-	for i, n := range m.Numbers {
-		if err := call.ValidateNumber(n); err != nil {
-			return m, fmt.Errorf("params.number[%d]: %w", i, err)
-		}
+	if err := validate.Numbers("params.number", m.Numbers); err != nil {
+		return m, err
 	}
 	if e, ok := doc.Params["expires"]; ok && string(e) != "null" {
 		var f float64
 		if err := json.Unmarshal(e, &f); err != nil {
 			var s string
 			if json.Unmarshal(e, &s) != nil {
-				return m, fmt.Errorf("params.expires: want unix seconds, got %s", string(e))
+				return m, fmt.Errorf("params.expires: want unix seconds, got %s", validate.Truncate(string(e), 64))
 			}
 			if f, err = strconv.ParseFloat(s, 64); err != nil {
-				return m, fmt.Errorf("params.expires: want unix seconds, got %s", string(e))
+				return m, fmt.Errorf("params.expires: want unix seconds, got %s", validate.Truncate(string(e), 64))
 			}
+		}
+		// 0 means no expiry. A negative time, NaN or one past year 9999
+		// is no time anyone means, and int64(f) would turn 1e300 into the
+		// past: the member would be dropped as EXPIRED instead of dialed.
+		if !(f >= 0 && f <= maxExpires) {
+			return m, fmt.Errorf("params.expires: want unix seconds from 0 (never) to %d (end of year 9999), got %s", int64(maxExpires), validate.Truncate(string(e), 64))
 		}
 		m.Expires = int64(f)
 	}
 	if err := json.Unmarshal(doc.Params["config"], &m.Config); err != nil || m.Config == "" {
-		return m, fmt.Errorf("params.config: want the name of a cti_schedule_dialer_config entry, got %s", string(doc.Params["config"]))
+		return m, fmt.Errorf("params.config: want the name of a cti_schedule_dialer_config entry, got %s", validate.Truncate(string(doc.Params["config"]), 64))
+	}
+	if err := validate.Text("params.config", m.Config, validate.MaxNameLen); err != nil {
+		return m, err
 	}
 	if c, ok := doc.Params["contact_ref"]; ok {
 		json.Unmarshal(c, &m.Contact)
 	}
+	if err := validate.Ref("params.contact_ref", m.Contact); err != nil {
+		return m, err
+	}
 	vars, err := jsonfield.Variables("variables", doc.Variables)
 	if err != nil {
+		return m, err
+	}
+	if err := validate.Variables(vars); err != nil {
 		return m, err
 	}
 	m.Variables = vars
@@ -280,7 +305,7 @@ func (s *Scheduler) config(ctx context.Context, name string) (scheduleConfig, bo
 	return c, ok
 }
 
-func parseConfig(key, name, raw string) scheduleConfig {
+func decodeConfig(key, name, raw string) scheduleConfig {
 	var doc struct {
 		Params    map[string]json.RawMessage `json:"params"`
 		Variables json.RawMessage            `json:"variables"`
@@ -300,6 +325,9 @@ func parseConfig(key, name, raw string) scheduleConfig {
 	if len(c.LineGroups) == 0 {
 		return scheduleConfig{Err: fmt.Errorf("%s: params.line_group: required", where)}
 	}
+	if err := validate.LineGroups("params.line_group", c.LineGroups); err != nil {
+		return scheduleConfig{Err: fmt.Errorf("%s: %w", where, err)}
+	}
 	str := func(k, def string) (string, error) {
 		v, ok := doc.Params[k]
 		if !ok || string(v) == "null" {
@@ -311,7 +339,7 @@ func parseConfig(key, name, raw string) scheduleConfig {
 			if json.Unmarshal(v, &n) == nil {
 				return n.String(), nil
 			}
-			return "", fmt.Errorf("%s: params.%s: want string, got %s", where, k, string(v))
+			return "", fmt.Errorf("%s: params.%s: want string, got %s", where, k, validate.Truncate(string(v), 64))
 		}
 		return s, nil
 	}
@@ -322,6 +350,9 @@ func parseConfig(key, name, raw string) scheduleConfig {
 	if c.Destination.Extension == "" {
 		return scheduleConfig{Err: fmt.Errorf("%s: params.destination_extension: required", where)}
 	}
+	if err := validate.NumberField("params.destination_extension", c.Destination.Extension); err != nil {
+		return scheduleConfig{Err: fmt.Errorf("%s: %w", where, err)}
+	}
 	if c.Destination.Dialplan, err = str("destination_dialplan", "XML"); err != nil {
 		return scheduleConfig{Err: err}
 	}
@@ -329,6 +360,9 @@ func parseConfig(key, name, raw string) scheduleConfig {
 		return scheduleConfig{Err: err}
 	}
 	vars, err := jsonfield.Variables("variables", doc.Variables)
+	if err == nil {
+		err = validate.Variables(vars)
+	}
 	if err != nil {
 		return scheduleConfig{Err: fmt.Errorf("%s: %w", where, err)}
 	}

@@ -578,9 +578,10 @@ func (l *Ledger) recover(ctx context.Context, host string, checkAlive bool) (Rec
 type ParkedItem struct {
 	// Item is the raw item, exactly as it was queued.
 	Item string `json:"item"`
-	// ItemBase64 holds the item's bytes when they are not valid UTF-8
-	// (Item then carries replacement characters). Items parked by a
-	// recovery script carry their bytes in Item as they are.
+	// ItemBase64 holds the item's bytes instead of Item (then "") when
+	// they are not valid UTF-8, or when escaping them as a JSON string
+	// would take over 1.5 times their size (see parkedJSON). Items parked by
+	// a recovery script carry their bytes in Item as they are.
 	ItemBase64 []byte `json:"item_base64,omitempty"`
 	Reason     string `json:"reason"`
 	// At is RFC 3339, UTC, on the clock of the node that parked the item.

@@ -5,34 +5,41 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"sort"
 	"strconv"
 
 	"redial/internal/call"
 	"redial/internal/dialplan"
+	"redial/internal/validate"
 )
 
-// originateBody is POST /api/v1/calls, decoded field by field so an error
-// names the field at fault.
-func decodeOriginate(body io.Reader) (call.Request, error) {
+// decodeOriginate reads the body of POST /api/v1/calls field by field, so
+// an error names the field at fault, and checks it with package validate
+// as the queue dialer checks its items.
+func decodeOriginate(body []byte) (call.Request, error) {
 	var req call.Request
 	var m map[string]json.RawMessage
-	dec := json.NewDecoder(io.LimitReader(body, 1<<20))
+	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(&m); err != nil {
 		return req, fmt.Errorf("body: malformed JSON: %w", err)
+	}
+	if err := onlyValue(dec); err != nil {
+		return req, err
 	}
 	if m == nil {
 		return req, errors.New("body: want a JSON object")
 	}
+	// A single string names the field as it was sent ("number", not
+	// "number[0]").
+	oneNumber, oneGroup := false, false
 	for k, raw := range m {
 		var err error
 		switch k {
 		case "number":
-			req.Numbers, err = stringOrArray(raw)
+			req.Numbers, oneNumber, err = stringOrArray(raw)
 		case "line_group":
-			req.LineGroups, err = stringOrArray(raw)
+			req.LineGroups, oneGroup, err = stringOrArray(raw)
 		case "destination":
 			err = decodeDestination(raw, &req.Destination)
 		case "variables":
@@ -47,14 +54,70 @@ func decodeOriginate(body io.Reader) (call.Request, error) {
 			err = errors.New("unknown field (want number, line_group, destination, variables, call_ref, contact_ref, campaign_ref)")
 		}
 		if err != nil {
-			return req, fmt.Errorf("%s: %w", k, err)
+			return req, fmt.Errorf("%s: %w", fieldName(k), err)
 		}
 	}
 	if req.Variables == nil {
 		req.Variables = map[string]string{}
 	}
+	if err := checkOriginate(req, oneNumber, oneGroup); err != nil {
+		return req, err
+	}
 	return req, call.Validate(req)
 }
+
+// checkOriginate applies the bounds every entry point shares.
+func checkOriginate(req call.Request, oneNumber, oneGroup bool) error {
+	var err error
+	switch {
+	case len(req.Numbers) == 0:
+		return errors.New("number: required")
+	case oneNumber:
+		err = validate.NumberField("number", req.Numbers[0])
+	default:
+		err = validate.Numbers("number", req.Numbers)
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(req.LineGroups) == 0:
+		return errors.New("line_group: required")
+	case oneGroup && req.LineGroups[0] == "":
+		return errors.New("line_group: empty")
+	case oneGroup:
+		err = validate.Text("line_group", req.LineGroups[0], validate.MaxNameLen)
+	default:
+		err = validate.LineGroups("line_group", req.LineGroups)
+	}
+	if err != nil {
+		return err
+	}
+	if err := validate.Variables(req.Variables); err != nil {
+		return err
+	}
+	d := req.Destination
+	if d.Extension != "" {
+		if err := validate.NumberField("destination.extension", d.Extension); err != nil {
+			return err
+		}
+	}
+	for _, f := range [...]struct{ name, v string }{{"destination.context", d.Context}, {"destination.dialplan", d.Dialplan}} {
+		if err := validate.Text(f.name, f.v, validate.MaxNameLen); err != nil {
+			return err
+		}
+	}
+	for _, f := range [...]struct{ name, v string }{{"call_ref", req.CallRef}, {"contact_ref", req.ContactRef}, {"campaign_ref", req.CampaignRef}} {
+		if err := validate.Ref(f.name, f.v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fieldName renders a JSON key from a request for an error: at most a
+// short prefix of it.
+func fieldName(k string) string { return validate.Truncate(k, 64) }
 
 func decodeDestination(raw json.RawMessage, d *dialplan.Destination) error {
 	var m map[string]json.RawMessage
@@ -74,7 +137,7 @@ func decodeDestination(raw json.RawMessage, d *dialplan.Destination) error {
 			err = errors.New("unknown field (want extension, dialplan, context)")
 		}
 		if err != nil {
-			return fmt.Errorf("%s: %w", k, err)
+			return fmt.Errorf("%s: %w", fieldName(k), err)
 		}
 	}
 	return nil
@@ -87,16 +150,16 @@ func jsonString(raw json.RawMessage, dst *string) error {
 	return nil
 }
 
-func stringOrArray(raw json.RawMessage) ([]string, error) {
+// stringOrArray decodes a string (one is true) or an array of strings.
+func stringOrArray(raw json.RawMessage) (list []string, one bool, err error) {
 	var s string
 	if json.Unmarshal(raw, &s) == nil {
-		return []string{s}, nil
+		return []string{s}, true, nil
 	}
-	var list []string
 	if err := json.Unmarshal(raw, &list); err != nil {
-		return nil, fmt.Errorf("want string or array of strings, got %s", jsonKind(raw))
+		return nil, false, fmt.Errorf("want string or array of strings, got %s", jsonKind(raw))
 	}
-	return list, nil
+	return list, false, nil
 }
 
 // StringMap decodes a JSON object of channel variables; numbers and bools
@@ -120,7 +183,7 @@ func StringMap(raw json.RawMessage) (map[string]string, error) {
 		case nil:
 			out[k] = ""
 		default:
-			return nil, fmt.Errorf("%s: want string, number or bool, got %T", k, v)
+			return nil, fmt.Errorf("%s: want string, number or bool, got %T", fieldName(k), v)
 		}
 	}
 	return out, nil
@@ -147,9 +210,14 @@ func jsonKind(raw json.RawMessage) string {
 }
 
 func (s *Server) postCall(w http.ResponseWriter, r *http.Request) {
-	req, err := decodeOriginate(r.Body)
+	body, err := readBody(w, r, maxBody)
 	if err != nil {
-		s.badRequest(w, r, err)
+		s.writeBodyError(w, r, err)
+		return
+	}
+	req, err := decodeOriginate(body)
+	if err != nil {
+		s.badRequest(w, r, validate.Short(err))
 		return
 	}
 	c, err := s.deps.Calls.Originate(r.Context(), req)
@@ -162,7 +230,7 @@ func (s *Server) postCall(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		s.badRequest(w, r, err)
+		s.badRequest(w, r, validate.Short(err))
 		return
 	}
 	writeJSON(w, http.StatusAccepted, map[string]string{"call_ref": c.Ref()})
