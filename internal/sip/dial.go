@@ -2,8 +2,11 @@ package sip
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,7 +51,10 @@ type DialResult struct {
 	// was confirmed (ACK sent).
 	Leg *Leg
 	// Code is the final SIP status: the response code, 408 when nothing at
-	// all came back, 487 when the call was cancelled by us.
+	// all came back, 487 when the call was cancelled by us, 400 when the
+	// INVITE was refused before sending (a header value holding CR, LF or
+	// NUL; TransportErr names it), 503 when an ICMP error said the
+	// destination is unreachable (TransportErr says which).
 	Code   int
 	Reason string
 	// Answered is true when a 2xx arrived, even if the ACK could then not
@@ -90,6 +96,14 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	if dua == nil {
 		res.Code, res.Reason = 503, "no "+transport+" listener"
 		res.TransportErr = fmt.Errorf("sip: call %s: no %s listener configured", r.CallRef, transport)
+		return res
+	}
+	if err := checkDialRequest(&r); err != nil {
+		// Nothing was sent: 400 keeps the failover policy from trying the
+		// same unsafe header on every other line.
+		res.Code, res.Reason = 400, "refused before sending"
+		res.TransportErr = fmt.Errorf("sip: call %s: INVITE not sent: %w", r.CallRef, err)
+		e.log.Warn("sip: INVITE refused before sending", "call_ref", r.CallRef, "error", err)
 		return res
 	}
 	var recipient gosip.Uri
@@ -134,7 +148,7 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	if fromUser == "" {
 		fromUser = "redial"
 	}
-	from := &gosip.FromHeader{DisplayName: r.FromName, Address: gosip.Uri{Scheme: "sip", User: fromUser, Host: fromHost}, Params: gosip.NewParams()}
+	from := &gosip.FromHeader{DisplayName: quoteDisplayName(r.FromName), Address: gosip.Uri{Scheme: "sip", User: escapeUser(fromUser), Host: fromHost}, Params: gosip.NewParams()}
 	from.Params.Add("tag", gosip.GenerateTagN(16))
 	req.AppendHeader(from)
 	req.AppendHeader(&gosip.ToHeader{Address: gosip.Uri{Scheme: "sip", User: recipient.User, Host: recipient.Host, Port: recipient.Port}, Params: gosip.NewParams()})
@@ -144,9 +158,31 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	req.AppendHeader(gosip.NewHeader("Content-Type", "application/sdp"))
 	req.SetBody(offer)
 
-	ringCtx, cancel := context.WithCancelCause(ctx)
+	// Our own Call-ID, placed first (sipgo puts only its Via, CSeq and
+	// Max-Forwards before it): an ICMP error quotes the start of the
+	// INVITE, and the Call-ID in that quote says which INVITE failed.
+	callID := gosip.CallIDHeader(newCallID())
+	req.PrependHeader(&callID)
+
+	// ringCtx ends only through cancel: were it a child of ctx, a hangup
+	// would cancel it with ctx's cause, and sipgo would then wait for a
+	// provisional response to CANCEL, up to Timer B (32 s).
+	ringCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer cancel(nil)
 	var provisional atomic.Bool
+	// responded is set at the first response: the destination is alive
+	// and no ICMP error can be about this INVITE any more.
+	var responded atomic.Bool
+	// unreachable is the ICMP error that ended the INVITE.
+	var unreachable atomic.Pointer[string]
+	if transport == "udp" {
+		remove := e.icmp.add(&pendingInvite{callID: string(callID), dest: ipDestination(recipient), fail: func(reason string) {
+			if !responded.Load() && unreachable.CompareAndSwap(nil, &reason) {
+				cancel(sipgo.WaitAnswerForceCancelErr)
+			}
+		}})
+		defer remove()
+	}
 	timeout := r.RingTimeout
 	if timeout <= 0 {
 		timeout = 60 * time.Second
@@ -166,6 +202,8 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	stop := context.AfterFunc(ctx, func() {
 		if !provisional.Load() {
 			cancel(sipgo.WaitAnswerForceCancelErr)
+		} else {
+			cancel(context.Cause(ctx))
 		}
 	})
 	defer stop()
@@ -181,6 +219,7 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	err = dialog.WaitAnswer(ringCtx, sipgo.AnswerOptions{
 		Username: r.Username, Password: r.Password,
 		OnResponse: func(resp *gosip.Response) error {
+			responded.Store(true)
 			if resp.IsProvisional() {
 				provisional.Store(true)
 				res.Provisional = true
@@ -209,6 +248,13 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 			res.Code, res.Reason = derr.Res.StatusCode, derr.Res.Reason
 		case errors.As(err, &derrv):
 			res.Code, res.Reason = derrv.Res.StatusCode, derrv.Res.Reason
+		case unreachable.Load() != nil && ctx.Err() == nil:
+			// A trunk failure: 503 fails over to the next line at once
+			// (lines.TrunkFailure).
+			u := *unreachable.Load()
+			res.Code, res.Reason = 503, u
+			res.TransportErr = fmt.Errorf("sip: call %s: INVITE to %s: %s", r.CallRef, r.Target, u)
+			e.log.Info("sip: INVITE ended by an ICMP error", "call_ref", r.CallRef, "target", r.Target, "reason", u)
 		case ringCtx.Err() != nil:
 			cause := context.Cause(ringCtx)
 			res.Cancelled = ctx.Err() != nil
@@ -351,4 +397,25 @@ func (l *Leg) end() {
 		l.Media.Close()
 		close(l.done)
 	})
+}
+
+// newCallID returns a random Call-ID.
+func newCallID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// ipDestination is where an INVITE to u goes when u's host is an IP
+// address (no DNS, no Route); the zero AddrPort otherwise.
+func ipDestination(u gosip.Uri) netip.AddrPort {
+	a, err := netip.ParseAddr(strings.Trim(u.Host, "[]"))
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	port := u.Port
+	if port == 0 {
+		port = 5060
+	}
+	return netip.AddrPortFrom(a.Unmap(), uint16(port))
 }

@@ -18,8 +18,10 @@ import (
 
 	"github.com/emiago/sipgo"
 	gosip "github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"redial/internal/config"
+	"redial/internal/logtext"
 	"redial/internal/media"
 )
 
@@ -33,6 +35,13 @@ type Config struct {
 	// UDPReadBuffer is the listener socket's receive buffer in bytes; a large
 	// one keeps bursts of responses at high call rates from being dropped.
 	UDPReadBuffer int
+	// Limits bound the messages the listeners accept.
+	Limits MessageLimits
+	// Auth bounds digest password guessing.
+	Auth AuthLimits
+	// LogLimit rate-limits and truncates what sipgo logs and what the
+	// engine logs about outsiders' messages (logtext defaults when zero).
+	LogLimit logtext.LimitConfig
 }
 
 // InviteHandler handles a new inbound call. It must answer or reject it
@@ -51,6 +60,9 @@ type Deps struct {
 	// fails; until then, and always when Secret is nil, nonces are signed
 	// with a per-process key and verify only on this node.
 	Secret func(ctx context.Context) ([]byte, error)
+	// Registry receives the engine's metrics; nil leaves them
+	// unregistered.
+	Registry *prometheus.Registry
 }
 
 // Engine is a node's SIP user agent.
@@ -75,6 +87,12 @@ type Engine struct {
 	secretFn   func(ctx context.Context) ([]byte, error)
 	// clock paces every prompt this node plays.
 	clock *media.Clock
+
+	// noisy is e.log rate limited, for lines outsiders can cause.
+	noisy *slog.Logger
+	guard *guard
+	auth  *authThrottle
+	icmp  *icmpWatch
 
 	mu      sync.Mutex
 	addrs   map[string]string // network -> bound host:port
@@ -111,13 +129,31 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	if deps.OnInvite != nil {
 		e.SetInviteHandler(deps.OnInvite)
 	}
+	e.noisy = logtext.Limit(e.log, cfg.LogLimit)
+	e.guard = newGuard(cfg.Limits, cfg.PublicIP, e.noisy)
+	e.auth = newAuthThrottle(cfg.Auth, e.noisy)
+	e.icmp = newICMPWatch()
+	if deps.Registry != nil {
+		if err := registerAll(deps.Registry, append(e.auth.collectors(), e.guard.mBad)...); err != nil {
+			return nil, fmt.Errorf("sip: metrics: %w", err)
+		}
+	}
 
-	ua, err := sipgo.NewUA(sipgo.WithUserAgent(cfg.UserAgent), sipgo.WithUserAgentHostname(cfg.PublicIP))
+	// sipgo logs whatever it cannot parse whole, at ERROR, once per
+	// datagram: everything it logs goes through a rate limit and a
+	// truncation (see also SetLibraryLogger).
+	sipgoLog := logtext.Limit(log.With("component", "sipgo"), cfg.LogLimit)
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent(cfg.UserAgent), sipgo.WithUserAgentHostname(cfg.PublicIP),
+		sipgo.WithUserAgentTransportLayerOptions(gosip.WithTransportLayerLogger(sipgoLog)),
+		sipgo.WithUserAgentTransactionLayerOptions(gosip.WithTransactionLayerLogger(sipgoLog),
+			gosip.WithTransactionLayerUnhandledResponseHandler(func(r *gosip.Response) {
+				sipgoLog.Debug("sip: response matching no transaction", "response", r.Short())
+			})))
 	if err != nil {
 		return nil, fmt.Errorf("sip: user agent: %w", err)
 	}
 	e.ua = ua
-	srv, err := sipgo.NewServer(ua, sipgo.WithServerLogger(e.log))
+	srv, err := sipgo.NewServer(ua, sipgo.WithServerLogger(sipgoLog))
 	if err != nil {
 		return nil, fmt.Errorf("sip: server: %w", err)
 	}
@@ -136,6 +172,11 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 				})
 				if serr != nil {
 					e.log.Warn("sip: could not enlarge UDP receive buffer", "error", serr)
+				}
+				recvErr := false
+				c.Control(func(fd uintptr) { recvErr = setRecvErr(int(fd)) })
+				if !recvErr {
+					e.log.Warn("sip: IP_RECVERR refused: an unreachable UDP line will hold its calls until Timer B")
 				}
 				return nil
 			}}
@@ -164,7 +205,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 		_, portStr, _ := net.SplitHostPort(addr)
 		port, _ := strconv.Atoi(portStr)
 		opts := []sipgo.ClientOption{
-			sipgo.WithClientLogger(e.log),
+			sipgo.WithClientLogger(sipgoLog),
 			sipgo.WithClientHostname(cfg.PublicIP),
 			sipgo.WithClientPort(port),
 		}
@@ -240,19 +281,43 @@ func (e *Engine) Run(ctx context.Context) error {
 		}()
 	}
 	errc := make(chan error, len(e.udpConn)+len(e.tcpLn))
+	// sipgo sees the listeners through the guard (guard.go).
+	var serving []<-chan struct{}
 	for _, c := range e.udpConn {
-		go func(c net.PacketConn) { errc <- e.srv.ServeUDP(c) }(c)
+		gc := newGuardedPacketConn(c, e.guard, e.onUnreachable)
+		serving = append(serving, gc.serving)
+		go func() { errc <- e.srv.ServeUDP(gc) }()
 	}
 	for _, l := range e.tcpLn {
-		go func(l net.Listener) { errc <- e.srv.ServeTCP(l) }(l)
+		gl := newGuardedListener(l, e.guard)
+		serving = append(serving, gl.serving)
+		go func() { errc <- e.srv.ServeTCP(gl) }()
 	}
-	e.log.Info("sip: listening", "addrs", e.addrs, "public_ip", e.cfg.PublicIP)
-	close(e.ready)
+	// Ready only once sipgo reads every listener: until its UDP listener
+	// is in sipgo's connection pool, an INVITE sent from that address
+	// would try to bind it again and fail.
 	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
-		err = fmt.Errorf("sip: listener stopped: %w", err)
+	for _, ch := range serving {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+		case err = <-errc:
+			err = fmt.Errorf("sip: listener stopped: %w", err)
+		}
+		if err != nil || ctx.Err() != nil {
+			break
+		}
+	}
+	// Waiters are released even when Run ends before serving: they learn
+	// of the failure from Run's error.
+	close(e.ready)
+	if err == nil && ctx.Err() == nil {
+		e.log.Info("sip: listening", "addrs", e.addrs, "public_ip", e.cfg.PublicIP)
+		select {
+		case <-ctx.Done():
+		case err = <-errc:
+			err = fmt.Errorf("sip: listener stopped: %w", err)
+		}
 	}
 	e.closeListeners()
 	e.ua.Close()
@@ -382,4 +447,31 @@ func (e *Engine) ActiveLegs() int {
 	e.legsMu.RLock()
 	defer e.legsMu.RUnlock()
 	return len(e.legs)
+}
+
+// onUnreachable ends the INVITEs an ICMP error on the UDP listener is
+// about (icmp.go).
+func (e *Engine) onUnreachable(ev icmpEvent) {
+	n := e.icmp.unreachable(ev)
+	e.noisy.Debug("sip: ICMP error on the UDP listener", "reason", ev.reason, "destination", ev.dest.String(),
+		"offender", ev.offender.String(), "invites_ended", n)
+}
+
+func registerAll(reg *prometheus.Registry, cs ...prometheus.Collector) error {
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SetLibraryLogger routes what sipgo logs through its package-wide
+// logger rather than an engine's (connection bookkeeping and headers it
+// fails to parse lazily, all at Debug; by default slog.Default) to l, rate
+// limited and truncated. sipgo keeps that logger in a package variable
+// read without synchronization, so call this once at process start,
+// before any Engine or sipgo user agent exists.
+func SetLibraryLogger(l *slog.Logger, cfg logtext.LimitConfig) {
+	gosip.SetDefaultLogger(logtext.Limit(l.With("component", "sipgo"), cfg))
 }

@@ -37,13 +37,7 @@ type Inbound struct {
 }
 
 // SourceIP is the address the INVITE came from (not what it claims).
-func (in *Inbound) SourceIP() string {
-	host, _, err := net.SplitHostPort(in.Req.Source())
-	if err != nil {
-		return in.Req.Source()
-	}
-	return host
-}
+func (in *Inbound) SourceIP() string { return sourceHost(in.Req.Source()) }
 
 // Caller is the From user, Dialed the Request-URI user.
 func (in *Inbound) Caller() string { return in.Req.From().Address.User }
@@ -202,36 +196,79 @@ func (e *Engine) retrySecret(ctx context.Context) {
 // Authorization header.
 var ErrNoCredentials = errors.New("no credentials")
 
+// ErrAuthBlocked means the request's source address, or the user it
+// claims, failed digest authentication too often lately (see AuthLimits):
+// it is refused without checking anything and must be answered 403. The
+// engine logs once when a block begins; callers should not log each
+// refused request.
+var ErrAuthBlocked = errors.New("digest authentication blocked after repeated failures")
+
 // VerifyDigest checks the INVITE's digest credentials against password(user)
-// and returns the authenticated user.
+// and returns the authenticated user (see Engine.VerifyRequestDigest).
 func (in *Inbound) VerifyDigest(realm string, password func(user string) (string, bool)) (string, error) {
-	h := in.Req.GetHeader("Proxy-Authorization")
+	return in.e.VerifyRequestDigest(in.Req, realm, password)
+}
+
+// VerifyRequestDigest checks a request's digest credentials (INVITE,
+// REGISTER) against password(user) and returns the authenticated user.
+// Failures are counted per source address and per user; while either is
+// blocked the request fails with ErrAuthBlocked before any check, even
+// with the right password or with no credentials at all.
+func (e *Engine) VerifyRequestDigest(req *gosip.Request, realm string, password func(user string) (string, bool)) (string, error) {
+	source := sourceHost(req.Source())
+	if e.auth.blocked(source, "") {
+		return "", ErrAuthBlocked
+	}
+	h := req.GetHeader("Proxy-Authorization")
 	if h == nil {
-		h = in.Req.GetHeader("Authorization")
+		h = req.GetHeader("Authorization")
 	}
 	if h == nil {
 		return "", ErrNoCredentials
 	}
 	cred, err := digest.ParseCredentials(h.Value())
 	if err != nil {
-		return "", fmt.Errorf("sip: credentials: %w", err)
+		return "", e.authFailed(source, "", false, fmt.Errorf("sip: credentials: %w", err))
 	}
-	if err := in.e.checkNonce(cred.Nonce, time.Now()); err != nil {
-		return "", fmt.Errorf("sip: credentials of %q: %w", cred.Username, err)
+	if e.auth.blocked("", cred.Username) {
+		return "", ErrAuthBlocked
+	}
+	// A nonce from another cluster, or expired, says nothing about the
+	// password and is not counted: a node that cannot load the cluster
+	// secret must not get a trunk blocked.
+	if err := e.checkNonce(cred.Nonce, time.Now()); err != nil {
+		return "", fmt.Errorf("sip: credentials of %s: %w", quoteShort(cred.Username), err)
 	}
 	pw, ok := password(cred.Username)
 	if !ok {
-		return "", fmt.Errorf("sip: credentials: unknown user %q", cred.Username)
+		return "", e.authFailed(source, cred.Username, false, fmt.Errorf("sip: credentials: unknown user %s", quoteShort(cred.Username)))
 	}
 	want, err := digest.Digest(&digest.Challenge{Realm: realm, Nonce: cred.Nonce, Algorithm: "MD5"},
-		digest.Options{Method: "INVITE", URI: cred.URI, Username: cred.Username, Password: pw})
+		digest.Options{Method: req.Method.String(), URI: cred.URI, Username: cred.Username, Password: pw})
 	if err != nil {
-		return "", fmt.Errorf("sip: credentials: %w", err)
+		return "", e.authFailed(source, cred.Username, true, fmt.Errorf("sip: credentials: %w", err))
 	}
 	if !hmac.Equal([]byte(want.Response), []byte(cred.Response)) {
-		return "", fmt.Errorf("sip: credentials: wrong password for %q", cred.Username)
+		return "", e.authFailed(source, cred.Username, true, fmt.Errorf("sip: credentials: wrong password for %s", quoteShort(cred.Username)))
 	}
 	return cred.Username, nil
+}
+
+// authFailed counts a refused credential and logs it, rate limited (a
+// guesser chooses how often this runs), and returns err.
+func (e *Engine) authFailed(source, user string, knownUser bool, err error) error {
+	e.auth.failed(source, user, knownUser)
+	e.noisy.Info("sip: digest authentication failed", "source", source, "error", err)
+	return err
+}
+
+// sourceHost is the host of a "host:port" source address.
+func sourceHost(source string) string {
+	host, _, err := net.SplitHostPort(source)
+	if err != nil {
+		return source
+	}
+	return host
 }
 
 // answerCodecs is what an inbound call may negotiate. telephone-event is
