@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,7 +21,9 @@ import (
 	"redial/internal/app"
 	"redial/internal/config"
 	"redial/internal/dialer"
+	"redial/internal/logtext"
 	"redial/internal/sim"
+	"redial/internal/sip"
 	"redial/internal/store"
 )
 
@@ -55,6 +59,8 @@ func demo(ctx context.Context, args []string) error {
 		level = "info"
 	}
 	log := newLogger(level)
+	store.RouteClientLogs(log)
+	sip.SetLibraryLogger(log, logtext.LimitConfig{})
 
 	carrier, err := sim.New(sim.Config{Addr: "127.0.0.1:0", AnswerPct: 60, BusyPct: 20, Ring: 600 * time.Millisecond,
 		Talk: 2 * time.Second, ToneHz: 440, Seed: *seed, RTPMin: 10000, RTPMax: 12999}, log)
@@ -86,6 +92,12 @@ func demo(ctx context.Context, args []string) error {
 		return fmt.Errorf("demo: write dialplan: %w", err)
 	}
 	rdb.Del(ctx, ds.CampaignsListKey())
+	// A token before the node starts, so the node never runs open: the
+	// demo uses the API as an integrator would.
+	token, err := demoToken(ctx, ds)
+	if err != nil {
+		return err
+	}
 
 	cfg := &config.Node{Redis: *redisURL, Host: "demo", Domain: "default",
 		SIP: []config.Listener{{Network: "udp", Addr: "127.0.0.1:0"}}, SIPPublicIP: "127.0.0.1",
@@ -97,7 +109,9 @@ func demo(ctx context.Context, args []string) error {
 	}
 	nodeDone := make(chan error, 1)
 	go func() { nodeDone <- node.Run(ctx) }()
-	fmt.Printf("redial node: SIP %s, API http://%s\n\n", node.SIP.Addr("udp"), node.Web.Addr())
+	api := "http://" + node.Web.Addr()
+	fmt.Printf("redial node: SIP %s, API %s\n", node.SIP.Addr("udp"), api)
+	fmt.Printf("API token (rest,dashboard): %s\n  try: curl -H 'Authorization: Bearer %s' %s/api/v1/tasks\n\n", token, token, api)
 
 	// The campaign: a task over the numbers, exactly as an integrator would
 	// load it (template hash + change notice), then the numbers on its queue.
@@ -117,12 +131,16 @@ func demo(ctx context.Context, args []string) error {
 	start := time.Now()
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
+	var status dialer.TaskStatus
 	for {
-		var status dialer.TaskStatus
-		for _, s := range node.Dialer.Statuses(ctx) {
-			if s.Name == "demo" {
-				status = s
+		if s, err := demoTaskStatus(ctx, api, token, "demo"); err != nil {
+			if ctx.Err() != nil {
+				fmt.Println()
+				return ctx.Err()
 			}
+			return fmt.Errorf("demo: task status from the API: %w", err)
+		} else if s != nil {
+			status = *s
 		}
 		done := len(must(rdb.LRange(ctx, ds.CampaignsListKey(), 0, -1).Result()))
 		fmt.Printf("\r%s", progressLine(done, *calls, status, time.Since(start)))
@@ -151,6 +169,74 @@ func demo(ctx context.Context, args []string) error {
 	cancel()
 	<-nodeDone
 	return nil
+}
+
+// demoTokenName is the token the demo creates and uses.
+const demoTokenName = "demo"
+
+// demoToken returns a rest,dashboard token for the demo: a new one, or the
+// one an earlier demo run against the same Redis created, whose secret it
+// kept in the user's cache directory. A "demo" token whose secret is not
+// known here is replaced.
+func demoToken(ctx context.Context, st *store.Store) (string, error) {
+	caps := []string{store.CapabilityRest, store.CapabilityDashboard}
+	cache := ""
+	if dir, err := os.UserCacheDir(); err == nil {
+		cache = filepath.Join(dir, "redial", "demo-token")
+	}
+	tok, _, err := st.CreateToken(ctx, demoTokenName, caps, "default")
+	if errors.Is(err, store.ErrTokenExists) {
+		if b, rerr := os.ReadFile(cache); rerr == nil && cache != "" {
+			old := strings.TrimSpace(string(b))
+			if t, found, lerr := st.LookupToken(ctx, store.TokenDigest(old)); lerr == nil && found && t.Name == demoTokenName &&
+				t.Has(store.CapabilityRest) && t.Has(store.CapabilityDashboard) && t.Domain == "default" {
+				fmt.Println("reusing the API token an earlier demo created")
+				return old, nil
+			}
+		}
+		fmt.Printf("replacing the %q API token an earlier demo left in this Redis (its secret is not known here)\n", demoTokenName)
+		if err := st.RevokeToken(ctx, demoTokenName); err != nil {
+			return "", fmt.Errorf("demo: %w", err)
+		}
+		tok, _, err = st.CreateToken(ctx, demoTokenName, caps, "default")
+	}
+	if err != nil {
+		return "", fmt.Errorf("demo: %w", err)
+	}
+	if cache != "" {
+		// Best effort: without it the next run against this Redis simply
+		// replaces the token.
+		if os.MkdirAll(filepath.Dir(cache), 0o700) == nil {
+			os.WriteFile(cache, []byte(tok+"\n"), 0o600)
+		}
+	}
+	return tok, nil
+}
+
+// demoTaskStatus reads one task's status from the node's API with the
+// token; nil when the node does not list the task yet.
+func demoTaskStatus(ctx context.Context, api, token, name string) (*dialer.TaskStatus, error) {
+	resp, err := apiDo(ctx, http.MethodGet, api+"/api/v1/tasks", token, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return nil, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
+	}
+	var body struct {
+		Tasks []dialer.TaskStatus `json:"tasks"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return nil, err
+	}
+	for _, t := range body.Tasks {
+		if t.Name == name {
+			return &t, nil
+		}
+	}
+	return nil, nil
 }
 
 func progressLine(done, total int, st dialer.TaskStatus, el time.Duration) string {

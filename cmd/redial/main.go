@@ -13,21 +13,27 @@ import (
 
 	"redial/internal/app"
 	"redial/internal/config"
+	"redial/internal/logtext"
+	"redial/internal/sip"
+	"redial/internal/store"
 )
 
 const usage = `redial: call automation over SIP and Redis
 
 usage:
   redial serve [flags]        run a node (flags also as REDIAL_* env vars; see redial serve -h)
-  redial originate [flags]    place a call through a running node's API
+  redial originate [flags]    place a call through a running node's API (--token or REDIAL_TOKEN)
   redial task set NAME --file task.json [--host H]   write a task and publish the change notice
   redial task list            tasks as this node merges them (template + @host)
-  redial task status          each task's state and why it is not dialing (from a node's API)
+  redial task status          each task's state and why it is not dialing (from a node's API; --token)
   redial numbers push QUEUE [FILE|-]   push numbers (text, CSV or JSON lines)
   redial numbers stats QUEUE  waiting, claimed, delayed, interrupted and invalid counts
   redial schedule add --at TIME --number N --config C [--expires T]   schedule a call
   redial schedule list        scheduled calls, soonest first
   redial event push voicemail_saved --account A --vmbox V   queue a voicemail event
+  redial token create NAME --capability rest,ivrapi,files,dashboard [--domain D]   print a new API token (once)
+  redial token list           API tokens: name, capabilities, domain, created (never the token)
+  redial token revoke NAME    revoke a token on every node within a second
   redial nodes [--json]       the cluster's nodes: alive or dead since when, age, SIP and HTTP addresses, version
   redial demo [flags]         run the self-contained demo (own redis-server and simulated carrier)
   redial sim [flags]          run the simulated carrier and destination alone
@@ -38,6 +44,8 @@ func main() {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	}
+	// The CLI's own Redis clients; serve and demo route to their logger.
+	store.RouteClientLogs(newLogger("warn"))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var err error
@@ -60,6 +68,8 @@ func main() {
 		err = eventCmd(ctx, os.Args[2:])
 	case "nodes":
 		err = nodesCmd(ctx, os.Args[2:])
+	case "token":
+		err = tokenCmd(ctx, os.Args[2:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
@@ -90,6 +100,8 @@ func serve(ctx context.Context, args []string) error {
 		return err
 	}
 	log := newLogger(cfg.LogLevel)
+	store.RouteClientLogs(log)
+	sip.SetLibraryLogger(log, logtext.LimitConfig{})
 	a, err := app.New(cfg, log)
 	if err != nil {
 		return err

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"redial/internal/auth"
 	"redial/internal/call"
 	"redial/internal/callback"
 	"redial/internal/cluster"
@@ -52,6 +53,10 @@ type App struct {
 	Dialer   *dialer.Dialer
 	Schedule *schedule.Scheduler
 	Callback *callback.Runner
+	Auth     *auth.Authenticator
+	// DataLoss watches Redis for a restart that lost every key this node
+	// knew, and raises the /healthz alarm.
+	DataLoss *cluster.DataLossDetector
 	Web      *web.Server
 
 	// Directory registers this node and watches the others; Bus carries
@@ -106,7 +111,7 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 	if a.Ports, err = media.NewPortPool(cfg.RTPMin, cfg.RTPMax); err != nil {
 		return nil, fmt.Errorf("app: rtp ports: %w", err)
 	}
-	if a.SIP, err = sip.New(sip.Config{Listeners: cfg.SIP, PublicIP: cfg.SIPPublicIP}, sip.Deps{Logger: log, Ports: a.Ports, Secret: a.Store.DigestSecret}); err != nil {
+	if a.SIP, err = sip.New(sip.Config{Listeners: cfg.SIP, PublicIP: cfg.SIPPublicIP}, sip.Deps{Logger: log, Ports: a.Ports, Secret: a.Store.DigestSecret, Registry: a.Registry}); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
 	if a.Directory, err = cluster.NewDirectory(cluster.DirectoryConfig{Self: a.nodeInfo(), TTL: cfg.HeartbeatTTL},
@@ -148,8 +153,17 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 		callback.Deps{Store: a.Store, Calls: a.Calls, Recoverer: a.Recoverer, Settler: a.Notify, Logger: log, Registry: a.Registry, Now: o.now}); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
+	if a.Auth, err = auth.New(auth.Config{Listen: cfg.HTTP, Domain: cfg.Domain, Host: cfg.Host, PublicURL: cfg.HTTPPublicURL,
+		AllowHosts: cfg.HTTPAllowHosts}, auth.Deps{Store: a.Store, Logger: log, Registry: a.Registry}); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+	if a.DataLoss, err = cluster.NewDataLossDetector(cluster.DataLossConfig{Host: cfg.Host},
+		cluster.DataLossDeps{Store: a.Store, Logger: log, Registry: a.Registry}); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
 	if a.Web, err = web.New(web.Config{Addr: cfg.HTTP}, web.Deps{Calls: a.Calls, Dialer: a.Dialer, Schedule: a.Schedule, Callback: a.Callback, Lines: a.Lines, Dialplan: a.Dialplan,
-		Store: a.Store, Notify: a.Notify, Registry: a.Registry, Logger: log, Directory: a.Directory}); err != nil {
+		Store: a.Store, Notify: a.Notify, Registry: a.Registry, Logger: log, Directory: a.Directory, Auth: a.Auth,
+		Alarms: a.DataLoss.Alarms}); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
 	// The HTTP address is known now that web has bound it.
@@ -159,6 +173,8 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 	a.parts = []part{
 		{"notify", a.Notify.Run},
 		{"directory", a.Directory.Run},
+		// Early, so it records what exists before anything else writes.
+		{"dataloss", a.DataLoss.Run},
 		{"bus", a.Bus.Run},
 		{"recoverer", a.Recoverer.Run},
 		{"lines", func(ctx context.Context) error {
@@ -177,6 +193,7 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 		{"dialer", a.Dialer.Run},
 		{"schedule", a.Schedule.Run},
 		{"callback", a.Callback.Run},
+		{"auth", a.Auth.Run},
 		{"web", a.Web.Run},
 	}
 	registerRuntimeGauges(a)
@@ -195,9 +212,19 @@ func (a *App) nodeInfo() cluster.NodeInfo {
 	}
 	if a.Web != nil {
 		info.HTTP = a.Web.Addr()
-		info.PublicURL = "http://" + reachable(info.HTTP, a.Cfg.SIPPublicIP)
+		info.PublicURL = a.PublicURL()
 	}
 	return info
+}
+
+// PublicURL is the base of the links this node hands out: --http-public-url,
+// or derived from the bound address when --http asked for port 0.
+func (a *App) PublicURL() string {
+	if a.Cfg.HTTPPublicURL != "" || a.Web == nil {
+		return a.Cfg.HTTPPublicURL
+	}
+	host, port, _ := net.SplitHostPort(a.Web.Addr())
+	return config.DefaultPublicURL(host, port, a.Cfg.SIPPublicIP)
 }
 
 // reachable replaces an unspecified host (0.0.0.0, ::) in addr by ip.

@@ -1,15 +1,19 @@
 package app
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
 
+	"redial/internal/cluster"
 	"redial/internal/config"
 	"redial/internal/store"
 	"redial/internal/testenv"
@@ -36,6 +40,19 @@ func TestSurvivorRecoversEveryLedgerOnce(t *testing.T) {
 		}
 		if n, _ := r.Client.Exists(ctx, vs.AliveKey("victim")).Result(); n != 1 {
 			return fmt.Errorf("victim not heartbeating")
+		}
+		return nil
+	})
+	// Claims written before the victim has settled its own leftovers in
+	// a ledger would be settled by the victim itself; its metrics say
+	// when all four ledgers are settled.
+	testenv.WaitFor(t, 30*time.Second, func() error {
+		m, err := processMetrics(ctx, vs, "victim")
+		if err != nil {
+			return err
+		}
+		if m["redial_claims_ledgers"] != 4 || m["redial_claims_ledgers_unsettled"] != 0 {
+			return fmt.Errorf("victim's ledgers: %v registered, %v unsettled", m["redial_claims_ledgers"], m["redial_claims_ledgers_unsettled"])
 		}
 		return nil
 	})
@@ -141,6 +158,43 @@ func TestSurvivorRecoversEveryLedgerOnce(t *testing.T) {
 }
 
 // recoveredCounts reads redial_claims_recovered_total by "ledger/to".
+// processMetrics reads the unlabelled gauges and counters of a node's
+// /metrics, at the HTTP address it registered in the node directory.
+func processMetrics(ctx context.Context, st *store.Store, host string) (map[string]float64, error) {
+	recs, err := st.NodeRecords(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var info cluster.NodeInfo
+	for _, rec := range recs {
+		if rec.Host == host {
+			if err := json.Unmarshal([]byte(rec.Info), &info); err != nil {
+				return nil, fmt.Errorf("node %s: %w", host, err)
+			}
+		}
+	}
+	if info.HTTP == "" {
+		return nil, fmt.Errorf("node %s has not registered its HTTP address", host)
+	}
+	resp, err := http.Get("http://" + info.HTTP + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), " ")
+		if !ok || strings.HasPrefix(name, "#") || strings.Contains(name, "{") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(value, 64); err == nil {
+			out[name] = v
+		}
+	}
+	return out, sc.Err()
+}
+
 func recoveredCounts(t *testing.T, n *node) map[string]float64 {
 	t.Helper()
 	mfs, err := n.Registry.Gather()

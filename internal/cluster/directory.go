@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"redial/internal/logtext"
 	"redial/internal/store"
 )
 
@@ -131,7 +132,8 @@ type Directory struct {
 	// streakStart is the first heartbeat of the current run of successful
 	// ones (zero after a failure); lastOK is the latest success.
 	streakStart, lastOK time.Time
-	failing             bool
+	// outage logs failed heartbeats once per Redis outage.
+	outage *logtext.Outage
 	// beats counts successful heartbeats.
 	beats     uint64
 	deathSubs map[int]chan string
@@ -169,6 +171,7 @@ func NewDirectory(cfg DirectoryConfig, deps DirectoryDeps) (*Directory, error) {
 		mHBFailed: prometheus.NewCounter(prometheus.CounterOpts{Name: "redial_cluster_heartbeat_failures_total",
 			Help: "Heartbeats of this node that failed to reach Redis."}),
 	}
+	d.outage = logtext.NewOutage(d.log, logtext.OutageConfig{Name: "cluster"})
 	if err := d.SetSelf(cfg.Self); err != nil {
 		return nil, err
 	}
@@ -265,13 +268,8 @@ func (d *Directory) beat(ctx context.Context) {
 		}
 		d.mHBFailed.Inc()
 		d.streakStart = time.Time{}
-		if !d.failing {
-			d.log.Warn("cluster: heartbeat failed; not trusting dead-node checks until heartbeats are back for one TTL",
-				"host", d.Self(), "error", err)
-		} else {
-			d.log.Debug("cluster: heartbeat failed", "host", d.Self(), "error", err)
-		}
-		d.failing = true
+		d.outage.Fail("cluster: heartbeat failed; not trusting dead-node checks until heartbeats are back for one TTL",
+			err, "host", d.Self())
 		return
 	}
 	// A new streak starts after a failure, after a gap long enough for our
@@ -285,10 +283,7 @@ func (d *Directory) beat(ctx context.Context) {
 	}
 	d.lastOK = now
 	d.beats++
-	if d.failing {
-		d.log.Info("cluster: heartbeat back", "host", d.Self())
-		d.failing = false
-	}
+	d.outage.OK()
 	d.readyOnce.Do(func() { close(d.ready) })
 }
 

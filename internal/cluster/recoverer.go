@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"redial/internal/logtext"
 	"redial/internal/store"
 )
 
@@ -68,6 +69,9 @@ type Recoverer struct {
 	cfg  RecovererConfig
 	deps RecovererDeps
 	log  *slog.Logger
+	// outage logs failed passes once per Redis outage, not once per
+	// ledger and pass.
+	outage *logtext.Outage
 
 	mu      sync.Mutex
 	ledgers map[string]*registration
@@ -110,8 +114,15 @@ func NewRecoverer(cfg RecovererConfig, deps RecovererDeps) (*Recoverer, error) {
 			Help: "Recovery passes skipped because this node's own heartbeat has not been steady for one TTL yet (after an outage)."}),
 	}
 	if deps.Registry != nil {
-		deps.Registry.MustRegister(r.mRecovered, r.mErrors, r.mDeferred)
+		deps.Registry.MustRegister(r.mRecovered, r.mErrors, r.mDeferred,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "redial_claims_ledgers",
+				Help: "Claim ledgers this node looks after (queues of its tasks, schedule, callback events and plans)."},
+				func() float64 { n, _ := r.ledgerCounts(); return float64(n) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "redial_claims_ledgers_unsettled",
+				Help: "Ledgers whose claims left by this node's previous run are not settled yet; nothing is claimed from them until they are."},
+				func() float64 { _, n := r.ledgerCounts(); return float64(n) }))
 	}
+	r.outage = logtext.NewOutage(r.log, logtext.OutageConfig{Name: "cluster"})
 	return r, nil
 }
 
@@ -154,6 +165,22 @@ func (r *Recoverer) Register(l Recoverable) (wait func(ctx context.Context) erro
 		})
 	}
 	return wait, unregister
+}
+
+// ledgerCounts returns how many ledgers are registered and how many of
+// them still wait for their own leftovers to be settled.
+func (r *Recoverer) ledgerCounts() (all, unsettled int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, reg := range r.ledgers {
+		all++
+		select {
+		case <-reg.settled:
+		default:
+			unsettled++
+		}
+	}
+	return all, unsettled
 }
 
 func (r *Recoverer) poke() {
@@ -226,10 +253,11 @@ func (r *Recoverer) settleOwn(ctx context.Context) {
 		if err != nil {
 			if ctx.Err() == nil {
 				r.mErrors.WithLabelValues(reg.l.Name()).Inc()
-				r.log.Warn("cluster: settling this node's leftover claims failed; retrying", "ledger", reg.l.Name(), "error", err)
+				r.outage.Fail("cluster: settling this node's leftover claims failed; retrying", err, "ledger", reg.l.Name())
 			}
 			continue
 		}
+		r.outage.OK()
 		r.count(reg.l.Name(), res)
 		if res.Total() > 0 {
 			r.log.Warn("cluster: settled claims left by this node's previous run", "ledger", reg.l.Name(),
@@ -249,7 +277,9 @@ func (r *Recoverer) recoverAll(ctx context.Context) {
 	for _, reg := range r.snapshot() {
 		if err := r.recoverLedger(ctx, reg.l); err != nil && ctx.Err() == nil {
 			r.mErrors.WithLabelValues(reg.l.Name()).Inc()
-			r.log.Warn("cluster: recovering dead nodes' claims failed", "ledger", reg.l.Name(), "error", err)
+			r.outage.Fail("cluster: recovering dead nodes' claims failed; retrying", err, "ledger", reg.l.Name())
+		} else if err == nil {
+			r.outage.OK()
 		}
 	}
 }

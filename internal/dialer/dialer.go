@@ -66,6 +66,9 @@ type Dialer struct {
 	deps Deps
 	log  *slog.Logger
 	now  func() time.Time
+	// outage logs Redis failures of every task and of the task sync
+	// once per outage, not once per retry.
+	outage *logtext.Outage
 
 	mu      sync.Mutex
 	runners map[string]*runner
@@ -112,6 +115,7 @@ func New(cfg Config, deps Deps) (*Dialer, error) {
 	d := &Dialer{cfg: cfg, deps: deps, log: deps.Logger.With("component", "dialer"), now: deps.Now,
 		runners: map[string]*runner{}, errors: map[string]string{},
 		resyncNow: make(chan struct{}, 1), synced: make(chan struct{})}
+	d.outage = logtext.NewOutage(d.log, logtext.OutageConfig{Name: "dialer"})
 	d.m = metrics{
 		claimed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "redial_dialer_numbers_claimed_total",
 			Help: "Numbers claimed from task queues."}, []string{"task"}),
@@ -140,7 +144,9 @@ func (d *Dialer) Run(ctx context.Context) error {
 	defer t.Stop()
 	for {
 		if err := d.sync(ctx); err != nil && ctx.Err() == nil {
-			d.log.Warn("dialer: task sync failed; will retry", "error", err)
+			d.outage.Fail("dialer: reading tasks failed; retrying", err)
+		} else if err == nil {
+			d.outage.OK()
 		}
 		select {
 		case <-ctx.Done():
@@ -215,6 +221,17 @@ func (d *Dialer) sync(ctx context.Context) error {
 		}()
 	}
 	d.errors = errs
+	if len(names) == 0 && len(d.runners) > 0 {
+		// Operators retire tasks one at a time; all of them at once is
+		// what a Redis that lost its data looks like.
+		gone := make([]string, 0, len(d.runners))
+		for name := range d.runners {
+			gone = append(gone, name)
+		}
+		sort.Strings(gone)
+		d.log.Warn("dialer: every task vanished from Redis at once; if nobody deleted them, Redis lost its data",
+			"tasks", gone, "template_key", d.deps.Store.TaskTemplateKey(), "host_key", d.deps.Store.TaskHostKey(d.cfg.Host))
+	}
 	for name, r := range d.runners {
 		if !names[name] {
 			// Deleted: stop claiming; calls in progress finish.

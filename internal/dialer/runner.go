@@ -171,10 +171,12 @@ func (r *runner) run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
+			r.d.outage.Fail("dialer: claiming numbers failed; retrying", err, "task", r.name, "queue", tk.Queue)
 			r.setState("waiting", "redis unreachable: "+err.Error(), time.Time{})
 			r.sleep(ctx, time.Second)
 			continue
 		}
+		r.d.outage.OK()
 		if !ok {
 			r.setState("idle", "queue empty", time.Time{})
 			continue
@@ -198,7 +200,7 @@ type queueLedger struct {
 func (r *runner) adopt(ctx context.Context, tk *Task) (queueLedger, func()) {
 	l := r.d.deps.Store.QueueLedger(tk.Queue, tk.RedialInterrupted)
 	if err := l.EnsureHolder(ctx); err != nil {
-		r.d.log.Warn("dialer: registering as queue holder failed", "task", r.name, "error", err)
+		r.d.outage.Fail("dialer: registering as queue holder failed", err, "task", r.name, "queue", tk.Queue)
 	}
 	wait, unregister := r.d.deps.Recoverer.Register(l)
 	if err := wait(ctx); err != nil && ctx.Err() == nil {

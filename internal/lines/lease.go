@@ -193,10 +193,11 @@ func (m *Manager) renew(ctx context.Context) {
 	results, err := m.st.RenewLineLeases(rctx, renewals, m.cfg.LeaseTTL)
 	if err != nil {
 		if ctx.Err() == nil {
-			m.log.Warn("lines: renew leases", "leases", m.Held(), "err", err)
+			m.outage.Fail("lines: renewing leases failed; retrying", err, "leases", m.Held())
 		}
 		return
 	}
+	m.outage.OK()
 	var late []store.LineLease // released while the renewal was in flight
 	for i, r := range results {
 		if r.Err != nil {

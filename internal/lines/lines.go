@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"redial/internal/logtext"
 	"redial/internal/store"
 )
 
@@ -65,6 +66,9 @@ type Manager struct {
 	cfg Config
 	st  *store.Store
 	log *slog.Logger
+	// outage logs failed reloads and lease renewals once per Redis
+	// outage, not once per retry.
+	outage *logtext.Outage
 
 	configErrors prometheus.Counter
 	inUse        *prometheus.GaugeVec
@@ -144,6 +148,7 @@ func New(cfg Config, deps Deps) (*Manager, error) {
 		seenWarn: map[string]string{},
 		rt:       map[string]*lineLive{},
 		held:     map[string]*Lease{},
+		outage:   logtext.NewOutage(log, logtext.OutageConfig{Name: "lines"}),
 	}
 	errs, err := register(deps.Registry, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "redial_config_errors_total",
@@ -187,7 +192,9 @@ func register[C prometheus.Collector](reg *prometheus.Registry, c C) (C, error) 
 // shutdown.
 func (m *Manager) Run(ctx context.Context) error {
 	if err := m.Reload(ctx); err != nil && ctx.Err() == nil {
-		m.log.Warn("lines: initial load failed; retrying", "err", err)
+		m.outage.Fail("lines: initial load failed; retrying", err)
+	} else if err == nil {
+		m.outage.OK()
 	}
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -213,7 +220,9 @@ func (m *Manager) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 			if err := m.Reload(ctx); err != nil && ctx.Err() == nil {
-				m.log.Warn("lines: reload failed; keeping the previous lines", "err", err)
+				m.outage.Fail("lines: reload failed; keeping the previous lines", err)
+			} else if err == nil {
+				m.outage.OK()
 			}
 		}
 	}
@@ -300,7 +309,13 @@ func (m *Manager) reloadLocked(ctx context.Context) error {
 			}
 		}
 	}
-	if old == nil || len(old.lines) != len(snap.lines) || len(old.bad) != len(snap.bad) {
+	switch {
+	case old != nil && len(old.lines)+len(old.bad) > 0 && len(raw) == 0:
+		// Operators retire lines one at a time; all of them at once is
+		// what a Redis that lost its data looks like.
+		m.log.Warn("lines: every line vanished from Redis at once; if nobody deleted them, Redis lost its data",
+			"key", key, "lines_before", len(old.lines)+len(old.bad))
+	case old == nil || len(old.lines) != len(snap.lines) || len(old.bad) != len(snap.bad):
 		m.log.Info("lines: loaded", "key", key, "lines", len(snap.lines), "malformed", len(snap.bad), "groups", len(snap.groups))
 	}
 	if _, err := m.countInUse(ctx, snap); err != nil {

@@ -25,6 +25,11 @@ type LimitConfig struct {
 	MaxKeys int
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
+	// Key names the kind of a record that Burst applies to; default its
+	// message. A library that writes changing details (addresses,
+	// counters) into one message text needs a key that ignores them, or
+	// every line would be a kind of its own.
+	Key func(r slog.Record) string
 }
 
 // LimitHandler is a slog.Handler for loggers that outsiders can drive
@@ -90,7 +95,11 @@ func (h *LimitHandler) Enabled(ctx context.Context, level slog.Level) bool {
 // Handle passes r on, truncated, unless its message is over its burst.
 func (h *LimitHandler) Handle(ctx context.Context, r slog.Record) error {
 	msg := Truncate(r.Message, h.state.cfg.MaxValue)
-	suppressed, ok := h.state.admit(limitKey{level: r.Level, msg: msg})
+	key := msg
+	if h.state.cfg.Key != nil {
+		key = Truncate(h.state.cfg.Key(r), h.state.cfg.MaxValue)
+	}
+	suppressed, ok := h.state.admit(limitKey{level: r.Level, msg: key})
 	if !ok {
 		return nil
 	}

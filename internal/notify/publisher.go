@@ -61,6 +61,9 @@ type Publisher struct {
 	log   *slog.Logger
 	m     metrics
 	kick  chan struct{}
+	// outage logs failed pushes once per Redis outage, not once per
+	// notification or retry.
+	outage *logtext.Outage
 
 	mu     sync.Mutex
 	sp     *spool
@@ -115,7 +118,7 @@ func New(cfg Config, deps Deps) (*Publisher, error) {
 		return nil, err
 	}
 	p := &Publisher{cfg: cfg, store: deps.Store, log: logger, m: m, kick: make(chan struct{}, 1), sp: sp,
-		spoolEmpty: make(chan struct{})}
+		spoolEmpty: make(chan struct{}), outage: logtext.NewOutage(logger, logtext.OutageConfig{Name: "notify"})}
 	m.spoolItems.Set(float64(sp.pending))
 	if sp.pending > 0 {
 		logger.Info("notify: spool holds undelivered notifications from a previous run",
@@ -254,6 +257,7 @@ func (p *Publisher) publish(ctx context.Context, kind string, payload []byte, at
 		err := p.push(pctx, kind, payload)
 		cancel()
 		if err == nil {
+			p.outage.OK()
 			p.m.notifications.WithLabelValues(kind, "published").Inc()
 			return nil
 		}
@@ -262,7 +266,7 @@ func (p *Publisher) publish(ctx context.Context, kind string, payload []byte, at
 			return err
 		}
 		p.m.redisErrors.WithLabelValues(pushOp(kind)).Inc()
-		p.log.Warn("notify: Redis push failed; spooling", append(attrs, "kind", kind, "err", err)...)
+		p.outage.Fail("notify: Redis push failed; notifications are spooled until it is back", err, append(attrs, "kind", kind)...)
 	}
 
 	p.mu.Lock()
@@ -343,10 +347,18 @@ func (p *Publisher) Run(ctx context.Context) error {
 			return p.flush(ctx)
 		}
 		if drained {
+			var recheck <-chan time.Time
+			if p.outage.Down() {
+				// The outage ends (and says so) on a success at least
+				// its quiet time after the last failure: keep checking.
+				retry.Reset(p.cfg.RetryEvery)
+				recheck = retry.C
+			}
 			select {
 			case <-ctx.Done():
 				return p.flush(ctx)
 			case <-p.kick:
+			case <-recheck:
 			}
 			continue
 		}
@@ -398,6 +410,14 @@ func (p *Publisher) drain(ctx context.Context) bool {
 			}
 			p.mu.Unlock()
 			p.recovered()
+			if p.outage.Down() {
+				// Nothing to replay: ask Redis itself.
+				if perr := p.store.Ping(ctx); perr != nil {
+					p.outage.Fail("notify: Redis unreachable; notifications are spooled until it is back", perr)
+				} else {
+					p.outage.OK()
+				}
+			}
 			return true
 		}
 		if errors.Is(err, errCorrupt) {
@@ -434,13 +454,11 @@ func (p *Publisher) drain(ctx context.Context) bool {
 		}
 		if err != nil {
 			p.m.redisErrors.WithLabelValues(pushOp(rec.Kind)).Inc()
-			if !p.down {
-				p.down = true
-				p.log.Warn("notify: Redis unreachable; notifications are spooled until it is back",
-					"spooled", p.Spooled(), "err", err)
-			}
+			p.down = true
+			p.outage.Fail("notify: Redis unreachable; notifications are spooled until it is back", err, "spooled", p.Spooled())
 			return false
 		}
+		p.outage.OK()
 		p.mu.Lock()
 		aerr := p.sp.advance(end)
 		p.m.spoolItems.Set(float64(p.sp.pending))
