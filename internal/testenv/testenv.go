@@ -9,6 +9,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -16,10 +17,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"redial/internal/logtext"
 )
 
 // RequireTool returns the path of a command the test needs, failing the test
@@ -124,9 +128,18 @@ type RedisOptions struct {
 	AOF bool
 }
 
+// routeClientLogs sends go-redis's process-wide log lines through slog,
+// rate-limited, once per test binary, as store.RouteClientLogs does for
+// a node (testenv cannot import store, whose tests import testenv):
+// otherwise a test that stops Redis prints a raw line per failed dial.
+var routeClientLogs sync.Once
+
 // StartRedisWith is StartRedis with options.
 func StartRedisWith(t testing.TB, o RedisOptions) *Redis {
 	t.Helper()
+	routeClientLogs.Do(func() {
+		redis.SetLogger(logtext.NewPrintfLogger(slog.New(slog.NewTextHandler(os.Stderr, nil)), "redis client", logtext.LimitConfig{}))
+	})
 	bin := RequireTool(t, "redis-server")
 	port := FreePort(t)
 	r := &Redis{port: port, dir: t.TempDir(), aof: o.AOF}
@@ -190,6 +203,43 @@ func (r *Redis) Stop() {
 func (r *Redis) Restart(t testing.TB) {
 	t.Helper()
 	r.start(t, RequireTool(t, "redis-server"))
+}
+
+// Pause stops the server with SIGSTOP: it keeps its connections but
+// answers nothing, as a Redis behind a stalled network would, until
+// Resume.
+func (r *Redis) Pause(t testing.TB) {
+	t.Helper()
+	if r.cmd == nil || r.cmd.Process.Signal(syscall.SIGSTOP) != nil {
+		t.Fatalf("testenv: SIGSTOP redis-server %s: not running", r.Addr)
+	}
+}
+
+// Resume continues a paused server (SIGCONT).
+func (r *Redis) Resume(t testing.TB) {
+	t.Helper()
+	if r.cmd == nil || r.cmd.Process.Signal(syscall.SIGCONT) != nil {
+		t.Fatalf("testenv: SIGCONT redis-server %s: not running", r.Addr)
+	}
+}
+
+// RestartEmpty starts a stopped server again with its data files deleted:
+// a Redis that lost its disk (or ran without persistence) comes back empty.
+func (r *Redis) RestartEmpty(t testing.TB) {
+	t.Helper()
+	if r.cmd != nil {
+		t.Fatalf("testenv: RestartEmpty of a running redis-server %s: Stop it first", r.Addr)
+	}
+	entries, err := os.ReadDir(r.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(r.dir, e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.Restart(t)
 }
 
 // WaitFor polls cond until it returns nil or the timeout passes, then fails
@@ -313,7 +363,9 @@ func StartSipp(t testing.TB, o SippOptions) *Sipp {
 		WaitFor(t, 10*time.Second, func() error {
 			select {
 			case <-s.done:
-				return nil
+				// A UAS that exits before it listens never served a
+				// call; say why now rather than as a timeout later.
+				t.Fatalf("testenv: sipp %s exited at start (%v):\n%s", filepath.Base(o.Scenario), s.err, truncate([]byte(s.Output()), 4000))
 			default:
 			}
 			if argValue(o.Args, "-t") == "t1" || argValue(o.Args, "-t") == "tn" {
