@@ -181,7 +181,7 @@ func TestDirectoryAnnouncesOldDeathsAndForgetsAfterADay(t *testing.T) {
 	if _, err := st.NodeHeartbeat(ctx, "ancient", []byte(`{"host":"ancient"}`), testTTL, time.Now().Add(-25*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	r.Client.Del(ctx, st.AliveKey("recent"), st.AliveKey("ancient"))
+	r.Client.Del(ctx, st.AliveKey("recent"), st.AliveKey("ancient"), st.LegacyAliveKey("recent"), st.LegacyAliveKey("ancient"))
 	a := startNode(t, r, "a", false, NodeInfo{})
 	deaths, unsubscribe := a.dir.Deaths()
 	defer unsubscribe()

@@ -299,6 +299,13 @@ func (r *Recoverer) recoverLedger(ctx context.Context, l Recoverable) error {
 		if h == lv.Self() || alive[h] {
 			continue
 		}
+		// The pass may have stalled on Redis since recoverAll checked:
+		// a heartbeat of ours that failed meanwhile means the holder's
+		// silence may be the same outage, not its death.
+		if !lv.Trusted() {
+			r.mDeferred.Inc()
+			return errors.Join(errs...)
+		}
 		res, err := l.Recover(ctx, h)
 		r.count(l.Name(), res)
 		if err != nil {

@@ -257,7 +257,9 @@ func (r *runner) handle(ctx context.Context, tk *Task, led *store.Ledger, raw st
 // giveBack returns a never-dialed claim to the queue and paces this call
 // slot, so a missing line or slot does not spin (other slots keep going).
 func (r *runner) giveBack(ctx context.Context, led *store.Ledger, raw string) {
-	if err := led.Return(ctx, raw, time.Time{}); err != nil && !errors.Is(err, store.ErrClaimGone) {
+	// Through the spool like an ack: a return lost to a Redis failover
+	// would leave the claim on this live node, which nobody recovers.
+	if err := r.d.deps.Settler.Settle(ctx, led.ReturnOp(raw, time.Time{})); err != nil && !errors.Is(err, store.ErrClaimGone) {
 		r.d.log.Error("dialer: returning an undialed number failed; recovery will requeue it", "task", r.name, "error", err)
 	}
 	t := time.NewTimer(noLineBackoff)

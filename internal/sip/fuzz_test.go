@@ -15,6 +15,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	gosip "github.com/emiago/sipgo/sip"
@@ -173,10 +174,11 @@ func FuzzDigestRoundTrip(f *testing.F) {
 	f.Add("Trunk", "sip:7100@127.0.0.1", fuzzPassword)
 	f.Add("trunk", "sip:%41@[::1]:5060", "")
 	f.Fuzz(func(t *testing.T, user, uri, password string) {
-		// A quoted-string cannot carry these as they are, nor bytes that
-		// are not UTF-8 (RFC 3261 §25.1 qdtext).
+		// A quoted-string cannot carry these as they are, nor control
+		// characters or bytes that are not UTF-8 (RFC 3261 §25.1 qdtext).
 		for _, s := range []string{user, uri} {
-			if strings.ContainsAny(s, "\"\\\r\n\x00") || strings.TrimSpace(s) != s || !utf8.ValidString(s) {
+			if strings.ContainsAny(s, "\"\\") || strings.TrimSpace(s) != s || !utf8.ValidString(s) ||
+				strings.IndexFunc(s, unicode.IsControl) >= 0 {
 				return
 			}
 		}

@@ -52,7 +52,7 @@ func TestEventAndPlanKeysShareTheirHashSlots(t *testing.T) {
 	pl := s.PlansLedger()
 	pk := pl.Keys("n2")
 	if pl.Name() != "plans" || pl.Shape() != ShapeZSet || pk.Source != s.PlansDueKey() || pk.Payload != s.PlansKey() ||
-		pk.Processing != "redial:{callback}:claimed:n2" || pk.Alive != "redial:node:n2:alive" {
+		pk.Processing != "redial:{callback}:claimed:n2" || pk.Alive != "redial:{nodes}:alive:n2" {
 		t.Fatalf("plans ledger %q %q keys %+v", pl.Name(), pl.Shape(), pk)
 	}
 	for _, k := range []string{s.PlansKey(), s.PlansDueKey(), s.PlansEndedKey(), pk.Processing, pk.Invited,
@@ -134,7 +134,7 @@ func TestRecoverEventsRequeuesInOrder(t *testing.T) {
 	if res, err := live.Recover(ctx, "dead"); !errors.Is(err, ErrHostAlive) || res.Total() != 0 {
 		t.Fatalf("recover of a live host = %+v, %v", res, err)
 	}
-	r.Client.Del(ctx, s.AliveKey("dead"))
+	r.Client.Del(ctx, s.AliveKey("dead"), s.LegacyAliveKey("dead"))
 	if res, err := live.Recover(ctx, "dead"); err != nil || res != (RecoverResult{Requeued: claimed}) {
 		t.Fatalf("recover = %+v, %v", res, err)
 	}
@@ -447,7 +447,7 @@ func TestRecoverPlansResumesTheSameAttempt(t *testing.T) {
 	if res, err := live.Recover(ctx, "dead"); !errors.Is(err, ErrHostAlive) || res.Total() != 0 {
 		t.Fatalf("recover of a live host = %+v, %v", res, err)
 	}
-	r.Client.Del(ctx, s.AliveKey("dead"))
+	r.Client.Del(ctx, s.AliveKey("dead"), s.LegacyAliveKey("dead"))
 	before := cbRedisTime(t, r).Truncate(time.Millisecond)
 	// Plans are requeued whether or not their INVITE went out: the marked
 	// one counts as requeued-interrupted.

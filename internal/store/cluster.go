@@ -11,8 +11,11 @@ import (
 
 // Node directory and cluster bus.
 //
-//	redial:node:<host>:alive   STRING heartbeat (unix ms of the write), PX TTL; the claim-recovery
-//	                           scripts check it atomically, so its name never changes
+//	redial:{nodes}:alive:<host>  STRING heartbeat (unix ms of the write), PX TTL; the claim-recovery
+//	                           scripts check it atomically
+//	redial:node:<host>:alive   the same heartbeat under its name before issue 9, still written
+//	                           and read so that nodes of both versions see each other alive
+//	                           during a rolling upgrade (drop it one release later)
 //	redial:{nodes}:info        HASH field = host, value = the node's registration JSON (opaque
 //	                           here; internal/cluster encodes it)
 //	redial:{nodes}:seen        ZSET member = host, score = unix ms of its last heartbeat
@@ -25,8 +28,18 @@ import (
 //	redial:bus:all             every node subscribes (fan-out)
 //	redial:bus:node:<host>     only host subscribes (requests to it, replies to its requests)
 
-// AliveKey is the heartbeat key of host.
-func (s *Store) AliveKey(host string) string { return "redial:node:" + host + ":alive" }
+// AliveKey is the heartbeat key of host. Every node's heartbeat lives in
+// the one hash slot {nodes}: on a Redis Cluster a failover of another
+// shard then cannot stop one node's heartbeat while the others go on (which
+// made the others recover the claims of a node that was alive and about to
+// acknowledge them), and a failover of the {nodes} shard stops every
+// heartbeat at once, which every node sees as its own failure and so
+// declares nobody dead.
+func (s *Store) AliveKey(host string) string { return "redial:{nodes}:alive:" + host }
+
+// LegacyAliveKey is host's heartbeat key as nodes before issue 9 wrote and
+// read it; see the key list above.
+func (s *Store) LegacyAliveKey(host string) string { return "redial:node:" + host + ":alive" }
 
 // NodesInfoKey is the hash of node registrations.
 func (s *Store) NodesInfoKey() string { return "redial:{nodes}:info" }
@@ -42,9 +55,12 @@ func (s *Store) BusNodeChannel(host string) string { return "redial:bus:node:" +
 
 // Heartbeat tells the other nodes that host is alive for ttl.
 func (s *Store) Heartbeat(ctx context.Context, host string, ttl time.Duration) error {
-	key := s.AliveKey(host)
-	if err := s.rdb.Set(ctx, key, time.Now().UnixMilli(), time.Duration(ttlMillis(ttl))*time.Millisecond).Err(); err != nil {
-		return fmt.Errorf("store: SET %s: %w", key, err)
+	pipe := s.rdb.Pipeline()
+	now, px := time.Now().UnixMilli(), time.Duration(ttlMillis(ttl))*time.Millisecond
+	pipe.Set(ctx, s.AliveKey(host), now, px)
+	pipe.Set(ctx, s.LegacyAliveKey(host), now, px)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("store: SET %s, %s: %w", s.AliveKey(host), s.LegacyAliveKey(host), err)
 	}
 	return nil
 }
@@ -69,6 +85,7 @@ func (s *Store) NodeHeartbeat(ctx context.Context, host string, info []byte, ttl
 	added := pipe.ZAdd(ctx, s.NodesSeenKey(), redis.Z{Score: float64(now.UnixMilli()), Member: host})
 	pipe.HSet(ctx, s.NodesInfoKey(), host, info)
 	pipe.Set(ctx, s.AliveKey(host), now.UnixMilli(), time.Duration(ttlMillis(ttl))*time.Millisecond)
+	pipe.Set(ctx, s.LegacyAliveKey(host), now.UnixMilli(), time.Duration(ttlMillis(ttl))*time.Millisecond)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return false, fmt.Errorf("store: heartbeat of node %s (ZADD %s, HSET %s, SET %s): %w",
 			host, s.NodesSeenKey(), s.NodesInfoKey(), s.AliveKey(host), err)
@@ -166,15 +183,15 @@ func (s *Store) Alive(ctx context.Context, hosts []string) (map[string]bool, err
 		return out, nil
 	}
 	pipe := s.rdb.Pipeline()
-	cmds := make([]*redis.IntCmd, len(hosts))
+	cmds := make([][2]*redis.IntCmd, len(hosts))
 	for i, h := range hosts {
-		cmds[i] = pipe.Exists(ctx, s.AliveKey(h))
+		cmds[i] = [2]*redis.IntCmd{pipe.Exists(ctx, s.AliveKey(h)), pipe.Exists(ctx, s.LegacyAliveKey(h))}
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("store: EXISTS heartbeat of %d hosts: %w", len(hosts), err)
 	}
 	for i, h := range hosts {
-		out[h] = cmds[i].Val() == 1
+		out[h] = cmds[i][0].Val() == 1 || cmds[i][1].Val() == 1
 	}
 	return out, nil
 }

@@ -31,7 +31,7 @@ func TestNodeHeartbeatRegistersAndReportsFresh(t *testing.T) {
 	if _, err := s.NodeHeartbeat(ctx, "n2", []byte(`{"host":"n2"}`), 2*time.Second, now); err != nil {
 		t.Fatal(err)
 	}
-	r.Client.Del(ctx, s.AliveKey("n2"))
+	r.Client.Del(ctx, s.AliveKey("n2"), s.LegacyAliveKey("n2"))
 	recs, err := s.NodeRecords(ctx)
 	if err != nil {
 		t.Fatal(err)

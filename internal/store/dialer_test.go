@@ -73,13 +73,13 @@ func TestQueueLedgerKeysShareTheQueueHashSlot(t *testing.T) {
 		Source: "{sales}:numbers", Processing: "{sales}:numbers:processing:n1",
 		Invited: "{sales}:numbers:invited:n1", Scores: "{sales}:numbers:scores:n1",
 		Holders: "{sales}:numbers:holders", Interrupted: "{sales}:numbers:interrupted",
-		Invalid: "{sales}:numbers:invalid", Retry: "{sales}:numbers:retry", Alive: "redial:node:n1:alive",
+		Invalid: "{sales}:numbers:invalid", Retry: "{sales}:numbers:retry", Alive: "redial:{nodes}:alive:n1", LegacyAlive: "redial:node:n1:alive",
 	}
 	if k != want {
 		t.Fatalf("keys = %+v\nwant   %+v", k, want)
 	}
 	if k2 := l.Keys("n2"); k2.Processing != "{sales}:numbers:processing:n2" || k2.Invited != "{sales}:numbers:invited:n2" ||
-		k2.Alive != "redial:node:n2:alive" || k2.Holders != k.Holders {
+		k2.Alive != "redial:{nodes}:alive:n2" || k2.Holders != k.Holders {
 		t.Fatalf("keys of n2 = %+v", k2)
 	}
 	for _, key := range []string{k.Processing, k.Invited, k.Scores, k.Holders, k.Retry, k.Interrupted, k.Invalid} {

@@ -127,9 +127,10 @@ type LedgerKeys struct {
 	Payload string
 	// Retry is the delayed-items ZSET of a LIST ledger, or "".
 	Retry string
-	// Alive is the host's heartbeat key (another hash slot: never passed
-	// to a script together with the ledger keys on Cluster).
-	Alive string
+	// Alive and LegacyAlive are the host's heartbeat keys (other hash
+	// slots: never passed to a script together with the ledger keys on
+	// Cluster).
+	Alive, LegacyAlive string
 }
 
 // Keys returns the ledger's keys for host ("" = this node).
@@ -148,6 +149,7 @@ func (l *Ledger) Keys(host string) LedgerKeys {
 		Payload:     l.payload,
 		Retry:       l.retry,
 		Alive:       l.s.AliveKey(host),
+		LegacyAlive: l.s.LegacyAliveKey(host),
 	}
 }
 
@@ -433,8 +435,9 @@ func (l *Ledger) Holders(ctx context.Context) ([]string, error) {
 // KEYS[1] the host's processing LIST, KEYS[2] its invited HASH, KEYS[3] its
 // scores HASH, KEYS[4] source (LIST or ZSET), KEYS[5] interrupted LIST,
 // KEYS[6] holders SET, KEYS[7] payload HASH (any key of the slot when
-// ARGV[6] is not '1'), KEYS[8] (optional, omitted on Cluster where it
-// lives in another slot) the host's heartbeat key.
+// ARGV[6] is not '1'), KEYS[8] and KEYS[9] (optional, omitted on Cluster
+// where they live in other slots) the host's heartbeat keys, new and
+// legacy: the host is alive when either exists.
 // ARGV[1] max claims, ARGV[2] source shape 'list' | 'zset', ARGV[3] '1' to
 // requeue claims that may have been dialed, ARGV[4] ParkedItem JSON
 // without its item (filled in here), ARGV[5] host, ARGV[6] '1' when
@@ -448,7 +451,7 @@ func (l *Ledger) Holders(ctx context.Context) ([]string, error) {
 // Returns {status, requeued, interrupted, requeued_invited, remaining}:
 // status 0 = heartbeat alive, nothing done; 1 = batch done.
 var recoverScript = redis.NewScript(`
-if #KEYS >= 8 and redis.call('EXISTS', KEYS[8]) == 1 then
+if #KEYS >= 9 and redis.call('EXISTS', KEYS[8], KEYS[9]) > 0 then
   return {0, 0, 0, 0, redis.call('LLEN', KEYS[1])}
 end
 local now
@@ -533,7 +536,7 @@ func (l *Ledger) recover(ctx context.Context, host string, checkAlive bool) (Rec
 	keys := []string{k.Processing, k.Invited, k.Scores, k.Source, k.Interrupted, k.Holders, k.payloadKey()}
 	cluster := l.s.IsCluster()
 	if checkAlive && !cluster {
-		keys = append(keys, k.Alive)
+		keys = append(keys, k.Alive, k.LegacyAlive)
 	}
 	tmpl, _ := json.Marshal(ParkedItem{Reason: "node " + host + " stopped while the call was in progress",
 		At: time.Now().UTC().Format(time.RFC3339), Host: host}) // strings only: cannot fail
@@ -543,11 +546,11 @@ func (l *Ledger) recover(ctx context.Context, host string, checkAlive bool) (Rec
 	}
 	for {
 		if checkAlive && cluster {
-			n, err := l.s.rdb.Exists(ctx, k.Alive).Result()
+			alive, err := l.s.Alive(ctx, []string{host})
 			if err != nil {
-				return out, fmt.Errorf("store: recover %s: EXISTS %s: %w", k.Processing, k.Alive, err)
+				return out, fmt.Errorf("store: recover %s: %w", k.Processing, err)
 			}
-			if n == 1 {
+			if alive[host] {
 				return out, fmt.Errorf("store: recover %s: %w", k.Processing, ErrHostAlive)
 			}
 		}

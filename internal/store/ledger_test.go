@@ -407,7 +407,7 @@ func TestSettleOwnVersusRecover(t *testing.T) {
 		if res, err := dl.SettleOwn(ctx); err != nil || res.Total() != 0 {
 			t.Fatalf("%s: second settle own = %+v, %v", c.name, res, err)
 		}
-		r.Client.Del(ctx, dead.AliveKey("dead"))
+		r.Client.Del(ctx, dead.AliveKey("dead"), dead.LegacyAliveKey("dead"))
 		if res, err := ll.Recover(ctx, "dead"); err != nil || res.Total() != 0 {
 			t.Fatalf("%s: recover of nothing = %+v, %v", c.name, res, err)
 		}

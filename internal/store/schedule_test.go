@@ -55,7 +55,7 @@ func TestScheduleLedgerKeysShareTheNumbersHashSlot(t *testing.T) {
 	want := LedgerKeys{
 		Source: "cti_schedule_dialer_number@acme", Processing: p + ":claimed:n1",
 		Invited: p + ":invited:n1", Scores: p + ":scores:n1", Holders: p + ":holders",
-		Interrupted: p + ":interrupted", Invalid: p + ":invalid", Alive: "redial:node:n1:alive",
+		Interrupted: p + ":interrupted", Invalid: p + ":invalid", Alive: "redial:{nodes}:alive:n1", LegacyAlive: "redial:node:n1:alive",
 	}
 	if k := l.Keys(""); k != want {
 		t.Fatalf("keys = %+v\nwant   %+v", k, want)
@@ -434,7 +434,7 @@ func TestRecoverScheduledParksInvitedAndRequeuesTheRest(t *testing.T) {
 	if n := r.Client.LLen(ctx, dk.Processing).Val(); n != 3 {
 		t.Fatalf("live host's claimed list has %d claims, want 3 untouched", n)
 	}
-	r.Client.Del(ctx, s.AliveKey("dead"))
+	r.Client.Del(ctx, s.AliveKey("dead"), s.LegacyAliveKey("dead"))
 	res, err = live.Recover(ctx, "dead")
 	if err != nil || res != (RecoverResult{Requeued: 2, Interrupted: 1}) {
 		t.Fatalf("recover = %+v, %v", res, err)
