@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"sort"
 	"strings"
@@ -263,4 +264,26 @@ func TestRedisRestartedEmptyWarnsLinesAndTasksVanished(t *testing.T) {
 		}
 		return nil
 	})
+	// The node says so where an operator looks: /healthz is degraded with
+	// the reason, and one ERROR names what is gone.
+	testenv.WaitFor(t, 20*time.Second, func() error {
+		var h struct {
+			Status string   `json:"status"`
+			Alarms []string `json:"alarms"`
+		}
+		code := n.get("/healthz", &h)
+		if code != http.StatusServiceUnavailable || h.Status != "degraded" || len(h.Alarms) != 1 || !strings.Contains(h.Alarms[0], "cti_line@default") {
+			return fmt.Errorf("/healthz: %d %+v", code, h)
+		}
+		return nil
+	})
+	errs := 0
+	for _, l := range logs.between(time.Time{}, time.Now()) {
+		if l.level == "ERROR" && strings.HasPrefix(l.msg, "redis lost its data") {
+			errs++
+		}
+	}
+	if errs != 1 {
+		t.Fatalf("%d ERROR lines about the lost data, want 1", errs)
+	}
 }
