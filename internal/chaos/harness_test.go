@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -31,6 +32,8 @@ import (
 var redialBin string
 
 func TestMain(m *testing.M) {
+	// The suite's own clients watch Redis go away on purpose.
+	store.RouteClientLogs(slog.New(slog.NewTextHandler(os.Stderr, nil)))
 	dir, err := os.MkdirTemp("", "redial-chaos-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "chaos:", err)
