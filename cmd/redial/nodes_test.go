@@ -33,7 +33,8 @@ func TestNodesPrintsTheDirectory(t *testing.T) {
 		<-done
 	}
 	// edge2 is dead: its heartbeat is gone.
-	r.Client.Del(ctx, store.NewWithClient(r.Client, store.Config{}).AliveKey("edge2"))
+	st := store.NewWithClient(r.Client, store.Config{})
+	r.Client.Del(ctx, st.AliveKey("edge2"), st.LegacyAliveKey("edge2"))
 
 	var out bytes.Buffer
 	if err := nodesList(ctx, []string{"--redis", r.URL}, &out); err != nil {
