@@ -11,12 +11,12 @@ import (
 	"fmt"
 	"maps"
 	"reflect"
-	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
 
+	"redial/internal/testenv"
 	"redial/internal/validate"
 )
 
@@ -29,116 +29,6 @@ const (
 	// reason stored in Redis, a 400 body or a log line ("a short reason").
 	fuzzMaxReason = 1 << 10
 )
-
-// fuzzQuote renders s for a failure message without flooding it.
-func fuzzQuote(s string) string {
-	if len(s) > 80 {
-		return fmt.Sprintf("%q... (%d bytes)", s[:80], len(s))
-	}
-	return fmt.Sprintf("%q", s)
-}
-
-// fuzzRun runs fn and fails the test if it panics or does not return
-// within 10 s (decoding must terminate on any input).
-func fuzzRun(t *testing.T, what string, fn func()) {
-	t.Helper()
-	done := make(chan struct{})
-	var panicked any
-	var stack []byte
-	go func() {
-		defer close(done)
-		defer func() {
-			if r := recover(); r != nil {
-				panicked, stack = r, debug.Stack()
-			}
-		}()
-		fn()
-	}()
-	timer := time.NewTimer(10 * time.Second)
-	defer timer.Stop()
-	select {
-	case <-done:
-	case <-timer.C:
-		t.Fatalf("%s did not return within 10 s", what)
-	}
-	if panicked != nil {
-		t.Fatalf("%s panicked: %v\n%s", what, panicked, stack)
-	}
-}
-
-// fuzzNumberSafe checks an accepted number against issue 9's limits.
-func fuzzNumberSafe(t *testing.T, what, n string) {
-	t.Helper()
-	if n == "" {
-		t.Errorf("%s: accepted an empty number", what)
-	}
-	if len(n) > fuzzMaxNumber {
-		t.Errorf("%s: accepted number %s of %d bytes; issue 9 validation (internal/validate) must refuse numbers longer than %d",
-			what, fuzzQuote(n), len(n), fuzzMaxNumber)
-	}
-	if strings.ContainsAny(n, "\r\n\x00") {
-		t.Errorf("%s: accepted number %s holding CR, LF or NUL; issue 9 validation (internal/validate) must refuse it", what, fuzzQuote(n))
-	}
-	// One rule at every entry point: what this decoder accepts, the API
-	// and the queues accept too.
-	if err := validate.Number(n); err != nil {
-		t.Errorf("%s: accepted number %s that validate.Number refuses (%v): entry points check numbers differently", what, fuzzQuote(n), err)
-	}
-}
-
-// fuzzVarsSafe checks accepted channel variables against issue 9's limits.
-func fuzzVarsSafe(t *testing.T, what string, vars map[string]string) {
-	t.Helper()
-	for k, v := range vars {
-		if strings.ContainsAny(k, "\r\n\x00") {
-			t.Errorf("%s: accepted variable name %s holding CR, LF or NUL; issue 9 validation (internal/validate) must refuse it", what, fuzzQuote(k))
-		}
-		if strings.ContainsAny(v, "\r\n\x00") {
-			t.Errorf("%s: accepted variable %s = %s holding CR, LF or NUL; issue 9 validation (internal/validate) must refuse it", what, fuzzQuote(k), fuzzQuote(v))
-		}
-		if len(v) > fuzzMaxVarValue {
-			t.Errorf("%s: accepted variable %s of %d bytes; issue 9 validation (internal/validate) must refuse values over %d bytes",
-				what, fuzzQuote(k), len(v), fuzzMaxVarValue)
-		}
-		if err := validate.VariableName("variables", k); err != nil {
-			t.Errorf("%s: accepted a variable name that validate refuses: %v", what, err)
-		}
-		if err := validate.VariableValue("variables."+k, k, v); err != nil {
-			t.Errorf("%s: accepted a variable value that validate refuses: %v", what, err)
-		}
-	}
-}
-
-// fuzzShortErr checks that err is non-empty and short enough to be kept
-// as a reason.
-func fuzzShortErr(t *testing.T, what string, err error) {
-	t.Helper()
-	msg := err.Error()
-	if msg == "" {
-		t.Fatalf("%s: empty error", what)
-	}
-	if len(msg) > fuzzMaxReason {
-		t.Errorf("%s: error of %d bytes (%s); errors about outsider input must stay short (issue 9)", what, len(msg), fuzzQuote(msg))
-	}
-}
-
-// fuzzJSONObject reports whether s is one syntactically valid JSON object,
-// so that every error about it must name a field.
-func fuzzJSONObject(s string) bool {
-	t := strings.TrimLeft(s, " \t\r\n")
-	return t != "" && t[0] == '{' && json.Valid([]byte(s))
-}
-
-// fuzzNamesField reports whether msg starts with one of the field paths
-// roots ("params" matches "params: ", "params.limit: " and "params[0]...").
-func fuzzNamesField(msg string, roots ...string) bool {
-	for _, r := range roots {
-		if strings.HasPrefix(msg, r+": ") || strings.HasPrefix(msg, r+".") || strings.HasPrefix(msg, r+"[") {
-			return true
-		}
-	}
-	return false
-}
 
 // FuzzParseEvent decodes events: never a panic, short errors naming the
 // field (the event's :invalid reason), and accepted ids within bounds.
@@ -160,20 +50,20 @@ func FuzzParseEvent(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw string) {
 		var e Event
 		var err error
-		fuzzRun(t, "ParseEvent", func() { e, err = ParseEvent(raw) })
+		testenv.FuzzRun(t, "ParseEvent", func() { e, err = ParseEvent(raw) })
 		if err != nil {
-			fuzzShortErr(t, fmt.Sprintf("ParseEvent(%s)", fuzzQuote(raw)), err)
-			if fuzzJSONObject(raw) && !fuzzNamesField(err.Error(), "event_name", "Event-Name", "name", "account_id", "Account-ID", "vmbox_id", "Voicemail-Box") {
-				t.Errorf("ParseEvent(%s): error %s names no field", fuzzQuote(raw), fuzzQuote(err.Error()))
+			testenv.FuzzShortErr(t, fmt.Sprintf("ParseEvent(%s)", testenv.FuzzQuote(raw)), err)
+			if testenv.FuzzJSONObject(raw) && !testenv.FuzzNamesField(err.Error(), "event_name", "Event-Name", "name", "account_id", "Account-ID", "vmbox_id", "Voicemail-Box") {
+				t.Errorf("ParseEvent(%s): error %s names no field", testenv.FuzzQuote(raw), testenv.FuzzQuote(err.Error()))
 			}
 			return
 		}
 		for k, v := range map[string]string{"event_name": e.Name, "account_id": e.AccountID, "vmbox_id": e.VmboxID} {
 			if v == "" {
-				t.Errorf("ParseEvent(%s): empty %s accepted", fuzzQuote(raw), k)
+				t.Errorf("ParseEvent(%s): empty %s accepted", testenv.FuzzQuote(raw), k)
 			}
 			if err := validate.Ref(k, v); err != nil {
-				t.Errorf("ParseEvent(%s): accepted %s %s: %v", fuzzQuote(raw), k, fuzzQuote(v), err)
+				t.Errorf("ParseEvent(%s): accepted %s %s: %v", testenv.FuzzQuote(raw), k, testenv.FuzzQuote(v), err)
 			}
 		}
 	})
@@ -220,8 +110,8 @@ func FuzzResolve(f *testing.F) {
 		docs := Docs{Vmbox: fuzzDoc(vmbox), Owner: fuzzDoc(owner), Account: fuzzDoc(account), System: fuzzDoc(system)}
 		var p Policy
 		var err error
-		fuzzRun(t, "Resolve", func() { p, err = Resolve(docs) })
-		what := fmt.Sprintf("Resolve(%s, %s, %s, %s)", fuzzQuote(vmbox), fuzzQuote(owner), fuzzQuote(account), fuzzQuote(system))
+		testenv.FuzzRun(t, "Resolve", func() { p, err = Resolve(docs) })
+		what := fmt.Sprintf("Resolve(%s, %s, %s, %s)", testenv.FuzzQuote(vmbox), testenv.FuzzQuote(owner), testenv.FuzzQuote(account), testenv.FuzzQuote(system))
 		if err != nil {
 			for _, line := range strings.Split(err.Error(), "\n") {
 				ok := false
@@ -230,14 +120,14 @@ func FuzzResolve(f *testing.F) {
 					ok = ok || strings.HasPrefix(line, pre)
 				}
 				if !ok {
-					t.Errorf("%s: error line %s names no document and path", what, fuzzQuote(line))
+					t.Errorf("%s: error line %s names no document and path", what, testenv.FuzzQuote(line))
 				}
-				fuzzShortErr(t, what, fmt.Errorf("%s", line))
+				testenv.FuzzShortErr(t, what, fmt.Errorf("%s", line))
 			}
 			return
 		}
 		if p.Number != "" {
-			fuzzNumberSafe(t, what+" number", p.Number)
+			testenv.FuzzNumberSafe(t, what+" number", p.Number)
 		}
 		if p.Attempts < 0 || p.Attempts > MaxAttempts || len(p.Schedule) > MaxAttempts {
 			t.Errorf("%s: %d attempts, schedule of %d", what, p.Attempts, len(p.Schedule))
@@ -284,17 +174,17 @@ func FuzzCheckCallflowNumber(f *testing.F) {
 			return
 		}
 		var num, id string
-		fuzzRun(t, "CheckCallflowNumber", func() { num, id = CheckCallflowNumber(cfs) })
+		testenv.FuzzRun(t, "CheckCallflowNumber", func() { num, id = CheckCallflowNumber(cfs) })
 		if num == "" {
 			if id != "" {
-				t.Fatalf("CheckCallflowNumber(%s) = %q, %q", fuzzQuote(raw), num, id)
+				t.Fatalf("CheckCallflowNumber(%s) = %q, %q", testenv.FuzzQuote(raw), num, id)
 			}
 			return
 		}
 		if _, ok := cfs[id]; !ok {
-			t.Errorf("CheckCallflowNumber(%s): id %q is no callflow", fuzzQuote(raw), id)
+			t.Errorf("CheckCallflowNumber(%s): id %q is no callflow", testenv.FuzzQuote(raw), id)
 		}
-		fuzzNumberSafe(t, fmt.Sprintf("CheckCallflowNumber(%s)", fuzzQuote(raw)), num)
+		testenv.FuzzNumberSafe(t, fmt.Sprintf("CheckCallflowNumber(%s)", testenv.FuzzQuote(raw)), num)
 	})
 }
 
@@ -315,14 +205,14 @@ func FuzzPlanCodec(f *testing.F) {
 		if json.Unmarshal([]byte(raw), &p) == nil {
 			b1, err := json.Marshal(p)
 			if err != nil {
-				t.Fatalf("Marshal of decoded plan %s: %v", fuzzQuote(raw), err)
+				t.Fatalf("Marshal of decoded plan %s: %v", testenv.FuzzQuote(raw), err)
 			}
 			var p2 Plan
 			if err := json.Unmarshal(b1, &p2); err != nil {
-				t.Fatalf("plan %s re-encoded as %s does not decode: %v", fuzzQuote(raw), b1, err)
+				t.Fatalf("plan %s re-encoded as %s does not decode: %v", testenv.FuzzQuote(raw), b1, err)
 			}
 			if b2, _ := json.Marshal(p2); !bytes.Equal(b1, b2) {
-				t.Errorf("plan %s: encodings differ:\n %s\n %s", fuzzQuote(raw), b1, b2)
+				t.Errorf("plan %s: encodings differ:\n %s\n %s", testenv.FuzzQuote(raw), b1, b2)
 			}
 		}
 		// A plan as the runner builds it: decode(encode(x)) == x.

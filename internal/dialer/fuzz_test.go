@@ -6,15 +6,14 @@ package dialer
 // on their seed corpus; scripts/fuzz.sh (make chaos) fuzzes them.
 
 import (
-	"encoding/json"
 	"fmt"
 	"maps"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"redial/internal/testenv"
 	"redial/internal/validate"
 )
 
@@ -28,42 +27,6 @@ const (
 	fuzzMaxReason = 1 << 10
 )
 
-// fuzzQuote renders s for a failure message without flooding it.
-func fuzzQuote(s string) string {
-	if len(s) > 80 {
-		return fmt.Sprintf("%q... (%d bytes)", s[:80], len(s))
-	}
-	return fmt.Sprintf("%q", s)
-}
-
-// fuzzRun runs fn and fails the test if it panics or does not return
-// within 10 s (decoding must terminate on any input).
-func fuzzRun(t *testing.T, what string, fn func()) {
-	t.Helper()
-	done := make(chan struct{})
-	var panicked any
-	var stack []byte
-	go func() {
-		defer close(done)
-		defer func() {
-			if r := recover(); r != nil {
-				panicked, stack = r, debug.Stack()
-			}
-		}()
-		fn()
-	}()
-	timer := time.NewTimer(10 * time.Second)
-	defer timer.Stop()
-	select {
-	case <-done:
-	case <-timer.C:
-		t.Fatalf("%s did not return within 10 s", what)
-	}
-	if panicked != nil {
-		t.Fatalf("%s panicked: %v\n%s", what, panicked, stack)
-	}
-}
-
 // fuzzNumberSafe checks an accepted number against issue 9's limits.
 func fuzzNumberSafe(t *testing.T, what, n string) {
 	t.Helper()
@@ -72,57 +35,16 @@ func fuzzNumberSafe(t *testing.T, what, n string) {
 	}
 	if len(n) > fuzzMaxNumber {
 		t.Errorf("%s: accepted number %s of %d bytes; issue 9 validation (internal/validate) must refuse numbers longer than %d",
-			what, fuzzQuote(n), len(n), fuzzMaxNumber)
+			what, testenv.FuzzQuote(n), len(n), fuzzMaxNumber)
 	}
 	if strings.ContainsAny(n, "\r\n\x00") {
-		t.Errorf("%s: accepted number %s holding CR, LF or NUL; issue 9 validation (internal/validate) must refuse it", what, fuzzQuote(n))
+		t.Errorf("%s: accepted number %s holding CR, LF or NUL; issue 9 validation (internal/validate) must refuse it", what, testenv.FuzzQuote(n))
 	}
 	// One rule at every entry point: what this decoder accepts, the API
 	// and the other queues accept too.
 	if err := validate.Number(n); err != nil {
-		t.Errorf("%s: accepted number %s that validate.Number refuses (%v): entry points check numbers differently", what, fuzzQuote(n), err)
+		t.Errorf("%s: accepted number %s that validate.Number refuses (%v): entry points check numbers differently", what, testenv.FuzzQuote(n), err)
 	}
-}
-
-// fuzzVarsSafe checks accepted channel variables against issue 9's limits.
-func fuzzVarsSafe(t *testing.T, what string, vars map[string]string) {
-	t.Helper()
-	for k, v := range vars {
-		if strings.ContainsAny(k, "\r\n\x00") {
-			t.Errorf("%s: accepted variable name %s holding CR, LF or NUL; issue 9 validation (internal/validate) must refuse it", what, fuzzQuote(k))
-		}
-		if strings.ContainsAny(v, "\r\n\x00") {
-			t.Errorf("%s: accepted variable %s = %s holding CR, LF or NUL; issue 9 validation (internal/validate) must refuse it", what, fuzzQuote(k), fuzzQuote(v))
-		}
-		if len(v) > fuzzMaxVarValue {
-			t.Errorf("%s: accepted variable %s of %d bytes; issue 9 validation (internal/validate) must refuse values over %d bytes",
-				what, fuzzQuote(k), len(v), fuzzMaxVarValue)
-		}
-		if err := validate.VariableName("variables", k); err != nil {
-			t.Errorf("%s: accepted a variable name that validate refuses: %v", what, err)
-		}
-		if err := validate.VariableValue("variables."+k, k, v); err != nil {
-			t.Errorf("%s: accepted a variable value that validate refuses: %v", what, err)
-		}
-	}
-}
-
-// fuzzJSONObject reports whether s is one syntactically valid JSON object,
-// so that every error about it must name a field.
-func fuzzJSONObject(s string) bool {
-	t := strings.TrimLeft(s, " \t\r\n")
-	return t != "" && t[0] == '{' && json.Valid([]byte(s))
-}
-
-// fuzzNamesField reports whether msg starts with one of the field paths
-// roots ("params" matches "params: ", "params.limit: " and "params[0]...").
-func fuzzNamesField(msg string, roots ...string) bool {
-	for _, r := range roots {
-		if strings.HasPrefix(msg, r+": ") || strings.HasPrefix(msg, r+".") || strings.HasPrefix(msg, r+"[") {
-			return true
-		}
-	}
-	return false
 }
 
 // fuzzItemSeeds are queue entries: the seed's forms, the unit tests' cases
@@ -188,30 +110,30 @@ func FuzzParseItem(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw string) {
 		var it Item
 		var err error
-		fuzzRun(t, "ParseItem", func() { it, err = ParseItem(raw) })
+		testenv.FuzzRun(t, "ParseItem", func() { it, err = ParseItem(raw) })
 		if err != nil {
 			msg := err.Error()
 			if msg == "" {
-				t.Fatalf("ParseItem(%s): empty error", fuzzQuote(raw))
+				t.Fatalf("ParseItem(%s): empty error", testenv.FuzzQuote(raw))
 			}
 			if len(msg) > fuzzMaxReason {
-				t.Errorf("ParseItem(%s): error of %d bytes (%s); an item's :invalid reason must be short (issue 9)", fuzzQuote(raw), len(msg), fuzzQuote(msg))
+				t.Errorf("ParseItem(%s): error of %d bytes (%s); an item's :invalid reason must be short (issue 9)", testenv.FuzzQuote(raw), len(msg), testenv.FuzzQuote(msg))
 			}
-			if fuzzJSONObject(strings.TrimSpace(raw)) && !fuzzNamesField(msg, "item", "params", "variables", "contact_ref", "timezone") {
-				t.Errorf("ParseItem(%s): error %s names no field of the JSON object", fuzzQuote(raw), fuzzQuote(msg))
+			if testenv.FuzzJSONObject(strings.TrimSpace(raw)) && !testenv.FuzzNamesField(msg, "item", "params", "variables", "contact_ref", "timezone") {
+				t.Errorf("ParseItem(%s): error %s names no field of the JSON object", testenv.FuzzQuote(raw), testenv.FuzzQuote(msg))
 			}
 			return
 		}
 		if it.Raw != raw {
-			t.Errorf("Raw = %s, want the entry as queued", fuzzQuote(it.Raw))
+			t.Errorf("Raw = %s, want the entry as queued", testenv.FuzzQuote(it.Raw))
 		}
 		if len(it.Numbers) == 0 {
-			t.Fatalf("ParseItem(%s): accepted without a number", fuzzQuote(raw))
+			t.Fatalf("ParseItem(%s): accepted without a number", testenv.FuzzQuote(raw))
 		}
 		for i, n := range it.Numbers {
-			fuzzNumberSafe(t, fmt.Sprintf("ParseItem(%s) number[%d]", fuzzQuote(raw), i), n)
+			fuzzNumberSafe(t, fmt.Sprintf("ParseItem(%s) number[%d]", testenv.FuzzQuote(raw), i), n)
 		}
-		fuzzVarsSafe(t, fmt.Sprintf("ParseItem(%s)", fuzzQuote(raw)), it.Variables)
+		testenv.FuzzVarsSafe(t, fmt.Sprintf("ParseItem(%s)", testenv.FuzzQuote(raw)), it.Variables)
 		if it.Attempt < 0 {
 			t.Errorf("Attempt = %d", it.Attempt)
 		}
@@ -226,7 +148,7 @@ func FuzzParseItem(f *testing.F) {
 		again := it.WithRetry("BUSY")
 		next, err := ParseItem(again)
 		if err != nil {
-			t.Fatalf("ParseItem(WithRetry(%s)) = %v; re-encoded entry %s", fuzzQuote(raw), err, fuzzQuote(again))
+			t.Fatalf("ParseItem(WithRetry(%s)) = %v; re-encoded entry %s", testenv.FuzzQuote(raw), err, testenv.FuzzQuote(again))
 		}
 		if !slices.Equal(next.Numbers, it.Numbers) || next.ContactRef != it.ContactRef || !maps.Equal(next.Variables, it.Variables) {
 			t.Errorf("WithRetry lost fields:\n before %+v\n after  %+v", it, next)
@@ -327,7 +249,7 @@ func FuzzParseTask(f *testing.F) {
 	f.Fuzz(func(t *testing.T, tmpl, host string) {
 		var tk *Task
 		var err error
-		fuzzRun(t, "ParseTask", func() { tk, err = ParseTask(fuzzHostKey, fuzzTmplKey, "sales", tmpl, host, time.UTC) })
+		testenv.FuzzRun(t, "ParseTask", func() { tk, err = ParseTask(fuzzHostKey, fuzzTmplKey, "sales", tmpl, host, time.UTC) })
 		if err != nil {
 			msg := err.Error()
 			rest, ok := "", false
@@ -340,24 +262,24 @@ func FuzzParseTask(f *testing.F) {
 				if strings.TrimSpace(tmpl) == "" && strings.TrimSpace(host) == "" && strings.HasPrefix(msg, `dialer: task "sales": in neither`) {
 					return
 				}
-				t.Fatalf("ParseTask: error %s does not name the task and its hash", fuzzQuote(msg))
+				t.Fatalf("ParseTask: error %s does not name the task and its hash", testenv.FuzzQuote(msg))
 			}
 			if rest == "" {
-				t.Fatalf("ParseTask: error %s says nothing after the hash", fuzzQuote(msg))
+				t.Fatalf("ParseTask: error %s says nothing after the hash", testenv.FuzzQuote(msg))
 			}
 			objects := true
 			for _, v := range []string{tmpl, host} {
-				if strings.TrimSpace(v) != "" && !fuzzJSONObject(v) {
+				if strings.TrimSpace(v) != "" && !testenv.FuzzJSONObject(v) {
 					objects = false
 				}
 			}
-			if objects && !fuzzNamesField(rest, "params", "variables") {
-				t.Errorf("ParseTask: error %s names no field of the JSON objects", fuzzQuote(msg))
+			if objects && !testenv.FuzzNamesField(rest, "params", "variables") {
+				t.Errorf("ParseTask: error %s names no field of the JSON objects", testenv.FuzzQuote(msg))
 			}
 			return
 		}
-		what := fmt.Sprintf("ParseTask(%s, %s)", fuzzQuote(tmpl), fuzzQuote(host))
-		fuzzVarsSafe(t, what, tk.Variables)
+		what := fmt.Sprintf("ParseTask(%s, %s)", testenv.FuzzQuote(tmpl), testenv.FuzzQuote(host))
+		testenv.FuzzVarsSafe(t, what, tk.Variables)
 		if tk.Name != "sales" || tk.Location == nil {
 			t.Errorf("%s: Name %q, Location %v", what, tk.Name, tk.Location)
 		}

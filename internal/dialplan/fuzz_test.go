@@ -5,58 +5,13 @@ package dialplan
 // it.
 
 import (
-	"encoding/json"
 	"fmt"
-	"runtime/debug"
 	"strings"
 	"testing"
-	"time"
 
+	"redial/internal/testenv"
 	"redial/internal/validate"
 )
-
-// fuzzQuote renders s for a failure message without flooding it.
-func fuzzQuote(s string) string {
-	if len(s) > 80 {
-		return fmt.Sprintf("%q... (%d bytes)", s[:80], len(s))
-	}
-	return fmt.Sprintf("%q", s)
-}
-
-// fuzzRun runs fn and fails the test if it panics or does not return
-// within 10 s (decoding must terminate on any input).
-func fuzzRun(t *testing.T, what string, fn func()) {
-	t.Helper()
-	done := make(chan struct{})
-	var panicked any
-	var stack []byte
-	go func() {
-		defer close(done)
-		defer func() {
-			if r := recover(); r != nil {
-				panicked, stack = r, debug.Stack()
-			}
-		}()
-		fn()
-	}()
-	timer := time.NewTimer(10 * time.Second)
-	defer timer.Stop()
-	select {
-	case <-done:
-	case <-timer.C:
-		t.Fatalf("%s did not return within 10 s", what)
-	}
-	if panicked != nil {
-		t.Fatalf("%s panicked: %v\n%s", what, panicked, stack)
-	}
-}
-
-// fuzzJSONObject reports whether s is one syntactically valid JSON object,
-// so that every error about it must name a field.
-func fuzzJSONObject(s string) bool {
-	t := strings.TrimLeft(s, " \t\r\n")
-	return t != "" && t[0] == '{' && json.Valid([]byte(s))
-}
 
 // FuzzParse decodes dialplan entries: never a panic, errors naming the
 // entry, the hash and the JSON key, and an accepted target complete for
@@ -92,24 +47,24 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw string) {
 		var tg Target
 		var err error
-		fuzzRun(t, "Parse", func() { tg, err = Parse("cti_dialplan@default", "default:8888", raw) })
+		testenv.FuzzRun(t, "Parse", func() { tg, err = Parse("cti_dialplan@default", "default:8888", raw) })
 		if err != nil {
 			rest, ok := strings.CutPrefix(err.Error(), prefix)
 			if !ok || rest == "" {
-				t.Fatalf("Parse(%s): error %s does not name the entry and the hash", fuzzQuote(raw), fuzzQuote(err.Error()))
+				t.Fatalf("Parse(%s): error %s does not name the entry and the hash", testenv.FuzzQuote(raw), testenv.FuzzQuote(err.Error()))
 			}
-			if fuzzJSONObject(raw) {
+			if testenv.FuzzJSONObject(raw) {
 				named := false
 				for _, k := range []string{"type", "uri", "script", "queue", "user"} {
 					named = named || strings.HasPrefix(rest, k+": ")
 				}
 				if !named {
-					t.Errorf("Parse(%s): error %s names no key of the entry", fuzzQuote(raw), fuzzQuote(err.Error()))
+					t.Errorf("Parse(%s): error %s names no key of the entry", testenv.FuzzQuote(raw), testenv.FuzzQuote(err.Error()))
 				}
 			}
 			return
 		}
-		what := fmt.Sprintf("Parse(%s)", fuzzQuote(raw))
+		what := fmt.Sprintf("Parse(%s)", testenv.FuzzQuote(raw))
 		if tg.Key != "default:8888" {
 			t.Errorf("%s: Key %q", what, tg.Key)
 		}
@@ -118,7 +73,7 @@ func FuzzParse(f *testing.F) {
 		case TypeSIP:
 			need = tg.URI
 			if !strings.HasPrefix(tg.URI, "sip:") && !strings.HasPrefix(tg.URI, "sips:") {
-				t.Errorf("%s: URI %s is not a sip: URI", what, fuzzQuote(tg.URI))
+				t.Errorf("%s: URI %s is not a sip: URI", what, testenv.FuzzQuote(tg.URI))
 			}
 		case TypeIVR:
 			need = tg.Script
@@ -138,13 +93,13 @@ func FuzzParse(f *testing.F) {
 		// becomes a Request-URI user part.
 		for k, v := range map[string]string{"uri": tg.URI, "user": tg.User} {
 			if strings.ContainsAny(v, "\r\n\x00") {
-				t.Errorf("%s: accepted %s %s holding CR, LF or NUL; it would write its own SIP header", what, k, fuzzQuote(v))
+				t.Errorf("%s: accepted %s %s holding CR, LF or NUL; it would write its own SIP header", what, k, testenv.FuzzQuote(v))
 			}
 		}
 		// The URI is one token of the request line, of bounded length.
 		if tg.Type == TypeSIP {
 			if i := strings.IndexFunc(tg.URI, func(r rune) bool { return r <= ' ' || r >= 0x7f || strings.ContainsRune("<>\"", r) }); i >= 0 {
-				t.Errorf("%s: accepted URI %s holding %q at byte %d", what, fuzzQuote(tg.URI), tg.URI[i], i)
+				t.Errorf("%s: accepted URI %s holding %q at byte %d", what, testenv.FuzzQuote(tg.URI), tg.URI[i], i)
 			}
 			if len(tg.URI) > validate.MaxSIPURILen {
 				t.Errorf("%s: accepted URI of %d bytes", what, len(tg.URI))
@@ -152,7 +107,7 @@ func FuzzParse(f *testing.F) {
 		}
 		if tg.Type == TypeUser {
 			if err := validate.NumberField("user", tg.User); err != nil {
-				t.Errorf("%s: accepted user %s that validate refuses: %v", what, fuzzQuote(tg.User), err)
+				t.Errorf("%s: accepted user %s that validate refuses: %v", what, testenv.FuzzQuote(tg.User), err)
 			}
 		}
 	})

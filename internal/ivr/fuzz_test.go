@@ -11,59 +11,15 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"runtime/debug"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"redial/internal/files"
 	"redial/internal/store"
+	"redial/internal/testenv"
 )
-
-// fuzzQuote renders s for a failure message without flooding it.
-func fuzzQuote(s string) string {
-	if len(s) > 80 {
-		return fmt.Sprintf("%q... (%d bytes)", s[:80], len(s))
-	}
-	return fmt.Sprintf("%q", s)
-}
-
-// fuzzRun runs fn and fails the test if it panics or does not return
-// within 10 s (decoding must terminate on any input).
-func fuzzRun(t *testing.T, what string, fn func()) {
-	t.Helper()
-	done := make(chan struct{})
-	var panicked any
-	var stack []byte
-	go func() {
-		defer close(done)
-		defer func() {
-			if r := recover(); r != nil {
-				panicked, stack = r, debug.Stack()
-			}
-		}()
-		fn()
-	}()
-	timer := time.NewTimer(10 * time.Second)
-	defer timer.Stop()
-	select {
-	case <-done:
-	case <-timer.C:
-		t.Fatalf("%s did not return within 10 s", what)
-	}
-	if panicked != nil {
-		t.Fatalf("%s panicked: %v\n%s", what, panicked, stack)
-	}
-}
-
-// fuzzJSONObject reports whether s is one syntactically valid JSON object,
-// so that every error about it must name a field.
-func fuzzJSONObject(s string) bool {
-	t := strings.TrimLeft(s, " \t\r\n")
-	return t != "" && t[0] == '{' && json.Valid([]byte(s))
-}
 
 // fuzzEngine is an engine that only parses: its store's client points at
 // a closed port (parsing never reads Redis) and its file stores live in a
@@ -142,20 +98,20 @@ func FuzzParseScript(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw string) {
 		var s *Script
 		var err error
-		fuzzRun(t, "parseScript", func() { s, err = e.parseScript("main", raw) })
+		testenv.FuzzRun(t, "parseScript", func() { s, err = e.parseScript("main", raw) })
 		if err != nil {
 			msg := err.Error()
 			if !strings.HasPrefix(msg, `ivr: script "main" in ivr_script@default: `) {
-				t.Fatalf("parseScript(%s): error %s does not name the script and its hash", fuzzQuote(raw), fuzzQuote(msg))
+				t.Fatalf("parseScript(%s): error %s does not name the script and its hash", testenv.FuzzQuote(raw), testenv.FuzzQuote(msg))
 			}
-			if fuzzJSONObject(raw) {
+			if testenv.FuzzJSONObject(raw) {
 				if !fuzzScriptErr.MatchString(msg) {
-					t.Errorf("parseScript(%s): error %s names no field", fuzzQuote(raw), fuzzQuote(msg))
+					t.Errorf("parseScript(%s): error %s names no field", testenv.FuzzQuote(raw), testenv.FuzzQuote(msg))
 				}
 			}
 			return
 		}
-		what := fmt.Sprintf("parseScript(%s)", fuzzQuote(raw))
+		what := fmt.Sprintf("parseScript(%s)", testenv.FuzzQuote(raw))
 		if s.ID != "main" || len(s.Components) == 0 {
 			t.Fatalf("%s: %+v", what, s)
 		}
@@ -208,25 +164,25 @@ func FuzzParseAppliedComponent(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw string) {
 		var spec *Spec
 		var err error
-		fuzzRun(t, "parseSpec", func() { spec, err = e.parseSpec(json.RawMessage(raw), false) })
+		testenv.FuzzRun(t, "parseSpec", func() { spec, err = e.parseSpec(json.RawMessage(raw), false) })
 		if err != nil {
 			var fe *FieldError
 			if err.Error() == "" || (!errors.As(err, &fe) && err.Error() != "not a JSON object") {
-				t.Errorf("parseSpec(%s): error %q names no property", fuzzQuote(raw), err)
+				t.Errorf("parseSpec(%s): error %q names no property", testenv.FuzzQuote(raw), err)
 			}
 			if fe != nil && (fe.Field == "" || fe.Msg == "") {
-				t.Errorf("parseSpec(%s): error %q", fuzzQuote(raw), err)
+				t.Errorf("parseSpec(%s): error %q", testenv.FuzzQuote(raw), err)
 			}
 			return
 		}
 		if !spec.Applied || spec.comp == nil {
-			t.Errorf("parseSpec(%s): %+v", fuzzQuote(raw), spec)
+			t.Errorf("parseSpec(%s): %+v", testenv.FuzzQuote(raw), spec)
 		}
 		if spec.OType == TypeExtControl {
-			t.Errorf("parseSpec(%s): an owner may not apply external control", fuzzQuote(raw))
+			t.Errorf("parseSpec(%s): an owner may not apply external control", testenv.FuzzQuote(raw))
 		}
 		if reg, ok := e.factory(spec.OType); !ok || !reg.applicable {
-			t.Errorf("parseSpec(%s): accepted oType %d, not applicable", fuzzQuote(raw), spec.OType)
+			t.Errorf("parseSpec(%s): accepted oType %d, not applicable", testenv.FuzzQuote(raw), spec.OType)
 		}
 	})
 }

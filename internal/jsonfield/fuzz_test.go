@@ -8,50 +8,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"strings"
 	"testing"
-	"time"
 	"unicode/utf8"
 
+	"redial/internal/testenv"
 	"redial/internal/validate"
 )
-
-// fuzzQuote renders s for a failure message without flooding it.
-func fuzzQuote(s string) string {
-	if len(s) > 80 {
-		return fmt.Sprintf("%q... (%d bytes)", s[:80], len(s))
-	}
-	return fmt.Sprintf("%q", s)
-}
-
-// fuzzRun runs fn and fails the test if it panics or does not return
-// within 10 s (decoding must terminate on any input).
-func fuzzRun(t *testing.T, what string, fn func()) {
-	t.Helper()
-	done := make(chan struct{})
-	var panicked any
-	var stack []byte
-	go func() {
-		defer close(done)
-		defer func() {
-			if r := recover(); r != nil {
-				panicked, stack = r, debug.Stack()
-			}
-		}()
-		fn()
-	}()
-	timer := time.NewTimer(10 * time.Second)
-	defer timer.Stop()
-	select {
-	case <-done:
-	case <-timer.C:
-		t.Fatalf("%s did not return within 10 s", what)
-	}
-	if panicked != nil {
-		t.Fatalf("%s panicked: %v\n%s", what, panicked, stack)
-	}
-}
 
 // FuzzDecoders runs every decoder on every value of a JSON object: never a
 // panic, errors of type *Error naming the field and quoting at most a
@@ -80,14 +43,14 @@ func FuzzDecoders(f *testing.F) {
 		}
 		for k, raw := range top {
 			field := "params." + k
-			fuzzRun(t, "decoders", func() { fuzzCheckValue(t, field, raw) })
+			testenv.FuzzRun(t, "decoders", func() { fuzzCheckValue(t, field, raw) })
 		}
 	})
 }
 
 // fuzzCheckValue checks every decoder on one JSON value raw.
 func fuzzCheckValue(t *testing.T, field string, raw json.RawMessage) {
-	what := fmt.Sprintf("%s = %s", fuzzQuote(field), fuzzQuote(string(raw)))
+	what := fmt.Sprintf("%s = %s", testenv.FuzzQuote(field), testenv.FuzzQuote(string(raw)))
 	// checkErr: an *Error naming field (or field.<key> for Variables) and
 	// quoting at most 60 bytes of the value.
 	checkErr := func(fn string, err error, sub bool) {

@@ -5,15 +5,12 @@ package lines
 // it on its seed corpus; scripts/fuzz.sh (make chaos) fuzzes it.
 
 import (
-	"encoding/json"
 	"fmt"
-	"runtime/debug"
 	"strings"
 	"testing"
-	"time"
 	"unicode"
 
-	"redial/internal/validate"
+	"redial/internal/testenv"
 )
 
 // Limits of issue 9's one validation of numbers and variables
@@ -25,116 +22,6 @@ const (
 	// reason stored in Redis, a 400 body or a log line ("a short reason").
 	fuzzMaxReason = 1 << 10
 )
-
-// fuzzQuote renders s for a failure message without flooding it.
-func fuzzQuote(s string) string {
-	if len(s) > 80 {
-		return fmt.Sprintf("%q... (%d bytes)", s[:80], len(s))
-	}
-	return fmt.Sprintf("%q", s)
-}
-
-// fuzzRun runs fn and fails the test if it panics or does not return
-// within 10 s (decoding must terminate on any input).
-func fuzzRun(t *testing.T, what string, fn func()) {
-	t.Helper()
-	done := make(chan struct{})
-	var panicked any
-	var stack []byte
-	go func() {
-		defer close(done)
-		defer func() {
-			if r := recover(); r != nil {
-				panicked, stack = r, debug.Stack()
-			}
-		}()
-		fn()
-	}()
-	timer := time.NewTimer(10 * time.Second)
-	defer timer.Stop()
-	select {
-	case <-done:
-	case <-timer.C:
-		t.Fatalf("%s did not return within 10 s", what)
-	}
-	if panicked != nil {
-		t.Fatalf("%s panicked: %v\n%s", what, panicked, stack)
-	}
-}
-
-// fuzzNumberSafe checks an accepted number against issue 9's limits.
-func fuzzNumberSafe(t *testing.T, what, n string) {
-	t.Helper()
-	if n == "" {
-		t.Errorf("%s: accepted an empty number", what)
-	}
-	if len(n) > fuzzMaxNumber {
-		t.Errorf("%s: accepted number %s of %d bytes; issue 9 validation (internal/validate) must refuse numbers longer than %d",
-			what, fuzzQuote(n), len(n), fuzzMaxNumber)
-	}
-	if strings.ContainsAny(n, "\r\n\x00") {
-		t.Errorf("%s: accepted number %s holding CR, LF or NUL; issue 9 validation (internal/validate) must refuse it", what, fuzzQuote(n))
-	}
-	// One rule at every entry point: what this decoder accepts, the API
-	// and the queues accept too.
-	if err := validate.Number(n); err != nil {
-		t.Errorf("%s: accepted number %s that validate.Number refuses (%v): entry points check numbers differently", what, fuzzQuote(n), err)
-	}
-}
-
-// fuzzVarsSafe checks accepted channel variables against issue 9's limits.
-func fuzzVarsSafe(t *testing.T, what string, vars map[string]string) {
-	t.Helper()
-	for k, v := range vars {
-		if strings.ContainsAny(k, "\r\n\x00") {
-			t.Errorf("%s: accepted variable name %s holding CR, LF or NUL; issue 9 validation (internal/validate) must refuse it", what, fuzzQuote(k))
-		}
-		if strings.ContainsAny(v, "\r\n\x00") {
-			t.Errorf("%s: accepted variable %s = %s holding CR, LF or NUL; issue 9 validation (internal/validate) must refuse it", what, fuzzQuote(k), fuzzQuote(v))
-		}
-		if len(v) > fuzzMaxVarValue {
-			t.Errorf("%s: accepted variable %s of %d bytes; issue 9 validation (internal/validate) must refuse values over %d bytes",
-				what, fuzzQuote(k), len(v), fuzzMaxVarValue)
-		}
-		if err := validate.VariableName("variables", k); err != nil {
-			t.Errorf("%s: accepted a variable name that validate refuses: %v", what, err)
-		}
-		if err := validate.VariableValue("variables."+k, k, v); err != nil {
-			t.Errorf("%s: accepted a variable value that validate refuses: %v", what, err)
-		}
-	}
-}
-
-// fuzzShortErr checks that err is non-empty and short enough to be kept
-// as a reason.
-func fuzzShortErr(t *testing.T, what string, err error) {
-	t.Helper()
-	msg := err.Error()
-	if msg == "" {
-		t.Fatalf("%s: empty error", what)
-	}
-	if len(msg) > fuzzMaxReason {
-		t.Errorf("%s: error of %d bytes (%s); errors about outsider input must stay short (issue 9)", what, len(msg), fuzzQuote(msg))
-	}
-}
-
-// fuzzJSONObject reports whether s is one syntactically valid JSON object,
-// so that every error about it must name a field.
-func fuzzJSONObject(s string) bool {
-	t := strings.TrimLeft(s, " \t\r\n")
-	return t != "" && t[0] == '{' && json.Valid([]byte(s))
-}
-
-// fuzzNamesField reports whether msg starts with one of the field paths
-// roots ("params" matches "params: ", "params.limit: " and "params[0]...").
-func fuzzNamesField(msg string, roots ...string) bool {
-	for _, r := range roots {
-		if strings.HasPrefix(msg, r+": ") || strings.HasPrefix(msg, r+".") || strings.HasPrefix(msg, r+"[") {
-			return true
-		}
-	}
-	return false
-}
 
 // FuzzParseLine decodes line definitions: never a panic, errors naming the
 // field, and an accepted line whose SIP-facing text (URI, username,
@@ -193,21 +80,21 @@ func FuzzParseLine(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw string) {
 		var l Line
 		var err error
-		fuzzRun(t, "parseLine", func() { l, err = parseLine("l1", raw) })
+		testenv.FuzzRun(t, "parseLine", func() { l, err = parseLine("l1", raw) })
 		if err != nil {
 			if err.Error() == "" {
-				t.Fatalf("parseLine(%s): empty error", fuzzQuote(raw))
+				t.Fatalf("parseLine(%s): empty error", testenv.FuzzQuote(raw))
 			}
-			if fuzzJSONObject(raw) && !fuzzNamesField(err.Error(), "params", "variables") {
-				t.Errorf("parseLine(%s): error %s names no field of the JSON object", fuzzQuote(raw), fuzzQuote(err.Error()))
+			if testenv.FuzzJSONObject(raw) && !testenv.FuzzNamesField(err.Error(), "params", "variables") {
+				t.Errorf("parseLine(%s): error %s names no field of the JSON object", testenv.FuzzQuote(raw), testenv.FuzzQuote(err.Error()))
 			}
 			return
 		}
-		what := fmt.Sprintf("parseLine(%s)", fuzzQuote(raw))
-		fuzzVarsSafe(t, what, l.Variables)
+		what := fmt.Sprintf("parseLine(%s)", testenv.FuzzQuote(raw))
+		testenv.FuzzVarsSafe(t, what, l.Variables)
 		for field, v := range map[string]string{"params.uri": l.URI, "params.username": l.Username, "params.prefix": l.Prefix, "params.group": l.Group} {
 			if strings.ContainsAny(v, "\r\n\x00") {
-				t.Errorf("%s: accepted %s = %s holding CR, LF or NUL; it would write its own SIP header", what, field, fuzzQuote(v))
+				t.Errorf("%s: accepted %s = %s holding CR, LF or NUL; it would write its own SIP header", what, field, testenv.FuzzQuote(v))
 			}
 		}
 		if l.Group == "" || l.URI == "" || (l.Transport != "udp" && l.Transport != "tcp") {
@@ -219,7 +106,7 @@ func FuzzParseLine(f *testing.F) {
 			}
 		}
 		if _, err := parseSIPURI(l.URI); err != nil {
-			t.Errorf("%s: accepted URI %s that parseSIPURI refuses: %v", what, fuzzQuote(l.URI), err)
+			t.Errorf("%s: accepted URI %s that parseSIPURI refuses: %v", what, testenv.FuzzQuote(l.URI), err)
 		}
 		// The Request-URI of every call on the line is one token of
 		// printable characters: a space or control character would break
@@ -227,10 +114,10 @@ func FuzzParseLine(f *testing.F) {
 		for _, n := range []string{"13800000000", "+4930123", "*86#", "alice"} {
 			uri := l.DialURI(n)
 			if i := strings.IndexFunc(uri, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }); i >= 0 {
-				t.Errorf("%s: DialURI(%q) = %s holds %q at byte %d", what, n, fuzzQuote(uri), uri[i], i)
+				t.Errorf("%s: DialURI(%q) = %s holds %q at byte %d", what, n, testenv.FuzzQuote(uri), uri[i], i)
 			}
 			if !strings.HasPrefix(uri, "sip:") {
-				t.Errorf("%s: DialURI(%q) = %s", what, n, fuzzQuote(uri))
+				t.Errorf("%s: DialURI(%q) = %s", what, n, testenv.FuzzQuote(uri))
 			}
 		}
 	})

@@ -8,47 +8,11 @@ import (
 	"fmt"
 	"net"
 	"reflect"
-	"runtime/debug"
 	"strings"
 	"testing"
-	"time"
+
+	"redial/internal/testenv"
 )
-
-// fuzzQuote renders s for a failure message without flooding it.
-func fuzzQuote(s string) string {
-	if len(s) > 80 {
-		return fmt.Sprintf("%q... (%d bytes)", s[:80], len(s))
-	}
-	return fmt.Sprintf("%q", s)
-}
-
-// fuzzRun runs fn and fails the test if it panics or does not return
-// within 10 s (decoding must terminate on any input).
-func fuzzRun(t *testing.T, what string, fn func()) {
-	t.Helper()
-	done := make(chan struct{})
-	var panicked any
-	var stack []byte
-	go func() {
-		defer close(done)
-		defer func() {
-			if r := recover(); r != nil {
-				panicked, stack = r, debug.Stack()
-			}
-		}()
-		fn()
-	}()
-	timer := time.NewTimer(10 * time.Second)
-	defer timer.Stop()
-	select {
-	case <-done:
-	case <-timer.C:
-		t.Fatalf("%s did not return within 10 s", what)
-	}
-	if panicked != nil {
-		t.Fatalf("%s panicked: %v\n%s", what, panicked, stack)
-	}
-}
 
 // FuzzParseSDP parses offers and answers: never a panic, errors that say
 // they are about SDP, a result that is usable as it is (a real port and
@@ -84,14 +48,14 @@ func FuzzParseSDP(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var rm RemoteMedia
 		var err error
-		fuzzRun(t, "ParseSDP", func() { rm, err = ParseSDP(body) })
+		testenv.FuzzRun(t, "ParseSDP", func() { rm, err = ParseSDP(body) })
 		if err != nil {
 			if !strings.HasPrefix(err.Error(), "media: sdp") {
-				t.Errorf("ParseSDP(%s): error %q does not say it is about SDP", fuzzQuote(string(body)), err)
+				t.Errorf("ParseSDP(%s): error %q does not say it is about SDP", testenv.FuzzQuote(string(body)), err)
 			}
 			return
 		}
-		what := fmt.Sprintf("ParseSDP(%s)", fuzzQuote(string(body)))
+		what := fmt.Sprintf("ParseSDP(%s)", testenv.FuzzQuote(string(body)))
 		if rm.Addr == nil || rm.Addr.Port < 1 || rm.Addr.Port > 65535 || (len(rm.Addr.IP) != net.IPv4len && len(rm.Addr.IP) != net.IPv6len) {
 			t.Fatalf("%s: Addr %v", what, rm.Addr)
 		}
@@ -147,7 +111,7 @@ func FuzzParseSDP(f *testing.F) {
 		built := BuildSDP(offer)
 		again, err := ParseSDP(built)
 		if err != nil {
-			t.Fatalf("%s: BuildSDP(%+v) = %s does not parse: %v", what, offer, fuzzQuote(string(built)), err)
+			t.Fatalf("%s: BuildSDP(%+v) = %s does not parse: %v", what, offer, testenv.FuzzQuote(string(built)), err)
 		}
 		want := RemoteMedia{Addr: rm.Addr, Codecs: codecs, DTMF: rm.DTMF, Direction: rm.Direction, Ptime: rm.Ptime}
 		if want.Ptime == 0 {
@@ -158,7 +122,7 @@ func FuzzParseSDP(f *testing.F) {
 		}
 		again.Addr, want.Addr = nil, nil
 		if !reflect.DeepEqual(again, want) {
-			t.Errorf("%s: rebuilt as %s, which parses to\n %+v\nwant %+v", what, fuzzQuote(string(built)), again, want)
+			t.Errorf("%s: rebuilt as %s, which parses to\n %+v\nwant %+v", what, testenv.FuzzQuote(string(built)), again, want)
 		}
 	})
 }
@@ -199,7 +163,7 @@ func FuzzBuildSDP(f *testing.F) {
 		b := BuildSDP(o)
 		rm, err := ParseSDP(b)
 		if err != nil {
-			t.Fatalf("BuildSDP(%+v) = %s does not parse: %v", o, fuzzQuote(string(b)), err)
+			t.Fatalf("BuildSDP(%+v) = %s does not parse: %v", o, testenv.FuzzQuote(string(b)), err)
 		}
 		wantPtime := int(ptime)
 		if wantPtime == 0 {

@@ -11,53 +11,17 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
-	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"redial/internal/testenv"
 )
-
-// fuzzQuote renders s for a failure message without flooding it.
-func fuzzQuote(s string) string {
-	if len(s) > 80 {
-		return fmt.Sprintf("%q... (%d bytes)", s[:80], len(s))
-	}
-	return fmt.Sprintf("%q", s)
-}
-
-// fuzzRun runs fn and fails the test if it panics or does not return
-// within 10 s (decoding must terminate on any input).
-func fuzzRun(t *testing.T, what string, fn func()) {
-	t.Helper()
-	done := make(chan struct{})
-	var panicked any
-	var stack []byte
-	go func() {
-		defer close(done)
-		defer func() {
-			if r := recover(); r != nil {
-				panicked, stack = r, debug.Stack()
-			}
-		}()
-		fn()
-	}()
-	timer := time.NewTimer(10 * time.Second)
-	defer timer.Stop()
-	select {
-	case <-done:
-	case <-timer.C:
-		t.Fatalf("%s did not return within 10 s", what)
-	}
-	if panicked != nil {
-		t.Fatalf("%s panicked: %v\n%s", what, panicked, stack)
-	}
-}
 
 // fuzzNorm is s as encoding/json writes it: each byte that is not UTF-8
 // becomes U+FFFD.
@@ -114,7 +78,7 @@ func FuzzCDRCodec(f *testing.F) {
 		}
 		var back CDR
 		if err := json.Unmarshal(b, &back); err != nil {
-			t.Fatalf("CDR JSON %s does not decode: %v", fuzzQuote(string(b)), err)
+			t.Fatalf("CDR JSON %s does not decode: %v", testenv.FuzzQuote(string(b)), err)
 		}
 		if note, cut := back.Variables[TruncatedVariable]; cut {
 			if _, own := vars[TruncatedVariable]; !own && note == "" {
@@ -147,7 +111,7 @@ func FuzzCDRCodec(f *testing.F) {
 		}
 		back.Variables, want.Variables = nil, nil
 		if !reflect.DeepEqual(back, want) {
-			t.Errorf("CDR round trip:\n got  %+v\n want %+v\n JSON %s", back, want, fuzzQuote(string(b)))
+			t.Errorf("CDR round trip:\n got  %+v\n want %+v\n JSON %s", back, want, testenv.FuzzQuote(string(b)))
 		}
 	})
 }
@@ -211,9 +175,9 @@ func FuzzSpoolOpen(f *testing.F) {
 		}
 		var s *spool
 		var err error
-		fuzzRun(t, "openSpool", func() { s, err = openSpool(dir, quiet) })
+		testenv.FuzzRun(t, "openSpool", func() { s, err = openSpool(dir, quiet) })
 		if err != nil {
-			t.Fatalf("openSpool on log %s, progress %s: %v", fuzzQuote(string(logBytes)), fuzzQuote(string(progBytes)), err)
+			t.Fatalf("openSpool on log %s, progress %s: %v", testenv.FuzzQuote(string(logBytes)), testenv.FuzzQuote(string(progBytes)), err)
 		}
 		defer s.close()
 		// Billing data is never dropped: an unreadable log is kept whole.
@@ -232,7 +196,7 @@ func FuzzSpoolOpen(f *testing.F) {
 			var raw []byte
 			var end int64
 			var ok bool
-			fuzzRun(t, "peek", func() { r, raw, end, ok, err = s.peek() })
+			testenv.FuzzRun(t, "peek", func() { r, raw, end, ok, err = s.peek() })
 			if !ok {
 				t.Fatalf("record %d of %d: peek found nothing", i+1, pending)
 			}
@@ -244,7 +208,7 @@ func FuzzSpoolOpen(f *testing.F) {
 			case err != nil:
 				t.Fatalf("record %d: %v", i+1, err)
 			case r.Kind != kindCDR && r.Kind != kindInbound && r.Kind != kindSettle || len(r.Payload) == 0:
-				t.Errorf("record %d: peek returned kind %q, payload %s", i+1, r.Kind, fuzzQuote(string(r.Payload)))
+				t.Errorf("record %d: peek returned kind %q, payload %s", i+1, r.Kind, testenv.FuzzQuote(string(r.Payload)))
 			}
 			if end <= s.next || end > s.size {
 				t.Fatalf("record %d ends at %d, not within (%d, %d]", i+1, end, s.next, s.size)
@@ -292,7 +256,7 @@ func FuzzSpoolRecord(f *testing.F) {
 		before := s.size
 		if err := s.append(kind, payload); err != nil {
 			if s.size != before || s.pending != 0 {
-				t.Errorf("failed append of %s changed the spool: size %d -> %d, pending %d", fuzzQuote(string(payload)), before, s.size, s.pending)
+				t.Errorf("failed append of %s changed the spool: size %d -> %d, pending %d", testenv.FuzzQuote(string(payload)), before, s.size, s.pending)
 			}
 			if st, _ := os.Stat(filepath.Join(dir, logName)); st == nil || st.Size() != before {
 				t.Errorf("failed append left bytes in the log")
@@ -310,7 +274,7 @@ func FuzzSpoolRecord(f *testing.F) {
 				t.Fatalf("%s: peek = ok %v, err %v, end %d of %d", when, ok, err, end, s.size)
 			}
 			if r.Kind != kind || !fuzzSameJSON(r.Payload, payload) {
-				t.Errorf("%s: record %q %s, want %q %s", when, r.Kind, fuzzQuote(string(r.Payload)), kind, fuzzQuote(string(payload)))
+				t.Errorf("%s: record %q %s, want %q %s", when, r.Kind, testenv.FuzzQuote(string(r.Payload)), kind, testenv.FuzzQuote(string(payload)))
 			}
 		}
 		check(s, "appended")

@@ -9,13 +9,13 @@ package schedule
 import (
 	"encoding/json"
 	"fmt"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"redial/internal/testenv"
 	"redial/internal/validate"
 )
 
@@ -28,116 +28,6 @@ const (
 	// reason stored in Redis, a 400 body or a log line ("a short reason").
 	fuzzMaxReason = 1 << 10
 )
-
-// fuzzQuote renders s for a failure message without flooding it.
-func fuzzQuote(s string) string {
-	if len(s) > 80 {
-		return fmt.Sprintf("%q... (%d bytes)", s[:80], len(s))
-	}
-	return fmt.Sprintf("%q", s)
-}
-
-// fuzzRun runs fn and fails the test if it panics or does not return
-// within 10 s (decoding must terminate on any input).
-func fuzzRun(t *testing.T, what string, fn func()) {
-	t.Helper()
-	done := make(chan struct{})
-	var panicked any
-	var stack []byte
-	go func() {
-		defer close(done)
-		defer func() {
-			if r := recover(); r != nil {
-				panicked, stack = r, debug.Stack()
-			}
-		}()
-		fn()
-	}()
-	timer := time.NewTimer(10 * time.Second)
-	defer timer.Stop()
-	select {
-	case <-done:
-	case <-timer.C:
-		t.Fatalf("%s did not return within 10 s", what)
-	}
-	if panicked != nil {
-		t.Fatalf("%s panicked: %v\n%s", what, panicked, stack)
-	}
-}
-
-// fuzzNumberSafe checks an accepted number against issue 9's limits.
-func fuzzNumberSafe(t *testing.T, what, n string) {
-	t.Helper()
-	if n == "" {
-		t.Errorf("%s: accepted an empty number", what)
-	}
-	if len(n) > fuzzMaxNumber {
-		t.Errorf("%s: accepted number %s of %d bytes; issue 9 validation (internal/validate) must refuse numbers longer than %d",
-			what, fuzzQuote(n), len(n), fuzzMaxNumber)
-	}
-	if strings.ContainsAny(n, "\r\n\x00") {
-		t.Errorf("%s: accepted number %s holding CR, LF or NUL; issue 9 validation (internal/validate) must refuse it", what, fuzzQuote(n))
-	}
-	// One rule at every entry point: what this decoder accepts, the API
-	// and the queues accept too.
-	if err := validate.Number(n); err != nil {
-		t.Errorf("%s: accepted number %s that validate.Number refuses (%v): entry points check numbers differently", what, fuzzQuote(n), err)
-	}
-}
-
-// fuzzVarsSafe checks accepted channel variables against issue 9's limits.
-func fuzzVarsSafe(t *testing.T, what string, vars map[string]string) {
-	t.Helper()
-	for k, v := range vars {
-		if strings.ContainsAny(k, "\r\n\x00") {
-			t.Errorf("%s: accepted variable name %s holding CR, LF or NUL; issue 9 validation (internal/validate) must refuse it", what, fuzzQuote(k))
-		}
-		if strings.ContainsAny(v, "\r\n\x00") {
-			t.Errorf("%s: accepted variable %s = %s holding CR, LF or NUL; issue 9 validation (internal/validate) must refuse it", what, fuzzQuote(k), fuzzQuote(v))
-		}
-		if len(v) > fuzzMaxVarValue {
-			t.Errorf("%s: accepted variable %s of %d bytes; issue 9 validation (internal/validate) must refuse values over %d bytes",
-				what, fuzzQuote(k), len(v), fuzzMaxVarValue)
-		}
-		if err := validate.VariableName("variables", k); err != nil {
-			t.Errorf("%s: accepted a variable name that validate refuses: %v", what, err)
-		}
-		if err := validate.VariableValue("variables."+k, k, v); err != nil {
-			t.Errorf("%s: accepted a variable value that validate refuses: %v", what, err)
-		}
-	}
-}
-
-// fuzzShortErr checks that err is non-empty and short enough to be kept
-// as a reason.
-func fuzzShortErr(t *testing.T, what string, err error) {
-	t.Helper()
-	msg := err.Error()
-	if msg == "" {
-		t.Fatalf("%s: empty error", what)
-	}
-	if len(msg) > fuzzMaxReason {
-		t.Errorf("%s: error of %d bytes (%s); errors about outsider input must stay short (issue 9)", what, len(msg), fuzzQuote(msg))
-	}
-}
-
-// fuzzJSONObject reports whether s is one syntactically valid JSON object,
-// so that every error about it must name a field.
-func fuzzJSONObject(s string) bool {
-	t := strings.TrimLeft(s, " \t\r\n")
-	return t != "" && t[0] == '{' && json.Valid([]byte(s))
-}
-
-// fuzzNamesField reports whether msg starts with one of the field paths
-// roots ("params" matches "params: ", "params.limit: " and "params[0]...").
-func fuzzNamesField(msg string, roots ...string) bool {
-	for _, r := range roots {
-		if strings.HasPrefix(msg, r+": ") || strings.HasPrefix(msg, r+".") || strings.HasPrefix(msg, r+"[") {
-			return true
-		}
-	}
-	return false
-}
 
 // FuzzParseMember decodes scheduled members: never a panic, short errors
 // naming the field (the reason the member is moved aside with), accepted
@@ -182,28 +72,28 @@ func FuzzParseMember(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw string) {
 		var m member
 		var err error
-		fuzzRun(t, "parseMember", func() { m, err = parseMember(raw) })
+		testenv.FuzzRun(t, "parseMember", func() { m, err = parseMember(raw) })
 		if err != nil {
-			fuzzShortErr(t, fmt.Sprintf("parseMember(%s)", fuzzQuote(raw)), err)
+			testenv.FuzzShortErr(t, fmt.Sprintf("parseMember(%s)", testenv.FuzzQuote(raw)), err)
 			msg := err.Error()
 			// A JSON object whose params is not an object fails in
 			// encoding/json, whose message names it ("Go struct field
 			// .params").
-			if fuzzJSONObject(raw) && !fuzzNamesField(msg, "params", "variables") && !strings.Contains(msg, "params") {
-				t.Errorf("parseMember(%s): error %s names no field of the JSON object", fuzzQuote(raw), fuzzQuote(msg))
+			if testenv.FuzzJSONObject(raw) && !testenv.FuzzNamesField(msg, "params", "variables") && !strings.Contains(msg, "params") {
+				t.Errorf("parseMember(%s): error %s names no field of the JSON object", testenv.FuzzQuote(raw), testenv.FuzzQuote(msg))
 			}
 			return
 		}
-		what := fmt.Sprintf("parseMember(%s)", fuzzQuote(raw))
+		what := fmt.Sprintf("parseMember(%s)", testenv.FuzzQuote(raw))
 		if len(m.Numbers) == 0 {
 			t.Fatalf("%s: accepted without a number", what)
 		}
 		for i, n := range m.Numbers {
-			fuzzNumberSafe(t, fmt.Sprintf("%s number[%d]", what, i), n)
+			testenv.FuzzNumberSafe(t, fmt.Sprintf("%s number[%d]", what, i), n)
 		}
-		fuzzVarsSafe(t, what, m.Variables)
+		testenv.FuzzVarsSafe(t, what, m.Variables)
 		if m.Config == "" || strings.ContainsAny(m.Config, "\r\n\x00") || strings.ContainsAny(m.Contact, "\r\n\x00") {
-			t.Errorf("%s: Config %s, Contact %s", what, fuzzQuote(m.Config), fuzzQuote(m.Contact))
+			t.Errorf("%s: Config %s, Contact %s", what, testenv.FuzzQuote(m.Config), testenv.FuzzQuote(m.Contact))
 		}
 		// An expiry in the future must not read as one in the past (a
 		// member would then be dropped as EXPIRED instead of dialed).
@@ -222,7 +112,7 @@ func FuzzParseMember(f *testing.F) {
 				json.Unmarshal(expires, &f)
 			}
 			if f >= 1 && m.Expires < 1 {
-				t.Errorf("%s: expires %s decoded as %d", what, fuzzQuote(string(expires)), m.Expires)
+				t.Errorf("%s: expires %s decoded as %d", what, testenv.FuzzQuote(string(expires)), m.Expires)
 			}
 		}
 		// An accepted expiry is none (0) or a unix time up to year 9999.
@@ -257,23 +147,23 @@ func FuzzParseConfig(f *testing.F) {
 	const prefix = `schedule: config "remind" in cti_schedule_dialer_config@default: `
 	f.Fuzz(func(t *testing.T, raw string) {
 		var c scheduleConfig
-		fuzzRun(t, "parseConfig", func() { c = parseConfig("cti_schedule_dialer_config@default", "remind", raw) })
+		testenv.FuzzRun(t, "parseConfig", func() { c = parseConfig("cti_schedule_dialer_config@default", "remind", raw) })
 		if c.Err != nil {
 			rest, ok := strings.CutPrefix(c.Err.Error(), prefix)
 			if !ok || rest == "" {
-				t.Fatalf("parseConfig(%s): error %s does not name the config and its hash", fuzzQuote(raw), fuzzQuote(c.Err.Error()))
+				t.Fatalf("parseConfig(%s): error %s does not name the config and its hash", testenv.FuzzQuote(raw), testenv.FuzzQuote(c.Err.Error()))
 			}
-			if fuzzJSONObject(raw) && !fuzzNamesField(rest, "params", "variables") && !strings.Contains(rest, "params") {
-				t.Errorf("parseConfig(%s): error %s names no field", fuzzQuote(raw), fuzzQuote(c.Err.Error()))
+			if testenv.FuzzJSONObject(raw) && !testenv.FuzzNamesField(rest, "params", "variables") && !strings.Contains(rest, "params") {
+				t.Errorf("parseConfig(%s): error %s names no field", testenv.FuzzQuote(raw), testenv.FuzzQuote(c.Err.Error()))
 			}
 			return
 		}
-		what := fmt.Sprintf("parseConfig(%s)", fuzzQuote(raw))
+		what := fmt.Sprintf("parseConfig(%s)", testenv.FuzzQuote(raw))
 		if err := validate.LineGroups("params.line_group", c.LineGroups); err != nil {
 			t.Errorf("%s: accepted line groups %q: %v", what, c.LineGroups, err)
 		}
-		fuzzNumberSafe(t, what+" destination_extension", c.Destination.Extension)
-		fuzzVarsSafe(t, what, c.Variables)
+		testenv.FuzzNumberSafe(t, what+" destination_extension", c.Destination.Extension)
+		testenv.FuzzVarsSafe(t, what, c.Variables)
 	})
 }
 
@@ -309,26 +199,26 @@ func FuzzParseSchedules(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw string) {
 		var entries []CronEntry
 		var errs []error
-		fuzzRun(t, "ParseSchedules", func() { entries, errs = ParseSchedules(json.RawMessage(raw)) })
+		testenv.FuzzRun(t, "ParseSchedules", func() { entries, errs = ParseSchedules(json.RawMessage(raw)) })
 		for _, err := range errs {
 			if msg := err.Error(); !strings.HasPrefix(msg, "schedules") || !strings.Contains(msg, ": ") {
-				t.Errorf("ParseSchedules(%s): error %s names no entry", fuzzQuote(raw), fuzzQuote(msg))
+				t.Errorf("ParseSchedules(%s): error %s names no entry", testenv.FuzzQuote(raw), testenv.FuzzQuote(msg))
 			}
 		}
 		in := func(l []int, v int) bool { return l == nil || slices.Contains(l, v) }
 		for _, e := range entries {
-			what := fmt.Sprintf("ParseSchedules(%s) entry %d", fuzzQuote(raw), e.Index)
+			what := fmt.Sprintf("ParseSchedules(%s) entry %d", testenv.FuzzQuote(raw), e.Index)
 			if e.ID == "" || e.Action.Type != ActionCheckVoicemail || e.Action.AccountID == "" || e.Action.VmboxID == "" {
 				t.Errorf("%s: %+v", what, e)
 			}
 			for _, id := range []string{e.Action.AccountID, e.Action.VmboxID} {
 				if err := validate.Ref("id", id); err != nil {
-					t.Errorf("%s: accepted id %s: %v", what, fuzzQuote(id), err)
+					t.Errorf("%s: accepted id %s: %v", what, testenv.FuzzQuote(id), err)
 				}
 			}
 			for _, from := range froms {
 				var next time.Time
-				fuzzRun(t, "Next", func() { next = e.Next(from) })
+				testenv.FuzzRun(t, "Next", func() { next = e.Next(from) })
 				if next.IsZero() {
 					continue
 				}

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,6 +19,8 @@ import (
 
 	gosip "github.com/emiago/sipgo/sip"
 	"github.com/icholy/digest"
+
+	"redial/internal/testenv"
 )
 
 // Limits of issue 9.
@@ -28,55 +29,6 @@ const (
 	// reason stored in Redis, a 400 body or a log line ("a short reason").
 	fuzzMaxReason = 1 << 10
 )
-
-// fuzzQuote renders s for a failure message without flooding it.
-func fuzzQuote(s string) string {
-	if len(s) > 80 {
-		return fmt.Sprintf("%q... (%d bytes)", s[:80], len(s))
-	}
-	return fmt.Sprintf("%q", s)
-}
-
-// fuzzRun runs fn and fails the test if it panics or does not return
-// within 10 s (decoding must terminate on any input).
-func fuzzRun(t *testing.T, what string, fn func()) {
-	t.Helper()
-	done := make(chan struct{})
-	var panicked any
-	var stack []byte
-	go func() {
-		defer close(done)
-		defer func() {
-			if r := recover(); r != nil {
-				panicked, stack = r, debug.Stack()
-			}
-		}()
-		fn()
-	}()
-	timer := time.NewTimer(10 * time.Second)
-	defer timer.Stop()
-	select {
-	case <-done:
-	case <-timer.C:
-		t.Fatalf("%s did not return within 10 s", what)
-	}
-	if panicked != nil {
-		t.Fatalf("%s panicked: %v\n%s", what, panicked, stack)
-	}
-}
-
-// fuzzShortErr checks that err is non-empty and short enough to be kept
-// as a reason.
-func fuzzShortErr(t *testing.T, what string, err error) {
-	t.Helper()
-	msg := err.Error()
-	if msg == "" {
-		t.Fatalf("%s: empty error", what)
-	}
-	if len(msg) > fuzzMaxReason {
-		t.Errorf("%s: error of %d bytes (%s); errors about outsider input must stay short (issue 9)", what, len(msg), fuzzQuote(msg))
-	}
-}
 
 // fuzzPassword is the one password the fuzzed engine knows (user trunk);
 // no error may ever quote it.
@@ -136,10 +88,10 @@ func FuzzVerifyDigest(f *testing.F) {
 		}
 		var user string
 		var err error
-		fuzzRun(t, "VerifyRequestDigest", func() { user, err = e.VerifyRequestDigest(fuzzInvite(header, value), "redial", fuzzPasswords) })
-		what := fmt.Sprintf("%s: %s", header, fuzzQuote(value))
+		testenv.FuzzRun(t, "VerifyRequestDigest", func() { user, err = e.VerifyRequestDigest(fuzzInvite(header, value), "redial", fuzzPasswords) })
+		what := fmt.Sprintf("%s: %s", header, testenv.FuzzQuote(value))
 		if err != nil {
-			fuzzShortErr(t, what, err)
+			testenv.FuzzShortErr(t, what, err)
 			if strings.Contains(err.Error(), fuzzPassword) {
 				t.Errorf("%s: error %q quotes the password", what, err)
 			}
@@ -186,10 +138,10 @@ func FuzzDigestRoundTrip(f *testing.F) {
 		got, err := e.VerifyRequestDigest(fuzzInvite("Proxy-Authorization", hdr), "redial", fuzzPasswords)
 		right := user == "trunk" && password == fuzzPassword
 		if right && (err != nil || got != "trunk") {
-			t.Errorf("right credentials %s refused: %v", fuzzQuote(hdr), err)
+			t.Errorf("right credentials %s refused: %v", testenv.FuzzQuote(hdr), err)
 		}
 		if !right && err == nil {
-			t.Errorf("wrong credentials %s accepted as %q", fuzzQuote(hdr), got)
+			t.Errorf("wrong credentials %s accepted as %q", testenv.FuzzQuote(hdr), got)
 		}
 	})
 }
@@ -214,10 +166,10 @@ func FuzzCheckNonce(f *testing.F) {
 		ts, sig, _ := strings.Cut(nonce, ".")
 		sec, perr := strconv.ParseInt(ts, 10, 64)
 		if perr != nil || sig != sign(e.localKey, ts) && (e.clusterKey.Load() == nil || sig != sign(*e.clusterKey.Load(), ts)) {
-			t.Fatalf("checkNonce accepted %s, which this engine did not sign", fuzzQuote(nonce))
+			t.Fatalf("checkNonce accepted %s, which this engine did not sign", testenv.FuzzQuote(nonce))
 		}
 		if now.Sub(time.Unix(sec, 0)) > nonceTTL {
-			t.Fatalf("checkNonce accepted %s, older than %v", fuzzQuote(nonce), nonceTTL)
+			t.Fatalf("checkNonce accepted %s, older than %v", testenv.FuzzQuote(nonce), nonceTTL)
 		}
 	})
 }

@@ -9,54 +9,17 @@ package store
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"maps"
 	"reflect"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
 
+	"redial/internal/testenv"
 	"redial/internal/validate"
 )
-
-// fuzzQuote renders s for a failure message without flooding it.
-func fuzzQuote(s string) string {
-	if len(s) > 80 {
-		return fmt.Sprintf("%q... (%d bytes)", s[:80], len(s))
-	}
-	return fmt.Sprintf("%q", s)
-}
-
-// fuzzRun runs fn and fails the test if it panics or does not return
-// within 10 s (decoding must terminate on any input).
-func fuzzRun(t *testing.T, what string, fn func()) {
-	t.Helper()
-	done := make(chan struct{})
-	var panicked any
-	var stack []byte
-	go func() {
-		defer close(done)
-		defer func() {
-			if r := recover(); r != nil {
-				panicked, stack = r, debug.Stack()
-			}
-		}()
-		fn()
-	}()
-	timer := time.NewTimer(10 * time.Second)
-	defer timer.Stop()
-	select {
-	case <-done:
-	case <-timer.C:
-		t.Fatalf("%s did not return within 10 s", what)
-	}
-	if panicked != nil {
-		t.Fatalf("%s panicked: %v\n%s", what, panicked, stack)
-	}
-}
 
 // FuzzSettleOpCodec: an op built from any bytes (queue items hold any
 // bytes) comes back from its JSON byte for byte, its JSON is valid UTF-8
@@ -90,11 +53,11 @@ func FuzzSettleOpCodec(f *testing.F) {
 			t.Fatalf("Marshal(%+v): %v", op, err)
 		}
 		if !utf8.Valid(b) || bytes.ContainsAny(b, "\r\n") {
-			t.Errorf("settle op JSON %s is not one line of UTF-8", fuzzQuote(string(b)))
+			t.Errorf("settle op JSON %s is not one line of UTF-8", testenv.FuzzQuote(string(b)))
 		}
 		var back SettleOp
 		if err := json.Unmarshal(b, &back); err != nil {
-			t.Fatalf("settle op JSON %s does not decode: %v", fuzzQuote(string(b)), err)
+			t.Fatalf("settle op JSON %s does not decode: %v", testenv.FuzzQuote(string(b)), err)
 		}
 		if !reflect.DeepEqual(back, op) {
 			t.Errorf("settle op round trip:\n %+v\n %+v", op, back)
@@ -104,17 +67,17 @@ func FuzzSettleOpCodec(f *testing.F) {
 		// decodes survives another round trip unchanged.
 		var got SettleOp
 		var derr error
-		fuzzRun(t, "SettleOp.UnmarshalJSON", func() { derr = json.Unmarshal([]byte(raw), &got) })
+		testenv.FuzzRun(t, "SettleOp.UnmarshalJSON", func() { derr = json.Unmarshal([]byte(raw), &got) })
 		if derr != nil {
 			return
 		}
 		b2, err := json.Marshal(got)
 		if err != nil {
-			t.Fatalf("Marshal of decoded op %s: %v", fuzzQuote(raw), err)
+			t.Fatalf("Marshal of decoded op %s: %v", testenv.FuzzQuote(raw), err)
 		}
 		var again SettleOp
 		if err := json.Unmarshal(b2, &again); err != nil || !reflect.DeepEqual(again, got) {
-			t.Errorf("op decoded from %s does not survive a round trip: %v\n %+v\n %+v", fuzzQuote(raw), err, got, again)
+			t.Errorf("op decoded from %s does not survive a round trip: %v\n %+v\n %+v", testenv.FuzzQuote(raw), err, got, again)
 		}
 	})
 }
@@ -134,21 +97,21 @@ func FuzzParkedItem(f *testing.F) {
 		}
 		js := parkedJSON(item, reason, host, time.Unix(at, 0))
 		if !utf8.ValidString(js) {
-			t.Errorf("parked item JSON %s is not UTF-8", fuzzQuote(js))
+			t.Errorf("parked item JSON %s is not UTF-8", testenv.FuzzQuote(js))
 		}
 		var p ParkedItem
 		if err := json.Unmarshal([]byte(js), &p); err != nil {
-			t.Fatalf("parked item %s does not decode: %v", fuzzQuote(js), err)
+			t.Fatalf("parked item %s does not decode: %v", testenv.FuzzQuote(js), err)
 		}
 		got := p.Item
 		if p.ItemBase64 != nil {
 			got = string(p.ItemBase64)
 		}
 		if got != item {
-			t.Errorf("parked item lost its bytes: %s came back as %s", fuzzQuote(item), fuzzQuote(got))
+			t.Errorf("parked item lost its bytes: %s came back as %s", testenv.FuzzQuote(item), testenv.FuzzQuote(got))
 		}
 		if want := validate.Truncate(reason, MaxParkedReason); utf8.ValidString(want) && p.Reason != want || utf8.ValidString(host) && p.Host != host {
-			t.Errorf("reason %s, host %s came back as %s, %s", fuzzQuote(reason), fuzzQuote(host), fuzzQuote(p.Reason), fuzzQuote(p.Host))
+			t.Errorf("reason %s, host %s came back as %s, %s", testenv.FuzzQuote(reason), testenv.FuzzQuote(host), testenv.FuzzQuote(p.Reason), testenv.FuzzQuote(p.Host))
 		}
 		if limit := 3*len(item)/2 + 6*MaxParkedReason + 6*len(host) + 512; len(js) > limit {
 			t.Errorf("parked item of %d bytes (reason %d, host %d) took %d bytes of JSON, more than %d", len(item), len(reason), len(host), len(js), limit)
@@ -172,10 +135,10 @@ func FuzzEndedPlan(f *testing.F) {
 		op := st.PlanEndOp(field, plan, reason)
 		var e EndedPlan
 		if err := json.Unmarshal([]byte(op.Value), &e); err != nil {
-			t.Fatalf("ended plan record %s does not decode: %v", fuzzQuote(op.Value), err)
+			t.Fatalf("ended plan record %s does not decode: %v", testenv.FuzzQuote(op.Value), err)
 		}
 		if utf8.ValidString(field) && e.Field != field || utf8.ValidString(reason) && e.Reason != reason || e.Host != "n1" {
-			t.Errorf("ended plan %+v, want field %s reason %s", e, fuzzQuote(field), fuzzQuote(reason))
+			t.Errorf("ended plan %+v, want field %s reason %s", e, testenv.FuzzQuote(field), testenv.FuzzQuote(reason))
 		}
 		if _, err := time.Parse(time.RFC3339, e.At); err != nil {
 			t.Errorf("at %q: %v", e.At, err)
@@ -186,12 +149,12 @@ func FuzzEndedPlan(f *testing.F) {
 			json.Compact(&got, e.Plan)
 			var a, b any
 			if json.Unmarshal(want.Bytes(), &a) != nil || json.Unmarshal(got.Bytes(), &b) != nil || !reflect.DeepEqual(a, b) {
-				t.Errorf("plan %s came back as %s", fuzzQuote(plan), fuzzQuote(string(e.Plan)))
+				t.Errorf("plan %s came back as %s", testenv.FuzzQuote(plan), testenv.FuzzQuote(string(e.Plan)))
 			}
 		} else if utf8.ValidString(plan) {
 			var s string
 			if err := json.Unmarshal(e.Plan, &s); err != nil || s != plan {
-				t.Errorf("plan %s (not JSON) came back as %s", fuzzQuote(plan), fuzzQuote(string(e.Plan)))
+				t.Errorf("plan %s (not JSON) came back as %s", testenv.FuzzQuote(plan), testenv.FuzzQuote(string(e.Plan)))
 			}
 		}
 	})
@@ -214,10 +177,10 @@ func FuzzVoicemailDoc(f *testing.F) {
 		var doc map[string]json.RawMessage
 		var list []json.RawMessage
 		var err error
-		fuzzRun(t, "splitMessages", func() { doc, list, err = splitMessages(raw) })
+		testenv.FuzzRun(t, "splitMessages", func() { doc, list, err = splitMessages(raw) })
 		if err != nil {
 			if err.Error() == "" || len(err.Error()) > 200 {
-				t.Errorf("splitMessages(%s): error %q", fuzzQuote(raw), err)
+				t.Errorf("splitMessages(%s): error %q", testenv.FuzzQuote(raw), err)
 			}
 			return
 		}
@@ -230,24 +193,24 @@ func FuzzVoicemailDoc(f *testing.F) {
 		}
 		out, err := joinMessages(doc, append(slices.Clone(list), entry))
 		if err != nil {
-			t.Fatalf("joinMessages after splitMessages(%s): %v", fuzzQuote(raw), err)
+			t.Fatalf("joinMessages after splitMessages(%s): %v", testenv.FuzzQuote(raw), err)
 		}
 		doc2, list2, err := splitMessages(out)
 		if err != nil {
-			t.Fatalf("joined document %s does not split: %v", fuzzQuote(out), err)
+			t.Fatalf("joined document %s does not split: %v", testenv.FuzzQuote(out), err)
 		}
 		if len(list2) != len(list)+1 {
-			t.Fatalf("document %s: %d messages, then %d after one was appended", fuzzQuote(raw), len(list), len(list2))
+			t.Fatalf("document %s: %d messages, then %d after one was appended", testenv.FuzzQuote(raw), len(list), len(list2))
 		}
 		for i := range list {
 			if !fuzzSameJSON(list[i], list2[i]) {
-				t.Errorf("message %d changed: %s -> %s", i, fuzzQuote(string(list[i])), fuzzQuote(string(list2[i])))
+				t.Errorf("message %d changed: %s -> %s", i, testenv.FuzzQuote(string(list[i])), testenv.FuzzQuote(string(list2[i])))
 			}
 		}
 		delete(doc2, "messages")
 		for k, v := range others {
 			if !fuzzSameJSON(v, doc2[k]) {
-				t.Errorf("field %q changed: %s -> %s", k, fuzzQuote(string(v)), fuzzQuote(string(doc2[k])))
+				t.Errorf("field %q changed: %s -> %s", k, testenv.FuzzQuote(string(v)), testenv.FuzzQuote(string(doc2[k])))
 			}
 		}
 		if len(doc2) != len(others) {

@@ -16,7 +16,6 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
-	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -39,120 +38,10 @@ const (
 	fuzzMaxReason = 1 << 10
 )
 
-// fuzzQuote renders s for a failure message without flooding it.
-func fuzzQuote(s string) string {
-	if len(s) > 80 {
-		return fmt.Sprintf("%q... (%d bytes)", s[:80], len(s))
-	}
-	return fmt.Sprintf("%q", s)
-}
-
-// fuzzRun runs fn and fails the test if it panics or does not return
-// within 10 s (decoding must terminate on any input).
-func fuzzRun(t *testing.T, what string, fn func()) {
-	t.Helper()
-	done := make(chan struct{})
-	var panicked any
-	var stack []byte
-	go func() {
-		defer close(done)
-		defer func() {
-			if r := recover(); r != nil {
-				panicked, stack = r, debug.Stack()
-			}
-		}()
-		fn()
-	}()
-	timer := time.NewTimer(10 * time.Second)
-	defer timer.Stop()
-	select {
-	case <-done:
-	case <-timer.C:
-		t.Fatalf("%s did not return within 10 s", what)
-	}
-	if panicked != nil {
-		t.Fatalf("%s panicked: %v\n%s", what, panicked, stack)
-	}
-}
-
-// fuzzNumberSafe checks an accepted number against issue 9's limits.
-func fuzzNumberSafe(t *testing.T, what, n string) {
-	t.Helper()
-	if n == "" {
-		t.Errorf("%s: accepted an empty number", what)
-	}
-	if len(n) > fuzzMaxNumber {
-		t.Errorf("%s: accepted number %s of %d bytes; issue 9 validation (internal/validate) must refuse numbers longer than %d",
-			what, fuzzQuote(n), len(n), fuzzMaxNumber)
-	}
-	if strings.ContainsAny(n, "\r\n\x00") {
-		t.Errorf("%s: accepted number %s holding CR, LF or NUL; issue 9 validation (internal/validate) must refuse it", what, fuzzQuote(n))
-	}
-	// One rule at every entry point: what this decoder accepts, the API
-	// and the queues accept too.
-	if err := validate.Number(n); err != nil {
-		t.Errorf("%s: accepted number %s that validate.Number refuses (%v): entry points check numbers differently", what, fuzzQuote(n), err)
-	}
-}
-
-// fuzzVarsSafe checks accepted channel variables against issue 9's limits.
-func fuzzVarsSafe(t *testing.T, what string, vars map[string]string) {
-	t.Helper()
-	for k, v := range vars {
-		if strings.ContainsAny(k, "\r\n\x00") {
-			t.Errorf("%s: accepted variable name %s holding CR, LF or NUL; issue 9 validation (internal/validate) must refuse it", what, fuzzQuote(k))
-		}
-		if strings.ContainsAny(v, "\r\n\x00") {
-			t.Errorf("%s: accepted variable %s = %s holding CR, LF or NUL; issue 9 validation (internal/validate) must refuse it", what, fuzzQuote(k), fuzzQuote(v))
-		}
-		if len(v) > fuzzMaxVarValue {
-			t.Errorf("%s: accepted variable %s of %d bytes; issue 9 validation (internal/validate) must refuse values over %d bytes",
-				what, fuzzQuote(k), len(v), fuzzMaxVarValue)
-		}
-		if err := validate.VariableName("variables", k); err != nil {
-			t.Errorf("%s: accepted a variable name that validate refuses: %v", what, err)
-		}
-		if err := validate.VariableValue("variables."+k, k, v); err != nil {
-			t.Errorf("%s: accepted a variable value that validate refuses: %v", what, err)
-		}
-	}
-}
-
-// fuzzShortErr checks that err is non-empty and short enough to be kept
-// as a reason.
-func fuzzShortErr(t *testing.T, what string, err error) {
-	t.Helper()
-	msg := err.Error()
-	if msg == "" {
-		t.Fatalf("%s: empty error", what)
-	}
-	if len(msg) > fuzzMaxReason {
-		t.Errorf("%s: error of %d bytes (%s); errors about outsider input must stay short (issue 9)", what, len(msg), fuzzQuote(msg))
-	}
-}
-
-// fuzzJSONObject reports whether s is one syntactically valid JSON object,
-// so that every error about it must name a field.
-func fuzzJSONObject(s string) bool {
-	t := strings.TrimLeft(s, " \t\r\n")
-	return t != "" && t[0] == '{' && json.Valid([]byte(s))
-}
-
-// fuzzNamesField reports whether msg starts with one of the field paths
-// roots ("params" matches "params: ", "params.limit: " and "params[0]...").
-func fuzzNamesField(msg string, roots ...string) bool {
-	for _, r := range roots {
-		if strings.HasPrefix(msg, r+": ") || strings.HasPrefix(msg, r+".") || strings.HasPrefix(msg, r+"[") {
-			return true
-		}
-	}
-	return false
-}
-
 // fuzzErrNamesField reports whether a 400 error about a JSON object body
 // names a field: one of the API's own, or (cut short) a key of the body.
 func fuzzErrNamesField(msg string, body []byte, roots ...string) bool {
-	if fuzzNamesField(msg, roots...) || strings.HasPrefix(msg, "body: ") {
+	if testenv.FuzzNamesField(msg, roots...) || strings.HasPrefix(msg, "body: ") {
 		return true
 	}
 	var m map[string]json.RawMessage
@@ -206,32 +95,32 @@ func FuzzDecodeOriginate(f *testing.F) {
 		var err error
 		var numbers []string
 		var vars map[string]string
-		fuzzRun(t, "decodeOriginate", func() {
+		testenv.FuzzRun(t, "decodeOriginate", func() {
 			req, derr := decodeOriginate(body)
 			err, numbers, vars = derr, req.Numbers, req.Variables
 		})
-		what := fmt.Sprintf("decodeOriginate(%s)", fuzzQuote(string(body)))
+		what := fmt.Sprintf("decodeOriginate(%s)", testenv.FuzzQuote(string(body)))
 		if err != nil {
-			fuzzShortErr(t, what, err)
-			if fuzzJSONObject(string(body)) && !fuzzErrNamesField(err.Error(), body, "number", "line_group", "destination",
+			testenv.FuzzShortErr(t, what, err)
+			if testenv.FuzzJSONObject(string(body)) && !fuzzErrNamesField(err.Error(), body, "number", "line_group", "destination",
 				"variables", "call_ref", "contact_ref", "campaign_ref") {
-				t.Errorf("%s: error %s names no field", what, fuzzQuote(err.Error()))
+				t.Errorf("%s: error %s names no field", what, testenv.FuzzQuote(err.Error()))
 			}
 			return
 		}
 		if len(numbers) == 0 {
 			t.Fatalf("%s: accepted without a number", what)
 		}
-		fuzzVarsSafe(t, what, vars)
+		testenv.FuzzVarsSafe(t, what, vars)
 		for i, n := range numbers {
-			fuzzNumberSafe(t, fmt.Sprintf("%s number[%d]", what, i), n)
+			testenv.FuzzNumberSafe(t, fmt.Sprintf("%s number[%d]", what, i), n)
 			// One rule at every entry point.
 			if it, err := dialer.ParseItem(n); err != nil || len(it.Numbers) != 1 || it.Numbers[0] != n {
-				t.Errorf("%s: the API accepts number %s, the queue dialer reads it as %q, %v", what, fuzzQuote(n), it.Numbers, err)
+				t.Errorf("%s: the API accepts number %s, the queue dialer reads it as %q, %v", what, testenv.FuzzQuote(n), it.Numbers, err)
 			}
 			member, _ := json.Marshal(map[string]any{"params": map[string]any{"number": n, "config": "c"}})
 			if err := schedule.CheckMember(string(member)); err != nil {
-				t.Errorf("%s: the API accepts number %s, the scheduler refuses it: %v", what, fuzzQuote(n), err)
+				t.Errorf("%s: the API accepts number %s, the scheduler refuses it: %v", what, testenv.FuzzQuote(n), err)
 			}
 		}
 	})
@@ -255,10 +144,10 @@ func fuzzPost(t *testing.T, s *Server, path string, body []byte) (int, map[strin
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
-	fuzzRun(t, "POST "+path, func() { s.mux.ServeHTTP(rec, req) })
+	testenv.FuzzRun(t, "POST "+path, func() { s.mux.ServeHTTP(rec, req) })
 	var out map[string]any
 	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
-		t.Fatalf("POST %s %s: answer %d %s is not a JSON object: %v", path, fuzzQuote(string(body)), rec.Code, fuzzQuote(rec.Body.String()), err)
+		t.Fatalf("POST %s %s: answer %d %s is not a JSON object: %v", path, testenv.FuzzQuote(string(body)), rec.Code, testenv.FuzzQuote(rec.Body.String()), err)
 	}
 	return rec.Code, out
 }
@@ -267,9 +156,9 @@ func fuzzPost(t *testing.T, s *Server, path string, body []byte) (int, map[strin
 // field.
 func fuzzCheckRefusal(t *testing.T, what string, code int, out map[string]any, body []byte, roots ...string) {
 	msg, _ := out["error"].(string)
-	fuzzShortErr(t, fmt.Sprintf("%s: %d", what, code), fmt.Errorf("%s", msg))
-	if code == http.StatusBadRequest && fuzzJSONObject(string(body)) && !fuzzErrNamesField(msg, body, roots...) && !strings.Contains(msg, "unknown field") {
-		t.Errorf("%s: 400 %s names no field", what, fuzzQuote(msg))
+	testenv.FuzzShortErr(t, fmt.Sprintf("%s: %d", what, code), fmt.Errorf("%s", msg))
+	if code == http.StatusBadRequest && testenv.FuzzJSONObject(string(body)) && !fuzzErrNamesField(msg, body, roots...) && !strings.Contains(msg, "unknown field") {
+		t.Errorf("%s: 400 %s names no field", what, testenv.FuzzQuote(msg))
 	}
 }
 
@@ -312,7 +201,7 @@ func FuzzPostSchedule(f *testing.F) {
 	ctx := context.Background()
 	f.Fuzz(func(t *testing.T, body []byte) {
 		code, out := fuzzPost(t, s, "/api/v1/schedules", body)
-		what := fmt.Sprintf("POST /api/v1/schedules %s", fuzzQuote(string(body)))
+		what := fmt.Sprintf("POST /api/v1/schedules %s", testenv.FuzzQuote(string(body)))
 		switch code {
 		case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
 			fuzzCheckRefusal(t, what, code, out, body, "at", "member", "body")
@@ -384,7 +273,7 @@ func FuzzPostSchedule(f *testing.F) {
 				json.Unmarshal(doc.Params.Number, &many)
 			}
 			for i, n := range many {
-				fuzzNumberSafe(t, fmt.Sprintf("%s number[%d]", what, i), n)
+				testenv.FuzzNumberSafe(t, fmt.Sprintf("%s number[%d]", what, i), n)
 			}
 			vars := map[string]string{}
 			for k, v := range doc.Variables {
@@ -392,7 +281,7 @@ func FuzzPostSchedule(f *testing.F) {
 					vars[k] = s
 				}
 			}
-			fuzzVarsSafe(t, what, vars)
+			testenv.FuzzVarsSafe(t, what, vars)
 		}
 	})
 }
@@ -414,7 +303,7 @@ func FuzzPostEvent(f *testing.F) {
 	ctx := context.Background()
 	f.Fuzz(func(t *testing.T, body []byte) {
 		code, out := fuzzPost(t, s, "/api/v1/events", body)
-		what := fmt.Sprintf("POST /api/v1/events %s", fuzzQuote(string(body)))
+		what := fmt.Sprintf("POST /api/v1/events %s", testenv.FuzzQuote(string(body)))
 		switch code {
 		case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
 			fuzzCheckRefusal(t, what, code, out, body, "event_name", "Event-Name", "name", "account_id", "Account-ID", "vmbox_id", "Voicemail-Box", "body")
