@@ -1,12 +1,10 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,28 +16,10 @@ import (
 	"redial/internal/testenv"
 )
 
-// lockedBuffer collects log text from the detector's goroutine.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 type detectorUnderTest struct {
 	*DataLossDetector
 	st  *store.Store
-	log *lockedBuffer
+	log *testenv.SyncBuffer
 	reg *prometheus.Registry
 }
 
@@ -49,7 +29,7 @@ func startDetector(t *testing.T, st *store.Store, cfg DataLossConfig, now func()
 	t.Helper()
 	cfg.Host = "n1"
 	cfg.Every = 50 * time.Millisecond
-	buf := &lockedBuffer{}
+	buf := &testenv.SyncBuffer{}
 	d := &detectorUnderTest{st: st, log: buf, reg: prometheus.NewRegistry()}
 	var err error
 	d.DataLossDetector, err = NewDataLossDetector(cfg, DataLossDeps{Store: st, Registry: d.reg, Now: now,

@@ -38,34 +38,17 @@ type env struct {
 	data  string
 	eng   *Engine
 	pool  *media.PortPool
-	logs  *syncBuffer
+	logs  *testenv.SyncBuffer
 
 	mu    sync.Mutex
 	snoop func(x *Exec)
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 var portBase atomic.Int32
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	v := &env{t: t, redis: testenv.StartRedis(t), data: t.TempDir(), logs: &syncBuffer{}}
+	v := &env{t: t, redis: testenv.StartRedis(t), data: t.TempDir(), logs: &testenv.SyncBuffer{}}
 	v.store = store.NewWithClient(v.redis.Client, store.Config{Domain: "default", Host: "n1"})
 	var err error
 	if v.files, err = files.New(files.Config{Root: v.data, Domain: "default"}); err != nil {

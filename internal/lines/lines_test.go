@@ -1,7 +1,6 @@
 package lines
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -20,28 +19,10 @@ import (
 	"redial/internal/testenv"
 )
 
-// syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type node struct {
 	*Manager
 	st   *store.Store
-	logs *syncBuffer
+	logs *testenv.SyncBuffer
 	reg  *prometheus.Registry
 }
 
@@ -52,7 +33,7 @@ func newNode(t testing.TB, r *testenv.Redis, id string, cfg Config) *node {
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr, PoolSize: 64})
 	t.Cleanup(func() { rdb.Close() })
 	st := store.NewWithClient(rdb, store.Config{Domain: "default", Host: id})
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	reg := prometheus.NewRegistry()
 	cfg.NodeID = id
 	m, err := New(cfg, Deps{Store: st, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Registry: reg})

@@ -1,7 +1,6 @@
 package testenv
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -48,33 +46,7 @@ type Baresip struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	err  error
-	out  lockedBuffer
-}
-
-// lockedBuffer is the process output, written by exec's copier goroutine
-// while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// Reset forgets what an earlier, failed start printed.
-func (b *lockedBuffer) Reset() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf.Reset()
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	out  SyncBuffer
 }
 
 // StartBaresip runs baresip on 127.0.0.1 with a config of its own in the
