@@ -290,11 +290,30 @@ type SippOptions struct {
 // test ends.
 func StartSipp(t testing.TB, o SippOptions) *Sipp {
 	t.Helper()
+	// A free port can be taken by a parallel test package before SIPp
+	// binds it; a start that failed that way is retried on other ports
+	// when the test let StartSipp choose them.
+	for attempt := 1; ; attempt++ {
+		s, busy := startSipp(t, o)
+		if !busy {
+			return s
+		}
+		if o.Port != 0 || attempt == 3 {
+			t.Fatalf("testenv: sipp %s exited at start (%v):\n%s", filepath.Base(o.Scenario), s.err, truncate([]byte(s.Output()), 4000))
+		}
+		t.Logf("testenv: sipp start %d: a port was taken meanwhile; retrying on others", attempt)
+	}
+}
+
+// startSipp starts SIPp once; busy reports that it exited at start because
+// a port was taken.
+func startSipp(t testing.TB, o SippOptions) (s *Sipp, busy bool) {
+	t.Helper()
 	bin := RequireTool(t, "sipp")
 	if o.Port == 0 {
 		o.Port = FreePort(t)
 	}
-	s := &Sipp{Port: o.Port, Addr: fmt.Sprintf("127.0.0.1:%d", o.Port), done: make(chan struct{}), logDir: t.TempDir()}
+	s = &Sipp{Port: o.Port, Addr: fmt.Sprintf("127.0.0.1:%d", o.Port), done: make(chan struct{}), logDir: t.TempDir()}
 	// An empty Scenario runs one of SIPp's built-in ones (-sn in Args).
 	var scen string
 	if o.Scenario != "" {
@@ -365,6 +384,10 @@ func StartSipp(t testing.TB, o SippOptions) *Sipp {
 			case <-s.done:
 				// A UAS that exits before it listens never served a
 				// call; say why now rather than as a timeout later.
+				if strings.Contains(s.Output(), "Address already in use") {
+					busy = true
+					return nil
+				}
 				t.Fatalf("testenv: sipp %s exited at start (%v):\n%s", filepath.Base(o.Scenario), s.err, truncate([]byte(s.Output()), 4000))
 			default:
 			}
@@ -384,7 +407,7 @@ func StartSipp(t testing.TB, o SippOptions) *Sipp {
 			return nil
 		})
 	}
-	return s
+	return s, busy
 }
 
 func truncate(b []byte, n int) string {
