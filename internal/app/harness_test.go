@@ -48,15 +48,7 @@ func startNode(t testing.TB, redisURL, host string, opts ...Option) *node {
 // startNodeCfg is startNode with a chance to adjust the configuration.
 func startNodeCfg(t testing.TB, redisURL, host string, adjust func(*config.Node), opts ...Option) *node {
 	t.Helper()
-	sipPort := testenv.FreePort(t)
-	// Below the kernel's ephemeral range (32768+), where FreePort picks
-	// SIPp's ports, so the two never collide.
-	rtpBase := 20000 + (sipPort%100)*100
-	cfg := &config.Node{Redis: redisURL, Host: host, Domain: "default",
-		SIP:         []config.Listener{{Network: "udp", Addr: fmt.Sprintf("127.0.0.1:%d", sipPort)}, {Network: "tcp", Addr: fmt.Sprintf("127.0.0.1:%d", sipPort)}},
-		SIPPublicIP: "127.0.0.1", RTPMin: rtpBase, RTPMax: rtpBase + 98, HTTP: "127.0.0.1:0", Timezone: time.UTC,
-		Data: t.TempDir(), NotifyPrefix: "enigma:notifications", NotifyFormat: "v3", LogLevel: "debug",
-		Resync: 30 * time.Second, HeartbeatTTL: 10 * time.Second}
+	cfg := nodeConfig(t, redisURL, host)
 	if adjust != nil {
 		adjust(cfg)
 	}
@@ -64,7 +56,28 @@ func startNodeCfg(t testing.TB, redisURL, host string, adjust func(*config.Node)
 	if os.Getenv("REDIAL_TEST_LOG") != "" {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level})).With("node", host)
+	return startNodeWith(t, cfg, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level})), opts...)
+}
+
+// nodeConfig is the configuration of a test node: SIP and HTTP on free
+// loopback ports.
+func nodeConfig(t testing.TB, redisURL, host string) *config.Node {
+	t.Helper()
+	sipPort := testenv.FreePort(t)
+	// Below the kernel's ephemeral range (32768+), where FreePort picks
+	// SIPp's ports, so the two never collide.
+	rtpBase := 20000 + (sipPort%100)*100
+	return &config.Node{Redis: redisURL, Host: host, Domain: "default",
+		SIP:         []config.Listener{{Network: "udp", Addr: fmt.Sprintf("127.0.0.1:%d", sipPort)}, {Network: "tcp", Addr: fmt.Sprintf("127.0.0.1:%d", sipPort)}},
+		SIPPublicIP: "127.0.0.1", RTPMin: rtpBase, RTPMax: rtpBase + 98, HTTP: "127.0.0.1:0", Timezone: time.UTC,
+		Data: t.TempDir(), NotifyPrefix: "enigma:notifications", NotifyFormat: "v3", LogLevel: "debug",
+		Resync: 30 * time.Second, HeartbeatTTL: 10 * time.Second}
+}
+
+// startNodeWith runs a node of cfg that logs to log.
+func startNodeWith(t testing.TB, cfg *config.Node, log *slog.Logger, opts ...Option) *node {
+	t.Helper()
+	log = log.With("node", cfg.Host)
 	a, err := New(cfg, log, opts...)
 	if err != nil {
 		t.Fatalf("node: %v", err)

@@ -83,28 +83,13 @@ func (c *logCapture) between(from, to time.Time) []logLine {
 // as `redial serve` logs by default) captured as JSON.
 func startNodeLogged(t testing.TB, redisURL, host string, adjust func(*config.Node)) (*node, *logCapture) {
 	t.Helper()
-	sipPort := testenv.FreePort(t)
-	rtpBase := 20000 + (sipPort%100)*100
-	cfg := &config.Node{Redis: redisURL, Host: host, Domain: "default",
-		SIP:         []config.Listener{{Network: "udp", Addr: fmt.Sprintf("127.0.0.1:%d", sipPort)}, {Network: "tcp", Addr: fmt.Sprintf("127.0.0.1:%d", sipPort)}},
-		SIPPublicIP: "127.0.0.1", RTPMin: rtpBase, RTPMax: rtpBase + 98, HTTP: "127.0.0.1:0", Timezone: time.UTC,
-		Data: t.TempDir(), NotifyPrefix: "enigma:notifications", NotifyFormat: "v3", LogLevel: "info",
-		Resync: 30 * time.Second, HeartbeatTTL: 10 * time.Second}
+	cfg := nodeConfig(t, redisURL, host)
+	cfg.LogLevel = "info"
 	if adjust != nil {
 		adjust(cfg)
 	}
 	capture := &logCapture{t: t}
-	log := slog.New(slog.NewJSONHandler(capture, &slog.HandlerOptions{Level: slog.LevelInfo})).With("node", host)
-	a, err := New(cfg, log)
-	if err != nil {
-		t.Fatalf("node: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	n := &node{App: a, t: t, api: "http://" + a.Web.Addr(), cancel: cancel, done: make(chan error, 1)}
-	go func() { n.done <- a.Run(ctx) }()
-	<-a.SIP.Ready()
-	t.Cleanup(n.stop)
-	return n, capture
+	return startNodeWith(t, cfg, slog.New(slog.NewJSONHandler(capture, &slog.HandlerOptions{Level: slog.LevelInfo}))), capture
 }
 
 // A Redis outage of 15 s in the middle of a campaign: every component
