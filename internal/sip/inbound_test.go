@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +13,6 @@ import (
 	gosip "github.com/emiago/sipgo/sip"
 	"github.com/icholy/digest"
 
-	"redial/internal/config"
 	"redial/internal/media"
 	"redial/internal/store"
 	"redial/internal/testenv"
@@ -32,36 +29,7 @@ func (w testLogWriter) Write(p []byte) (int, error) {
 // ends.
 func startEngine(t testing.TB, secret func(context.Context) ([]byte, error), h InviteHandler) *Engine {
 	t.Helper()
-	port := testenv.FreePort(t)
-	// Below the kernel's ephemeral range, where FreePort picks ports.
-	rtpBase := 24000 + (port%100)*20
-	pool, err := media.NewPortPool(rtpBase, rtpBase+18)
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	e, err := New(Config{Listeners: []config.Listener{{Network: "udp", Addr: "127.0.0.1:" + strconv.Itoa(port)}}, PublicIP: "127.0.0.1"},
-		Deps{Logger: log, Ports: pool, OnInvite: h, Secret: secret})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Errorf("engine did not stop")
-		}
-	})
-	select {
-	case <-e.Ready():
-	case err := <-done:
-		t.Fatalf("engine stopped at start: %v", err)
-	}
-	return e
+	return startEngineWith(t, engineOpts{deps: Deps{OnInvite: h, Secret: secret}})
 }
 
 // hasClusterKey reports whether the engine signs with the cluster secret.
