@@ -229,6 +229,15 @@ func TestRedisRestartedEmptyWarnsLinesAndTasksVanished(t *testing.T) {
 		}
 		return nil
 	})
+	// The detector must have seen the configuration once to notice that
+	// it is gone.
+	seen := n.DataLoss.Checks()
+	testenv.WaitFor(t, 15*time.Second, func() error {
+		if n.DataLoss.Checks() <= seen {
+			return fmt.Errorf("no data-loss check since the configuration loaded")
+		}
+		return nil
+	})
 	r.Stop()
 	r.Restart(t)
 	want := map[string]string{
@@ -251,7 +260,7 @@ func TestRedisRestartedEmptyWarnsLinesAndTasksVanished(t *testing.T) {
 	})
 	// The node says so where an operator looks: /healthz is degraded with
 	// the reason, and one ERROR names what is gone.
-	testenv.WaitFor(t, 20*time.Second, func() error {
+	testenv.WaitFor(t, 30*time.Second, func() error {
 		var h struct {
 			Status string   `json:"status"`
 			Alarms []string `json:"alarms"`

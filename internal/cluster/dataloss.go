@@ -148,6 +148,9 @@ func (d *DataLossDetector) Alarms() []string {
 	return []string{fmt.Sprintf("%s (seen %s; clears %s)", d.alarm.text, d.alarm.at.UTC().Format(time.RFC3339), clears)}
 }
 
+// Checks is how many checks have reached Redis so far.
+func (d *DataLossDetector) Checks() int64 { return d.checks.Load() }
+
 // Run checks Redis every Every until ctx is cancelled.
 func (d *DataLossDetector) Run(ctx context.Context) error {
 	t := time.NewTicker(d.cfg.Every)
