@@ -185,6 +185,30 @@ func (e *Engine) lookup(key, ivrid string, fn func(s *session, c *control) error
 	return fn(s, s.ctl)
 }
 
+// ControlState is the external control of one session as its owner sees
+// it: who owns it, which applied component runs, and the session's :TEMP
+// dir (for the file requests of the ivrapi).
+type ControlState struct {
+	Owner string
+	// Applied is the oId of the running applied component, or -1.
+	Applied int
+	// Temp is the session's :TEMP directory.
+	Temp string
+}
+
+// Control returns the state of session ivrid in external control key.
+func (e *Engine) Control(key, ivrid string) (ControlState, error) {
+	var st ControlState
+	err := e.lookup(key, ivrid, func(s *session, c *control) error {
+		st = ControlState{Owner: c.owner, Applied: -1, Temp: s.temp}
+		if c.running != nil {
+			st.Applied = c.running.spec.OID
+		}
+		return nil
+	})
+	return st, err
+}
+
 // Accept gives owner control of session ivrid waiting in the external
 // control component key. The first Accept wins: another owner's Accept
 // fails with ErrOwned unless reaccept is set, which takes control over (a
@@ -405,7 +429,7 @@ func (c *extControl) Run(ctx context.Context, x *Exec) string {
 		s.mu.Unlock()
 		if pending != nil {
 			s.e.bus.publish(Event{Name: EventComponentStopped, IVRID: s.id, Key: ctl.key, Owner: ctl.owner,
-				Body: map[string]any{"oId": pending.spec.OID, "transferKey": ExitError, "results": map[string]any{}}})
+				Body: map[string]any{"key": ctl.key, "ivrid": s.id, "oId": pending.spec.OID, "transferKey": ExitError, "results": map[string]any{}}})
 			close(pending.done)
 		}
 		s.e.bus.publish(stop)
@@ -463,7 +487,7 @@ func (s *session) runApplied(ctx context.Context, ctl *control, a *applied) {
 	}
 	s.mu.Lock()
 	ev := Event{Name: EventComponentStopped, IVRID: s.id, Key: ctl.key, Owner: ctl.owner,
-		Body: map[string]any{"oId": a.spec.OID, "transferKey": exit, "results": res}}
+		Body: map[string]any{"key": ctl.key, "ivrid": s.id, "oId": a.spec.OID, "transferKey": exit, "results": res}}
 	ctl.running = nil
 	s.mu.Unlock()
 	s.e.bus.publish(ev)

@@ -178,7 +178,7 @@ func TestExternalControlAcceptApplyAbort(t *testing.T) {
 		t.Fatalf("ivrapi_dtmf %+v, want body %v", dtmf, want)
 	}
 	stopped := ev.wait(t, EventComponentStopped, "", 0)
-	want := map[string]any{"oId": 0, "transferKey": "transfer", "results": map[string]any{"dtmfBuffer": "5"}}
+	want := map[string]any{"key": "abc", "ivrid": id, "oId": 0, "transferKey": "transfer", "results": map[string]any{"dtmfBuffer": "5"}}
 	if !reflect.DeepEqual(stopped.Body, want) || stopped.Owner != "ws1" || stopped.IVRID != id {
 		t.Fatalf("component_stopped %+v, want body %v", stopped, want)
 	}

@@ -197,8 +197,10 @@ func (s *session) callerGone() bool {
 func (s *session) startListen() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
+	ready := make(chan struct{})
+	var once sync.Once
 	s.listenCancel, s.listenDone = cancel, done
-	h := media.HandlerFuncs{OnAudio: s.onAudio, OnDTMF: s.onDTMF}
+	h := media.HandlerFuncs{OnAudio: s.onAudio, OnDTMF: s.onDTMF, OnReady: func() { once.Do(func() { close(ready) }) }}
 	go func() {
 		defer close(done)
 		err := s.ch.Media().Listen(ctx, h)
@@ -206,6 +208,12 @@ func (s *session) startListen() {
 			s.log.Error("ivr listen failed; digits and recordings are lost", "err", err)
 		}
 	}()
+	// Until Listen has dropped the stale datagrams, a key pressed now (an
+	// application reacting at once to api_start) would be dropped with them.
+	select {
+	case <-ready:
+	case <-done:
+	}
 }
 
 func (s *session) stopListen() {

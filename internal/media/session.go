@@ -328,6 +328,25 @@ type Handler interface {
 type HandlerFuncs struct {
 	OnAudio func(pcm []int16, seq uint16, ts uint32)
 	OnDTMF  func(digit rune, durationMs int)
+	// OnReady is called once Listen has dropped what was queued before it
+	// and hears every packet from then on.
+	OnReady func()
+}
+
+// Ready calls OnReady.
+func (f HandlerFuncs) Ready() {
+	if f.OnReady != nil {
+		f.OnReady()
+	}
+}
+
+// ReadyHandler is a Handler that wants to know when Listen hears packets:
+// whoever tells a peer to start talking (an IVR announcing control to an
+// application) waits for it, or the first key presses would be discarded
+// as stale.
+type ReadyHandler interface {
+	Handler
+	Ready()
 }
 
 // Audio calls OnAudio.
@@ -399,6 +418,9 @@ func (s *Session) Listen(ctx context.Context, h Handler) error {
 	var rx dtmfReceiver
 	s.discardQueued(buf, l)
 	l.ready.Store(true)
+	if r, ok := h.(ReadyHandler); ok {
+		r.Ready()
+	}
 	errs := 0
 	for {
 		for len(l.inject) > 0 {
