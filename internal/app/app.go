@@ -23,6 +23,7 @@ import (
 	"redial/internal/dialplan"
 	"redial/internal/files"
 	"redial/internal/ivr"
+	"redial/internal/ivrapi"
 	"redial/internal/lines"
 	"redial/internal/media"
 	"redial/internal/notify"
@@ -54,6 +55,11 @@ type App struct {
 	Schedule *schedule.Scheduler
 	Callback *callback.Runner
 	Auth     *auth.Authenticator
+	// Fetcher brings files in from URLs; Links hands out signed links to
+	// files; IVRAPI is seed 002's WebSocket API.
+	Fetcher *files.Fetcher
+	Links   *files.Links
+	IVRAPI  *ivrapi.Service
 	// DataLoss watches Redis for a restart that lost every key this node
 	// knew, and raises the /healthz alarm.
 	DataLoss *cluster.DataLossDetector
@@ -166,6 +172,20 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 		Alarms: a.DataLoss.Alarms}); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
+	if a.Fetcher, err = files.NewFetcher(files.FetchConfig{Allow: cfg.FetchAllow, MaxBytes: cfg.FetchMaxBytes}); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+	if a.Links, err = files.NewLinks(files.LinksConfig{Dir: filepath.Join(cfg.Data, "links"), Host: cfg.Host, PublicURL: a.PublicURL},
+		files.LinksDeps{Secret: a.Store.DigestSecret, Locate: a.locate, Now: o.now, Logger: log}); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+	if a.IVRAPI, err = ivrapi.New(ivrapi.Config{Host: cfg.Host, Domain: cfg.Domain, Grace: cfg.IVRAPIGrace},
+		ivrapi.Deps{IVR: a.IVR, Bus: a.Bus, Directory: a.Directory, Auth: a.Auth, Files: a.Files, Fetcher: a.Fetcher,
+			Links: a.Links, Logger: log, Registry: a.Registry, Now: o.now}); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+	a.Web.HandleAny("GET /api/v1/ws", []string{auth.IVRAPI, auth.Files}, a.IVRAPI)
+	a.Web.HandlePublic("GET "+files.LinksPrefix, a.Links)
 	// The HTTP address is known now that web has bound it.
 	if err := a.Directory.SetSelf(a.nodeInfo()); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
@@ -194,6 +214,8 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 		{"schedule", a.Schedule.Run},
 		{"callback", a.Callback.Run},
 		{"auth", a.Auth.Run},
+		{"links", a.Links.Run},
+		{"ivrapi", a.IVRAPI.Run},
 		{"web", a.Web.Run},
 	}
 	registerRuntimeGauges(a)
@@ -225,6 +247,21 @@ func (a *App) PublicURL() string {
 	}
 	host, port, _ := net.SplitHostPort(a.Web.Addr())
 	return config.DefaultPublicURL(host, port, a.Cfg.SIPPublicIP)
+}
+
+// locate is the public URL of another live node, for a file link it
+// holds.
+func (a *App) locate(ctx context.Context, host string) (string, bool) {
+	nodes, err := a.Directory.Nodes(ctx)
+	if err != nil {
+		return "", false
+	}
+	for _, n := range nodes {
+		if n.Host == host && n.Alive && n.PublicURL != "" {
+			return n.PublicURL, true
+		}
+	}
+	return "", false
 }
 
 // reachable replaces an unspecified host (0.0.0.0, ::) in addr by ip.

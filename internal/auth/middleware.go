@@ -50,8 +50,20 @@ const (
 // be one of rest, ivrapi, files, dashboard; anything else panics at route
 // setup.
 func (a *Authenticator) Require(capability string, next http.Handler) http.Handler {
-	if !slices.Contains(store.TokenCapabilities, capability) {
-		panic(fmt.Sprintf("auth: Require: unknown capability %q (want one of %s)", capability, strings.Join(store.TokenCapabilities, ", ")))
+	return a.RequireAny([]string{capability}, next)
+}
+
+// RequireAny is Require for a route that any one of capabilities opens
+// (the ivrapi WebSocket serves both ivrapi and files tokens and checks
+// each request against the identity's capabilities itself).
+func (a *Authenticator) RequireAny(capabilities []string, next http.Handler) http.Handler {
+	if len(capabilities) == 0 {
+		panic("auth: RequireAny: no capability")
+	}
+	for _, capability := range capabilities {
+		if !slices.Contains(store.TokenCapabilities, capability) {
+			panic(fmt.Sprintf("auth: Require: unknown capability %q (want one of %s)", capability, strings.Join(store.TokenCapabilities, ", ")))
+		}
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !a.checkHost(w, r) {
@@ -69,7 +81,7 @@ func (a *Authenticator) Require(capability string, next http.Handler) http.Handl
 				return
 			}
 		}
-		id, ok := a.identify(w, r, cred, digest, capability)
+		id, ok := a.identify(w, r, cred, digest, capabilities)
 		if !ok {
 			return
 		}
@@ -171,7 +183,7 @@ func (a *Authenticator) credential(w http.ResponseWriter, r *http.Request, upgra
 }
 
 // identify resolves the credential to an identity allowed capability.
-func (a *Authenticator) identify(w http.ResponseWriter, r *http.Request, cred credential, digest, capability string) (Identity, bool) {
+func (a *Authenticator) identify(w http.ResponseWriter, r *http.Request, cred credential, digest string, capabilities []string) (Identity, bool) {
 	if !a.waitReady(r) {
 		a.refuse(w, r, http.StatusServiceUnavailable, "not_ready", "the API token list could not be read from Redis yet; try again")
 		return Identity{}, false
@@ -199,9 +211,9 @@ func (a *Authenticator) identify(w http.ResponseWriter, r *http.Request, cred cr
 			tok.Name, tok.Domain, a.cfg.Domain))
 		return Identity{}, false
 	}
-	if !tok.Has(capability) {
+	if !slices.ContainsFunc(capabilities, tok.Has) {
 		a.refuse(w, r, http.StatusForbidden, "capability", fmt.Sprintf("token %q lacks capability %q (it has %s)",
-			tok.Name, capability, strings.Join(tok.Capabilities, ", ")))
+			tok.Name, strings.Join(capabilities, `" or "`), strings.Join(tok.Capabilities, ", ")))
 		return Identity{}, false
 	}
 	return Identity{Name: tok.Name, Capabilities: tok.Capabilities, Domain: tok.Domain, Digest: tok.Digest}, true

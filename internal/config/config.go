@@ -53,6 +53,14 @@ type Node struct {
 	// HeartbeatTTL is how long after its last heartbeat a node counts as
 	// dead, when others recover its claimed numbers.
 	HeartbeatTTL time.Duration
+	// FetchAllow are CIDRs or host names URL fetches may reach although
+	// they are loopback or private (checked again by files.NewAddrPolicy).
+	FetchAllow []string
+	// FetchMaxBytes is the largest file a URL fetch may bring in.
+	FetchMaxBytes int64
+	// IVRAPIGrace is how long a session stays owned after its owner's
+	// WebSocket dropped.
+	IVRAPIGrace time.Duration
 }
 
 // flagSpec ties a flag to its environment variable and default.
@@ -63,7 +71,7 @@ type flagSpec struct {
 
 // raw holds flag values as strings until Validate parses them.
 type raw struct {
-	redis, host, domain, sip, sipPublicIP, rtpPorts, http, httpPublicURL, httpAllowHost, timezone, data, notifyPrefix, notifyFormat, logLevel, resync, heartbeat string
+	redis, host, domain, sip, sipPublicIP, rtpPorts, http, httpPublicURL, httpAllowHost, timezone, data, notifyPrefix, notifyFormat, logLevel, resync, heartbeat, fetchAllow, fetchMaxBytes, ivrapiGrace string
 }
 
 // Flags registers the node flags on fs and returns a function that, after
@@ -89,6 +97,9 @@ func Flags(fs *flag.FlagSet) func() (*Node, error) {
 		{"log-level", "info", "debug, info, warn or error", &r.logLevel},
 		{"resync", "30s", "re-read task configs this often, besides change notices", &r.resync},
 		{"heartbeat-ttl", "10s", "a node silent this long is dead and its claimed numbers are recovered", &r.heartbeat},
+		{"fetch-allow", "", "CIDRs or host names, comma separated, that URL fetches (ivrapi uploads) may reach although loopback or private", &r.fetchAllow},
+		{"fetch-max-bytes", "52428800", "largest file a URL fetch may bring in", &r.fetchMaxBytes},
+		{"ivrapi-grace", "30s", "how long an IVR session stays owned after its owner's WebSocket dropped, waiting for ivrapi_reaccept", &r.ivrapiGrace},
 	}
 	for _, s := range specs {
 		fs.StringVar(s.target, s.name, s.def, s.usage+" [env "+EnvName(s.name)+"]")
@@ -216,6 +227,21 @@ func (r *raw) validate() (*Node, error) {
 		bad("heartbeat-ttl", "%q: want a duration of at least 500ms, e.g. 10s", r.heartbeat)
 	} else {
 		n.HeartbeatTTL = d
+	}
+	for _, e := range strings.Split(r.fetchAllow, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			n.FetchAllow = append(n.FetchAllow, e)
+		}
+	}
+	if v, err := strconv.ParseInt(strings.TrimSpace(r.fetchMaxBytes), 10, 64); err != nil || v < 1024 {
+		bad("fetch-max-bytes", "%q: want a number of bytes of at least 1024", r.fetchMaxBytes)
+	} else {
+		n.FetchMaxBytes = v
+	}
+	if d, err := time.ParseDuration(r.ivrapiGrace); err != nil || d < 100*time.Millisecond || d > 24*time.Hour {
+		bad("ivrapi-grace", "%q: want a duration from 100ms to 24h, e.g. 30s", r.ivrapiGrace)
+	} else {
+		n.IVRAPIGrace = d
 	}
 	switch r.logLevel {
 	case "debug", "info", "warn", "error":

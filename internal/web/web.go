@@ -117,6 +117,15 @@ func (s *Server) Handle(pattern, capability string, h http.Handler) {
 	s.mux.Handle(pattern, h)
 }
 
+// HandleAny adds a route that a token with any one of capabilities opens;
+// the handler checks finer rights itself (auth.FromContext).
+func (s *Server) HandleAny(pattern string, capabilities []string, h http.Handler) {
+	if s.deps.Auth != nil {
+		h = s.deps.Auth.RequireAny(capabilities, h)
+	}
+	s.mux.Handle(pattern, h)
+}
+
 // HandlePublic adds a route that needs no token because the request
 // carries its own proof (a signed file link, SIP digest over WebSocket).
 // The Host check still applies.
