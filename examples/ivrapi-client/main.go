@@ -298,6 +298,7 @@ func (c *client) apply(ctx context.Context, component map[string]any) (map[strin
 	if err := c.session(ctx, "ivrapi_component_apply", map[string]any{"data": component}, &started); err != nil {
 		return nil, "", fmt.Errorf("oType %v: %w", component["oType"], err)
 	}
+	fmt.Printf("started oType %v as component %s\n", component["oType"], started.OID)
 	stopped, err := c.event(ctx, func(name string, body map[string]any) bool {
 		return name == "ivrapi_component_stopped" && body["ivrid"] == c.ivrid && str(body["oId"]) == started.OID.String()
 	})

@@ -241,31 +241,11 @@ func TestIVRAPIControlsASessionOnAnotherNode(t *testing.T) {
 
 	// Record 2 s (the seed's string-typed properties) while the phone
 	// talks, then download it through the signed link.
-	stopTalk := make(chan struct{})
-	talked := make(chan struct{})
-	go func() {
-		defer close(talked)
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		payload := make([]byte, 160)
-		for i := range payload {
-			payload[i] = media.LinearToUlaw(int16(8000 * sinAt(1000, i)))
-		}
-		for {
-			select {
-			case <-stopTalk:
-				return
-			case <-tick.C:
-				phone.send(t, leg, 0, false, phoneAudioSSRC, phone.ts, payload)
-				phone.ts += 160
-			}
-		}
-	}()
+	stopTalking := startTalking(t, phone, leg)
 	app.ok("ivrapi_component_apply", with("data", map[string]any{"oType": 208, "recTimeSec": "2", "maxSymbolCount": "3",
 		"interruptSymbols": "4, 5, 6", "abortOnSilence": 0}))
 	recorded := app.event("ivrapi_component_stopped", ivrid, 3)
-	close(stopTalk)
-	<-talked
+	stopTalking()
 	results, _ = recorded.Body["results"].(map[string]any)
 	recFile, _ := results["recordFile"].(string)
 	if !strings.HasPrefix(recFile, ":TEMP/ivr_records/") || recorded.Body["transferKey"] != "transfer" {
@@ -344,6 +324,32 @@ func TestIVRAPIControlsASessionOnAnotherNode(t *testing.T) {
 	}
 	skew.Store(int64(5*time.Minute + time.Second))
 	httpGet(t, link, http.StatusGone)
+}
+
+// startTalking makes phone send a 1 kHz tone to leg in real time (one
+// packet per 20 ms) until the returned function is called.
+func startTalking(t testing.TB, phone *testPhone, leg *net.UDPAddr) (stop func()) {
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		payload := make([]byte, 160)
+		for i := range payload {
+			payload[i] = media.LinearToUlaw(int16(8000 * sinAt(1000, i)))
+		}
+		for {
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+				phone.send(t, leg, 0, false, phoneAudioSSRC, phone.ts, payload)
+				phone.ts += 160
+			}
+		}
+	}()
+	return func() { close(quit); <-done }
 }
 
 // sinAt is sin(2*pi*freq*i/8000).

@@ -36,9 +36,15 @@ type conn struct {
 	remote string
 	ws     *websocket.Conn
 
-	ctx    context.Context // ends when the connection closes
+	ctx    context.Context // ends when the connection is to close
 	cancel context.CancelFunc
-	out    chan []byte
+	// io bounds the socket's reads and writes. It ends only after the
+	// close handshake was tried: the library drops the connection without
+	// a close frame when a read's context ends, so the code and reason
+	// would never reach the client.
+	io       context.Context
+	ioCancel context.CancelFunc
+	out      chan []byte
 
 	closeOnce   sync.Once
 	closeCode   websocket.StatusCode
@@ -77,9 +83,10 @@ func newConn(s *Service, ws *websocket.Conn, id auth.Identity, remote string) *c
 	rand.Read(b)
 	cid := hex.EncodeToString(b)
 	ctx, cancel := context.WithCancel(context.Background())
+	io, ioCancel := context.WithCancel(context.Background())
 	ws.SetReadLimit(s.cfg.MaxFrame)
 	return &conn{s: s, id: cid, owner: s.cfg.Host + "/" + cid, ident: id, remote: remote, ws: ws,
-		ctx: ctx, cancel: cancel, out: make(chan []byte, s.cfg.SendQueue),
+		ctx: ctx, cancel: cancel, io: io, ioCancel: ioCancel, out: make(chan []byte, s.cfg.SendQueue),
 		keys: map[string]bool{}, lastSeq: map[string]uint64{}, owned: map[string]ownedSession{},
 		resync: map[string][]ringEntry{}, queues: map[string]*sessionQueue{}, seqMoved: make(chan struct{})}
 }
@@ -99,7 +106,7 @@ func (c *conn) serve() {
 	log.Info("ivrapi: connected")
 	var wg sync.WaitGroup
 	wg.Add(3)
-	go func() { defer wg.Done(); c.writeLoop() }()
+	go func() { defer wg.Done(); c.writeLoop(); c.ioCancel() }()
 	go func() { defer wg.Done(); c.pingLoop() }()
 	go func() {
 		defer wg.Done()
@@ -122,7 +129,7 @@ func (c *conn) serve() {
 
 func (c *conn) readLoop() {
 	for {
-		typ, frame, err := c.ws.Read(c.ctx)
+		typ, frame, err := c.ws.Read(c.io)
 		if err != nil {
 			switch {
 			case c.ctx.Err() != nil:
@@ -150,7 +157,7 @@ func (c *conn) writeLoop() {
 	for {
 		select {
 		case f := <-c.out:
-			ctx, cancel := context.WithTimeout(c.ctx, writeTimeout)
+			ctx, cancel := context.WithTimeout(c.io, writeTimeout)
 			err := c.ws.Write(ctx, websocket.MessageText, f)
 			cancel()
 			if err != nil {
@@ -176,7 +183,7 @@ func (c *conn) pingLoop() {
 		case <-c.ctx.Done():
 			return
 		case <-t.C:
-			ctx, cancel := context.WithTimeout(c.ctx, c.s.cfg.PingEvery)
+			ctx, cancel := context.WithTimeout(c.io, c.s.cfg.PingEvery)
 			err := c.ws.Ping(ctx)
 			cancel()
 			if err != nil && c.ctx.Err() == nil {

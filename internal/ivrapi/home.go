@@ -399,3 +399,35 @@ func engineError(err error) *apiError {
 	// property, a type that cannot be applied.
 	return &apiError{Code: CodeInvalidComponent, Message: msg}
 }
+
+// SessionState is a session under (or waiting for) external control on
+// this node, as the dashboard and tests see it.
+type SessionState struct {
+	IVRID string `json:"ivrid"`
+	Key   string `json:"key"`
+	// Owner is the controlling connection ("<node>/<id>"), "" while none.
+	Owner string `json:"owner"`
+	// Seq is the number of the session's latest event.
+	Seq uint64 `json:"seq"`
+	// Grace is true while the owner's connection is gone and the session
+	// waits for a reaccept.
+	Grace bool `json:"grace"`
+}
+
+// Sessions lists the sessions running here in an external control
+// component.
+func (s *Service) Sessions() []SessionState {
+	s.homeMu.Lock()
+	list := make([]*homeSession, 0, len(s.home))
+	for _, h := range s.home {
+		list = append(list, h)
+	}
+	s.homeMu.Unlock()
+	out := make([]SessionState, 0, len(list))
+	for _, h := range list {
+		h.mu.Lock()
+		out = append(out, SessionState{IVRID: h.ivrid, Key: h.key, Owner: h.owner, Seq: h.seq, Grace: h.grace != nil})
+		h.mu.Unlock()
+	}
+	return out
+}
