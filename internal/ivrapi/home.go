@@ -24,6 +24,8 @@ const (
 // waiting for) external control.
 type homeSession struct {
 	ivrid, key string
+	// callRef is the call's reference (the api_start's cid), for logs.
+	callRef string
 
 	mu    sync.Mutex
 	seq   uint64
@@ -93,6 +95,9 @@ func (s *Service) onEngineEvent(ev ivr.Event) {
 			return
 		}
 		h = &homeSession{ivrid: ev.IVRID, key: ev.Key, changed: make(chan struct{})}
+		if data, ok := ev.Body["data"].(map[string]any); ok {
+			h.callRef, _ = data["cid"].(string)
+		}
 		s.home[ev.IVRID] = h
 	}
 	if typ == evAPIStop {
@@ -301,7 +306,7 @@ func (s *Service) accept(h *homeSession, req homeReq) homeRep {
 	}
 	h.mu.Unlock()
 	if replaced != nil {
-		s.log.Info("ivrapi: control taken over", "ivrid", h.ivrid, "key", h.key, "from", prev, "to", req.Owner)
+		s.log.Info("ivrapi: control taken over", "call_ref", h.callRef, "ivrid", h.ivrid, "key", h.key, "from", prev, "to", req.Owner)
 		s.deliver(*replaced)
 	}
 	b, _ := json.Marshal(res)
@@ -340,7 +345,7 @@ func (s *Service) ownerGone(h *homeSession, owner string) {
 	if h.owner != owner || h.grace != nil {
 		return
 	}
-	s.log.Info("ivrapi: owner gone; waiting for a reaccept", "ivrid", h.ivrid, "key", h.key, "owner", owner, "grace", s.cfg.Grace)
+	s.log.Info("ivrapi: owner gone; waiting for a reaccept", "call_ref", h.callRef, "ivrid", h.ivrid, "key", h.key, "owner", owner, "grace", s.cfg.Grace)
 	h.graceOwner = owner
 	var t *time.Timer
 	t = time.AfterFunc(s.cfg.Grace, func() {
@@ -354,7 +359,7 @@ func (s *Service) ownerGone(h *homeSession, owner string) {
 			return
 		}
 		err := s.deps.IVR.Abort(h.key, h.ivrid, owner)
-		s.log.Info("ivrapi: no reaccept within the grace; control returned to the script", "ivrid", h.ivrid, "key", h.key, "owner", owner, "error", err)
+		s.log.Info("ivrapi: no reaccept within the grace; control returned to the script", "call_ref", h.callRef, "ivrid", h.ivrid, "key", h.key, "owner", owner, "error", err)
 	})
 	h.grace = t
 }

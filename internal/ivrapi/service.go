@@ -54,6 +54,9 @@ type Config struct {
 	// MaxInFlight bounds a connection's requests being carried out at once
 	// (default 1024); more are answered busy.
 	MaxInFlight int
+	// MaxConns bounds the connections open on this node (default 1024);
+	// more are refused with 503.
+	MaxConns int
 }
 
 // Deps are the API's collaborators.
@@ -145,6 +148,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 1024
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 1024
 	}
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()
@@ -252,6 +258,13 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !s.running || s.stopped {
 		s.mu.Unlock()
 		http.Error(w, "ivrapi: not serving (node starting or stopping)", http.StatusServiceUnavailable)
+		return
+	}
+	if len(s.conns) >= s.cfg.MaxConns {
+		s.mu.Unlock()
+		s.m.closed.WithLabelValues("too_many_connections").Inc()
+		s.noisy.Warn("ivrapi: connection refused: too many open", "remote", r.RemoteAddr, "max", s.cfg.MaxConns)
+		http.Error(w, fmt.Sprintf("ivrapi: %d connections are open on this node already", s.cfg.MaxConns), http.StatusServiceUnavailable)
 		return
 	}
 	s.wg.Add(1)
