@@ -289,3 +289,68 @@ func repoRoot(t testing.TB) string {
 		dir = parent
 	}
 }
+
+// Through the API an application sets variables, pauses, transfers the
+// caller to a SIP destination (the seed's 203 with reinviteMode) and, on a
+// second call, hangs up (201): each component does on the call what it does
+// in a script.
+func TestIVRAPIAppliesTransferHangupAndRedialComponents(t *testing.T) {
+	r := testenv.StartRedis(t)
+	setLine(t, r, "trunk", "g1", "sip:127.0.0.1:5999", "")
+	setDialplan(t, r, "public:7305", `{"type":"ivr","script":"ext"}`)
+	setScript(t, r, "ext", extScript)
+	dest := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uas_answer_bye.xml"), Args: []string{"-m", "1", "-d", "500"}})
+	setDialplan(t, r, "default:8800", fmt.Sprintf(`{"type":"sip","uri":"sip:8800@%s"}`, dest.Addr))
+	n := ivrapiNode(t, r, "a", nil)
+	app := dialWS(t, n.api, "", "app")
+	app.ok("subscribe", map[string]any{"class": "ivrevents"})
+	phone := newTestPhone(t)
+	call := func() *testenv.Sipp {
+		return testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uac_extmedia.xml"),
+			Args: []string{"-m", "1", "-s", "7305", "-key", "rtp_port", strconv.Itoa(phone.port()),
+				"-key", "audio_pt", "0", "-key", "audio_name", "PCMU", "-key", "te_pt", "101"},
+			Remote: n.SIP.Addr("udp")})
+	}
+	apply := func(ivrid string, nth int, data map[string]any) wsFrame {
+		t.Helper()
+		app.ok("ivrapi_component_apply", map[string]any{"key": "abc", "ivrid": ivrid, "data": data})
+		return app.event("ivrapi_component_stopped", ivrid, nth)
+	}
+
+	caller := call()
+	ivrid := app.event("notify:api_start", "", 1).Body["data"].(map[string]any)["ivrid"].(string)
+	app.ok("ivrapi_accept", map[string]any{"key": "abc", "ivrid": ivrid})
+	if st := apply(ivrid, 1, map[string]any{"oType": 304, "variables": map[string]any{"app_said": "hi"}}); st.Body["transferKey"] != "transfer" {
+		t.Fatalf("set variables: %s", st.Raw)
+	}
+	if st := apply(ivrid, 2, map[string]any{"oType": 303, "timeSec": "0.2"}); st.Body["transferKey"] != "transfer" {
+		t.Fatalf("pause: %s", st.Raw)
+	}
+	st := apply(ivrid, 3, map[string]any{"oType": 203, "number": "8800", "reinviteMode": 2})
+	if res, _ := st.Body["results"].(map[string]any); res["transferResult"] != "connected" {
+		t.Fatalf("transfer: %s", st.Raw)
+	}
+	app.event("notify:api_stop", ivrid, 1)
+	waitSipp(t, dest, 15*time.Second)
+	waitSipp(t, caller, 15*time.Second)
+
+	caller2 := call()
+	ivrid2 := app.event("notify:api_start", "", 2).Body["data"].(map[string]any)["ivrid"].(string)
+	app.ok("ivrapi_accept", map[string]any{"key": "abc", "ivrid": ivrid2})
+	app.ok("ivrapi_component_apply", map[string]any{"key": "abc", "ivrid": ivrid2, "data": map[string]any{"oType": 201}})
+	app.event("notify:api_stop", ivrid2, 1)
+	waitSipp(t, caller2, 15*time.Second)
+
+	testenv.WaitFor(t, 10*time.Second, func() error {
+		cdrs := campaignCDRs(t, r, "inbound")
+		ended := map[string]string{}
+		for _, c := range cdrs {
+			vars, _ := c["variables"].(map[string]any)
+			ended[fmt.Sprint(vars["redial_ivr_ended"])] = fmt.Sprint(vars["app_said"])
+		}
+		if _, hungUp := ended["hangup"]; len(cdrs) < 2 || ended["transfer"] != "hi" || !hungUp {
+			return fmt.Errorf("inbound CDRs: %v", cdrs)
+		}
+		return nil
+	})
+}
