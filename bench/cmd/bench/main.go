@@ -37,6 +37,7 @@ var parts = []part{
 	{name: "campaign", heading: "## 2. Campaign", run: runCampaign},
 	{name: "schedule", heading: "## 3. Schedule precision", run: runSchedule},
 	{name: "media", heading: "## 4. Media", run: runMedia},
+	{name: "ivrapi", heading: "## 5. ivrapi", run: runIVRAPI},
 }
 
 // bench is what every part shares: flags, paths and the work directory.
