@@ -354,3 +354,46 @@ func TestIVRAPIAppliesTransferHangupAndRedialComponents(t *testing.T) {
 		return nil
 	})
 }
+
+// A node running a controlled call dies (kill -9): the application,
+// connected to another node, is told api_stop with reason node_died once
+// the directory sees the death, and requests for the session are
+// not_found.
+func TestIVRAPISessionNodeDies(t *testing.T) {
+	r := testenv.StartRedis(t)
+	setLine(t, r, "trunk", "g1", "sip:127.0.0.1:5999", "")
+	setDialplan(t, r, "public:7306", `{"type":"ivr","script":"ext"}`)
+	setScript(t, r, "ext", extScript)
+	a := ivrapiNode(t, r, "a", nil)
+	victim := startProcess(t, r.URL, "victim")
+	var sipAddr string
+	testenv.WaitFor(t, 20*time.Second, func() error {
+		nodes, err := a.Directory.Nodes(t.Context())
+		if err != nil {
+			return err
+		}
+		for _, n := range nodes {
+			if n.Host == "victim" && n.Alive && n.SIP["udp"] != "" {
+				sipAddr = n.SIP["udp"]
+				return nil
+			}
+		}
+		return fmt.Errorf("victim not in the directory: %+v", nodes)
+	})
+	app := dialWS(t, a.api, "", "app@a")
+	app.ok("subscribe", map[string]any{"class": "ivrevents"})
+	phone := newTestPhone(t)
+	testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uac_extmedia.xml"),
+		Args: []string{"-m", "1", "-s", "7306", "-key", "rtp_port", strconv.Itoa(phone.port()),
+			"-key", "audio_pt", "0", "-key", "audio_name", "PCMU", "-key", "te_pt", "101"},
+		Remote: sipAddr})
+	ivrid := app.event("notify:api_start", "", 1).Body["data"].(map[string]any)["ivrid"].(string)
+	sess := map[string]any{"key": "abc", "ivrid": ivrid}
+	app.ok("ivrapi_accept", sess)
+	victim.Process.Kill()
+	stop := app.event("notify:api_stop", ivrid, 1)
+	if d := stop.Body["data"].(map[string]any); d["reason"] != "node_died" {
+		t.Fatalf("api_stop: %s", stop.Raw)
+	}
+	app.code("ivrapi_component_apply", map[string]any{"key": "abc", "ivrid": ivrid, "data": map[string]any{"oType": 201}}, "not_found")
+}

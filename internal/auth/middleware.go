@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -212,8 +213,12 @@ func (a *Authenticator) identify(w http.ResponseWriter, r *http.Request, cred cr
 		return Identity{}, false
 	}
 	if !slices.ContainsFunc(capabilities, tok.Has) {
-		a.refuse(w, r, http.StatusForbidden, "capability", fmt.Sprintf("token %q lacks capability %q (it has %s)",
-			tok.Name, strings.Join(capabilities, `" or "`), strings.Join(tok.Capabilities, ", ")))
+		quoted := make([]string, len(capabilities))
+		for i, c := range capabilities {
+			quoted[i] = strconv.Quote(c)
+		}
+		a.refuse(w, r, http.StatusForbidden, "capability", fmt.Sprintf("token %q lacks capability %s (it has %s)",
+			tok.Name, strings.Join(quoted, " or "), strings.Join(tok.Capabilities, ", ")))
 		return Identity{}, false
 	}
 	return Identity{Name: tok.Name, Capabilities: tok.Capabilities, Domain: tok.Domain, Digest: tok.Digest}, true

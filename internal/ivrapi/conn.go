@@ -274,6 +274,20 @@ func (c *conn) waitSeq(ivrid string, seq uint64) {
 	}
 }
 
+// pushGone sends the api_stop of a session whose node died, if this
+// connection owns it or watches its key.
+func (c *conn) pushGone(ivrid, key string, frame []byte) {
+	c.mu.Lock()
+	_, owned := c.owned[ivrid]
+	want := owned || (c.subscribed && (len(c.keys) == 0 || c.keys[key]))
+	delete(c.owned, ivrid)
+	delete(c.lastSeq, ivrid)
+	c.mu.Unlock()
+	if want {
+		c.send(frame)
+	}
+}
+
 // goodbye tells the homes of the sessions this connection owned that it is
 // gone, so they start the grace.
 func (c *conn) goodbye() {
@@ -303,6 +317,15 @@ func (c *conn) handle(frame []byte) {
 		c.s.countRequest(name, ae)
 		c.s.noisy.Info("ivrapi: bad request", "conn", c.id, "name", name, "error", ae.Message)
 		c.send(encodeError(name, qid, ae))
+		return
+	}
+	if req.Name == reqUploadTemp && req.DestPath != "" {
+		// The seed writes a static upload this way and answers it as
+		// ivrapi_file_upload_static_result.
+		req.Name = reqUploadStatic
+	}
+	if (req.Name == reqSubscribe || req.Name == reqUnsubscribe) && !c.ident.Has(auth.IVRAPI) {
+		c.reply(req, nil, errf(CodeBadRequest, "%s: this token lacks capability %q", req.Name, auth.IVRAPI))
 		return
 	}
 	switch req.Name {
@@ -421,9 +444,6 @@ func (c *conn) sessionRequest(req *request) {
 		return
 	}
 	op := req.Name
-	if op == reqUploadTemp && req.DestPath != "" {
-		op = reqUploadStatic // the seed's spelling of a static upload
-	}
 	hr := homeReq{Op: op, Domain: c.s.cfg.Domain, Key: req.Key, IVRID: req.IVRID, Owner: c.owner,
 		Data: req.Data, Path: req.Path, URL: req.URL, DestPath: req.DestPath, Since: req.Since}
 	timeout := homeTimeout

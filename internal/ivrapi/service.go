@@ -114,8 +114,8 @@ type Service struct {
 }
 
 type whereEntry struct {
-	host string
-	seen time.Time
+	host, key string
+	seen      time.Time
 }
 
 type metrics struct {
@@ -213,6 +213,7 @@ loop:
 		case host, ok := <-deaths:
 			if ok {
 				s.ownerNodeDied(host)
+				s.homeNodeDied(host)
 			} else {
 				deaths = nil
 			}
@@ -386,8 +387,10 @@ func (s *Service) deliverLocal(d delivery) {
 // onBusMessage takes an event published by another node.
 func (s *Service) onBusMessage(m cluster.Message) {
 	if m.Gap {
+		// The bus says so after it resubscribed (Redis back) or when this
+		// node fell behind: a notice that events flow again, not a failure.
 		s.m.dropped.WithLabelValues("bus_gap").Inc()
-		s.noisy.Warn("ivrapi: events from other nodes may have been missed (bus gap); owners can reaccept with since")
+		s.noisy.Info("ivrapi: events from other nodes flow again after a gap; some may have been missed (owners can reaccept with since)")
 		return
 	}
 	if m.From == s.cfg.Host {
@@ -400,7 +403,7 @@ func (s *Service) onBusMessage(m cluster.Message) {
 	}
 	switch d.Type {
 	case evAPIStart:
-		s.setWhere(d.IVRID, m.From)
+		s.setWhere(d.IVRID, d.Key, m.From)
 	case evAPIStop:
 		s.whereMu.Lock()
 		delete(s.where, d.IVRID)
@@ -409,10 +412,37 @@ func (s *Service) onBusMessage(m cluster.Message) {
 	s.deliverLocal(d)
 }
 
-func (s *Service) setWhere(ivrid, host string) {
+func (s *Service) setWhere(ivrid, key, host string) {
 	s.whereMu.Lock()
-	s.where[ivrid] = whereEntry{host: host, seen: s.now()}
+	s.where[ivrid] = whereEntry{host: host, key: key, seen: s.now()}
 	s.whereMu.Unlock()
+}
+
+// homeNodeDied ends, for this node's connections, the sessions of a node
+// that died: their calls are gone with it, and nobody else will send their
+// api_stop. The notice has no seq (the home kept the count) and says why
+// in data.reason.
+func (s *Service) homeNodeDied(host string) {
+	type gone struct{ ivrid, key string }
+	var list []gone
+	s.whereMu.Lock()
+	for id, e := range s.where {
+		if e.host == host {
+			list = append(list, gone{id, e.key})
+			delete(s.where, id)
+		}
+	}
+	s.whereMu.Unlock()
+	for _, g := range list {
+		frame := mustFrame(ivr.EventNotify, map[string]any{"class": classIVREvents, "type": evAPIStop, "eventts": s.now().UnixMilli(),
+			"data": map[string]string{"ivrid": g.ivrid, "key": g.key, "reason": "node_died"}})
+		for _, c := range s.localConns() {
+			c.pushGone(g.ivrid, g.key, frame)
+		}
+	}
+	if len(list) > 0 {
+		s.log.Warn("ivrapi: a node running IVR sessions died; their calls are gone", "node", host, "sessions", len(list))
+	}
 }
 
 // sweepWhere forgets sessions whose api_stop was missed.
@@ -464,7 +494,7 @@ func (s *Service) locate(ctx context.Context, ivrid string) (string, error) {
 	wg.Wait()
 	close(found)
 	if host, ok := <-found; ok {
-		s.setWhere(ivrid, host)
+		s.setWhere(ivrid, "", host)
 		return host, nil
 	}
 	return "", errf(CodeNotFound, "no session %q on any node", ivrid)
