@@ -355,10 +355,11 @@ func TestIVRAPIAppliesTransferHangupAndRedialComponents(t *testing.T) {
 	})
 }
 
-// A node running a controlled call dies (kill -9): the application,
-// connected to another node, is told api_stop with reason node_died once
-// the directory sees the death, and requests for the session are
-// not_found.
+// A node running a controlled call dies (kill -9): the application that
+// owns it (connected to a node that started after the call and found it by
+// asking the others) and the one watching it are told api_stop with reason
+// node_died once the directory sees the death, and requests for the
+// session are not_found.
 func TestIVRAPISessionNodeDies(t *testing.T) {
 	r := testenv.StartRedis(t)
 	setLine(t, r, "trunk", "g1", "sip:127.0.0.1:5999", "")
@@ -390,10 +391,18 @@ func TestIVRAPISessionNodeDies(t *testing.T) {
 	ivrid := app.event("notify:api_start", "", 1).Body["data"].(map[string]any)["ivrid"].(string)
 	sess := map[string]any{"key": "abc", "ivrid": ivrid}
 	app.ok("ivrapi_accept", sess)
+	// A node started after api_start never saw it: it finds the session by
+	// asking the others.
+	late := ivrapiNode(t, r, "late", nil)
+	app2 := dialWS(t, late.api, "", "app@late")
+	app2.ok("ivrapi_reaccept", sess)
+	app.event("notify:api_replaced", ivrid, 1)
 	victim.Process.Kill()
-	stop := app.event("notify:api_stop", ivrid, 1)
-	if d := stop.Body["data"].(map[string]any); d["reason"] != "node_died" {
-		t.Fatalf("api_stop: %s", stop.Raw)
+	for _, c := range []*wsClient{app, app2} {
+		stop := c.event("notify:api_stop", ivrid, 1)
+		if d := stop.Body["data"].(map[string]any); d["reason"] != "node_died" {
+			t.Fatalf("%s: api_stop: %s", c.name, stop.Raw)
+		}
 	}
-	app.code("ivrapi_component_apply", map[string]any{"key": "abc", "ivrid": ivrid, "data": map[string]any{"oType": 201}}, "not_found")
+	app2.code("ivrapi_component_apply", map[string]any{"key": "abc", "ivrid": ivrid, "data": map[string]any{"oType": 201}}, "not_found")
 }

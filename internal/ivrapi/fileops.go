@@ -105,41 +105,31 @@ func (s *Service) uploadStaticEverywhere(ctx context.Context, url, destpath stri
 	if ae != nil || s.deps.Directory == nil {
 		return v, ae
 	}
-	nodes, err := s.deps.Directory.Nodes(ctx)
-	if err != nil {
-		return nil, errf(CodeInternal, "static upload stored on %s only: listing the other nodes: %v", s.cfg.Host, err)
-	}
 	req, _ := json.Marshal(staticReq{URL: url, DestPath: destpath})
 	var mu sync.Mutex
 	var failed []string
 	var first *apiError
-	var wg sync.WaitGroup
-	for _, n := range nodes {
-		if !n.Alive || n.Host == s.cfg.Host {
-			continue
+	err := s.otherNodes(ctx, func(host string) {
+		out, err := s.deps.Bus.Request(ctx, host, methodStatic, req, fetchTimeout)
+		var rep homeRep
+		if err == nil {
+			err = json.Unmarshal(out, &rep)
 		}
-		wg.Add(1)
-		go func(host string) {
-			defer wg.Done()
-			out, err := s.deps.Bus.Request(ctx, host, methodStatic, req, fetchTimeout)
-			var rep homeRep
-			if err == nil {
-				err = json.Unmarshal(out, &rep)
+		if err == nil && rep.Error != nil {
+			err = rep.Error
+		}
+		if err != nil {
+			mu.Lock()
+			failed = append(failed, host+": "+err.Error())
+			if first == nil {
+				first = asAPIError(err)
 			}
-			if err == nil && rep.Error != nil {
-				err = rep.Error
-			}
-			if err != nil {
-				mu.Lock()
-				failed = append(failed, host+": "+err.Error())
-				if first == nil {
-					first = asAPIError(err)
-				}
-				mu.Unlock()
-			}
-		}(n.Host)
+			mu.Unlock()
+		}
+	})
+	if err != nil {
+		return nil, errf(CodeInternal, "static upload stored on %s only: listing the other nodes: %v", s.cfg.Host, err)
 	}
-	wg.Wait()
 	if first != nil {
 		sort.Strings(failed)
 		return nil, &apiError{Code: first.Code, Message: fmt.Sprintf("static upload failed on %d node(s): %s", len(failed), strings.Join(failed, "; "))}

@@ -471,12 +471,35 @@ func (s *Service) locate(ctx context.Context, ivrid string) (string, error) {
 	if s.deps.Directory == nil {
 		return "", errf(CodeNotFound, "no session %q", ivrid)
 	}
-	nodes, err := s.deps.Directory.Nodes(ctx)
+	req, _ := json.Marshal(whereReq{IVRID: ivrid})
+	found := make(chan string, 1)
+	err := s.otherNodes(ctx, func(host string) {
+		rep, err := s.deps.Bus.Request(ctx, host, methodWhere, req, whereTimeout)
+		if err == nil && string(rep) == "true" {
+			select {
+			case found <- host:
+			default:
+			}
+		}
+	})
 	if err != nil {
 		return "", errf(CodeInternal, "finding session %q: %v", ivrid, err)
 	}
-	req, _ := json.Marshal(whereReq{IVRID: ivrid})
-	found := make(chan string, len(nodes))
+	close(found)
+	if host, ok := <-found; ok {
+		s.setWhere(ivrid, "", host)
+		return host, nil
+	}
+	return "", errf(CodeNotFound, "no session %q on any node", ivrid)
+}
+
+// otherNodes calls fn for every other live node at once and returns when
+// all calls have.
+func (s *Service) otherNodes(ctx context.Context, fn func(host string)) error {
+	nodes, err := s.deps.Directory.Nodes(ctx)
+	if err != nil {
+		return err
+	}
 	var wg sync.WaitGroup
 	for _, n := range nodes {
 		if !n.Alive || n.Host == s.cfg.Host {
@@ -485,19 +508,11 @@ func (s *Service) locate(ctx context.Context, ivrid string) (string, error) {
 		wg.Add(1)
 		go func(host string) {
 			defer wg.Done()
-			rep, err := s.deps.Bus.Request(ctx, host, methodWhere, req, whereTimeout)
-			if err == nil && string(rep) == "true" {
-				found <- host
-			}
+			fn(host)
 		}(n.Host)
 	}
 	wg.Wait()
-	close(found)
-	if host, ok := <-found; ok {
-		s.setWhere(ivrid, "", host)
-		return host, nil
-	}
-	return "", errf(CodeNotFound, "no session %q on any node", ivrid)
+	return nil
 }
 
 type whereReq struct {
