@@ -81,6 +81,11 @@ type App struct {
 type part struct {
 	name string
 	run  func(ctx context.Context) error
+	// ready, when set, is closed once the part serves; the parts after it
+	// start only then (the dialer must not send an INVITE before the SIP
+	// listeners are up: sipgo would bind a socket of its own to the
+	// listener's address and fail).
+	ready <-chan struct{}
 }
 
 // Option adjusts how a node is built (tests).
@@ -191,13 +196,13 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 		return nil, fmt.Errorf("app: %w", err)
 	}
 	a.parts = []part{
-		{"notify", a.Notify.Run},
-		{"directory", a.Directory.Run},
+		{name: "notify", run: a.Notify.Run},
+		{name: "directory", run: a.Directory.Run},
 		// Early, so it records what exists before anything else writes.
-		{"dataloss", a.DataLoss.Run},
-		{"bus", a.Bus.Run},
-		{"recoverer", a.Recoverer.Run},
-		{"lines", func(ctx context.Context) error {
+		{name: "dataloss", run: a.DataLoss.Run},
+		{name: "bus", run: a.Bus.Run},
+		{name: "recoverer", run: a.Recoverer.Run},
+		{name: "lines", run: func(ctx context.Context) error {
 			err := a.Lines.Run(ctx)
 			// Calls have stopped by now (reverse order): free their channels
 			// at once instead of letting the leases expire.
@@ -208,15 +213,15 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 			}
 			return err
 		}},
-		{"sip", a.SIP.Run},
-		{"calls", a.Calls.Run},
-		{"dialer", a.Dialer.Run},
-		{"schedule", a.Schedule.Run},
-		{"callback", a.Callback.Run},
-		{"auth", a.Auth.Run},
-		{"links", a.Links.Run},
-		{"ivrapi", a.IVRAPI.Run},
-		{"web", a.Web.Run},
+		{name: "sip", run: a.SIP.Run, ready: a.SIP.Ready()},
+		{name: "calls", run: a.Calls.Run},
+		{name: "dialer", run: a.Dialer.Run},
+		{name: "schedule", run: a.Schedule.Run},
+		{name: "callback", run: a.Callback.Run},
+		{name: "auth", run: a.Auth.Run},
+		{name: "links", run: a.Links.Run},
+		{name: "ivrapi", run: a.IVRAPI.Run},
+		{name: "web", run: a.Web.Run},
 	}
 	registerRuntimeGauges(a)
 	return a, nil
@@ -306,6 +311,16 @@ func (a *App) Run(ctx context.Context) error {
 			r.done <- err
 		}(p)
 		started = append(started, r)
+		if p.ready != nil {
+			select {
+			case <-p.ready:
+			case <-r.done:
+				r.done <- nil // the part ended at once; its error is in failed
+			case <-ctx.Done():
+			case <-time.After(10 * time.Second):
+				a.Log.Error("app: part not ready after 10s; starting the others anyway", "part", p.name)
+			}
+		}
 	}
 	if err := a.waitReady(ctx); err != nil {
 		a.Log.Error("app: not ready", "error", err)
