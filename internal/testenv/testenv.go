@@ -32,7 +32,7 @@ func RequireTool(t testing.TB, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
-		t.Fatalf("testenv: %s is not installed (run `make deps`, which installs redis-server, sip-tester and baresip-core): %v", name, err)
+		t.Fatalf("testenv: %s is not installed (run `make deps`, which installs redis-server, sip-tester, baresip-core, chromium, nodejs and the npm packages of webui): %v", name, err)
 	}
 	return p
 }
