@@ -4,6 +4,7 @@
 package config
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -41,12 +42,15 @@ type Node struct {
 	HTTPPublicURL string
 	// HTTPAllowHosts are further names accepted in the Host header.
 	HTTPAllowHosts []string
-	Timezone       *time.Location
-	TimezoneName   string
-	Data           string
-	NotifyPrefix   string
-	NotifyFormat   string
-	LogLevel       string
+	// TLSCert and TLSKey are PEM files; when set (both or neither) --http
+	// serves HTTPS, and SIP over WebSocket at /ws is WSS.
+	TLSCert, TLSKey string
+	Timezone        *time.Location
+	TimezoneName    string
+	Data            string
+	NotifyPrefix    string
+	NotifyFormat    string
+	LogLevel        string
 	// Resync is how often task configs are re-read even without a change
 	// notice.
 	Resync time.Duration
@@ -71,7 +75,7 @@ type flagSpec struct {
 
 // raw holds flag values as strings until Validate parses them.
 type raw struct {
-	redis, host, domain, sip, sipPublicIP, rtpPorts, http, httpPublicURL, httpAllowHost, timezone, data, notifyPrefix, notifyFormat, logLevel, resync, heartbeat, fetchAllow, fetchMaxBytes, ivrapiGrace string
+	redis, host, domain, sip, sipPublicIP, rtpPorts, http, httpPublicURL, httpAllowHost, timezone, data, notifyPrefix, notifyFormat, logLevel, resync, heartbeat, fetchAllow, fetchMaxBytes, ivrapiGrace, tlsCert, tlsKey string
 }
 
 // Flags registers the node flags on fs and returns a function that, after
@@ -90,6 +94,8 @@ func Flags(fs *flag.FlagSet) func() (*Node, error) {
 		{"http", "127.0.0.1:8088", "HTTP listen address (REST, /metrics, /healthz); the API is open without a token only on loopback while no token exists", &r.http},
 		{"http-public-url", "", "base URL of the links this node hands out; its host is accepted in the Host header (default: http://<sip-public-ip>:<http port>, or the --http address when it is a specific one)", &r.httpPublicURL},
 		{"http-allow-host", "", "further host names, comma separated, accepted in the HTTP Host header (IP addresses, localhost, --host and the --http-public-url host always are)", &r.httpAllowHost},
+		{"tls-cert", "", "PEM certificate (chain) file: --http serves HTTPS and /ws WSS; needs --tls-key", &r.tlsCert},
+		{"tls-key", "", "PEM private key file of --tls-cert", &r.tlsKey},
 		{"timezone", "Local", "default IANA time zone for task windows", &r.timezone},
 		{"data", "./data", "directory for the notification spool, recordings and file stores", &r.data},
 		{"notify-prefix", store.DefaultNotifyPrefix, "prefix of the notification lists", &r.notifyPrefix},
@@ -203,6 +209,19 @@ func (r *raw) validate() (*Node, error) {
 			}
 		}
 		n.HTTPAllowHosts = append(n.HTTPAllowHosts, strings.TrimSuffix(h, "."))
+	}
+	switch {
+	case (r.tlsCert == "") != (r.tlsKey == ""):
+		bad("tls-cert", "--tls-cert and --tls-key go together: give both or neither")
+	case r.tlsCert != "":
+		if _, err := tls.LoadX509KeyPair(r.tlsCert, r.tlsKey); err != nil {
+			bad("tls-cert", "%q with --tls-key %q: %v", r.tlsCert, r.tlsKey, err)
+			break
+		}
+		n.TLSCert, n.TLSKey = r.tlsCert, r.tlsKey
+		if r.httpPublicURL == "" && n.HTTPPublicURL != "" {
+			n.HTTPPublicURL = "https://" + strings.TrimPrefix(n.HTTPPublicURL, "http://")
+		}
 	}
 	loc, err := time.LoadLocation(r.timezone)
 	if err != nil {

@@ -79,6 +79,8 @@ type Engine struct {
 	legs   map[string]*Leg // established UAC dialogs by dialog ID
 
 	onInvite atomic.Pointer[InviteHandler]
+	// registrar serves REGISTER; nil answers 405 (registrar.go).
+	registrar atomic.Pointer[Registrar]
 	// localKey signs nonces until clusterKey is loaded from secretFn; both
 	// are accepted afterwards, so challenges issued before the switch stay
 	// answerable.
@@ -93,6 +95,8 @@ type Engine struct {
 	guard *guard
 	auth  *authThrottle
 	icmp  *icmpWatch
+	// ws serves SIP over WebSocket (ws.go).
+	ws *wsServer
 
 	mu      sync.Mutex
 	addrs   map[string]string // network -> bound host:port
@@ -227,12 +231,17 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 		}
 		e.dlg[network] = &sipgo.DialogUA{Client: c, ContactHDR: contact}
 	}
+	if err := e.initWS(sipgoLog, deps.Registry); err != nil {
+		e.closeListeners()
+		return nil, err
+	}
 
 	srv.OnInvite(e.handleInvite)
 	srv.OnAck(e.handleAck)
 	srv.OnInfo(e.handleInfo)
 	srv.OnBye(e.handleBye)
 	srv.OnOptions(e.handleOptions)
+	srv.OnRegister(e.handleRegister)
 	srv.OnCancel(func(req *gosip.Request, tx gosip.ServerTransaction) {
 		// A CANCEL matching a live INVITE transaction is absorbed by the
 		// transaction layer; one that reaches here matches nothing.
@@ -251,6 +260,7 @@ func (e *Engine) closeListeners() {
 	for _, l := range e.tcpLn {
 		l.Close()
 	}
+	e.ws.close()
 }
 
 // Addr is the bound address of the listener of a transport ("udp" or
@@ -293,6 +303,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		serving = append(serving, gl.serving)
 		go func() { errc <- e.srv.ServeTCP(gl) }()
 	}
+	serving = append(serving, e.ws.serve(e.srv)...)
 	// Ready only once sipgo reads every listener: until its UDP listener
 	// is in sipgo's connection pool, an INVITE sent from that address
 	// would try to bind it again and fail.
@@ -321,6 +332,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	e.closeListeners()
 	e.ua.Close()
+	e.ws.wait()
 	return err
 }
 

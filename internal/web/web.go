@@ -6,6 +6,7 @@ package web
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,6 +33,9 @@ import (
 // Config is the HTTP listener.
 type Config struct {
 	Addr string
+	// TLSCert and TLSKey, PEM files, make the listener serve HTTPS (and
+	// SIP over WebSocket at /ws WSS); both or neither.
+	TLSCert, TLSKey string
 }
 
 // Deps are the components the API exposes.
@@ -68,6 +72,8 @@ type Server struct {
 	mux     *http.ServeMux
 	ln      net.Listener
 	mBadReq prometheus.Counter
+	// certs is nil without TLS.
+	certs *certFiles
 }
 
 // New binds the listener (so a clash is reported at start) and builds the
@@ -99,6 +105,16 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	if deps.Registry != nil {
 		s.mux.Handle("GET /metrics", promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{}))
+	}
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return nil, fmt.Errorf("web: tls: a certificate needs its key and a key its certificate")
+	}
+	if cfg.TLSCert != "" {
+		certs, err := loadCertFiles(cfg.TLSCert, cfg.TLSKey, s.log)
+		if err != nil {
+			return nil, err
+		}
+		s.certs = certs
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -155,8 +171,13 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 func (s *Server) Run(ctx context.Context) error {
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(s.ln) }()
-	s.log.Info("web: listening", "addr", s.Addr())
+	if s.certs != nil {
+		srv.TLSConfig = &tls.Config{GetCertificate: s.certs.get}
+		go func() { errc <- srv.ServeTLS(s.ln, "", "") }()
+	} else {
+		go func() { errc <- srv.Serve(s.ln) }()
+	}
+	s.log.Info("web: listening", "addr", s.Addr(), "tls", s.certs != nil)
 	select {
 	case <-ctx.Done():
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
