@@ -34,6 +34,7 @@ usage:
   redial token create NAME --capability rest,ivrapi,files,dashboard [--domain D]   print a new API token (once)
   redial token list           API tokens: name, capabilities, domain, created (never the token)
   redial token revoke NAME    revoke a token on every node within a second
+  redial agent list [--json]  agents' registrations: extension, node, transport, source, expiry, user agent
   redial nodes [--json]       the cluster's nodes: alive or dead since when, age, SIP and HTTP addresses, version
   redial demo [flags]         run the self-contained demo (own redis-server and simulated carrier)
   redial sim [flags]          run the simulated carrier and destination alone
@@ -70,6 +71,8 @@ func main() {
 		err = nodesCmd(ctx, os.Args[2:])
 	case "token":
 		err = tokenCmd(ctx, os.Args[2:])
+	case "agent":
+		err = agentCmd(ctx, os.Args[2:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -60,6 +61,8 @@ type App struct {
 	Fetcher *files.Fetcher
 	Links   *files.Links
 	IVRAPI  *ivrapi.Service
+	// Registrar keeps agents' registrations (cti_user@<domain>).
+	Registrar *sip.Registrar
 	// DataLoss watches Redis for a restart that lost every key this node
 	// knew, and raises the /healthz alarm.
 	DataLoss *cluster.DataLossDetector
@@ -172,7 +175,19 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 		cluster.DataLossDeps{Store: a.Store, Logger: log, Registry: a.Registry}); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
-	if a.Web, err = web.New(web.Config{Addr: cfg.HTTP}, web.Deps{Calls: a.Calls, Dialer: a.Dialer, Schedule: a.Schedule, Callback: a.Callback, Lines: a.Lines, Dialplan: a.Dialplan,
+	if a.Registrar, err = sip.NewRegistrar(sip.RegistrarConfig{Domain: cfg.Domain, Node: cfg.Host},
+		agentUsers{st: a.Store, log: log}, agentBindings{a.Store}, log, a.Registry); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+	a.SIP.SetRegistrar(a.Registrar)
+	a.SIP.OnWSClosed(func(source string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := a.Registrar.SocketClosed(ctx, source); err != nil {
+			log.Warn("app: bindings of a closed WebSocket not removed; they expire by themselves", "source", source, "error", err)
+		}
+	})
+	if a.Web, err = web.New(web.Config{Addr: cfg.HTTP, TLSCert: cfg.TLSCert, TLSKey: cfg.TLSKey}, web.Deps{Calls: a.Calls, Dialer: a.Dialer, Schedule: a.Schedule, Callback: a.Callback, Lines: a.Lines, Dialplan: a.Dialplan,
 		Store: a.Store, Notify: a.Notify, Registry: a.Registry, Logger: log, Directory: a.Directory, Auth: a.Auth,
 		Alarms: a.DataLoss.Alarms}); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
@@ -191,6 +206,9 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 	}
 	a.Web.HandleAny("GET /api/v1/ws", []string{auth.IVRAPI, auth.Files}, a.IVRAPI)
 	a.Web.HandlePublic("GET "+files.LinksPrefix, a.Links)
+	// SIP over WebSocket (seed 001's ws://<server>:8088/ws): agents prove
+	// who they are with SIP digest, so the route takes no API token.
+	a.Web.HandlePublic("GET /ws", a.SIP.WSHandler())
 	// The HTTP address is known now that web has bound it.
 	if err := a.Directory.SetSelf(a.nodeInfo()); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
@@ -202,6 +220,7 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 		{name: "dataloss", run: a.DataLoss.Run},
 		{name: "bus", run: a.Bus.Run},
 		{name: "recoverer", run: a.Recoverer.Run},
+		{name: "agents", run: agentJanitor{dir: a.Directory, st: a.Store, log: log}.Run},
 		{name: "lines", run: func(ctx context.Context) error {
 			err := a.Lines.Run(ctx)
 			// Calls have stopped by now (reverse order): free their channels
@@ -251,7 +270,11 @@ func (a *App) PublicURL() string {
 		return a.Cfg.HTTPPublicURL
 	}
 	host, port, _ := net.SplitHostPort(a.Web.Addr())
-	return config.DefaultPublicURL(host, port, a.Cfg.SIPPublicIP)
+	u := config.DefaultPublicURL(host, port, a.Cfg.SIPPublicIP)
+	if a.Cfg.TLSCert != "" {
+		u = "https://" + strings.TrimPrefix(u, "http://")
+	}
+	return u
 }
 
 // locate is the public URL of another live node, for a file link it

@@ -1,6 +1,6 @@
 // Package media is redial's RTP layer: G.711 codecs, RTP port allocation,
-// RTP sessions, the B2BUA media relay, SDP offer/answer helpers and paced
-// playback of audio sources.
+// RTP sessions (plain and WebRTC), the B2BUA media relay, SDP offer/answer
+// helpers and paced playback of audio sources.
 //
 // Decisions worth knowing when using it:
 //
@@ -20,4 +20,11 @@
 //     goes to DTMF, and comfort noise. RTP/SAVP (SRTP) offers are errors.
 //   - Only G.711 at 8 kHz with 20 ms frames is produced; Play rejects other
 //     codecs.
+//   - A WebRTC leg (NewWebRTCOffer, NewWebRTCAnswer) is a Session whose
+//     transport is a pion peer connection instead of a UDP socket: ICE-lite
+//     on one socket from the PortPool, DTLS-SRTP, rtcp-mux, BUNDLE, PCMU/PCMA
+//     and telephone-event. Everything that works on a Session works on it,
+//     and a relay to an RTP leg of the same G.711 law passes payloads
+//     untouched. What it sends is renumbered into the one SSRC its SDP
+//     announces (see WebRTCLeg).
 package media

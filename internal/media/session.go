@@ -21,7 +21,9 @@ const rtpHeaderLen = 12
 // a stalled peer or a GC pause must not overflow the kernel's default.
 const readBufferBytes = 1 << 20
 
-// Session is one RTP endpoint: a UDP socket bound to a port from a PortPool.
+// Session is one RTP endpoint: a UDP socket bound to a port from a PortPool,
+// or a WebRTC leg's SRTP stream behind the same interface (NewWebRTCOffer,
+// NewWebRTCAnswer).
 //
 // The remote address comes from SDP (SetRemote) and is then corrected by
 // symmetric RTP: the first RTP packet received after SetRemote decides where
@@ -32,7 +34,7 @@ const readBufferBytes = 1 << 20
 //
 // A Session is safe for concurrent use, with one reader at a time.
 type Session struct {
-	conn    *net.UDPConn
+	conn    packetConn
 	pool    *PortPool
 	port    int
 	localIP string
@@ -57,6 +59,17 @@ type Session struct {
 	listenMu sync.Mutex
 	listener *listenState
 	dtmfOut  dtmfSender
+}
+
+// packetConn is a Session's transport. *net.UDPConn is the plain RTP one;
+// a WebRTC leg plugs in an adapter over its SRTP stream, so Listen, Play,
+// DTMF, Recorder and Relay work on both unchanged. Read deadlines must wake
+// a blocked read: Listen and Relay stop their readers that way.
+type packetConn interface {
+	ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error)
+	WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error)
+	SetReadDeadline(t time.Time) error
+	Close() error
 }
 
 type counters struct {
@@ -92,12 +105,30 @@ type SessionStats struct {
 // another process holds is skipped (it goes back to the pool) and the next one
 // tried. An empty localIP binds all IPv4 addresses. The codec starts as PCMU.
 func NewSession(localIP string, pool *PortPool) (*Session, error) {
+	conn, port, err := bindUDP(localIP, pool)
+	if err != nil {
+		return nil, fmt.Errorf("media: rtp session on %s: %w", localIP, err)
+	}
+	return newSession(conn, pool, port, localIP), nil
+}
+
+// newSession wraps a transport whose port came from pool; Close returns it.
+func newSession(conn packetConn, pool *PortPool, port int, localIP string) *Session {
+	s := &Session{conn: conn, pool: pool, port: port, localIP: localIP}
+	s.params.Store(&mediaParams{codec: PCMU, law: lawUlaw, dtmfPT: -1})
+	s.log.Store(slog.Default())
+	return s
+}
+
+// bindUDP binds a UDP socket on localIP (empty: all IPv4 addresses) to a
+// port from pool, skipping ports another process holds.
+func bindUDP(localIP string, pool *PortPool) (*net.UDPConn, int, error) {
 	ip := net.IPv4zero
 	network := "udp4"
 	if localIP != "" {
 		ip = net.ParseIP(localIP)
 		if ip == nil {
-			return nil, fmt.Errorf("media: rtp session: local ip %q is not an IP address", localIP)
+			return nil, 0, fmt.Errorf("local ip %q is not an IP address", localIP)
 		}
 		if ip.To4() == nil {
 			network = "udp6"
@@ -108,9 +139,9 @@ func NewSession(localIP string, pool *PortPool) (*Session, error) {
 		port, err := pool.Get()
 		if err != nil {
 			if lastErr != nil {
-				return nil, fmt.Errorf("media: rtp session on %s: %w (last bind error: %v)", localIP, err, lastErr)
+				return nil, 0, fmt.Errorf("%w (last bind error: %v)", err, lastErr)
 			}
-			return nil, fmt.Errorf("media: rtp session on %s: %w", localIP, err)
+			return nil, 0, err
 		}
 		conn, err := net.ListenUDP(network, &net.UDPAddr{IP: ip, Port: port})
 		if err != nil {
@@ -119,12 +150,9 @@ func NewSession(localIP string, pool *PortPool) (*Session, error) {
 			continue
 		}
 		_ = conn.SetReadBuffer(readBufferBytes) // the kernel may cap it; a smaller buffer still works
-		s := &Session{conn: conn, pool: pool, port: port, localIP: localIP}
-		s.params.Store(&mediaParams{codec: PCMU, law: lawUlaw, dtmfPT: -1})
-		s.log.Store(slog.Default())
-		return s, nil
+		return conn, port, nil
 	}
-	return nil, fmt.Errorf("media: rtp session on %s: no bindable port in the pool: %w", localIP, lastErr)
+	return nil, 0, fmt.Errorf("no bindable port in the pool: %w", lastErr)
 }
 
 // SetLogger sets the logger for the session's few log lines (the remote

@@ -165,8 +165,7 @@ func (s *Store) PutBinding(ctx context.Context, b Binding) error {
 	if err := checkBinding(b); err != nil {
 		return validate.Short(fmt.Errorf("store: binding %q of user %q: %w", validate.Truncate(b.ID, 64), validate.Truncate(b.Ext, 64), err))
 	}
-	doc, err := json.Marshal(bindingJSON{ID: b.ID, Ext: b.Ext, Node: b.Node, Transport: b.Transport, Contact: b.Contact,
-		Source: b.Source, UserAgent: b.UserAgent, Expires: b.Expires.UTC(), Registered: b.Registered.UTC()})
+	doc, err := b.MarshalJSON()
 	if err != nil {
 		return fmt.Errorf("store: binding %q of user %q: %w", b.ID, b.Ext, err)
 	}
@@ -460,4 +459,11 @@ func (s *Store) removeIndexed(ctx context.Context, node string, entry func(nodeI
 		}
 	}
 	return n, nil
+}
+
+// MarshalJSON writes a binding as it is kept in Redis, the shape of
+// GET /api/v1/agents and `redial agent list --json`.
+func (b Binding) MarshalJSON() ([]byte, error) {
+	return json.Marshal(bindingJSON{ID: b.ID, Ext: b.Ext, Node: b.Node, Transport: b.Transport, Contact: b.Contact,
+		Source: b.Source, UserAgent: b.UserAgent, Expires: b.Expires.UTC(), Registered: b.Registered.UTC()})
 }

@@ -99,6 +99,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		"GET /api/v1/callbacks":      s.getCallbacks,
 		"POST /api/v1/events":        s.postEvent,
 		"GET /api/v1/nodes":          s.getNodes,
+		"GET /api/v1/agents":         s.getAgents,
 	} {
 		s.Handle(pattern, auth.Rest, h)
 	}

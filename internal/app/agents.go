@@ -1,0 +1,93 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"redial/internal/cluster"
+	"redial/internal/jsonfield"
+	"redial/internal/sip"
+	"redial/internal/store"
+)
+
+// agentUsers gives the registrar the passwords of cti_user@<domain>.
+type agentUsers struct {
+	st  *store.Store
+	log *slog.Logger
+}
+
+// Password implements sip.Users: a user that is missing or disabled has
+// none. One whose entry does not decode has none either (logged): a typo in
+// one user must not answer every REGISTER of theirs with 500.
+func (u agentUsers) Password(ctx context.Context, ext string) (string, bool, error) {
+	user, found, err := u.st.User(ctx, ext)
+	if err != nil {
+		var bad *jsonfield.Error
+		if !errors.As(err, &bad) {
+			return "", false, err // Redis: the registrar answers 500, counts nothing
+		}
+		u.log.Warn("app: user entry not usable; its REGISTERs are refused", "ext", ext, "error", err)
+		return "", false, nil
+	}
+	if !found || !user.Enable {
+		return "", false, nil
+	}
+	return user.Password, true, nil
+}
+
+// agentBindings keeps the registrar's bindings in Redis.
+type agentBindings struct{ st *store.Store }
+
+func (b agentBindings) PutBinding(ctx context.Context, x sip.Binding) error {
+	return b.st.PutBinding(ctx, store.Binding(x))
+}
+
+func (b agentBindings) RemoveBinding(ctx context.Context, ext, id string) error {
+	return b.st.RemoveBinding(ctx, ext, id)
+}
+
+func (b agentBindings) RemoveBindingsBySource(ctx context.Context, node, transport, source string) (int, error) {
+	return b.st.RemoveBindingsBySource(ctx, node, transport, source)
+}
+
+func (b agentBindings) Bindings(ctx context.Context, ext string, now time.Time) ([]sip.Binding, error) {
+	list, err := b.st.Bindings(ctx, ext, now)
+	out := make([]sip.Binding, len(list))
+	for i, x := range list {
+		out[i] = sip.Binding(x)
+	}
+	return out, err
+}
+
+// agentJanitor removes the bindings of a node that died: its WebSockets
+// are gone, and calls to its agents would ring nobody.
+type agentJanitor struct {
+	dir *cluster.Directory
+	st  *store.Store
+	log *slog.Logger
+}
+
+func (j agentJanitor) Run(ctx context.Context) error {
+	deaths, stop := j.dir.Deaths()
+	defer stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case host, ok := <-deaths:
+			if !ok {
+				return nil
+			}
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			n, err := j.st.RemoveNodeBindings(rctx, host)
+			cancel()
+			if err != nil {
+				j.log.Warn("app: bindings of a dead node not removed; they expire by themselves", "node", host, "error", err)
+			} else if n > 0 {
+				j.log.Info("app: agents' bindings of a dead node removed", "node", host, "bindings", n)
+			}
+		}
+	}
+}
