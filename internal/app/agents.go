@@ -91,3 +91,38 @@ func (j agentJanitor) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// clusterNodes answers the call manager's questions about other nodes from
+// the node directory.
+type clusterNodes struct {
+	dir  *cluster.Directory
+	self string
+}
+
+// SIPAddr implements call.Nodes.
+func (n clusterNodes) SIPAddr(ctx context.Context, host string) (string, bool) {
+	nodes, err := n.dir.Nodes(ctx)
+	if err != nil {
+		return "", false
+	}
+	for _, x := range nodes {
+		if x.Host == host && x.Alive && x.SIP["udp"] != "" {
+			return x.SIP["udp"], true
+		}
+	}
+	return "", false
+}
+
+// NodeAt implements call.Nodes.
+func (n clusterNodes) NodeAt(ctx context.Context, source string) (string, bool) {
+	nodes, err := n.dir.Nodes(ctx)
+	if err != nil {
+		return "", false
+	}
+	for _, x := range nodes {
+		if x.Host != n.self && x.Alive && x.SIP["udp"] == source {
+			return x.Host, true
+		}
+	}
+	return "", false
+}

@@ -142,7 +142,7 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 	}
 	a.Dialplan = dialplan.New(a.Store)
 	if a.Calls, err = call.NewManager(call.Config{}, call.Deps{Lines: a.Lines, SIP: a.SIP, Dialplan: a.Dialplan,
-		Notify: a.Notify, Logger: log, Registry: a.Registry}); err != nil {
+		Notify: a.Notify, Logger: log, Registry: a.Registry, Nodes: clusterNodes{dir: a.Directory, self: cfg.Host}}); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
 	a.SIP.SetInviteHandler(a.Calls.HandleInbound)
@@ -154,6 +154,8 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 		return nil, fmt.Errorf("app: %w", err)
 	}
 	a.Calls.RegisterConnector(dialplan.TypeIVR, &call.IVRConnector{Engine: a.IVR, Manager: a.Calls})
+	a.Calls.RegisterConnector(dialplan.TypeUser, &call.UserConnector{Engine: a.SIP, Agents: agentBindings{a.Store},
+		Nodes: clusterNodes{dir: a.Directory, self: cfg.Host}, Self: cfg.Host})
 	if a.Dialer, err = dialer.New(dialer.Config{Host: cfg.Host, Location: cfg.Timezone, Resync: cfg.Resync},
 		dialer.Deps{Store: a.Store, Calls: a.Calls, Recoverer: a.Recoverer, Settler: a.Notify, Lines: a.Lines,
 			Logger: log, Registry: a.Registry, Now: o.now}); err != nil {

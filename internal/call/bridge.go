@@ -67,23 +67,42 @@ func (b *SIPBridge) Connect(ctx context.Context, s *Session) TargetResult {
 	connected := time.Now()
 	s.Call.enter(StateBridged, nil)
 
+	tr := relayUntilHangup(ctx, s, bleg, "destination")
+	tr.ConnectedAt = connected
+	return tr
+}
+
+// relayUntilHangup relays media between the answered leg and bleg (the
+// destination or agent, named side in redial_hangup_side) until either
+// hangs up or the call is ended, then hangs both up.
+func relayUntilHangup(ctx context.Context, s *Session, bleg *sip.Leg, side string) TargetResult {
+	a := s.Leg
 	rctx, stopRelay := context.WithCancel(ctx)
 	relayDone := make(chan media.RelayStats, 1)
 	go func() { relayDone <- media.Relay(rctx, a.Media, bleg.Media) }()
 
-	tr := TargetResult{Connected: true, ConnectedAt: connected, Cause: NormalClearing}
+	tr := TargetResult{Connected: true, Cause: NormalClearing}
+	var st media.RelayStats
+	relayed := false
 	select {
 	case <-a.Done():
 		s.Vars["redial_hangup_side"] = "callee"
 	case <-bleg.Done():
-		s.Vars["redial_hangup_side"] = "destination"
+		s.Vars["redial_hangup_side"] = side
 	case <-ctx.Done():
 		s.Vars["redial_hangup_side"] = "api"
+	case st = <-relayDone:
+		// A leg's media ended without a BYE: a browser that was closed or
+		// lost its network (WebRTC legs end with their DTLS session).
+		s.Vars["redial_hangup_side"] = side + "_media"
+		relayed = true
 	}
 	stopRelay()
 	bleg.Hangup(context.WithoutCancel(ctx))
 	a.Hangup(context.WithoutCancel(ctx))
-	st := <-relayDone
+	if !relayed {
+		st = <-relayDone
+	}
 	s.Log.Info("call: bridge ended", "side", s.Vars["redial_hangup_side"], "rtp_a_to_b", st.AtoB, "rtp_b_to_a", st.BtoA)
 	return tr
 }

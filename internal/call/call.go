@@ -31,6 +31,10 @@ type Request struct {
 	// any INVITE end without a CDR, with Outcome.NoLine set: the dialers
 	// put the number back rather than record an attempt that never was.
 	ReturnOnNoLine bool
+
+	// noCDR: a call another node relayed to this node's agents; the
+	// originating node writes its CDR.
+	noCDR bool
 }
 
 // State is where a call is in its life.

@@ -27,7 +27,16 @@ func (m *Manager) HandleInbound(in *sip.Inbound) {
 	ctx, cancelSetup := context.WithTimeout(context.Background(), inboundTimeout)
 	defer cancelSetup()
 	log := m.log.With("sip_call_id", in.CallID(), "source", in.SourceIP(), "dialed", in.Dialed(), "caller", in.Caller())
+	// Another node relaying a call to an agent registered here: known by
+	// its address in the node directory, never by a header.
+	var relayedFrom string
+	if m.deps.Nodes != nil {
+		relayedFrom, _ = m.deps.Nodes.NodeAt(ctx, in.Req.Source())
+	}
 	line, ok := m.deps.Lines.FromAddress(ctx, in.SourceIP())
+	if relayedFrom != "" {
+		ok, line.Name = true, "node:"+relayedFrom
+	}
 	if !ok {
 		_, err := in.VerifyDigest(InboundRealm, func(user string) (string, bool) {
 			pw, l, ok := m.deps.Lines.Credentials(ctx, user)
@@ -51,6 +60,9 @@ func (m *Manager) HandleInbound(in *sip.Inbound) {
 		}
 	}
 	target, err := m.deps.Dialplan.Resolve(ctx, dialplan.Destination{Extension: in.Dialed(), Dialplan: "XML", Context: InboundContext})
+	if relayedFrom != "" {
+		target, err = dialplan.Target{Type: dialplan.TypeUser, User: in.Dialed(), Key: "relayed:" + in.Dialed()}, nil
+	}
 	if err != nil {
 		log.Warn("call: inbound call has no route", "error", err)
 		m.mInbound.WithLabelValues("no_route").Inc()
@@ -69,9 +81,28 @@ func (m *Manager) HandleInbound(in *sip.Inbound) {
 		in.Reject(503, "Service Unavailable")
 		return
 	}
-	req := Request{Numbers: []string{in.Caller()}, CallRef: NewRef(), CampaignRef: "inbound",
+	if pc, ok := conn.(Prechecker); ok {
+		if code, reason := pc.Precheck(ctx, target, relayedFrom != ""); code != 0 {
+			log.Info("call: inbound call refused before answer", "target", target.Key, "sip_code", code)
+			m.mInbound.WithLabelValues("unavailable").Inc()
+			in.Reject(code, reason)
+			return
+		}
+	}
+	callRef := NewRef()
+	if relayedFrom != "" {
+		// The originating node's call_ref, for one story in the logs.
+		if ref := in.Req.GetHeader("X-Redial-Call-Ref"); ref != nil && validRef(ref.Value()) {
+			callRef = ref.Value()
+		}
+	}
+	req := Request{Numbers: []string{in.Caller()}, CallRef: callRef, CampaignRef: "inbound",
 		Destination: dialplan.Destination{Extension: in.Dialed(), Dialplan: "XML", Context: InboundContext},
 		Variables:   map[string]string{"sip_call_id": in.CallID(), "redial_inbound_line": line.Name, "destination_number": in.Dialed()}}
+	if relayedFrom != "" {
+		req.Variables[varRelayed] = relayedFrom
+		req.noCDR = true
+	}
 	c := m.newCall(req)
 	c.info.Number, c.info.Line = in.Caller(), line.Name
 	m.mu.Lock()
@@ -135,6 +166,25 @@ func (m *Manager) HandleInbound(in *sip.Inbound) {
 	c.info.State = StateEnded
 	c.legs = nil
 	c.mu.Unlock()
+}
+
+// Prechecker is a Connector that can tell before an inbound call is
+// answered that it cannot be connected (a user nobody can answer: 480).
+type Prechecker interface {
+	Precheck(ctx context.Context, t dialplan.Target, relayed bool) (code int, reason string)
+}
+
+// validRef accepts a call_ref carried between nodes: printable, short.
+func validRef(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for _, c := range s {
+		if c <= ' ' || c > '~' {
+			return false
+		}
+	}
+	return true
 }
 
 // finish records an ended call for the API, tells subscribers and releases

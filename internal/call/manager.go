@@ -44,6 +44,9 @@ type Deps struct {
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
 	Now      func() time.Time
+	// Nodes recognises INVITEs from other nodes (calls relayed to agents
+	// registered here); nil treats every INVITE as from outside.
+	Nodes Nodes
 }
 
 // Manager runs calls and keeps them addressable by call_ref.

@@ -133,7 +133,10 @@ func (m *Manager) publishCDR(ctx context.Context, c *Call, attempt int, r attemp
 		cdr.Answer = &a
 		cdr.Billsec = secs(r.end.Sub(r.answer))
 	}
-	err := m.deps.Notify.PublishCDR(context.WithoutCancel(ctx), &cdr)
+	var err error
+	if !c.req.noCDR {
+		err = m.deps.Notify.PublishCDR(context.WithoutCancel(ctx), &cdr)
+	}
 	if err != nil {
 		m.log.Error("call: CDR lost: spool write failed", "call_ref", c.req.CallRef, "error", err)
 	}

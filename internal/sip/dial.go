@@ -43,6 +43,13 @@ type DialRequest struct {
 	Username, Password string
 	// OnRinging, if set, is called once at the first 180 or 183.
 	OnRinging func()
+	// Socket, when set, sends the INVITE down the WebSocket whose source
+	// this is (an agent registered over WS or WSS: its Contact is a
+	// made-up address); Transport is then the socket's.
+	Socket string
+	// WebRTC offers browser media (ICE-lite, DTLS-SRTP, rtcp-mux, BUNDLE)
+	// instead of plain RTP.
+	WebRTC bool
 }
 
 // DialResult is the outcome of one INVITE.
@@ -92,6 +99,16 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	if transport == "" {
 		transport = "udp"
 	}
+	if r.Socket != "" {
+		c := e.ws.lookup(r.Socket)
+		if c == nil {
+			// The agent's browser went away since it registered.
+			res.Code, res.Reason = 480, "Temporarily Unavailable"
+			res.TransportErr = fmt.Errorf("sip: call %s: INVITE to %s: %w", r.CallRef, r.Socket, ErrSocketClosed)
+			return res
+		}
+		transport = c.network()
+	}
 	dua := e.dlg[transport]
 	if dua == nil {
 		res.Code, res.Reason = 503, "no "+transport+" listener"
@@ -113,13 +130,32 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 		return res
 	}
 
-	sess, err := media.NewSession(e.mediaBindIP(), e.ports)
+	codecs := append([]media.Codec(nil), r.Codecs...)
+	if len(codecs) == 0 {
+		codecs = []media.Codec{media.PCMU, media.PCMA}
+	}
+	var (
+		sess  *media.Session
+		rtc   *media.WebRTCLeg
+		offer []byte
+		err   error
+	)
+	if r.WebRTC {
+		var sdp string
+		rtc, sdp, err = media.NewWebRTCOffer(ctx, media.WebRTCConfig{PublicIP: e.cfg.PublicIP, BindIP: e.mediaBindIP(),
+			Ports: e.ports, Codecs: codecs, Logger: e.log.With("call_ref", r.CallRef)})
+		if err == nil {
+			sess, offer = rtc.Session(), []byte(sdp)
+		}
+	} else {
+		sess, err = media.NewSession(e.mediaBindIP(), e.ports)
+	}
 	if err == nil {
 		sess.SetClock(e.clock)
 	}
 	if err != nil {
-		res.Code, res.Reason = 503, "no RTP port"
-		res.TransportErr = fmt.Errorf("sip: call %s: rtp: %w", r.CallRef, err)
+		res.Code, res.Reason = 503, "no media port"
+		res.TransportErr = fmt.Errorf("sip: call %s: media: %w", r.CallRef, err)
 		return res
 	}
 	keepSession := false
@@ -129,16 +165,17 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 		}
 	}()
 
-	codecs := append([]media.Codec(nil), r.Codecs...)
-	if len(codecs) == 0 {
-		codecs = []media.Codec{media.PCMU, media.PCMA}
-	}
 	codecs = append(codecs, media.TelephoneEvent)
-	offer := media.BuildSDP(media.SDPOffer{IP: e.cfg.PublicIP, Port: sess.LocalPort(), Codecs: codecs})
+	if offer == nil {
+		offer = media.BuildSDP(media.SDPOffer{IP: e.cfg.PublicIP, Port: sess.LocalPort(), Codecs: codecs})
+	}
 
 	req := gosip.NewRequest(gosip.INVITE, recipient)
 	if transport != "udp" {
 		req.SetTransport(strings.ToUpper(transport))
+	}
+	if r.Socket != "" {
+		req.SetDestination(r.Socket)
 	}
 	fromHost := r.FromHost
 	if fromHost == "" {
@@ -305,9 +342,15 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	leg := &Leg{e: e, CallRef: r.CallRef, CallID: res.CallID, Media: sess, done: make(chan struct{}), id: dialog.ID,
 		bye: dialog.Bye, readBye: dialog.ReadBye, localSDP: offer}
 	e.addLeg(dialog.ID, leg)
-	rm, err := media.ParseSDP(dialog.InviteResponse.Body())
 	var codec media.Codec
-	if err == nil {
+	var rm media.RemoteMedia
+	if rtc != nil {
+		// The WebRTC leg sets the Session's codec and telephone-event
+		// type from the answer itself.
+		if err = rtc.Answer(string(dialog.InviteResponse.Body())); err == nil {
+			codec, leg.DTMF = sess.Codec(), sess.DTMF()
+		}
+	} else if rm, err = media.ParseSDP(dialog.InviteResponse.Body()); err == nil {
 		codec, leg.DTMF, err = media.Negotiate(rm, codecs)
 	}
 	if err != nil {
@@ -321,9 +364,11 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 		e.log.Warn("sip: answer SDP unusable, hung up", "call_ref", r.CallRef, "error", err)
 		return res
 	}
-	sess.SetRemote(rm.Addr)
-	sess.SetCodec(codec)
-	sess.SetDTMF(leg.DTMF)
+	if rtc == nil {
+		sess.SetRemote(rm.Addr)
+		sess.SetCodec(codec)
+		sess.SetDTMF(leg.DTMF)
+	}
 	leg.Codec = codec
 	keepSession = true
 	res.Leg = leg

@@ -1,0 +1,194 @@
+package call
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"redial/internal/dialplan"
+	"redial/internal/media"
+	"redial/internal/sip"
+)
+
+// Agents finds where an agent is registered.
+type Agents interface {
+	Bindings(ctx context.Context, ext string, now time.Time) ([]sip.Binding, error)
+}
+
+// Nodes tells other nodes' SIP addresses, and whether an INVITE's source
+// is one of them: nodes reach each other's agents through each other, and
+// accept each other's SIP by the addresses in the node directory, never by
+// a header.
+type Nodes interface {
+	// SIPAddr is node host's UDP SIP address ("ip:port"), false when the
+	// node is not alive.
+	SIPAddr(ctx context.Context, host string) (string, bool)
+	// NodeAt is the live node whose UDP SIP address is source.
+	NodeAt(ctx context.Context, source string) (string, bool)
+}
+
+// varRelayed marks an inbound call relayed by another node to this node's
+// agents: it rings only the bindings held here, and its CDR is the
+// originating node's.
+const varRelayed = "redial_relayed_from"
+
+// UserConnector rings an agent on every binding, on this node or through
+// the node that holds it, bridges the first to answer (the others get
+// CANCEL) and reports the agent as the CDR's ext.
+type UserConnector struct {
+	Engine *sip.Engine
+	Agents Agents
+	Nodes  Nodes
+	// Self is this node's name (a binding's Node).
+	Self string
+	Now  func() time.Time
+}
+
+// errNotRegistered is the reason of a user target nobody can answer.
+const notRegistered = "user not registered"
+
+// route is one way to ring the agent.
+type route struct {
+	req  sip.DialRequest
+	desc string
+}
+
+// routes lists the ways to ring ext: its bindings on this node directly,
+// and one INVITE to every other node holding a binding.
+func (u *UserConnector) routes(ctx context.Context, ext string, localOnly bool) ([]route, error) {
+	now := time.Now()
+	if u.Now != nil {
+		now = u.Now()
+	}
+	list, err := u.Agents.Bindings(ctx, ext, now)
+	if err != nil {
+		return nil, err
+	}
+	var out []route
+	remote := map[string]bool{}
+	for _, b := range list {
+		if b.Node == u.Self {
+			r := sip.DialRequest{Target: b.Contact, Transport: b.Transport}
+			if b.Transport == "ws" || b.Transport == "wss" {
+				r.Socket, r.WebRTC = b.Source, true
+			}
+			out = append(out, route{req: r, desc: b.Transport + " " + b.Source})
+			continue
+		}
+		if localOnly || remote[b.Node] || u.Nodes == nil {
+			continue
+		}
+		addr, ok := u.Nodes.SIPAddr(ctx, b.Node)
+		if !ok {
+			continue
+		}
+		remote[b.Node] = true
+		out = append(out, route{req: sip.DialRequest{Target: "sip:" + ext + "@" + addr, Transport: "udp"}, desc: "via node " + b.Node})
+	}
+	return out, nil
+}
+
+// Precheck refuses an inbound call to a user nobody can answer with 480
+// before it is answered.
+func (u *UserConnector) Precheck(ctx context.Context, t dialplan.Target, relayed bool) (int, string) {
+	routes, err := u.routes(ctx, t.User, relayed)
+	if err != nil {
+		return 503, "Service Unavailable"
+	}
+	if len(routes) == 0 {
+		return 480, "Temporarily Unavailable"
+	}
+	return 0, ""
+}
+
+// Connect implements Connector.
+func (u *UserConnector) Connect(ctx context.Context, s *Session) TargetResult {
+	ext := s.Target.User
+	agent := ext
+	tr := TargetResult{Ext: &agent}
+	routes, err := u.routes(ctx, ext, s.Vars[varRelayed] != "")
+	if err != nil {
+		tr.Cause, tr.Reason = NormalTemporaryFailure, "agent "+ext+": "+err.Error()
+		return tr
+	}
+	if len(routes) == 0 {
+		tr.Cause, tr.Reason = SubscriberAbsent, notRegistered
+		return tr
+	}
+	a := s.Leg
+	codecs := []media.Codec{a.Codec}
+	for _, c := range []media.Codec{media.PCMU, media.PCMA} {
+		if c.Name != a.Codec.Name {
+			codecs = append(codecs, c)
+		}
+	}
+	// Every fork rings until the first answers, the caller hangs up or
+	// the ring timeout; the losers are cancelled.
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-a.Done():
+			cancel()
+		case <-rctx.Done():
+		}
+	}()
+	results := make(chan sip.DialResult, len(routes))
+	var wg sync.WaitGroup
+	for _, r := range routes {
+		req := r.req
+		req.CallRef, req.FromUser, req.Codecs, req.RingTimeout = s.Call.Ref(), s.ClientNumber, codecs, s.Params.BridgeTimeout
+		req.Headers = map[string]string{"X-Redial-Call-Ref": s.Call.Ref()}
+		wg.Add(1)
+		go func(desc string) {
+			defer wg.Done()
+			res := u.Engine.Dial(rctx, req)
+			if res.Leg == nil {
+				s.Log.Info("call: agent binding did not answer", "ext", ext, "binding", desc, "sip_code", res.Code, "reason", res.Reason)
+			}
+			results <- res
+		}(r.desc)
+	}
+	go func() { wg.Wait(); close(results) }()
+	var bleg *sip.Leg
+	best := 0
+	var reason []string
+	for res := range results {
+		switch {
+		case res.Leg != nil && bleg == nil:
+			bleg = res.Leg
+			cancel() // CANCEL the other forks
+		case res.Leg != nil:
+			// Answered at the same moment as the winner: not this call's.
+			res.Leg.Hangup(context.WithoutCancel(ctx))
+		default:
+			if best == 0 || res.Code == 486 || res.Code == 600 || res.Code == 603 {
+				best = res.Code
+			}
+			reason = append(reason, fmt.Sprintf("%d %s", res.Code, res.Reason))
+		}
+	}
+	if bleg == nil {
+		if a.HungUpByRemote() {
+			tr.Cause, tr.Reason = OriginatorCancel, "caller hung up while the agent rang"
+			return tr
+		}
+		_, tr.Cause = FromSIP(best, false)
+		tr.Reason = "agent " + ext + ": " + strings.Join(reason, "; ")
+		return tr
+	}
+	s.Call.addLeg("agent", bleg)
+	connected := time.Now()
+	s.Call.enter(StateBridged, nil)
+	out := u.bridgeLegs(ctx, s, bleg)
+	out.Ext, out.ConnectedAt = &agent, connected
+	return out
+}
+
+// bridgeLegs relays media between the answered caller and the agent until
+// either hangs up.
+func (u *UserConnector) bridgeLegs(ctx context.Context, s *Session, bleg *sip.Leg) TargetResult {
+	return relayUntilHangup(ctx, s, bleg, "agent")
+}
