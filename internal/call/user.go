@@ -141,6 +141,10 @@ func (u *UserConnector) Connect(ctx context.Context, s *Session) TargetResult {
 		req := r.req
 		req.CallRef, req.FromUser, req.Codecs, req.RingTimeout = s.Call.Ref(), s.ClientNumber, codecs, s.Params.BridgeTimeout
 		req.Headers = map[string]string{"X-Redial-Call-Ref": s.Call.Ref()}
+		// The agent page shows what the caller typed in an IVR before.
+		if ref := s.contactRef(); ref != "" {
+			req.Headers["X-Redial-Contact-Ref"] = ref
+		}
 		wg.Add(1)
 		go func(desc string) {
 			defer wg.Done()
@@ -191,4 +195,18 @@ func (u *UserConnector) Connect(ctx context.Context, s *Session) TargetResult {
 // either hangs up.
 func (u *UserConnector) bridgeLegs(ctx context.Context, s *Session, bleg *sip.Leg) TargetResult {
 	return relayUntilHangup(ctx, s, bleg, "agent")
+}
+
+// contactRef is the call's contact_ref: set by an IVR in front (the
+// variable contact_ref) or given with the call. One that could not travel
+// in a SIP header is left out rather than fail the call.
+func (s *Session) contactRef() string {
+	ref := s.Vars["contact_ref"]
+	if ref == "" {
+		ref = s.Call.req.ContactRef
+	}
+	if !validRef(ref) {
+		return ""
+	}
+	return ref
 }
