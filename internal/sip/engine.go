@@ -427,7 +427,7 @@ func (e *Engine) handleInfo(req *gosip.Request, tx gosip.ServerTransaction) {
 
 func (e *Engine) handleOptions(req *gosip.Request, tx gosip.ServerTransaction) {
 	res := gosip.NewResponseFromRequest(req, 200, "OK", nil)
-	res.AppendHeader(gosip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"))
+	res.AppendHeader(gosip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER"))
 	res.AppendHeader(gosip.NewHeader("Accept", "application/sdp"))
 	if err := tx.Respond(res); err != nil {
 		e.log.Debug("sip: OPTIONS response failed", "error", err)
