@@ -38,6 +38,7 @@ var parts = []part{
 	{name: "schedule", heading: "## 3. Schedule precision", run: runSchedule},
 	{name: "media", heading: "## 4. Media", run: runMedia},
 	{name: "ivrapi", heading: "## 5. ivrapi", run: runIVRAPI},
+	{name: "webrtc", heading: "## 6. WebRTC legs", run: runWebRTC},
 }
 
 // bench is what every part shares: flags, paths and the work directory.
