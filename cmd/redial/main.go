@@ -23,6 +23,7 @@ const usage = `redial: call automation over SIP and Redis
 usage:
   redial serve [flags]        run a node (flags also as REDIAL_* env vars; see redial serve -h)
   redial originate [flags]    place a call through a running node's API (--token or REDIAL_TOKEN)
+  redial click2dial --ext E --number N [--line-group G] [--call-ref R] [--contact-ref C] [--var k=v]   ring agent E, then dial N and bridge them (--token)
   redial task set NAME --file task.json [--host H]   write a task and publish the change notice
   redial task list            tasks as this node merges them (template + @host)
   redial task status          each task's state and why it is not dialing (from a node's API; --token)
@@ -55,6 +56,8 @@ func main() {
 		err = serve(ctx, os.Args[2:])
 	case "originate":
 		err = originate(ctx, os.Args[2:])
+	case "click2dial":
+		err = click2dial(ctx, os.Args[2:])
 	case "demo":
 		err = demo(ctx, os.Args[2:])
 	case "sim":

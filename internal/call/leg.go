@@ -25,6 +25,9 @@ type callRun struct {
 	// invited is set once an INVITE went out (OnInvite has run).
 	invited bool
 	out     Outcome
+	// ext, when set, is the agent every CDR of the run names (a
+	// click-to-dial call's customer attempts).
+	ext *string
 }
 
 func (m *Manager) newRun(c *Call) *callRun {
@@ -255,6 +258,9 @@ func (r *callRun) endLeg(ctx context.Context, a *answeredLeg, tr TargetResult) {
 
 // record writes one attempt's CDR and makes it the outcome's last.
 func (r *callRun) record(ctx context.Context, attempt int, rec attemptRecord) {
+	if rec.ext == nil {
+		rec.ext = r.ext
+	}
 	r.out.Disposition = rec.disposition
 	r.out.CDRs = append(r.out.CDRs, r.m.writeCDR(ctx, r.c, attempt, rec))
 }

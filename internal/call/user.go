@@ -3,6 +3,7 @@ package call
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -108,15 +109,6 @@ func (u *UserConnector) Connect(ctx context.Context, s *Session) TargetResult {
 	ext := s.Target.User
 	agent := ext
 	tr := TargetResult{Ext: &agent}
-	routes, err := u.routes(ctx, ext, s.Vars[varRelayed] != "")
-	if err != nil {
-		tr.Cause, tr.Reason = NormalTemporaryFailure, "agent "+ext+": "+err.Error()
-		return tr
-	}
-	if len(routes) == 0 {
-		tr.Cause, tr.Reason = SubscriberAbsent, notRegistered
-		return tr
-	}
 	a := s.Leg
 	codecs := []media.Codec{a.Codec}
 	for _, c := range []media.Codec{media.PCMU, media.PCMA} {
@@ -124,8 +116,7 @@ func (u *UserConnector) Connect(ctx context.Context, s *Session) TargetResult {
 			codecs = append(codecs, c)
 		}
 	}
-	// Every fork rings until the first answers, the caller hangs up or
-	// the ring timeout; the losers are cancelled.
+	// Ringing ends as soon as the caller hangs up.
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -135,59 +126,113 @@ func (u *UserConnector) Connect(ctx context.Context, s *Session) TargetResult {
 		case <-rctx.Done():
 		}
 	}()
-	results := make(chan sip.DialResult, len(routes))
-	var wg sync.WaitGroup
-	for _, r := range routes {
-		req := r.req
-		req.CallRef, req.FromUser, req.Codecs, req.RingTimeout = s.Call.Ref(), s.ClientNumber, codecs, s.Params.BridgeTimeout
-		req.Headers = map[string]string{"X-Redial-Call-Ref": s.Call.Ref()}
-		// The agent page shows what the caller typed in an IVR before.
-		if ref := s.contactRef(); ref != "" {
-			req.Headers["X-Redial-Contact-Ref"] = ref
-		}
-		wg.Add(1)
-		go func(desc string) {
-			defer wg.Done()
-			res := u.Engine.Dial(rctx, req)
-			if res.Leg == nil {
-				s.Log.Info("call: agent binding did not answer", "ext", ext, "binding", desc, "sip_code", res.Code, "reason", res.Reason)
+	res := u.ringAgent(rctx, agentRing{ext: ext, callRef: s.Call.Ref(), fromUser: s.ClientNumber, codecs: codecs,
+		timeout: s.Params.BridgeTimeout, localOnly: s.Vars[varRelayed] != "", log: s.Log})
+	if res.leg == nil {
+		tr.Cause, tr.Reason = res.cause, res.reason
+		if res.rang {
+			if a.HungUpByRemote() {
+				tr.Cause, tr.Reason = OriginatorCancel, "caller hung up while the agent rang"
+				return tr
 			}
-			results <- res
-		}(r.desc)
-	}
-	go func() { wg.Wait(); close(results) }()
-	var bleg *sip.Leg
-	best := 0
-	var reason []string
-	for res := range results {
-		switch {
-		case res.Leg != nil && bleg == nil:
-			bleg = res.Leg
-			cancel() // CANCEL the other forks
-		case res.Leg != nil:
-			// Answered at the same moment as the winner: not this call's.
-			res.Leg.Hangup(context.WithoutCancel(ctx))
-		default:
-			if best == 0 || res.Code == 486 || res.Code == 600 || res.Code == 603 {
-				best = res.Code
-			}
-			reason = append(reason, fmt.Sprintf("%d %s", res.Code, res.Reason))
+			_, tr.Cause = FromSIP(res.code, false)
 		}
-	}
-	if bleg == nil {
-		if a.HungUpByRemote() {
-			tr.Cause, tr.Reason = OriginatorCancel, "caller hung up while the agent rang"
-			return tr
-		}
-		_, tr.Cause = FromSIP(best, false)
-		tr.Reason = "agent " + ext + ": " + strings.Join(reason, "; ")
 		return tr
 	}
+	bleg := res.leg
 	s.Call.addLeg("agent", bleg)
 	connected := time.Now()
 	s.Call.enter(StateBridged, nil)
 	out := u.bridgeLegs(ctx, s, bleg)
 	out.Ext, out.ConnectedAt = &agent, connected
+	return out
+}
+
+// agentRing is what ringAgent rings: an agent's bindings, presenting
+// fromUser, offering codecs, for at most timeout.
+type agentRing struct {
+	ext      string
+	callRef  string
+	fromUser string
+	codecs   []media.Codec
+	timeout  time.Duration
+	// localOnly rings only the bindings held on this node (a call another
+	// node relayed here).
+	localOnly bool
+	log       *slog.Logger
+}
+
+// agentRingResult is the agent's answered leg, or why there is none.
+type agentRingResult struct {
+	leg *sip.Leg
+	// rang is true when at least one binding was rung; code is then the
+	// most telling final SIP code of the forks and timedOut whether the
+	// ring timeout ended one.
+	rang     bool
+	code     int
+	timedOut bool
+	// cause and reason explain a missing leg (not registered, bindings
+	// unreadable, the forks' responses).
+	cause  Cause
+	reason string
+}
+
+// ringAgent rings every binding of an agent, on this node or through the
+// node that holds it, until the first answers (the other forks get
+// CANCEL), ctx ends or the ring timeout passes. It is the agent step of
+// both an inbound call to a user and a click-to-dial call.
+func (u *UserConnector) ringAgent(ctx context.Context, ar agentRing) agentRingResult {
+	ext := ar.ext
+	routes, err := u.routes(ctx, ext, ar.localOnly)
+	if err != nil {
+		return agentRingResult{cause: NormalTemporaryFailure, reason: "agent " + ext + ": " + err.Error()}
+	}
+	if len(routes) == 0 {
+		return agentRingResult{cause: SubscriberAbsent, reason: notRegistered}
+	}
+	// Every fork rings until the first answers, ctx ends or the ring
+	// timeout; the losers are cancelled.
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	results := make(chan sip.DialResult, len(routes))
+	var wg sync.WaitGroup
+	for _, r := range routes {
+		req := r.req
+		req.CallRef, req.FromUser, req.Codecs, req.RingTimeout = ar.callRef, ar.fromUser, ar.codecs, ar.timeout
+		req.Headers = map[string]string{"X-Redial-Call-Ref": ar.callRef}
+		wg.Add(1)
+		go func(desc string) {
+			defer wg.Done()
+			res := u.Engine.Dial(rctx, req)
+			if res.Leg == nil {
+				ar.log.Info("call: agent binding did not answer", "ext", ext, "binding", desc, "sip_code", res.Code, "reason", res.Reason)
+			}
+			results <- res
+		}(r.desc)
+	}
+	go func() { wg.Wait(); close(results) }()
+	out := agentRingResult{rang: true}
+	var reason []string
+	for res := range results {
+		switch {
+		case res.Leg != nil && out.leg == nil:
+			out.leg = res.Leg
+			cancel() // CANCEL the other forks
+		case res.Leg != nil:
+			// Answered at the same moment as the winner: not this call's.
+			res.Leg.Hangup(context.WithoutCancel(ctx))
+		default:
+			if out.code == 0 || res.Code == 486 || res.Code == 600 || res.Code == 603 {
+				out.code = res.Code
+			}
+			out.timedOut = out.timedOut || res.TimedOut
+			reason = append(reason, fmt.Sprintf("%d %s", res.Code, res.Reason))
+		}
+	}
+	if out.leg == nil {
+		_, out.cause = FromSIP(out.code, out.timedOut)
+		out.reason = "agent " + ext + ": " + strings.Join(reason, "; ")
+	}
 	return out
 }
 

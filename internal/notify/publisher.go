@@ -131,7 +131,7 @@ func newMetrics(reg *prometheus.Registry) (metrics, error) {
 	m := metrics{
 		notifications: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "redial_notifications_total",
-			Help: "Notifications by kind (cdr, inbound) and result: published reached Redis (directly or replayed from the spool), spooled went to the local spool.",
+			Help: "Notifications by kind (cdr, inbound, outbound_call, settle) and result: published reached Redis (directly or replayed from the spool), spooled went to the local spool.",
 		}, []string{"kind", "result"}),
 		spoolItems: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "redial_notify_spool_items",
@@ -152,7 +152,7 @@ func newMetrics(reg *prometheus.Registry) (metrics, error) {
 	if m.redisErrors, err = register(reg, m.redisErrors); err != nil {
 		return m, err
 	}
-	for _, k := range []string{kindCDR, kindInbound, kindSettle} {
+	for _, k := range []string{kindCDR, kindInbound, kindOutboundCall, kindSettle} {
 		m.notifications.WithLabelValues(k, "published")
 		m.notifications.WithLabelValues(k, "spooled")
 		m.redisErrors.WithLabelValues(pushOp(k))
@@ -296,6 +296,8 @@ func (p *Publisher) push(ctx context.Context, kind string, payload []byte) error
 	switch kind {
 	case kindInbound:
 		return p.store.PushInbound(ctx, payload)
+	case kindOutboundCall:
+		return p.store.PushCampaignCall(ctx, payload)
 	case kindSettle:
 		var op store.SettleOp
 		if err := json.Unmarshal(payload, &op); err != nil {

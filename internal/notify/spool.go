@@ -20,7 +20,7 @@ import (
 // The spool is a directory holding:
 //
 //	notify.log       append-only records: a header line, then one JSON
-//	                 record per line {"kind":"cdr"|"inbound"|"settle","payload":{...}}
+//	                 record per line {"kind":"cdr"|"inbound"|"outbound_call"|"settle","payload":{...}}
 //	notify.progress  how far the log has been delivered (two checksummed
 //	                 slots, see progressFile)
 //	notify.lock      flock'ed by the one process using the directory
@@ -46,6 +46,9 @@ const syncProgressEvery = 64
 const (
 	kindCDR     = "cdr"
 	kindInbound = "inbound"
+	// kindOutboundCall records are call notifications of outbound calls
+	// connected to an agent, for <prefix>:campaigns (before their CDR).
+	kindOutboundCall = "outbound_call"
 	// kindSettle records finish a claim (store.SettleOp) after the CDR
 	// written before them: a claim is as durable as its CDR.
 	kindSettle = "settle"
@@ -306,7 +309,7 @@ func (s *spool) peek() (rec spoolRecord, raw []byte, end int64, ok bool, err err
 	if err := json.Unmarshal(line, &rec); err != nil {
 		return rec, line, end, true, fmt.Errorf("%w at offset %d: %v", errCorrupt, s.next, err)
 	}
-	if (rec.Kind != kindCDR && rec.Kind != kindInbound && rec.Kind != kindSettle) || len(rec.Payload) == 0 {
+	if (rec.Kind != kindCDR && rec.Kind != kindInbound && rec.Kind != kindOutboundCall && rec.Kind != kindSettle) || len(rec.Payload) == 0 {
 		return rec, line, end, true, fmt.Errorf("%w at offset %d: kind %q", errCorrupt, s.next, rec.Kind)
 	}
 	return rec, line, end, true, nil

@@ -89,6 +89,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	for pattern, h := range map[string]http.HandlerFunc{
 		"POST /api/v1/calls":         s.postCall,
+		"POST /api/v1/click2dial":    s.postClick,
 		"GET /api/v1/calls":          s.listCalls,
 		"GET /api/v1/calls/{ref}":    s.getCall,
 		"DELETE /api/v1/calls/{ref}": s.deleteCall,
