@@ -18,21 +18,38 @@ import (
 // an error names the field at fault, and checks it with package validate
 // as the queue dialer checks its items.
 func decodeOriginate(body []byte) (call.Request, error) {
-	var req call.Request
+	var dest dialplan.Destination
+	req, oneNumber, oneGroup, err := decodeCallBody(body, "number, line_group, destination, variables, call_ref, contact_ref, campaign_ref", map[string]func(json.RawMessage) error{
+		"destination": func(raw json.RawMessage) error { return decodeDestination(raw, &dest) },
+	})
+	if err != nil {
+		return req, err
+	}
+	req.Destination = dest
+	if err := checkOriginate(req, oneNumber, oneGroup); err != nil {
+		return req, err
+	}
+	return req, call.Validate(req)
+}
+
+// decodeCallBody reads the fields every call request shares (number,
+// line_group, variables, call_ref, contact_ref, campaign_ref) and hands the
+// others named in extra to their decoders; any other field is refused,
+// naming the fields the request takes. A
+// single string names its field as sent ("number", not "number[0]"): one*
+// say so.
+func decodeCallBody(body []byte, fields string, extra map[string]func(json.RawMessage) error) (req call.Request, oneNumber, oneGroup bool, err error) {
 	var m map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(&m); err != nil {
-		return req, fmt.Errorf("body: malformed JSON: %w", err)
+		return req, false, false, fmt.Errorf("body: malformed JSON: %w", err)
 	}
 	if err := onlyValue(dec); err != nil {
-		return req, err
+		return req, false, false, err
 	}
 	if m == nil {
-		return req, errors.New("body: want a JSON object")
+		return req, false, false, errors.New("body: want a JSON object")
 	}
-	// A single string names the field as it was sent ("number", not
-	// "number[0]").
-	oneNumber, oneGroup := false, false
 	for k, raw := range m {
 		var err error
 		switch k {
@@ -40,8 +57,6 @@ func decodeOriginate(body []byte) (call.Request, error) {
 			req.Numbers, oneNumber, err = stringOrArray(raw)
 		case "line_group":
 			req.LineGroups, oneGroup, err = stringOrArray(raw)
-		case "destination":
-			err = decodeDestination(raw, &req.Destination)
 		case "variables":
 			req.Variables, err = StringMap(raw)
 		case "call_ref":
@@ -51,19 +66,20 @@ func decodeOriginate(body []byte) (call.Request, error) {
 		case "campaign_ref":
 			err = jsonString(raw, &req.CampaignRef)
 		default:
-			err = errors.New("unknown field (want number, line_group, destination, variables, call_ref, contact_ref, campaign_ref)")
+			if f, ok := extra[k]; ok {
+				err = f(raw)
+				break
+			}
+			err = fmt.Errorf("unknown field (want %s)", fields)
 		}
 		if err != nil {
-			return req, fmt.Errorf("%s: %w", fieldName(k), err)
+			return req, false, false, fmt.Errorf("%s: %w", fieldName(k), err)
 		}
 	}
 	if req.Variables == nil {
 		req.Variables = map[string]string{}
 	}
-	if err := checkOriginate(req, oneNumber, oneGroup); err != nil {
-		return req, err
-	}
-	return req, call.Validate(req)
+	return req, oneNumber, oneGroup, nil
 }
 
 // checkOriginate applies the bounds every entry point shares.

@@ -1,10 +1,8 @@
 package web
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 
 	"redial/internal/call"
@@ -15,45 +13,14 @@ import (
 // an error names the field at fault, with the bounds POST /api/v1/calls
 // applies.
 func decodeClick(body []byte) (call.ClickRequest, error) {
-	var req call.ClickRequest
-	var m map[string]json.RawMessage
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&m); err != nil {
-		return req, fmt.Errorf("body: malformed JSON: %w", err)
-	}
-	if err := onlyValue(dec); err != nil {
+	var ext string
+	r, oneNumber, oneGroup, err := decodeCallBody(body, "ext, number, line_group, variables, call_ref, contact_ref, campaign_ref", map[string]func(json.RawMessage) error{
+		"ext": func(raw json.RawMessage) error { return jsonString(raw, &ext) },
+	})
+	req := call.ClickRequest{Ext: ext, Numbers: r.Numbers, LineGroups: r.LineGroups, CallRef: r.CallRef,
+		ContactRef: r.ContactRef, CampaignRef: r.CampaignRef, Variables: r.Variables}
+	if err != nil {
 		return req, err
-	}
-	if m == nil {
-		return req, errors.New("body: want a JSON object")
-	}
-	oneNumber, oneGroup := false, false
-	for k, raw := range m {
-		var err error
-		switch k {
-		case "ext":
-			err = jsonString(raw, &req.Ext)
-		case "number":
-			req.Numbers, oneNumber, err = stringOrArray(raw)
-		case "line_group":
-			req.LineGroups, oneGroup, err = stringOrArray(raw)
-		case "variables":
-			req.Variables, err = StringMap(raw)
-		case "call_ref":
-			err = jsonString(raw, &req.CallRef)
-		case "contact_ref":
-			err = jsonString(raw, &req.ContactRef)
-		case "campaign_ref":
-			err = jsonString(raw, &req.CampaignRef)
-		default:
-			err = errors.New("unknown field (want ext, number, line_group, variables, call_ref, contact_ref, campaign_ref)")
-		}
-		if err != nil {
-			return req, fmt.Errorf("%s: %w", fieldName(k), err)
-		}
-	}
-	if req.Variables == nil {
-		req.Variables = map[string]string{}
 	}
 	if req.Ext == "" {
 		return req, errors.New("ext: required")
@@ -61,8 +28,7 @@ func decodeClick(body []byte) (call.ClickRequest, error) {
 	if err := validate.NumberField("ext", req.Ext); err != nil {
 		return req, err
 	}
-	if err := checkOriginate(call.Request{Numbers: req.Numbers, LineGroups: req.LineGroups, Variables: req.Variables,
-		CallRef: req.CallRef, ContactRef: req.ContactRef, CampaignRef: req.CampaignRef}, oneNumber, oneGroup); err != nil {
+	if err := checkOriginate(r, oneNumber, oneGroup); err != nil {
 		return req, err
 	}
 	return req, call.ValidateClick(req)
