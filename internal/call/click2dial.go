@@ -94,30 +94,9 @@ func (m *Manager) ClickToDial(ctx context.Context, req ClickRequest) (string, er
 		ContactRef: req.ContactRef, CampaignRef: req.CampaignRef, Variables: vars,
 		Destination: dialplan.Destination{Extension: req.Ext}}
 	c := m.newCall(creq)
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
-		return "", ErrStopped
+	if err := m.start(ctx, c, func(ctx context.Context, c *Call) { m.runClick(ctx, c, u, req.Ext) }); err != nil {
+		return "", err
 	}
-	if _, ok := m.calls[creq.CallRef]; ok {
-		m.mu.Unlock()
-		return "", fmt.Errorf("call: %q: %w", creq.CallRef, ErrDuplicateRef)
-	}
-	// The call outlives the HTTP request that started it.
-	cctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
-	c.cancel = cancel
-	m.calls[creq.CallRef] = c
-	m.wg.Add(1)
-	m.mu.Unlock()
-	m.mActive.Inc()
-	c.emit(EventCreated)
-	go func() {
-		defer m.wg.Done()
-		defer m.mActive.Dec()
-		m.runClick(cctx, c, u, req.Ext)
-		cancel(nil)
-		m.finish(c)
-	}()
 	return creq.CallRef, nil
 }
 

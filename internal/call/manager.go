@@ -292,19 +292,29 @@ func (m *Manager) Originate(ctx context.Context, req Request) (*Call, error) {
 		req.CallRef = NewRef()
 	}
 	c := m.newCall(req)
+	if err := m.start(ctx, c, m.run); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// start registers call c under its call_ref and runs it with run on a
+// goroutine of its own, tracked until it ends. The call outlives ctx (the
+// HTTP request that started it), keeping only its values.
+func (m *Manager) start(ctx context.Context, c *Call, run func(ctx context.Context, c *Call)) error {
+	ref := c.req.CallRef
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
-		return nil, ErrStopped
+		return ErrStopped
 	}
-	if _, ok := m.calls[req.CallRef]; ok {
+	if _, ok := m.calls[ref]; ok {
 		m.mu.Unlock()
-		return nil, fmt.Errorf("call: %q: %w", req.CallRef, ErrDuplicateRef)
+		return fmt.Errorf("call: %q: %w", ref, ErrDuplicateRef)
 	}
-	// Calls outlive the HTTP request that started them.
 	cctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	c.cancel = cancel
-	m.calls[req.CallRef] = c
+	m.calls[ref] = c
 	m.wg.Add(1)
 	m.mu.Unlock()
 	m.mActive.Inc()
@@ -312,11 +322,11 @@ func (m *Manager) Originate(ctx context.Context, req Request) (*Call, error) {
 	go func() {
 		defer m.wg.Done()
 		defer m.mActive.Dec()
-		m.run(cctx, c)
+		run(cctx, c)
 		cancel(nil)
 		m.finish(c)
 	}()
-	return c, nil
+	return nil
 }
 
 // Place runs a call to its end and returns the outcome (the dialers' entry
