@@ -32,6 +32,7 @@ import (
 	"redial/internal/sip"
 	"redial/internal/store"
 	"redial/internal/web"
+	"redial/webui"
 )
 
 // Version is this build's version, registered in the node directory; set
@@ -211,6 +212,15 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 	// SIP over WebSocket (seed 001's ws://<server>:8088/ws): agents prove
 	// who they are with SIP digest, so the route takes no API token.
 	a.Web.HandlePublic("GET /ws", a.SIP.WSHandler())
+	// The agent page: agents log in with SIP digest over /ws, so the page
+	// itself needs no token.
+	modules := cfg.WebUIModules
+	if modules == "" {
+		modules = webui.DefaultModulesDir()
+	}
+	agentPage := webui.Handler(modules)
+	a.Web.HandlePublic("GET /agent", agentPage)
+	a.Web.HandlePublic("GET /agent/", agentPage)
 	// The HTTP address is known now that web has bound it.
 	if err := a.Directory.SetSelf(a.nodeInfo()); err != nil {
 		return nil, fmt.Errorf("app: %w", err)

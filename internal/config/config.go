@@ -65,6 +65,9 @@ type Node struct {
 	// IVRAPIGrace is how long a session stays owned after its owner's
 	// WebSocket dropped.
 	IVRAPIGrace time.Duration
+	// WebUIModules is the npm packages dir the agent page's libraries are
+	// served from ("" finds webui/node_modules).
+	WebUIModules string
 }
 
 // flagSpec ties a flag to its environment variable and default.
@@ -75,7 +78,7 @@ type flagSpec struct {
 
 // raw holds flag values as strings until Validate parses them.
 type raw struct {
-	redis, host, domain, sip, sipPublicIP, rtpPorts, http, httpPublicURL, httpAllowHost, timezone, data, notifyPrefix, notifyFormat, logLevel, resync, heartbeat, fetchAllow, fetchMaxBytes, ivrapiGrace, tlsCert, tlsKey string
+	redis, host, domain, sip, sipPublicIP, rtpPorts, http, httpPublicURL, httpAllowHost, timezone, data, notifyPrefix, notifyFormat, logLevel, resync, heartbeat, fetchAllow, fetchMaxBytes, ivrapiGrace, tlsCert, tlsKey, webuiModules string
 }
 
 // Flags registers the node flags on fs and returns a function that, after
@@ -105,6 +108,7 @@ func Flags(fs *flag.FlagSet) func() (*Node, error) {
 		{"heartbeat-ttl", "10s", "a node silent this long is dead and its claimed numbers are recovered", &r.heartbeat},
 		{"fetch-allow", "", "CIDRs or host names, comma separated, that URL fetches (ivrapi uploads) may reach although loopback or private", &r.fetchAllow},
 		{"fetch-max-bytes", "52428800", "largest file a URL fetch may bring in", &r.fetchMaxBytes},
+		{"webui-modules", "", "the npm packages dir (webui/node_modules, installed by make deps) the agent page's SIP.js is served from (default: ./webui/node_modules, or next to the executable)", &r.webuiModules},
 		{"ivrapi-grace", "30s", "how long an IVR session stays owned after its owner's WebSocket dropped, waiting for ivrapi_reaccept", &r.ivrapiGrace},
 	}
 	for _, s := range specs {
@@ -247,6 +251,7 @@ func (r *raw) validate() (*Node, error) {
 	} else {
 		n.HeartbeatTTL = d
 	}
+	n.WebUIModules = r.webuiModules
 	for _, e := range strings.Split(r.fetchAllow, ",") {
 		if e = strings.TrimSpace(e); e != "" {
 			n.FetchAllow = append(n.FetchAllow, e)
