@@ -34,6 +34,7 @@ func demo(ctx context.Context, args []string) error {
 	limit := fs.Int("limit", 20, "channels on the simulated line")
 	seed := fs.Uint64("seed", 7, "seed of the simulated carrier's outcomes")
 	verbose := fs.Bool("v", false, "log every call")
+	stay := fs.Duration("stay", 0, "keep the node up this long after the campaign, for the agent page (e.g. 10m)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -111,7 +112,14 @@ func demo(ctx context.Context, args []string) error {
 	go func() { nodeDone <- node.Run(ctx) }()
 	api := "http://" + node.Web.Addr()
 	fmt.Printf("redial node: SIP %s, API %s\n", node.SIP.Addr("udp"), api)
-	fmt.Printf("API token (rest,dashboard): %s\n  try: curl -H 'Authorization: Bearer %s' %s/api/v1/tasks\n\n", token, token, api)
+	fmt.Printf("API token (rest,dashboard): %s\n  try: curl -H 'Authorization: Bearer %s' %s/api/v1/tasks\n", token, token, api)
+	<-node.SIP.Ready()
+	if err := setupDemoAgent(ctx, ds, node.SIP.Addr("udp")); err != nil {
+		return err
+	}
+	fmt.Printf("agent page: %s/agent  (extension %s, password %s): log in and the demo calls inbound number %s, which rings you\n\n",
+		api, demoAgentExt, demoAgentPassword, demoInboundNumber)
+	go ringDemoAgent(ctx, ds, api, token)
 
 	// The campaign: a task over the numbers, exactly as an integrator would
 	// load it (template hash + change notice), then the numbers on its queue.
@@ -166,6 +174,13 @@ func demo(ctx context.Context, args []string) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 	printSummary(os.Stdout, cdrs, time.Since(start), carrier.Stats())
+	if *stay > 0 {
+		fmt.Printf("\nthe node stays up %v for the agent page (%s/agent); Ctrl-C ends it\n", *stay, api)
+		select {
+		case <-ctx.Done():
+		case <-time.After(*stay):
+		}
+	}
 	cancel()
 	<-nodeDone
 	return nil
