@@ -313,13 +313,14 @@ func pageAttr(t *testing.T, br *testenv.Browser, id, attr string) string {
 	return s
 }
 
-// screenshotDir is REDIAL_SCREENSHOT_DIR, created if need be, or a
-// directory of the test's.
+// screenshotDir is REDIAL_SCREENSHOT_DIR, or artifacts/screenshots at the
+// module root (git ignores it; CI keeps it as the run's artifacts),
+// created if need be.
 func screenshotDir(t *testing.T) string {
 	t.Helper()
 	dir := os.Getenv("REDIAL_SCREENSHOT_DIR")
 	if dir == "" {
-		return t.TempDir()
+		dir = filepath.Join(repoRoot(t), "artifacts", "screenshots")
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
