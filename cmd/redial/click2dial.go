@@ -2,11 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
-	"net/http"
 	"strings"
 )
 
@@ -40,22 +37,10 @@ func click2dial(ctx context.Context, args []string) error {
 			body[k] = v
 		}
 	}
-	b, _ := json.Marshal(body)
-	resp, err := apiDo(ctx, http.MethodPost, strings.TrimRight(*api, "/")+"/api/v1/click2dial", *token, b)
+	ref, err := postCall(ctx, "click2dial", strings.TrimRight(*api, "/")+"/api/v1/click2dial", *token, body)
 	if err != nil {
-		return fmt.Errorf("click2dial: %w", err)
+		return err
 	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusAccepted {
-		return fmt.Errorf("click2dial: %s: %s", resp.Status, strings.TrimSpace(string(out)))
-	}
-	var accepted struct {
-		CallRef string `json:"call_ref"`
-	}
-	if err := json.Unmarshal(out, &accepted); err != nil {
-		return fmt.Errorf("click2dial: reading the answer: %w", err)
-	}
-	fmt.Println(accepted.CallRef)
+	fmt.Println(ref)
 	return nil
 }

@@ -53,21 +53,11 @@ func originate(ctx context.Context, args []string) error {
 			body[k] = v
 		}
 	}
-	b, _ := json.Marshal(body)
-	resp, err := apiDo(ctx, http.MethodPost, strings.TrimRight(*api, "/")+"/api/v1/calls", *token, b)
+	ref, err := postCall(ctx, "originate", strings.TrimRight(*api, "/")+"/api/v1/calls", *token, body)
 	if err != nil {
-		return fmt.Errorf("originate: %w", err)
+		return err
 	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusAccepted {
-		return fmt.Errorf("originate: %s: %s", resp.Status, strings.TrimSpace(string(out)))
-	}
-	var accepted struct {
-		CallRef string `json:"call_ref"`
-	}
-	json.Unmarshal(out, &accepted)
-	fmt.Println(accepted.CallRef)
+	fmt.Println(ref)
 	if !*wait {
 		return nil
 	}
@@ -77,14 +67,14 @@ func originate(ctx context.Context, args []string) error {
 			return ctx.Err()
 		case <-time.After(250 * time.Millisecond):
 		}
-		resp, err := apiDo(ctx, http.MethodGet, strings.TrimRight(*api, "/")+"/api/v1/calls/"+accepted.CallRef, *token, nil)
+		resp, err := apiDo(ctx, http.MethodGet, strings.TrimRight(*api, "/")+"/api/v1/calls/"+ref, *token, nil)
 		if err != nil {
 			return err
 		}
 		if resp.StatusCode != http.StatusOK {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			return fmt.Errorf("originate: GET call %s: %s: %s", accepted.CallRef, resp.Status, strings.TrimSpace(string(b)))
+			return fmt.Errorf("originate: GET call %s: %s: %s", ref, resp.Status, strings.TrimSpace(string(b)))
 		}
 		var info struct {
 			State string            `json:"state"`
@@ -109,6 +99,28 @@ func addTokenFlag(fs *flag.FlagSet) *string {
 
 // apiDo sends one request to a node's API, with the token as a Bearer
 // header and a JSON body when body is not nil.
+// postCall POSTs a call request (originate, click-to-dial) and returns the
+// call_ref of its 202.
+func postCall(ctx context.Context, what, url, token string, body map[string]any) (string, error) {
+	b, _ := json.Marshal(body)
+	resp, err := apiDo(ctx, http.MethodPost, url, token, b)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", what, err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusAccepted {
+		return "", fmt.Errorf("%s: %s: %s", what, resp.Status, strings.TrimSpace(string(out)))
+	}
+	var accepted struct {
+		CallRef string `json:"call_ref"`
+	}
+	if err := json.Unmarshal(out, &accepted); err != nil {
+		return "", fmt.Errorf("%s: reading the answer: %w", what, err)
+	}
+	return accepted.CallRef, nil
+}
+
 func apiDo(ctx context.Context, method, url, token string, body []byte) (*http.Response, error) {
 	var rd io.Reader
 	if body != nil {

@@ -151,6 +151,37 @@ func pcStats(b *testenv.Browser) (received, sent int, err error) {
 	return out.Received, out.Sent, err
 }
 
+// waitAudioBothWays waits until the browser has received and sent 50 RTP
+// packets of the call and phone (which sends its own audio meanwhile) has
+// received 50 of the browser's, relayed by redial.
+func waitAudioBothWays(t *testing.T, br *testenv.Browser, phone *testPhone) {
+	t.Helper()
+	var heard atomic.Int64
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			phone.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+			n, err := phone.conn.Read(buf)
+			if err != nil {
+				return
+			}
+			if n > 12 && binary.BigEndian.Uint32(buf[8:]) != phoneAudioSSRC {
+				heard.Add(1)
+			}
+		}
+	}()
+	testenv.WaitFor(t, 20*time.Second, func() error {
+		got, sent, err := pcStats(br)
+		if err != nil {
+			return err
+		}
+		if got < 50 || sent < 50 || heard.Load() < 50 {
+			return fmt.Errorf("browser received %d and sent %d RTP packets; the phone heard %d", got, sent, heard.Load())
+		}
+		return nil
+	})
+}
+
 // Seed 001's agent in a real browser (Debian's chromium), on the SIP.js it
 // was written for and on the current one: it registers to node A over
 // WebSocket through a digest challenge, a caller's inbound call arrives at
@@ -202,30 +233,7 @@ func TestBrowserAgentAnswersCallFromAnotherNode(t *testing.T) {
 			pageState(t, br, "String(window.agent.calls)", func(s string) bool { return s == "1" }, 20*time.Second)
 			leg := answerRTP(t, caller)
 			stopTalking := startTalking(t, phone, leg)
-			var heard atomic.Int64
-			go func() {
-				buf := make([]byte, 1500)
-				for {
-					phone.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
-					n, err := phone.conn.Read(buf)
-					if err != nil {
-						return
-					}
-					if n > 12 && binary.BigEndian.Uint32(buf[8:]) != phoneAudioSSRC {
-						heard.Add(1)
-					}
-				}
-			}()
-			testenv.WaitFor(t, 20*time.Second, func() error {
-				got, sent, err := pcStats(br)
-				if err != nil {
-					return err
-				}
-				if got < 50 || sent < 50 || heard.Load() < 50 {
-					return fmt.Errorf("browser received %d and sent %d RTP packets; the caller heard %d", got, sent, heard.Load())
-				}
-				return nil
-			})
+			waitAudioBothWays(t, br, phone)
 			stopTalking()
 			if tc.farHangup {
 				// Ended on the caller's side: the BYE reaches the browser
@@ -275,5 +283,62 @@ func TestBrowserAgentAnswersCallFromAnotherNode(t *testing.T) {
 				return nil
 			})
 		})
+	}
+}
+
+// Click-to-dial with the agent in a browser (SIP.js 0.21) and a SIPp
+// customer: the agent's page rings and answers first, then the customer is
+// dialed and answers, audio flows both ways, and the CDR has the agent as
+// ext and the call_ref given.
+func TestBrowserAgentClickToDialSIPpCustomer(t *testing.T) {
+	r := testenv.StartRedis(t)
+	if err := r.Client.HSet(context.Background(), "cti_user@default", "1001",
+		`{"params":{"password":"s3cret","enable":true}}`).Err(); err != nil {
+		t.Fatal(err)
+	}
+	custPhone := newTestPhone(t)
+	customer := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uas_answer_extmedia.xml"),
+		Args: []string{"-m", "1", "-key", "rtp_port", strconv.Itoa(custPhone.port())}})
+	setLine(t, r, "l1", "g1", "sip:"+customer.Addr, "")
+	a := startNode(t, r.URL, "a")
+	br := testenv.StartBrowser(t, testenv.BrowserOptions{Args: []string{"--allow-loopback-in-peer-connection",
+		"--disable-features=WebRtcHideLocalIpsWithMdns"}})
+	br.Goto(agentPageServer(t, currentPage, "1001", "s3cret", a))
+	pageState(t, br, "window.agent.state", func(s string) bool { return s == "registered" }, 20*time.Second)
+
+	code, out := a.post("/api/v1/click2dial", map[string]any{"ext": "1001", "number": "15558880001", "line_group": "g1", "call_ref": "c2d-browser-1"})
+	if code != http.StatusAccepted || out["call_ref"] != "c2d-browser-1" {
+		t.Fatalf("click2dial: %d %v", code, out)
+	}
+	pageState(t, br, "String(window.agent.calls)", func(s string) bool { return s == "1" }, 20*time.Second)
+	// The customer's leg: its RTP port on the node, from the call's legs.
+	var custLeg *net.UDPAddr
+	testenv.WaitFor(t, 20*time.Second, func() error {
+		var info struct {
+			State string `json:"state"`
+			Legs  []struct {
+				Role      string `json:"role"`
+				LocalPort int    `json:"rtp_local_port"`
+			} `json:"legs"`
+		}
+		a.get("/api/v1/calls/c2d-browser-1", &info)
+		for _, l := range info.Legs {
+			if l.Role == "callee" && info.State == "bridged" {
+				custLeg = &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: l.LocalPort}
+				return nil
+			}
+		}
+		return fmt.Errorf("call: %+v", info)
+	})
+	stopTalking := startTalking(t, custPhone, custLeg)
+	defer stopTalking()
+	waitAudioBothWays(t, br, custPhone)
+	if err := br.Eval("window.agent.bye(), 'ok'", nil); err != nil {
+		t.Fatal(err)
+	}
+	waitSipp(t, customer, 15*time.Second)
+	c := cdrsFor(t, r, "c2d-browser-1", 1, 10*time.Second)[0]
+	if c.Disposition != "ANSWERED" || c.Ext == nil || *c.Ext != "1001" || c.CallRef != "c2d-browser-1" {
+		t.Fatalf("CDR: %+v", c)
 	}
 }

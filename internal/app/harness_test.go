@@ -178,7 +178,7 @@ func cdrsFor(t testing.TB, r *testenv.Redis, callRef string, want int, timeout t
 			if err := json.Unmarshal([]byte(raw[i]), &env); err != nil {
 				return fmt.Errorf("CDR %q: %w", raw[i], err)
 			}
-			if env.Payload.CallRef == callRef {
+			if env.Type == "cdr" && env.Payload.CallRef == callRef {
 				out = append(out, env.Payload)
 			}
 		}
