@@ -72,6 +72,15 @@ type agentJanitor struct {
 func (j agentJanitor) Run(ctx context.Context) error {
 	deaths, stop := j.dir.Deaths()
 	defer stop()
+	// A previous run of this node (same --host) left WebSocket bindings
+	// whose sockets died with it.
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	if n, err := j.st.RemoveNodeSocketBindings(rctx, j.dir.Self()); err != nil {
+		j.log.Warn("app: WebSocket bindings of this node's previous run not removed; they expire by themselves", "error", err)
+	} else if n > 0 {
+		j.log.Info("app: WebSocket bindings of this node's previous run removed", "bindings", n)
+	}
+	cancel()
 	for {
 		select {
 		case <-ctx.Done():

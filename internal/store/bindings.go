@@ -380,6 +380,15 @@ func (s *Store) RemoveNodeBindings(ctx context.Context, node string) (int, error
 		func(b Binding) bool { return b.Node == node })
 }
 
+// RemoveNodeSocketBindings removes node's WebSocket (ws, wss) bindings:
+// after the node restarts, the sockets they name are gone, while phones
+// registered over UDP or TCP are still reachable through it.
+func (s *Store) RemoveNodeSocketBindings(ctx context.Context, node string) (int, error) {
+	socket := func(t string) bool { return t == "ws" || t == "wss" }
+	return s.removeIndexed(ctx, node, func(e nodeIndexEntry) bool { return socket(e.Transport) },
+		func(b Binding) bool { return b.Node == node && socket(b.Transport) })
+}
+
 // RemoveBindingsBySource removes every binding made through node from
 // transport and source (a WebSocket closed: every binding of that socket)
 // and returns how many were removed.

@@ -294,6 +294,34 @@ func TestRemoveNodeBindings(t *testing.T) {
 	}
 }
 
+// After a restart a node drops its WebSocket bindings (their sockets died
+// with the old process) and keeps its UDP phones' and other nodes'.
+func TestRemoveNodeSocketBindings(t *testing.T) {
+	s, _ := newBindingStore(t)
+	ctx := context.Background()
+	now := time.Now()
+	for _, b := range []Binding{
+		udpBinding("1001", "A", "10.0.0.1:5060", now, time.Minute),
+		wsBinding("1002", "A", "10.0.0.2:40000", now, time.Minute),
+		wsBinding("1003", "B", "10.0.0.3:40000", now, time.Minute),
+	} {
+		if err := s.PutBinding(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := s.RemoveNodeSocketBindings(ctx, "A"); err != nil || n != 1 {
+		t.Fatalf("RemoveNodeSocketBindings(A) = %d, %v; want 1", n, err)
+	}
+	all, _ := s.AllBindings(ctx, now)
+	var left []string
+	for _, b := range all {
+		left = append(left, b.Ext+"/"+b.Node+"/"+b.Transport)
+	}
+	if !slices.Equal(left, []string{"1001/A/udp", "1003/B/ws"}) {
+		t.Fatalf("left = %v", left)
+	}
+}
+
 // AllBindings lists every extension's live bindings, and forgets an
 // extension whose hash expired as a key.
 func TestAllBindings(t *testing.T) {
