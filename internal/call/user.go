@@ -47,7 +47,7 @@ type UserConnector struct {
 	Now  func() time.Time
 }
 
-// errNotRegistered is the reason of a user target nobody can answer.
+// notRegistered is the reason of a user target nobody can answer.
 const notRegistered = "user not registered"
 
 // route is one way to ring the agent.
@@ -143,7 +143,7 @@ func (u *UserConnector) Connect(ctx context.Context, s *Session) TargetResult {
 	s.Call.addLeg("agent", bleg)
 	connected := time.Now()
 	s.Call.enter(StateBridged, nil)
-	out := u.bridgeLegs(ctx, s, bleg)
+	out := relayUntilHangup(ctx, s, bleg, "agent")
 	out.Ext, out.ConnectedAt = &agent, connected
 	return out
 }
@@ -234,12 +234,6 @@ func (u *UserConnector) ringAgent(ctx context.Context, ar agentRing) agentRingRe
 		out.reason = "agent " + ext + ": " + strings.Join(reason, "; ")
 	}
 	return out
-}
-
-// bridgeLegs relays media between the answered caller and the agent until
-// either hangs up.
-func (u *UserConnector) bridgeLegs(ctx context.Context, s *Session, bleg *sip.Leg) TargetResult {
-	return relayUntilHangup(ctx, s, bleg, "agent")
 }
 
 // contactRef is the call's contact_ref: set by an IVR in front (the

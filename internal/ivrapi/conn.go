@@ -383,7 +383,9 @@ func (c *conn) handle(frame []byte) {
 		}
 		c.sessionRequest(req)
 	}
-	if req.Name == reqFileUploadStatic {
+	if !sessionRequests[req.Name] {
+		// file_upload_static names no session: nothing to keep it in
+		// order with.
 		c.s.wg.Add(1)
 		go func() { defer c.s.wg.Done(); job() }()
 		return
