@@ -72,6 +72,10 @@ func (b *SIPBridge) Connect(ctx context.Context, s *Session) TargetResult {
 	return tr
 }
 
+// byeGrace is how long a relay that ended by itself waits for the BYE that
+// may have ended it to mark its leg done.
+const byeGrace = 200 * time.Millisecond
+
 // relayUntilHangup relays media between the answered leg and bleg (the
 // destination or agent, named side in redial_hangup_side) until either
 // hangs up or the call is ended, then hangs both up.
@@ -92,10 +96,19 @@ func relayUntilHangup(ctx context.Context, s *Session, bleg *sip.Leg, side strin
 	case <-ctx.Done():
 		s.Vars["redial_hangup_side"] = "api"
 	case st = <-relayDone:
-		// A leg's media ended without a BYE: a browser that was closed or
-		// lost its network (WebRTC legs end with their DTLS session).
-		s.Vars["redial_hangup_side"] = side + "_media"
 		relayed = true
+		// A BYE closes its leg's media just before it marks the leg done,
+		// so the relay may end first: give the BYE its moment. Without
+		// one, a leg's media ended by itself: a browser that was closed or
+		// lost its network (WebRTC legs end with their DTLS session).
+		select {
+		case <-a.Done():
+			s.Vars["redial_hangup_side"] = "callee"
+		case <-bleg.Done():
+			s.Vars["redial_hangup_side"] = side
+		case <-time.After(byeGrace):
+			s.Vars["redial_hangup_side"] = side + "_media"
+		}
 	}
 	stopRelay()
 	bleg.Hangup(context.WithoutCancel(ctx))
