@@ -18,7 +18,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -53,23 +52,9 @@ func newRTPTap() (*rtpTap, error) {
 		return nil, fmt.Errorf("rtp socket: %w", err)
 	}
 	t := &rtpTap{conn: c, port: c.LocalAddr().(*net.UDPAddr).Port, done: make(chan struct{}), pkts: make([]tapPacket, 0, 1<<16)}
-	raw, err := c.SyscallConn()
-	if err != nil {
+	if t.rcvbuf, err = timestampedSocket(c, 0); err != nil {
 		c.Close()
-		return nil, err
-	}
-	var serr error
-	raw.Control(func(fd uintptr) {
-		const want = 8 << 20
-		if syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, want) != nil {
-			syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, want)
-		}
-		t.rcvbuf, _ = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF)
-		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1)
-	})
-	if serr != nil {
-		c.Close()
-		return nil, fmt.Errorf("rtp socket: SO_TIMESTAMPNS: %w", serr)
+		return nil, fmt.Errorf("rtp socket: %w", err)
 	}
 	go t.read()
 	return t, nil

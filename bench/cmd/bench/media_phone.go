@@ -68,29 +68,42 @@ func newPhone(capacity int) (*phone, error) {
 	p := &phone{conn: c, port: c.LocalAddr().(*net.UDPAddr).Port, epoch: time.Now(), done: make(chan struct{}),
 		samples: make([]rxSample, 0, capacity)}
 	p.epochNs = p.epoch.UnixNano()
+	if p.rcvbuf, err = timestampedSocket(c, 4<<20); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("phone socket: %w", err)
+	}
+	go p.read()
+	return p, nil
+}
+
+// timestampedSocket gives a loopback receiver socket an 8 MiB receive
+// buffer (and sndbuf bytes of send buffer when not 0) and kernel receive
+// timestamps (SO_TIMESTAMPNS), and returns the receive buffer it got.
+func timestampedSocket(c *net.UDPConn, sndbuf int) (rcvbuf int, err error) {
 	raw, err := c.SyscallConn()
 	if err != nil {
-		c.Close()
-		return nil, err
+		return 0, err
 	}
 	var serr error
-	raw.Control(func(fd uintptr) {
+	cerr := raw.Control(func(fd uintptr) {
 		// SO_RCVBUFFORCE passes net.core.rmem_max when we may (root); the
 		// plain option is capped by it.
 		const want = 8 << 20
 		if syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, want) != nil {
 			syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, want)
 		}
-		syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUFFORCE, 4<<20)
-		p.rcvbuf, _ = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF)
-		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1)
+		if sndbuf > 0 {
+			syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUFFORCE, sndbuf)
+		}
+		rcvbuf, _ = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF)
+		if err := syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1); err != nil {
+			serr = fmt.Errorf("SO_TIMESTAMPNS: %w", err)
+		}
 	})
-	if serr != nil {
-		c.Close()
-		return nil, fmt.Errorf("phone socket: SO_TIMESTAMPNS: %w", serr)
+	if cerr != nil {
+		return 0, cerr
 	}
-	go p.read()
-	return p, nil
+	return rcvbuf, serr
 }
 
 // read receives until the socket is closed: first in a tight loop of
