@@ -237,14 +237,24 @@ func (b *Baresip) WaitRecording(t testing.TB, count int, timeout time.Duration) 
 		if ended := strings.Count(b.Log(), " terminated (duration"); ended < count {
 			return fmt.Errorf("%d calls ended at baresip, want %d", ended, count)
 		}
+		// sndfile stamps each dump with the second it opened it in, so a
+		// call's two files can differ by a second: they pair by order.
 		heard, err := filepath.Glob(filepath.Join(b.RecordDir, "dump-*-dec.wav"))
 		if err != nil {
 			return err
 		}
+		sent, err := filepath.Glob(filepath.Join(b.RecordDir, "dump-*-enc.wav"))
+		if err != nil {
+			return err
+		}
+		if len(heard) != len(sent) {
+			return fmt.Errorf("%d decode and %d encode dumps in %s", len(heard), len(sent), b.RecordDir)
+		}
 		sort.Strings(heard)
+		sort.Strings(sent)
 		recs = recs[:0]
-		for _, h := range heard {
-			r := Recording{Heard: h, Sent: strings.TrimSuffix(h, "-dec.wav") + "-enc.wav"}
+		for i, h := range heard {
+			r := Recording{Heard: h, Sent: sent[i]}
 			for _, f := range []string{r.Heard, r.Sent} {
 				if err := wavComplete(f); err != nil {
 					return err
