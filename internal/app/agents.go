@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"time"
 
+	"redial/internal/acd"
 	"redial/internal/cluster"
 	"redial/internal/jsonfield"
 	"redial/internal/sip"
@@ -37,11 +39,29 @@ func (u agentUsers) Password(ctx context.Context, ext string) (string, bool, err
 	return user.Password, true, nil
 }
 
-// agentBindings keeps the registrar's bindings in Redis.
-type agentBindings struct{ st *store.Store }
+// agentBindings keeps the registrar's bindings in Redis, and tells the
+// queues when an agent registers anew.
+type agentBindings struct {
+	st  *store.Store
+	acd *acd.Service
+	log *slog.Logger
+}
 
 func (b agentBindings) PutBinding(ctx context.Context, x sip.Binding) error {
-	return b.st.PutBinding(ctx, store.Binding(x))
+	isNew := false
+	if b.acd != nil {
+		// A refresh is not a login: an agent who logged out while still
+		// registered stays logged out until a new registration.
+		list, err := b.st.Bindings(ctx, x.Ext, time.Now())
+		isNew = err == nil && !slices.ContainsFunc(list, func(o store.Binding) bool { return o.ID == x.ID })
+	}
+	if err := b.st.PutBinding(ctx, store.Binding(x)); err != nil {
+		return err
+	}
+	if isNew {
+		b.acd.AgentRegistered(ctx, x.Ext)
+	}
+	return nil
 }
 
 func (b agentBindings) RemoveBinding(ctx context.Context, ext, id string) error {

@@ -15,6 +15,10 @@ const InboundRealm = "redial"
 // InboundContext is the dialplan context inbound calls are routed in.
 const InboundContext = "public"
 
+// InboundCampaignRef is the campaign_ref of inbound calls' CDRs (and of
+// the legacy inbound notification).
+const InboundCampaignRef = "inbound"
+
 // HandleInbound takes an INVITE the SIP engine received. Only trunks may
 // call in: the INVITE must come from a line's address or carry digest
 // credentials of a line; anything else is refused (no toll fraud). The
@@ -96,7 +100,7 @@ func (m *Manager) HandleInbound(in *sip.Inbound) {
 			callRef = ref.Value()
 		}
 	}
-	req := Request{Numbers: []string{in.Caller()}, CallRef: callRef, CampaignRef: "inbound",
+	req := Request{Numbers: []string{in.Caller()}, CallRef: callRef, CampaignRef: InboundCampaignRef,
 		Destination: dialplan.Destination{Extension: in.Dialed(), Dialplan: "XML", Context: InboundContext},
 		Variables:   map[string]string{"sip_call_id": in.CallID(), "redial_inbound_line": line.Name, "destination_number": in.Dialed()}}
 	if relayedFrom != "" {
@@ -159,6 +163,7 @@ func (m *Manager) HandleInbound(in *sip.Inbound) {
 	if !tr.ConnectedAt.IsZero() {
 		rec.holdTime = tr.ConnectedAt.Sub(answer)
 	}
+	tr.settle(&rec)
 	cdr := m.writeCDR(cctx, c, 1, rec)
 	c.mu.Lock()
 	c.out.CDRs = append(c.out.CDRs, cdr)

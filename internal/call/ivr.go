@@ -49,6 +49,9 @@ func (c *IVRConnector) Connect(ctx context.Context, s *Session) TargetResult {
 	if ch.ext != nil {
 		tr.Ext = ch.ext
 	}
+	// A transfer to a queue tells the CDR the time in line, or that the
+	// caller gave up there.
+	tr.HoldSet, tr.Hold, tr.Disposition = ch.transfer.HoldSet, ch.transfer.Hold, ch.transfer.Disposition
 	return tr
 }
 
@@ -57,6 +60,8 @@ type ivrChannel struct {
 	s   *Session
 	m   *Manager
 	ext *string
+	// transfer is the last transfer's result.
+	transfer TargetResult
 }
 
 func (c *ivrChannel) CallRef() string { return c.s.Call.Ref() }
@@ -90,6 +95,7 @@ func (c *ivrChannel) Transfer(ctx context.Context, number string, reinviteMode i
 	sub := *c.s
 	sub.Target = target
 	tr := conn.Connect(ctx, &sub)
+	c.transfer = tr
 	if tr.Ext != nil {
 		c.ext = tr.Ext
 	}

@@ -253,6 +253,7 @@ func (r *callRun) endLeg(ctx context.Context, a *answeredLeg, tr TargetResult) {
 		// failed so a campaign does not take it for a contact, and say why.
 		rec.disposition = Failed
 	}
+	tr.settle(&rec)
 	r.record(ctx, a.attempt, rec)
 }
 

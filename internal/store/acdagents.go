@@ -231,8 +231,8 @@ func (s *Store) checkCallArgs(ext, callRef string) error {
 
 // KEYS[1] the agent's state HASH (AgentStateKey).
 // ARGV[1] the state the agent must be in, ARGV[2] the call_ref that must
-// hold it, ARGV[3] now in unix ms, ARGV[4] what to do: 'answer', 'noanswer'
-// or 'end', ARGV[5] for 'noanswer' the max_no_answer (0 never pauses), for
+// hold it, ARGV[3] now in unix ms, ARGV[4] what to do: 'answer', 'release',
+// 'noanswer' or 'end', ARGV[5] for 'noanswer' the max_no_answer (0 never pauses), for
 // 'end' the wrap-up in ms.
 // Returns {1, paused (1|0)} when done; {0, state, call_ref} as found when
 // the agent is not in ARGV[1] for ARGV[2], and nothing changed.
@@ -244,6 +244,9 @@ local op, now = ARGV[4], ARGV[3]
 if op == 'answer' then
   redis.call('HSET', KEYS[1], 'state', 'on_call', 'since', now, 'no_answer', '0')
   redis.call('HINCRBY', KEYS[1], 'calls', 1)
+  return {1, 0}
+elseif op == 'release' then
+  redis.call('HSET', KEYS[1], 'state', 'available', 'call_ref', '')
   return {1, 0}
 elseif op == 'noanswer' then
   local n = redis.call('HINCRBY', KEYS[1], 'no_answer', 1)
@@ -312,4 +315,62 @@ func (s *Store) CallNotAnswered(ctx context.Context, ext, callRef string, maxNoA
 func (s *Store) CallEnded(ctx context.Context, ext, callRef string, wrapup time.Duration, now time.Time) error {
 	_, err := s.callTransition(ctx, ext, callRef, AgentOnCall, "end", max(wrapup.Milliseconds(), 0), now)
 	return err
+}
+
+// ReleaseAgent moves an agent ringing for callRef back to available
+// without counting a miss and without losing its place (since is kept): the
+// caller hung up while it rang, or another agent of a ring_all answered.
+func (s *Store) ReleaseAgent(ctx context.Context, ext, callRef string, now time.Time) error {
+	_, err := s.callTransition(ctx, ext, callRef, AgentRinging, "release", 0, now)
+	return err
+}
+
+// KEYS[1] the agent's state HASH. ARGV[1] now in unix ms.
+// An agent without a state, or logged out, becomes available; any other
+// state is kept (a pause survives a reload of the agent's page). Returns 1
+// when the agent became available.
+var agentRegisteredScript = redis.NewScript(`
+local st = redis.call('HGET', KEYS[1], 'state')
+if st and st ~= 'logged_out' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'available', 'reason', '', 'call_ref', '', 'since', ARGV[1], 'wrapup_until', '0', 'no_answer', '0')
+return 1
+`)
+
+// AgentRegistered makes an agent that registers a new binding available
+// unless it is paused or busy: seed 001's agents only register, so
+// registering is how they log in.
+func (s *Store) AgentRegistered(ctx context.Context, ext string, now time.Time) (bool, error) {
+	if err := ValidateExtension(ext); err != nil {
+		return false, s.agentError(ext, err)
+	}
+	n, err := agentRegisteredScript.Run(ctx, s.rdb, []string{s.AgentStateKey(ext)}, now.UnixMilli()).Int()
+	if err != nil {
+		return false, fmt.Errorf("store: agent %q registered: %w", ext, err)
+	}
+	return n == 1, nil
+}
+
+// Registered tells, for each extension, whether it has a live binding
+// (one round trip).
+func (s *Store) Registered(ctx context.Context, exts []string, now time.Time) (map[string]bool, error) {
+	out := make(map[string]bool, len(exts))
+	if len(exts) == 0 {
+		return out, nil
+	}
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.MapStringStringCmd, len(exts))
+	for i, ext := range exts {
+		if err := ValidateExtension(ext); err != nil {
+			return nil, s.agentError(ext, err)
+		}
+		cmds[i] = pipe.HGetAll(ctx, s.BindingsKey(ext))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("store: read bindings of %d agents: %w", len(exts), err)
+	}
+	for i, ext := range exts {
+		live, _ := sortBindings(ext, cmds[i].Val(), now)
+		out[ext] = len(live) > 0
+	}
+	return out, nil
 }

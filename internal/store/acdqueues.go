@@ -20,7 +20,8 @@ import (
 //	                        {"params": {"agents": ["1001", ...] | [{"ext": "1001", "level": 1}, ...],
 //	                                    "strategy", "ring_timeout_s", "wrapup_s", "max_wait_s",
 //	                                    "max_len", "join_empty", "moh", "announce_position_s",
-//	                                    "max_no_answer", "overflow": {"extension", "context"}},
+//	                                    "max_no_answer", "overflow": {"extension", "context"},
+//	                                    "exit_key"},
 //	                         "variables": {...}}
 //
 // Integrators write this hash like the other cti_ contracts: numbers may be
@@ -83,6 +84,9 @@ type Queue struct {
 	// Overflow is where a caller goes when MaxWait passes or nobody can
 	// answer; nil when not configured.
 	Overflow *QueueOverflow
+	// ExitKey is the DTMF key (0-9, *, #) that takes a waiting caller to
+	// Overflow; "" for none.
+	ExitKey string
 	// Variables are channel variables of the queue's calls.
 	Variables map[string]string
 }
@@ -253,6 +257,15 @@ func decodeQueue(name, raw string) (Queue, error) {
 	}
 	if q.Overflow, err = queueOverflow("params.overflow", params["overflow"]); err != nil {
 		return q, err
+	}
+	if q.ExitKey, err = jsonfield.String("params.exit_key", params["exit_key"], false); err != nil {
+		return q, err
+	}
+	if q.ExitKey != "" && (len(q.ExitKey) != 1 || !strings.Contains("0123456789*#", q.ExitKey)) {
+		return q, &jsonfield.Error{Field: "params.exit_key", Msg: fmt.Sprintf("want one of 0-9, * or #, got %q", validate.Truncate(q.ExitKey, 16))}
+	}
+	if q.ExitKey != "" && q.Overflow == nil {
+		return q, &jsonfield.Error{Field: "params.exit_key", Msg: "needs params.overflow, where the key leads"}
 	}
 	if q.Variables, err = jsonfield.Variables("variables", top["variables"]); err != nil {
 		return q, err

@@ -1,0 +1,193 @@
+package call
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"redial/internal/acd"
+	"redial/internal/dialplan"
+	"redial/internal/media"
+	"redial/internal/notify"
+	"redial/internal/sip"
+)
+
+// QueueConnector puts an answered call in an inbound queue
+// (`{"type":"queue","queue":"sales"}`): the ACD decides which agent rings
+// and when; this rings them (through UserConnector's agent ringing, across
+// nodes), bridges the one who answers, tells the integrator, and sends the
+// caller to the queue's overflow when the ACD says so.
+type QueueConnector struct {
+	ACD   *acd.Service
+	Users *UserConnector
+	// Manager connects overflows to their dialplan target.
+	Manager *Manager
+	// Legacy writes inbound notifications in the format before v3
+	// ("campaign_ref":"inbound" in place of "call_dir").
+	Legacy bool
+}
+
+// maxOverflows bounds a chain of queues overflowing into each other.
+const maxOverflows = 5
+
+// varOverflows counts the overflows a call went through.
+const varOverflows = "redial_queue_overflows"
+
+// Connect implements Connector.
+func (q *QueueConnector) Connect(ctx context.Context, s *Session) TargetResult {
+	queue := s.Target.Queue
+	s.Vars["redial_queue"] = queue
+	a := s.Leg
+	codecs := []media.Codec{a.Codec}
+	for _, c := range []media.Codec{media.PCMU, media.PCMA} {
+		if c.Name != a.Codec.Name {
+			codecs = append(codecs, c)
+		}
+	}
+	var (
+		mu  sync.Mutex
+		won *sip.Leg
+	)
+	ring := func(rctx context.Context, exts []string, timeout time.Duration) (string, []string) {
+		return q.ring(rctx, s, exts, timeout, codecs, func(l *sip.Leg) { mu.Lock(); won = l; mu.Unlock() })
+	}
+	res := q.ACD.Wait(ctx, acd.Caller{Queue: queue, CallRef: s.Call.Ref(), Media: a.Media, Gone: a.Done(), Log: s.Log}, ring)
+	tr := TargetResult{HoldSet: true, Hold: res.Hold, Reason: res.Reason}
+	switch res.Outcome {
+	case acd.Connected:
+		mu.Lock()
+		bleg := won
+		mu.Unlock()
+		agent := res.Ext
+		s.Call.addLeg("agent", bleg)
+		connected := time.Now()
+		s.Call.enter(StateBridged, nil)
+		q.notifyConnected(ctx, s, agent, res.Hold)
+		out := relayUntilHangup(ctx, s, bleg, "agent")
+		q.ACD.Ended(ctx, queue, s.Call.Ref(), agent)
+		out.Ext, out.ConnectedAt, out.HoldSet, out.Hold = &agent, connected, true, res.Hold
+		return out
+	case acd.Abandoned:
+		tr.Cause, tr.Disposition = OriginatorCancel, Abandoned
+		s.Vars["redial_hangup_side"] = "callee"
+		return tr
+	case acd.Overflow:
+		n := 0
+		if v, ok := s.Vars[varOverflows]; ok && len(v) == 1 && v[0] >= '0' && v[0] <= '9' {
+			n = int(v[0] - '0')
+		}
+		if n >= maxOverflows {
+			tr.Cause, tr.Reason = NormalTemporaryFailure, "queue "+queue+": too many overflows in a row ("+res.Reason+")"
+			return tr
+		}
+		s.Vars[varOverflows] = string(rune('0' + n + 1))
+		s.Vars["redial_queue_overflow_reason"] = res.Reason
+		dest := dialplan.Destination{Extension: res.Overflow.Extension, Dialplan: "XML", Context: res.Overflow.Context}
+		if dest.Context == "" {
+			dest.Context = "default"
+		}
+		s.Log.Info("call: queue overflow", "queue", queue, "to", dest.Context+":"+dest.Extension, "reason", res.Reason)
+		out := q.Manager.connectTo(ctx, s, dest)
+		if !out.HoldSet {
+			out.HoldSet, out.Hold = true, res.Hold
+		}
+		return out
+	case acd.Refused:
+		tr.Cause = NormalTemporaryFailure
+		return tr
+	}
+	tr.Cause = NormalTemporaryFailure
+	return tr
+}
+
+// ring rings every binding of every ext at once; the first to answer wins
+// (won gets its leg) and the others are cancelled. It returns that ext and
+// the exts that rang at all.
+func (q *QueueConnector) ring(ctx context.Context, s *Session, exts []string, timeout time.Duration, codecs []media.Codec, won func(*sip.Leg)) (string, []string) {
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		ext string
+		res agentRingResult
+	}
+	results := make(chan result, len(exts))
+	for _, ext := range exts {
+		go func() {
+			results <- result{ext, q.Users.ringAgent(rctx, agentRing{ext: ext, callRef: s.Call.Ref(), fromUser: s.ClientNumber,
+				codecs: codecs, timeout: timeout, localOnly: s.Vars[varRelayed] != "", log: s.Log})}
+		}()
+	}
+	answered := ""
+	var rung []string
+	for range exts {
+		r := <-results
+		if r.res.rang {
+			rung = append(rung, r.ext)
+		}
+		switch {
+		case r.res.leg != nil && answered == "":
+			answered = r.ext
+			won(r.res.leg)
+			cancel() // CANCEL the other agents
+		case r.res.leg != nil:
+			r.res.leg.Hangup(context.WithoutCancel(ctx))
+		}
+	}
+	return answered, rung
+}
+
+// notifyConnected sends seed 001's "call" notification for a call the
+// queue connected to agent: inbound calls on <prefix>:inbound, outbound
+// ones (a campaign into a queue) on <prefix>:campaigns, before the CDR.
+func (q *QueueConnector) notifyConnected(ctx context.Context, s *Session, agent string, hold time.Duration) {
+	n := notify.CallNotification{Number: s.ClientNumber, HoldTime: secs(hold), CallRef: s.Call.Ref(),
+		ContactRef: s.contactRef(), Ref: agent}
+	if s.Call.req.CampaignRef == InboundCampaignRef {
+		n.DialNumber = s.Vars["destination_number"]
+		if q.Legacy {
+			n.CampaignRef = InboundCampaignRef
+		} else {
+			n.CallDir = notify.CallDirInbound
+		}
+	} else {
+		n.CallDir, n.CampaignRef = notify.CallDirOutbound, s.Call.req.CampaignRef
+		n.DialNumber = s.Params.CallerIDNumber
+	}
+	if err := q.Manager.deps.Notify.PublishCall(context.WithoutCancel(ctx), n); err != nil {
+		s.Log.Error("call: queue: call notification lost", "ext", agent, "error", err)
+	}
+}
+
+// connectTo resolves dest and connects the answered call there, as an
+// answered call is connected to its destination (queue overflows).
+func (m *Manager) connectTo(ctx context.Context, s *Session, dest dialplan.Destination) TargetResult {
+	target, err := m.deps.Dialplan.Resolve(ctx, dest)
+	if err != nil {
+		cause := NoRouteDestination
+		if !errors.Is(err, dialplan.ErrNoRoute) {
+			cause = NormalTemporaryFailure
+		}
+		return TargetResult{Cause: cause, Reason: err.Error()}
+	}
+	m.connMu.RLock()
+	conn := m.connectors[target.Type]
+	m.connMu.RUnlock()
+	if conn == nil {
+		return TargetResult{Cause: NoRouteDestination, Reason: "target type " + target.Type + " not available on this node"}
+	}
+	sub := *s
+	sub.Target = target
+	return conn.Connect(ctx, &sub)
+}
+
+// settle applies what a connector said about the CDR beyond ANSWERED or
+// FAILED: the queue's hold time and ABANDONED.
+func (tr TargetResult) settle(rec *attemptRecord) {
+	if tr.HoldSet {
+		rec.holdTime = tr.Hold
+	}
+	if tr.Disposition != "" {
+		rec.disposition = tr.Disposition
+	}
+}
