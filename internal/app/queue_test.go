@@ -180,4 +180,3 @@ func TestQueueCallersOnTwoNodesInArrivalOrder(t *testing.T) {
 		return nil
 	})
 }
-
