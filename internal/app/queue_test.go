@@ -180,3 +180,118 @@ func TestQueueCallersOnTwoNodesInArrivalOrder(t *testing.T) {
 		return nil
 	})
 }
+
+// An unanswered offer moves to the next agent after ring_timeout_s and
+// max_no_answer pauses the agent who never answers; wrap-up keeps the
+// agent who answered free of calls for its time; an IVR in front sets
+// contact_ref; a caller who hangs up waiting is ABANDONED with ext null
+// and no notification; max_wait_s sends a caller to the overflow.
+func TestQueueRingTimeoutWrapupAbandonOverflow(t *testing.T) {
+	r := testenv.StartRedis(t)
+	setLine(t, r, "trunk", "g1", "sip:127.0.0.1:5999", "")
+	setDialplan(t, r, "public:7001", `{"type":"ivr","script":"front"}`)
+	setDialplan(t, r, "default:q1", `{"type":"queue","queue":"q1"}`)
+	setDialplan(t, r, "public:7002", `{"type":"queue","queue":"q2"}`)
+	setDialplan(t, r, "public:7003", `{"type":"queue","queue":"q3"}`)
+	setDialplan(t, r, "default:ovf", `{"type":"hangup"}`)
+	setScript(t, r, "front", `{"start":1,"components":[
+		{"oId":1,"oType":304,"variables":{"contact_ref":"ACC42"},"transfer":2},
+		{"oId":2,"oType":203,"number":"q1","reinviteMode":2}]}`)
+	a := startNode(t, r.URL, "qa")
+	setQueue(t, a, "q1", `{"params":{"agents":["3001","3002"],"strategy":"top_down","ring_timeout_s":1,"max_no_answer":2,"wrapup_s":3}}`)
+	setQueue(t, a, "q2", `{"params":{"agents":["3009"],"join_empty":true}}`)
+	setQueue(t, a, "q3", `{"params":{"agents":["3009"],"join_empty":true,"max_wait_s":1,"overflow":{"extension":"ovf","context":"default"}}}`)
+	never := registerSippAgent(t, r, a, "3001", "uas_ring_noanswer.xml", "-m", "2")
+	answers := registerSippAgent(t, r, a, "3002", "uas_answer_bye.xml", "-m", "2", "-d", "300")
+	_ = never
+
+	// (1) 3001 rings 1 s, then 3002 answers.
+	c1 := queueCaller(t, a, "15551110001", "7001")
+	waitSipp(t, c1, 20*time.Second)
+	var first map[string]any
+	testenv.WaitFor(t, 5*time.Second, func() error {
+		notes := inboundNotes(t, r)
+		if len(notes) != 1 {
+			return fmt.Errorf("%d notifications", len(notes))
+		}
+		first = notes[0]
+		return nil
+	})
+	if first["ref"] != "3002" || first["contact_ref"] != "ACC42" || first["number"] != "15551110001" || first["dial_number"] != "7001" {
+		t.Fatalf("first call's notification: %v", first)
+	}
+	if st := agentState(t, a, "3001"); st.State != store.AgentAvailable || st.NoAnswer != 1 {
+		t.Fatalf("3001 after one unanswered offer: %+v", st)
+	}
+	c := cdrsFor(t, r, first["call_ref"].(string), 1, 5*time.Second)[0]
+	if c.Disposition != "ANSWERED" || c.Ext == nil || *c.Ext != "3002" || c.ContactRef != "" && c.ContactRef != "ACC42" {
+		t.Fatalf("first call's CDR: %+v", c)
+	}
+	ended := time.Now()
+	if st := agentState(t, a, "3002"); st.State != store.AgentWrapup {
+		t.Fatalf("3002 right after its call: %+v, want wrapup", st)
+	}
+
+	// (2) 3001 rings again and is paused; the caller waits for 3002's
+	// wrap-up to end.
+	c2 := queueCaller(t, a, "15551110002", "7001")
+	waitSipp(t, c2, 20*time.Second)
+	var second map[string]any
+	testenv.WaitFor(t, 5*time.Second, func() error {
+		notes := inboundNotes(t, r)
+		if len(notes) != 2 {
+			return fmt.Errorf("%d notifications", len(notes))
+		}
+		second = notes[1]
+		return nil
+	})
+	if second["ref"] != "3002" {
+		t.Fatalf("second call's notification: %v", second)
+	}
+	c = cdrsFor(t, r, second["call_ref"].(string), 1, 5*time.Second)[0]
+	if c.Answer == nil || c.Answer.Add(time.Duration(c.HoldTime)*time.Second).Before(ended.Add(2*time.Second)) {
+		t.Errorf("second call reached 3002 %ds after its answer at %v; the wrap-up of 3s began at %v", c.HoldTime, c.Answer, ended)
+	}
+	if st := agentState(t, a, "3001"); st.State != store.AgentPaused || st.Reason != store.ReasonNoAnswer {
+		t.Fatalf("3001 after max_no_answer offers: %+v, want paused (no answer)", st)
+	}
+	waitSipp(t, answers.uas, 10*time.Second)
+
+	// (3) A caller who gives up: ABANDONED, ext null, no notification.
+	quitter := testenv.StartSipp(t, testenv.SippOptions{Args: []string{"-sn", "uac", "-m", "1", "-s", "7002", "-d", "1500"}, Remote: a.SIP.Addr("udp")})
+	waitSipp(t, quitter, 15*time.Second)
+	var ab map[string]any
+	testenv.WaitFor(t, 5*time.Second, func() error {
+		for _, x := range campaignCDRs(t, r, "inbound") {
+			if x["dial_number"] == "7002" {
+				ab = x
+				return nil
+			}
+		}
+		return fmt.Errorf("no CDR for the call to 7002")
+	})
+	if ab["disposition"] != "ABANDONED" || ab["ext"] != nil || ab["hold_time"].(float64) < 1 {
+		t.Fatalf("abandoned caller's CDR: %v", ab)
+	}
+	if n := len(inboundNotes(t, r)); n != 2 {
+		t.Fatalf("%d inbound notifications after an abandoned call, want still 2", n)
+	}
+
+	// (4) max_wait_s: the overflow takes the caller.
+	over := testenv.StartSipp(t, testenv.SippOptions{Args: []string{"-sn", "uac", "-m", "1", "-s", "7003", "-d", "10000"}, Remote: a.SIP.Addr("udp")})
+	var ov map[string]any
+	testenv.WaitFor(t, 10*time.Second, func() error {
+		for _, x := range campaignCDRs(t, r, "inbound") {
+			if x["dial_number"] == "7003" {
+				ov = x
+				return nil
+			}
+		}
+		return fmt.Errorf("no CDR for the call to 7003")
+	})
+	over.Kill()
+	vars, _ := ov["variables"].(map[string]any)
+	if ov["disposition"] != "ANSWERED" || vars["redial_queue_overflow_reason"] != "max_wait_s 1 passed" {
+		t.Fatalf("overflowed caller's CDR: %v", ov)
+	}
+}

@@ -45,13 +45,14 @@ func TestSurvivorRecoversEveryLedgerOnce(t *testing.T) {
 	})
 	// Claims written before the victim has settled its own leftovers in
 	// a ledger would be settled by the victim itself; its metrics say
-	// when all four ledgers are settled.
+	// when all five ledgers are settled (queue, schedule, callback events
+	// and plans, and the inbound queues' waiting callers).
 	testenv.WaitFor(t, 30*time.Second, func() error {
 		m, err := processMetrics(ctx, vs, "victim")
 		if err != nil {
 			return err
 		}
-		if m["redial_claims_ledgers"] != 4 || m["redial_claims_ledgers_unsettled"] != 0 {
+		if m["redial_claims_ledgers"] != 5 || m["redial_claims_ledgers_unsettled"] != 0 {
 			return fmt.Errorf("victim's ledgers: %v registered, %v unsettled", m["redial_claims_ledgers"], m["redial_claims_ledgers_unsettled"])
 		}
 		return nil

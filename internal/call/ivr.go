@@ -106,4 +106,12 @@ func (c *ivrChannel) Transfer(ctx context.Context, number string, reinviteMode i
 	return ivr.TransferResult{Connected: tr.Connected, Reason: reason}
 }
 
+// SetVariables implements ivr.VariableSetter: what the script set joins
+// the call's variables before a transfer.
+func (c *ivrChannel) SetVariables(vars map[string]string) {
+	for k, v := range vars {
+		c.s.Vars[k] = v
+	}
+}
+
 var _ ivr.Channel = (*ivrChannel)(nil)

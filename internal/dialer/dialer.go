@@ -135,10 +135,14 @@ func New(cfg Config, deps Deps) (*Dialer, error) {
 // Run follows task configs and runs the tasks until ctx is cancelled; then
 // it stops claiming, lets calls in progress finish and returns.
 func (d *Dialer) Run(ctx context.Context) error {
-	d.wg.Add(1)
+	d.wg.Add(2)
 	go func() {
 		defer d.wg.Done()
 		d.follow(ctx)
+	}()
+	go func() {
+		defer d.wg.Done()
+		d.followConnections(ctx)
 	}()
 	t := time.NewTicker(d.cfg.Resync)
 	defer t.Stop()

@@ -37,6 +37,9 @@ type runner struct {
 
 	dialed, answered, failed, invalid atomic.Int64
 
+	// pace holds the task back while its queue has too few free agents.
+	pace *pacer
+
 	mu       sync.Mutex
 	state    string
 	reason   string
@@ -46,6 +49,7 @@ type runner struct {
 
 func newRunner(d *Dialer, tk *Task) *runner {
 	r := &runner{d: d, name: tk.Name, wake: make(chan struct{}, 1), stopped: make(chan struct{})}
+	r.pace = newPacer(d.deps.Store, d.now, d.log.With("task", tk.Name))
 	r.task.Store(tk)
 	return r
 }
@@ -147,6 +151,10 @@ func (r *runner) run(ctx context.Context) {
 			r.sleep(ctx, time.Second)
 			continue
 		}
+		if !r.paced(ctx, tk) {
+			r.sleep(ctx, paceEvery)
+			continue
+		}
 		if tk.CPS > 0 {
 			r.mu.Lock()
 			gap := time.Duration(float64(time.Second) / tk.CPS)
@@ -242,15 +250,20 @@ func (r *runner) handle(ctx context.Context, tk *Task, led *store.Ledger, raw st
 	r.setState("dialing", "", time.Time{})
 	r.inflight.Add(1)
 	r.d.m.inflight.WithLabelValues(r.name).Inc()
+	// The call counts against the queue's agents from now until it is
+	// connected or ends.
+	ref := call.NewRef()
+	r.pace.track(ref)
 	r.calls.Add(1)
 	go func() {
 		defer r.calls.Done()
 		defer func() {
+			r.pace.untrack(ref)
 			r.inflight.Add(-1)
 			r.d.m.inflight.WithLabelValues(r.name).Dec()
 			r.poke()
 		}()
-		r.place(bg, tk, led, it)
+		r.place(bg, tk, led, it, ref)
 	}()
 }
 
@@ -270,12 +283,14 @@ func (r *runner) giveBack(ctx context.Context, led *store.Ledger, raw string) {
 	}
 }
 
-func (r *runner) place(ctx context.Context, tk *Task, led *store.Ledger, it Item) {
+func (r *runner) place(ctx context.Context, tk *Task, led *store.Ledger, it Item, ref string) {
 	vars := lines.MergeVariables(it.Variables, tk.Variables)
+	// A disposition's callback_at puts the number back in this queue.
+	vars[call.VarNumberQueue] = tk.Queue
 	req := call.Request{
 		Numbers: it.Numbers, LineGroups: tk.LineGroups, Variables: vars,
 		Destination: dialplan.Destination{Extension: tk.Destination.Extension, Dialplan: tk.Destination.Dialplan, Context: tk.Destination.Context},
-		ContactRef:  it.ContactRef, CampaignRef: tk.Name, ReturnOnNoLine: true,
+		ContactRef:  it.ContactRef, CampaignRef: tk.Name, ReturnOnNoLine: true, CallRef: ref,
 		OnInvite: func() error { return led.Mark(ctx, it.Raw) },
 	}
 	if tk.GlobalLimit > 0 && r.d.deps.Lines != nil {

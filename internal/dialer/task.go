@@ -31,6 +31,10 @@ type Task struct {
 	GlobalLimit int
 	// CPS is the most new calls per second; 0 means unlimited.
 	CPS float64
+	// AgentRatio (params.agent_ratio, default 1) paces a task whose
+	// destination is a queue: at most floor(available agents x AgentRatio)
+	// of its calls on this node are not yet connected to an agent.
+	AgentRatio float64
 	// Start and Stop bound the task: it dials in [Start, Stop). nil when
 	// the field is absent or empty.
 	Start, Stop *time.Time
@@ -251,6 +255,9 @@ func (tk *Task) fill(params map[string]param, missingKey string, defaultLoc *tim
 	if tk.CPS, err = rate("params.cps", get("cps")); err != nil {
 		return at("cps", err)
 	}
+	if tk.AgentRatio, err = agentRatio("params.agent_ratio", get("agent_ratio")); err != nil {
+		return at("agent_ratio", err)
+	}
 	if tk.Queue, err = jsonfield.String("params.number_queue", get("number_queue"), false); err != nil {
 		return at("number_queue", err)
 	}
@@ -359,6 +366,24 @@ func rate(field string, raw json.RawMessage) (float64, error) {
 	}
 	if f < 0 || f > 1e9 {
 		return 0, jsonfield.WantGot(field, "number between 0 and 1000000000", raw)
+	}
+	return f, nil
+}
+
+// MaxAgentRatio bounds params.agent_ratio: beyond it "pacing" would
+// flood the queue with callers nobody can take.
+const MaxAgentRatio = 10
+
+// agentRatio decodes params.agent_ratio: a number in (0, MaxAgentRatio];
+// 1 when absent.
+func agentRatio(field string, raw json.RawMessage) (float64, error) {
+	if jsonfield.IsNull(raw) {
+		return 1, nil
+	}
+	want := fmt.Sprintf("number > 0 and <= %d", MaxAgentRatio)
+	f, err := numeric(field, raw)
+	if err != nil || f <= 0 || f > MaxAgentRatio {
+		return 0, jsonfield.WantGot(field, want, raw)
 	}
 	return f, nil
 }

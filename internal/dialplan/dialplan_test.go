@@ -92,3 +92,21 @@ func TestParseRefusesURIAndUserThatBreakSIP(t *testing.T) {
 		}
 	}
 }
+
+// A queue target names its queue (campaigns pace by its agents, inbound
+// calls wait in it); without one it is refused, naming the field.
+func TestParseQueueTarget(t *testing.T) {
+	tg, err := Parse("cti_dialplan@default", "default:8888", `{"type":"queue","queue":"sales","moh":"ignored"}`)
+	if err != nil || tg.Type != TypeQueue || tg.Queue != "sales" || tg.Key != "default:8888" {
+		t.Fatalf("queue entry: %+v %v", tg, err)
+	}
+	for raw, want := range map[string]string{
+		`{"type":"queue"}`:            `entry "default:8888" in cti_dialplan@default: queue: required for type "queue"`,
+		`{"type":"queue","queue":""}`: `queue: required for type "queue"`,
+		`{"type":"queue","queue":7}`:  `queue: want string, got number`,
+	} {
+		if _, err := Parse("cti_dialplan@default", "default:8888", raw); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want %q", raw, err, want)
+		}
+	}
+}

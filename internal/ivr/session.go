@@ -378,12 +378,26 @@ func (x *Exec) EndSession(ended string) {
 	}
 }
 
+// VariableSetter is a Channel that takes the session's variables before a
+// transfer.
+type VariableSetter interface {
+	SetVariables(vars map[string]string)
+}
+
 // Transfer hands the call to ch.Transfer. The session's Listen is stopped
 // meanwhile, since the bridge must be the only reader of the media, and
 // restarted afterwards unless the session ends.
 func (x *Exec) Transfer(ctx context.Context, number string, reinviteMode int) TransferResult {
 	s := x.s
 	s.stopListen()
+	// The target sees what the script collected so far (a queue's call
+	// notification carries contact_ref).
+	if vs, ok := s.ch.(VariableSetter); ok {
+		s.mu.Lock()
+		vars := maps.Clone(s.vars)
+		s.mu.Unlock()
+		vs.SetVariables(vars)
+	}
 	res := s.ch.Transfer(ctx, number, reinviteMode)
 	if res.Connected {
 		s.mu.Lock()
