@@ -15,8 +15,11 @@ import (
 // agentCmd shows agents' registrations. It reads Redis directly, like
 // `redial nodes`: who is registered where is shared state.
 func agentCmd(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "state" {
+		return agentState(ctx, args[1:], os.Stdout) // queue.go
+	}
 	if len(args) == 0 || args[0] != "list" {
-		return errors.New("agent: want a subcommand: list")
+		return errors.New("agent: want a subcommand: list, state")
 	}
 	return agentList(ctx, args[1:], os.Stdout)
 }

@@ -36,6 +36,8 @@ usage:
   redial token list           API tokens: name, capabilities, domain, created (never the token)
   redial token revoke NAME    revoke a token on every node within a second
   redial agent list [--json]  agents' registrations: extension, node, transport, source, expiry, user agent
+  redial agent state EXT available|paused|logged_out [--reason R]   set an agent's queue state (from a node's API; --token)
+  redial queue status [--json]   each inbound queue: waiting, longest wait, service level, agents by state (from a node's API; --token)
   redial nodes [--json]       the cluster's nodes: alive or dead since when, age, SIP and HTTP addresses, version
   redial demo [flags]         run the self-contained demo (own redis-server and simulated carrier)
   redial sim [flags]          run the simulated carrier and destination alone
@@ -76,6 +78,8 @@ func main() {
 		err = tokenCmd(ctx, os.Args[2:])
 	case "agent":
 		err = agentCmd(ctx, os.Args[2:])
+	case "queue":
+		err = queueCmd(ctx, os.Args[2:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return

@@ -242,6 +242,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	srv.OnBye(e.handleBye)
 	srv.OnOptions(e.handleOptions)
 	srv.OnRegister(e.handleRegister)
+	srv.OnMessage(e.handleMessage) // agents' queue states (agentstate.go)
 	srv.OnCancel(func(req *gosip.Request, tx gosip.ServerTransaction) {
 		// A CANCEL matching a live INVITE transaction is absorbed by the
 		// transaction layer; one that reaches here matches nothing.
@@ -427,7 +428,7 @@ func (e *Engine) handleInfo(req *gosip.Request, tx gosip.ServerTransaction) {
 
 func (e *Engine) handleOptions(req *gosip.Request, tx gosip.ServerTransaction) {
 	res := gosip.NewResponseFromRequest(req, 200, "OK", nil)
-	res.AppendHeader(gosip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER"))
+	res.AppendHeader(gosip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER, MESSAGE"))
 	res.AppendHeader(gosip.NewHeader("Accept", "application/sdp"))
 	if err := tx.Respond(res); err != nil {
 		e.log.Debug("sip: OPTIONS response failed", "error", err)

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -132,6 +133,9 @@ type Registrar struct {
 	now func() time.Time
 
 	mResults *prometheus.CounterVec
+	// states serves agents' queue states over MESSAGE (agentstate.go).
+	states  atomic.Pointer[AgentStates]
+	mStates *prometheus.CounterVec
 
 	mu sync.Mutex
 	// local holds the bindings this node made, by "<ext> <id>", for the
@@ -185,10 +189,11 @@ func NewRegistrar(cfg RegistrarConfig, users Users, bindings BindingStore, logge
 	for _, res := range []string{regOK, regChallenged, regForbidden, regBlocked, regBadRequest, regRemoved, regError} {
 		r.mResults.WithLabelValues(res)
 	}
+	r.mStates = newAgentStateCounter()
 	gauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "redial_agents_registered",
 		Help: "Unexpired agent bindings made through this node."}, func() float64 { return float64(r.localCount()) })
 	if reg != nil {
-		if err := registerAll(reg, r.mResults, gauge); err != nil {
+		if err := registerAll(reg, r.mResults, gauge, r.mStates); err != nil {
 			return nil, fmt.Errorf("sip: registrar metrics: %w", err)
 		}
 	}
@@ -262,6 +267,9 @@ type regRequest struct {
 	req *gosip.Request
 	tx  gosip.ServerTransaction
 	ext string
+	// results counts the outcome: redial_sip_registrations_total, or for
+	// a MESSAGE about an agent's state, its own counter.
+	results *prometheus.CounterVec
 	// source and transport are where the REGISTER came from, not what it
 	// claims.
 	source, transport string
@@ -270,7 +278,7 @@ type regRequest struct {
 func (r *Registrar) serve(e *Engine, req *gosip.Request, tx gosip.ServerTransaction) {
 	ctx, cancel := context.WithTimeout(context.Background(), registerTimeout)
 	defer cancel()
-	g := &regRequest{r: r, e: e, req: req, tx: tx, source: req.Source(), transport: strings.ToLower(req.Transport())}
+	g := &regRequest{r: r, e: e, req: req, tx: tx, source: req.Source(), transport: strings.ToLower(req.Transport()), results: r.mResults}
 	to := req.To()
 	if to == nil {
 		g.reply(400, "Bad Request", regBadRequest, nil)
@@ -285,7 +293,7 @@ func (r *Registrar) serve(e *Engine, req *gosip.Request, tx gosip.ServerTransact
 
 // reply sends a final response with extra headers and counts result.
 func (g *regRequest) reply(code int, reason, result string, hdrs []gosip.Header) {
-	g.r.mResults.WithLabelValues(result).Inc()
+	g.results.WithLabelValues(result).Inc()
 	res := gosip.NewResponseFromRequest(g.req, code, reason, nil)
 	for _, h := range hdrs {
 		res.AppendHeader(h)

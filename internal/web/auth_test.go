@@ -97,7 +97,7 @@ func TestAPIRoutesNeedAToken(t *testing.T) {
 	})
 	for _, route := range []string{"GET /api/v1/calls", "GET /api/v1/calls/x", "DELETE /api/v1/calls/x", "GET /api/v1/lines",
 		"GET /api/v1/schedules", "POST /api/v1/schedules", "GET /api/v1/callbacks", "POST /api/v1/events", "GET /api/v1/nodes",
-		"POST /api/v1/calls"} {
+		"POST /api/v1/calls", "GET /api/v1/queues", "POST /api/v1/agents/1001/state"} {
 		method, path, _ := strings.Cut(route, " ")
 		if code, out := sv.do(t, method, path, "", nil); code != http.StatusUnauthorized || out["error"] == nil {
 			t.Errorf("%s without a token: %d %v", route, code, out)

@@ -1,7 +1,7 @@
 // redial's agent page: a SIP.js softphone registered over the node's own
 // /ws. window.agentPage mirrors what the page shows, for tests and for
 // anyone debugging from the console.
-import { UserAgent, Registerer, RegistererState, SessionState } from "sip.js";
+import { UserAgent, Registerer, RegistererState, SessionState, Messager } from "sip.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -18,6 +18,10 @@ const page = {
   dial: "",
   lastError: "",
   calls: 0,
+  // The agent's queue state as the node last said: logged_out,
+  // available, ringing, on_call, wrapup or paused (with queueReason).
+  queueState: "",
+  queueReason: "",
   pc: () => (session && session.sessionDescriptionHandler ? session.sessionDescriptionHandler.peerConnection : undefined),
 };
 window.agentPage = page;
@@ -27,6 +31,25 @@ let registerer = null;
 let session = null;
 let timer = null;
 let startedAt = 0;
+
+// The agent's queue state travels as SIP MESSAGEs to the agent's own
+// address over the registered socket, challenged with digest like the
+// REGISTER: the page has no API token.
+const AGENT_STATE_TYPE = "application/vnd.redial.agent-state+json";
+const STATE_POLL_MS = 2000;
+const STATE_LABELS = {
+  logged_out: "logged out",
+  available: "available",
+  ringing: "ringing",
+  on_call: "on call",
+  wrapup: "wrap-up",
+  paused: "paused",
+};
+let statePoll = null;
+let statePolling = false;
+// stateGen grows with every change asked for, so an answer to a poll sent
+// before it cannot show the old state afterwards.
+let stateGen = 0;
 
 function setError(msg) {
   page.lastError = msg;
@@ -38,6 +61,8 @@ function setError(msg) {
 function setRegistration(state) {
   page.registration = state;
   page.registered = state === "registered";
+  if (page.registered) startStatePoll();
+  else stopStatePoll();
   const el = $("reg-state");
   el.textContent = state;
   el.dataset.state = state.startsWith("failed") ? "failed" : state;
@@ -64,6 +89,99 @@ function setCall(state) {
     clearInterval(timer);
     timer = null;
   }
+}
+
+// agentStateRequest sends one MESSAGE about the agent's queue state:
+// {} asks, {state, reason} changes. It resolves with {state, reason}.
+function agentStateRequest(body) {
+  return new Promise((resolve, reject) => {
+    if (!ua) {
+      reject(new Error("not logged in"));
+      return;
+    }
+    const target = ua.configuration.uri;
+    const m = new Messager(ua, target, JSON.stringify(body), AGENT_STATE_TYPE);
+    m.message({
+      requestDelegate: {
+        onAccept(r) {
+          try {
+            const j = JSON.parse(r.message.body);
+            resolve({ state: String(j.state || ""), reason: String(j.reason || "") });
+          } catch (e) {
+            reject(new Error("unreadable answer: " + e.message));
+          }
+        },
+        onReject(r) {
+          let msg = r.message.reasonPhrase;
+          try {
+            msg = JSON.parse(r.message.body).error || msg;
+          } catch (e) {
+            // No JSON body: the reason phrase says it.
+          }
+          reject(new Error(`${r.message.statusCode} ${msg}`));
+        },
+      },
+    }).catch(reject);
+  });
+}
+
+function showQueueState(state, reason) {
+  page.queueState = state;
+  page.queueReason = reason;
+  const el = $("queue-state");
+  let label = STATE_LABELS[state] || state || "—";
+  if (state === "paused" && reason) label += ": " + reason;
+  el.textContent = label;
+  el.dataset.state = state || "unknown";
+  const known = page.registered && state !== "";
+  $("pause").disabled = !known || (state === "paused" && reason === $("pause-reason").value);
+  $("available").disabled = !known || state === "available";
+}
+
+async function refreshQueueState() {
+  if (statePolling || !page.registered) return;
+  statePolling = true;
+  const gen = stateGen;
+  try {
+    const st = await agentStateRequest({});
+    if (gen === stateGen && page.registered) {
+      showQueueState(st.state, st.reason);
+      $("queue-status").textContent = "";
+    }
+  } catch (e) {
+    if (gen === stateGen && page.registered) $("queue-status").textContent = "queue state unavailable: " + e.message;
+  } finally {
+    statePolling = false;
+  }
+}
+
+async function changeQueueState(state, reason) {
+  const gen = ++stateGen;
+  $("queue-status").textContent = "sending…";
+  try {
+    const st = await agentStateRequest(reason ? { state, reason } : { state });
+    if (gen === stateGen) {
+      showQueueState(st.state, st.reason);
+      $("queue-status").textContent = "";
+    }
+  } catch (e) {
+    if (gen === stateGen) $("queue-status").textContent = "state not changed: " + e.message;
+  }
+  refreshQueueState();
+}
+
+function startStatePoll() {
+  if (statePoll) return;
+  refreshQueueState();
+  statePoll = setInterval(refreshQueueState, STATE_POLL_MS);
+}
+
+function stopStatePoll() {
+  if (statePoll) clearInterval(statePoll);
+  statePoll = null;
+  stateGen++;
+  $("queue-status").textContent = "";
+  showQueueState("", "");
 }
 
 function tick() {
@@ -311,6 +429,9 @@ $("login-form").addEventListener("submit", (e) => {
   login($("ext").value.trim(), $("password").value);
 });
 $("logout").addEventListener("click", () => logout());
+$("pause").addEventListener("click", () => changeQueueState("paused", $("pause-reason").value));
+$("available").addEventListener("click", () => changeQueueState("available", ""));
+$("pause-reason").addEventListener("change", () => showQueueState(page.queueState, page.queueReason));
 $("answer").addEventListener("click", answer);
 $("hangup").addEventListener("click", hangup);
 $("mute").addEventListener("click", toggleMute);
