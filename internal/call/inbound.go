@@ -130,6 +130,10 @@ func (m *Manager) HandleInbound(in *sip.Inbound) {
 		m.wg.Done()
 	}()
 	log = log.With("call_ref", req.CallRef)
+	if u, ok := conn.(*UserConnector); ok && relayedFrom != "" {
+		m.runRelayed(cctx, in, c, u, log)
+		return
+	}
 	start := m.now()
 	leg, err := in.Answer(cctx, req.CallRef)
 	if err != nil {

@@ -103,7 +103,8 @@ func (q *QueueConnector) Connect(ctx context.Context, s *Session) TargetResult {
 
 // ring rings every binding of every ext at once; the first to answer wins
 // (won gets its leg) and the others are cancelled. It returns that ext and
-// the exts that rang at all.
+// the exts whose phones were reached (an agent whose INVITE could not even
+// be sent did not miss the call).
 func (q *QueueConnector) ring(ctx context.Context, s *Session, exts []string, timeout time.Duration, codecs []media.Codec, won func(*sip.Leg)) (string, []string) {
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -122,7 +123,7 @@ func (q *QueueConnector) ring(ctx context.Context, s *Session, exts []string, ti
 	var rung []string
 	for range exts {
 		r := <-results
-		if r.res.rang {
+		if r.res.reached || r.res.leg != nil {
 			rung = append(rung, r.ext)
 		}
 		switch {

@@ -171,6 +171,10 @@ type agentRingResult struct {
 	rang     bool
 	code     int
 	timedOut bool
+	// reached is true when a binding's phone got the INVITE (it answered
+	// something, or rang until the timeout): only then does an agent's
+	// miss count against max_no_answer.
+	reached bool
 	// cause and reason explain a missing leg (not registered, bindings
 	// unreadable, the forks' responses).
 	cause  Cause
@@ -226,6 +230,7 @@ func (u *UserConnector) ringAgent(ctx context.Context, ar agentRing) agentRingRe
 				out.code = res.Code
 			}
 			out.timedOut = out.timedOut || res.TimedOut
+			out.reached = out.reached || res.Provisional || res.TimedOut || (res.TransportErr == nil && res.Code > 400)
 			reason = append(reason, fmt.Sprintf("%d %s", res.Code, res.Reason))
 		}
 	}

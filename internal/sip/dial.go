@@ -278,6 +278,13 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 		},
 	})
 	if err != nil {
+		if ir := dialog.InviteResponse; ir != nil && ir.IsSuccess() {
+			// The callee answered as the call was given up (its 200 OK
+			// crossed our CANCEL, or came after the ring timeout): confirm
+			// and end that call, or the phone stays in it (and retransmits
+			// its 200) while the caller went elsewhere.
+			e.endLateAnswer(dialog, r.CallRef)
+		}
 		var derr *sipgo.ErrDialogResponse
 		var derrv sipgo.ErrDialogResponse
 		switch {
@@ -463,4 +470,34 @@ func ipDestination(u gosip.Uri) netip.AddrPort {
 		port = 5060
 	}
 	return netip.AddrPortFrom(a.Unmap(), uint16(port))
+}
+
+// endLateAnswer ACKs a 2xx that arrived after the INVITE was given up and
+// sends BYE at once: the dialog was never confirmed for sipgo, so the BYE
+// is built here (sipgo's own Bye refuses an unconfirmed dialog).
+func (e *Engine) endLateAnswer(dialog *sipgo.DialogClientSession, callRef string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := dialog.Ack(ctx); err != nil {
+		e.log.Debug("sip: ACK of a late answer failed", "call_ref", callRef, "error", err)
+		return
+	}
+	target := dialog.InviteRequest.Recipient
+	if c := dialog.InviteResponse.Contact(); c != nil {
+		target = c.Address
+	}
+	bye := gosip.NewRequest(gosip.BYE, *target.Clone())
+	bye.SetTransport(dialog.InviteRequest.Transport())
+	if t := strings.ToUpper(dialog.InviteRequest.Transport()); t == "WS" || t == "WSS" {
+		bye.SetDestination(dialog.InviteRequest.Destination())
+	}
+	res, err := dialog.Do(ctx, bye)
+	switch {
+	case err != nil:
+		e.log.Debug("sip: BYE of a late answer failed", "call_ref", callRef, "error", err)
+	case res.StatusCode >= 300:
+		e.log.Debug("sip: BYE of a late answer refused", "call_ref", callRef, "sip_code", res.StatusCode)
+	default:
+		e.log.Info("sip: late answer ended", "call_ref", callRef, "call_id", dialog.InviteRequest.CallID().Value())
+	}
 }

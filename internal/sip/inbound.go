@@ -11,6 +11,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -74,6 +75,24 @@ func (in *Inbound) Reject(code int, reason string) {
 
 // Ringing sends 180.
 func (in *Inbound) Ringing() { in.dialog.Respond(180, "Ringing", nil) }
+
+// Cancelled returns a channel closed when the caller CANCELs the INVITE or
+// its transaction ends before a final response: a handler that rings
+// somebody before answering stops then. Call it once.
+func (in *Inbound) Cancelled() <-chan struct{} {
+	ch := make(chan struct{})
+	var once sync.Once
+	stop := func() { once.Do(func() { close(ch) }) }
+	if !in.tx.OnCancel(func(*gosip.Request) { stop() }) {
+		stop()
+	}
+	// The transaction's end needs no goroutine of ours: whoever selects on
+	// the channel also selects on TxDone.
+	return ch
+}
+
+// TxDone is closed when the INVITE's server transaction ends.
+func (in *Inbound) TxDone() <-chan struct{} { return in.tx.Done() }
 
 // nonceTTL bounds how long a digest challenge stays valid.
 const nonceTTL = 5 * time.Minute
