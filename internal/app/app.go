@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"redial/internal/acd"
 	"redial/internal/auth"
 	"redial/internal/call"
 	"redial/internal/callback"
@@ -64,6 +65,8 @@ type App struct {
 	IVRAPI  *ivrapi.Service
 	// Registrar keeps agents' registrations (cti_user@<domain>).
 	Registrar *sip.Registrar
+	// ACD runs the inbound queues (cti_acd_queue@<domain>).
+	ACD *acd.Service
 	// DataLoss watches Redis for a restart that lost every key this node
 	// knew, and raises the /healthz alarm.
 	DataLoss *cluster.DataLossDetector
@@ -142,21 +145,36 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 		return nil, fmt.Errorf("app: %w", err)
 	}
 	a.Dialplan = dialplan.New(a.Store)
-	if a.Calls, err = call.NewManager(call.Config{}, call.Deps{Lines: a.Lines, SIP: a.SIP, Dialplan: a.Dialplan,
-		Notify: a.Notify, Logger: log, Registry: a.Registry, Nodes: clusterNodes{dir: a.Directory, self: cfg.Host}}); err != nil {
-		return nil, fmt.Errorf("app: %w", err)
-	}
-	a.SIP.SetInviteHandler(a.Calls.HandleInbound)
 	if a.Files, err = files.New(files.Config{Root: cfg.Data, Domain: cfg.Domain}); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
+	// Recordings of bridges and the call records that dispositions and
+	// downloads find by call_ref.
+	records, err := call.NewRecords(call.RecordsConfig{Host: cfg.Host},
+		call.RecordsDeps{Store: a.Store, Files: a.Files, Registry: a.Registry, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+	if a.Calls, err = call.NewManager(call.Config{}, call.Deps{Lines: a.Lines, SIP: a.SIP, Dialplan: a.Dialplan,
+		Notify: a.Notify, Logger: log, Registry: a.Registry, Nodes: clusterNodes{dir: a.Directory, self: cfg.Host},
+		Records: records}); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+	a.SIP.SetInviteHandler(a.Calls.HandleInbound)
 	if a.IVR, err = ivr.New(ivr.Config{Domain: cfg.Domain, Host: cfg.Host},
 		ivr.Deps{Store: a.Store, Files: a.Files, Logger: log, Registry: a.Registry, Now: o.now}); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
 	a.Calls.RegisterConnector(dialplan.TypeIVR, &call.IVRConnector{Engine: a.IVR, Manager: a.Calls})
-	a.Calls.RegisterConnector(dialplan.TypeUser, &call.UserConnector{Engine: a.SIP, Agents: agentBindings{a.Store},
-		Nodes: clusterNodes{dir: a.Directory, self: cfg.Host}, Self: cfg.Host})
+	users := &call.UserConnector{Engine: a.SIP, Agents: agentBindings{st: a.Store},
+		Nodes: clusterNodes{dir: a.Directory, self: cfg.Host}, Self: cfg.Host}
+	a.Calls.RegisterConnector(dialplan.TypeUser, users)
+	if a.ACD, err = acd.New(acd.Config{}, acd.Deps{Store: a.Store, Bus: a.Bus, Recoverer: a.Recoverer, Files: a.Files,
+		Logger: log, Registry: a.Registry, Now: o.now}); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+	a.Calls.RegisterConnector(dialplan.TypeQueue, &call.QueueConnector{ACD: a.ACD, Users: users, Manager: a.Calls,
+		Legacy: cfg.NotifyFormat == "legacy"})
 	if a.Dialer, err = dialer.New(dialer.Config{Host: cfg.Host, Location: cfg.Timezone, Resync: cfg.Resync},
 		dialer.Deps{Store: a.Store, Calls: a.Calls, Recoverer: a.Recoverer, Settler: a.Notify, Lines: a.Lines,
 			Logger: log, Registry: a.Registry, Now: o.now}); err != nil {
@@ -179,10 +197,13 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 		return nil, fmt.Errorf("app: %w", err)
 	}
 	if a.Registrar, err = sip.NewRegistrar(sip.RegistrarConfig{Domain: cfg.Domain, Node: cfg.Host},
-		agentUsers{st: a.Store, log: log}, agentBindings{a.Store}, log, a.Registry); err != nil {
+		agentUsers{st: a.Store, log: log}, agentBindings{st: a.Store, acd: a.ACD, log: log}, log, a.Registry); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
 	a.SIP.SetRegistrar(a.Registrar)
+	// The agent page reads and sets its own queue state over SIP MESSAGE
+	// (digest, no API token).
+	a.Registrar.SetAgentStates(agentStates{a.ACD})
 	a.SIP.OnWSClosed(func(source string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -192,7 +213,7 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 	})
 	if a.Web, err = web.New(web.Config{Addr: cfg.HTTP, TLSCert: cfg.TLSCert, TLSKey: cfg.TLSKey}, web.Deps{Calls: a.Calls, Dialer: a.Dialer, Schedule: a.Schedule, Callback: a.Callback, Lines: a.Lines, Dialplan: a.Dialplan,
 		Store: a.Store, Notify: a.Notify, Registry: a.Registry, Logger: log, Directory: a.Directory, Auth: a.Auth,
-		Alarms: a.DataLoss.Alarms}); err != nil {
+		Alarms: a.DataLoss.Alarms, ACD: a.ACD}); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
 	if a.Fetcher, err = files.NewFetcher(files.FetchConfig{Allow: cfg.FetchAllow, MaxBytes: cfg.FetchMaxBytes}); err != nil {
@@ -233,6 +254,9 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 		{name: "bus", run: a.Bus.Run},
 		{name: "recoverer", run: a.Recoverer.Run},
 		{name: "agents", run: agentJanitor{dir: a.Directory, st: a.Store, log: log}.Run},
+		// Before calls: in reverse order the calls stop first, and their
+		// callers leave the queues while the ACD still runs.
+		{name: "acd", run: a.ACD.Run},
 		{name: "lines", run: func(ctx context.Context) error {
 			err := a.Lines.Run(ctx)
 			// Calls have stopped by now (reverse order): free their channels

@@ -78,12 +78,17 @@ const byeGrace = 200 * time.Millisecond
 
 // relayUntilHangup relays media between the answered leg and bleg (the
 // destination or agent, named side in redial_hangup_side) until either
-// hangs up or the call is ended, then hangs both up.
+// hangs up or the call is ended, then hangs both up. Agent bridges (side
+// "agent") are recorded unless record_call=false, others when
+// record_call=true (see startRecording); the recording's store path is in
+// the result and in the variable redial_recording, which the CDR turns
+// into its recording field.
 func relayUntilHangup(ctx context.Context, s *Session, bleg *sip.Leg, side string) TargetResult {
 	a := s.Leg
 	rctx, stopRelay := context.WithCancel(ctx)
 	relayDone := make(chan media.RelayStats, 1)
-	go func() { relayDone <- media.Relay(rctx, a.Media, bleg.Media) }()
+	rec := startRecording(s, side, time.Now())
+	go func() { relayDone <- media.RelayRecord(rctx, a.Media, bleg.Media, rec) }()
 
 	tr := TargetResult{Connected: true, Cause: NormalClearing}
 	var st media.RelayStats
@@ -110,11 +115,16 @@ func relayUntilHangup(ctx context.Context, s *Session, bleg *sip.Leg, side strin
 			s.Vars["redial_hangup_side"] = side + "_media"
 		}
 	}
+	// The bridge ends here, whatever the hangups below take.
+	bridgeEnd := time.Now()
 	stopRelay()
 	bleg.Hangup(context.WithoutCancel(ctx))
 	a.Hangup(context.WithoutCancel(ctx))
 	if !relayed {
 		st = <-relayDone
+	}
+	if rec != nil {
+		tr.Recording = finishRecording(s, rec, bridgeEnd)
 	}
 	s.Log.Info("call: bridge ended", "side", s.Vars["redial_hangup_side"], "rtp_a_to_b", st.AtoB, "rtp_b_to_a", st.BtoA)
 	return tr

@@ -175,8 +175,8 @@ func (m *Manager) runClick(ctx context.Context, c *Call, u *UserConnector, ext s
 		log.Error("call: click2dial: call notification lost", "error", err)
 	}
 	c.enter(StateBridged, nil)
-	tr := relayUntilHangup(ctx, &Session{Call: c, Leg: a.leg, ClientNumber: a.number, Vars: a.vars, Params: a.params, Log: log},
-		aleg, "agent")
+	tr := relayUntilHangup(ctx, &Session{Call: c, Leg: a.leg, ClientNumber: a.number, Vars: a.vars, Params: a.params, Log: log,
+		Records: m.deps.Records}, aleg, "agent")
 	tr.Ext, tr.ConnectedAt = &agent, connected
 	r.endLeg(ctx, a, tr)
 }

@@ -157,7 +157,8 @@ func (m *Manager) HandleInbound(in *sip.Inbound) {
 	})
 	c.addLeg("caller", leg)
 	params := ParseDialParams(req.Variables, log, req.CallRef)
-	tr := conn.Connect(cctx, &Session{Call: c, Leg: leg, Target: target, ClientNumber: in.Caller(), Vars: req.Variables, Params: params, Log: log})
+	tr := conn.Connect(cctx, &Session{Call: c, Leg: leg, Target: target, ClientNumber: in.Caller(), Vars: req.Variables, Params: params, Log: log,
+		Records: m.deps.Records})
 	leg.Hangup(context.WithoutCancel(cctx))
 	rec := attemptRecord{number: in.Caller(), dialNumber: in.Dialed(), line: line.Name, vars: req.Variables,
 		start: start, answer: answer, end: m.now(), disposition: Answered, sipCode: 200, cause: tr.Cause, reason: tr.Reason, ext: tr.Ext}

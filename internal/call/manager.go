@@ -47,6 +47,10 @@ type Deps struct {
 	// Nodes recognises INVITEs from other nodes (calls relayed to agents
 	// registered here); nil treats every INVITE as from outside.
 	Nodes Nodes
+	// Records records bridged calls (agent calls, record_call=true) and
+	// keeps call records for dispositions and recording downloads; nil
+	// records nothing (NewRecords builds the node's).
+	Records CallRecorder
 }
 
 // Manager runs calls and keeps them addressable by call_ref.

@@ -66,6 +66,17 @@ type TargetResult struct {
 	Reason string
 	// Ext is the agent extension, for queue and user targets.
 	Ext *string
+	// HoldSet makes Hold the CDR's hold_time (a queue: the time in line);
+	// otherwise hold_time runs from the answer to ConnectedAt.
+	HoldSet bool
+	Hold    time.Duration
+	// Disposition, when set, is the CDR's disposition in place of
+	// ANSWERED or FAILED (ABANDONED: the caller hung up in a queue).
+	Disposition Disposition
+	// Recording is the store path of the bridge's recording ("" when it
+	// was not recorded); the CDR gets it through the variable
+	// redial_recording, which relayUntilHangup sets.
+	Recording string
 }
 
 // Session is what a connector gets: the answered leg and its context.
@@ -77,6 +88,9 @@ type Session struct {
 	Vars         map[string]string
 	Params       DialParams
 	Log          *slog.Logger
+	// Records records the bridge and keeps the call record; nil records
+	// nothing.
+	Records CallRecorder
 }
 
 // Connector connects an answered call to one type of target. Connect
@@ -103,7 +117,8 @@ func (m *Manager) connect(ctx context.Context, c *Call, leg *sip.Leg, number str
 		log.Warn(reason)
 		return TargetResult{Cause: NoRouteDestination, Reason: reason}
 	}
-	return conn.Connect(ctx, &Session{Call: c, Leg: leg, Target: target, ClientNumber: number, Vars: vars, Params: params, Log: log})
+	return conn.Connect(ctx, &Session{Call: c, Leg: leg, Target: target, ClientNumber: number, Vars: vars, Params: params, Log: log,
+		Records: m.deps.Records})
 }
 
 func (m *Manager) writeCDR(ctx context.Context, c *Call, attempt int, r attemptRecord) notify.CDR {
@@ -121,12 +136,14 @@ func (m *Manager) publishCDR(ctx context.Context, c *Call, attempt int, r attemp
 	if r.reason != "" {
 		vars["redial_reason"] = r.reason
 	}
+	recording := vars[VarRecording]
+	delete(vars, VarRecording) // published as the CDR's recording field
 	cdr := notify.CDR{
 		CallRef: c.req.CallRef, ContactRef: c.req.ContactRef, CampaignRef: c.req.CampaignRef,
 		ClientNumber: r.number, DialNumber: r.dialNumber, Ext: r.ext,
 		Disposition: r.disposition, SIPCode: r.sipCode, HangupCause: r.cause.Name,
 		Line: r.line, Attempt: attempt, Start: r.start.UTC(), End: r.end.UTC(),
-		Duration: secs(r.end.Sub(r.start)), HoldTime: secs(r.holdTime), Variables: vars,
+		Duration: secs(r.end.Sub(r.start)), HoldTime: secs(r.holdTime), Variables: vars, Recording: recording,
 	}
 	if !r.answer.IsZero() {
 		a := r.answer.UTC()
@@ -140,6 +157,7 @@ func (m *Manager) publishCDR(ctx context.Context, c *Call, attempt int, r attemp
 	if err != nil {
 		m.log.Error("call: CDR lost: spool write failed", "call_ref", c.req.CallRef, "error", err)
 	}
+	m.saveCallRecord(ctx, c, &cdr, vars)
 	m.mCalls.WithLabelValues(string(r.disposition)).Inc()
 	c.update(func(i *Info) {
 		i.CDRs = append(i.CDRs, cdr)

@@ -34,7 +34,14 @@ type RelayStats struct {
 // telephone-event payload type when both are known (SetDTMF). Other payload
 // types (comfort noise, ...) pass untouched. No memory is allocated per packet.
 func Relay(ctx context.Context, a, b *Session) RelayStats {
-	r := &relay{a: a, b: b}
+	return RelayRecord(ctx, a, b, nil)
+}
+
+// RelayRecord is Relay that also hands every packet to rec (a's in the
+// left channel, b's in the right) before forwarding it; a nil rec records
+// nothing and costs one comparison per packet. The caller closes rec.
+func RelayRecord(ctx context.Context, a, b *Session, rec *StereoRecorder) RelayStats {
+	r := &relay{a: a, b: b, rec: rec}
 	unwatch := context.AfterFunc(ctx, r.stop)
 
 	var st RelayStats
@@ -43,11 +50,11 @@ func Relay(ctx context.Context, a, b *Session) RelayStats {
 	go func() {
 		defer wg.Done()
 		defer r.stop()
-		st.AtoB = r.pump(a, b)
+		st.AtoB = r.pump(a, b, 0)
 	}()
 	func() {
 		defer r.stop()
-		st.BtoA = r.pump(b, a)
+		st.BtoA = r.pump(b, a, 1)
 	}()
 	wg.Wait()
 	unwatch()
@@ -57,6 +64,7 @@ func Relay(ctx context.Context, a, b *Session) RelayStats {
 
 type relay struct {
 	a, b     *Session
+	rec      *StereoRecorder
 	stopping atomic.Bool
 
 	mu       sync.Mutex
@@ -89,8 +97,9 @@ func (r *relay) finish() {
 	}
 }
 
-// pump forwards src's packets to dst until the relay stops.
-func (r *relay) pump(src, dst *Session) uint64 {
+// pump forwards src's packets to dst until the relay stops; side is src's
+// channel in a recording.
+func (r *relay) pump(src, dst *Session, side int) uint64 {
 	buf := make([]byte, maxPacket)
 	var forwarded uint64
 	errs := 0
@@ -112,7 +121,11 @@ func (r *relay) pump(src, dst *Session) uint64 {
 		}
 		errs = 0
 		pkt := buf[:n]
-		translate(pkt, src.params.Load(), dst.params.Load())
+		sp := src.params.Load()
+		if r.rec != nil {
+			r.rec.packet(side, pkt, sp)
+		}
+		translate(pkt, sp, dst.params.Load())
 		if err := dst.WritePacket(pkt); err != nil {
 			if dst.isClosed(err) {
 				return forwarded

@@ -77,6 +77,10 @@ type CDR struct {
 	// Variables are the call's channel variables worth reporting; an empty
 	// map is written as {}.
 	Variables map[string]string `json:"variables"`
+	// Recording is the store path of the call's stereo recording (caller
+	// left, agent or destination right); left out when it was not
+	// recorded. GET /api/v1/calls/{call_ref}/recording serves it.
+	Recording string `json:"recording,omitempty"`
 }
 
 // cdrWire is the CDR as written: times as RFC 3339 UTC strings with whole
@@ -101,6 +105,9 @@ type cdrWire struct {
 	Billsec      int               `json:"billsec"`
 	HoldTime     int               `json:"hold_time"`
 	Variables    map[string]string `json:"variables"`
+	// Recording is redial's own store path, bounded by how redial names
+	// recordings, so bound never cuts it.
+	Recording string `json:"recording,omitempty"`
 }
 
 func wireTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
@@ -116,7 +123,7 @@ func (c CDR) MarshalJSON() ([]byte, error) {
 		Line: c.Line, Attempt: c.Attempt,
 		Start: wireTime(c.Start), End: wireTime(c.End),
 		Duration: c.Duration, Billsec: c.Billsec, HoldTime: c.HoldTime,
-		Variables: c.Variables,
+		Variables: c.Variables, Recording: c.Recording,
 	}
 	if c.Answer != nil {
 		a := wireTime(*c.Answer)

@@ -152,7 +152,7 @@ func newMetrics(reg *prometheus.Registry) (metrics, error) {
 	if m.redisErrors, err = register(reg, m.redisErrors); err != nil {
 		return m, err
 	}
-	for _, k := range []string{kindCDR, kindInbound, kindOutboundCall, kindSettle} {
+	for _, k := range []string{kindCDR, kindInbound, kindOutboundCall, kindSettle, kindDisposition} {
 		m.notifications.WithLabelValues(k, "published")
 		m.notifications.WithLabelValues(k, "spooled")
 		m.redisErrors.WithLabelValues(pushOp(k))
@@ -298,6 +298,8 @@ func (p *Publisher) push(ctx context.Context, kind string, payload []byte) error
 		return p.store.PushInbound(ctx, payload)
 	case kindOutboundCall:
 		return p.store.PushCampaignCall(ctx, payload)
+	case kindDisposition:
+		return p.store.PushDisposition(ctx, payload)
 	case kindSettle:
 		var op store.SettleOp
 		if err := json.Unmarshal(payload, &op); err != nil {

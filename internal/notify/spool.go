@@ -309,7 +309,7 @@ func (s *spool) peek() (rec spoolRecord, raw []byte, end int64, ok bool, err err
 	if err := json.Unmarshal(line, &rec); err != nil {
 		return rec, line, end, true, fmt.Errorf("%w at offset %d: %v", errCorrupt, s.next, err)
 	}
-	if (rec.Kind != kindCDR && rec.Kind != kindInbound && rec.Kind != kindOutboundCall && rec.Kind != kindSettle) || len(rec.Payload) == 0 {
+	if (rec.Kind != kindCDR && rec.Kind != kindInbound && rec.Kind != kindOutboundCall && rec.Kind != kindSettle && rec.Kind != kindDisposition) || len(rec.Payload) == 0 {
 		return rec, line, end, true, fmt.Errorf("%w at offset %d: kind %q", errCorrupt, s.next, rec.Kind)
 	}
 	return rec, line, end, true, nil

@@ -258,15 +258,6 @@ func (s *Server) listCalls(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"calls": list})
 }
 
-func (s *Server) getCall(w http.ResponseWriter, r *http.Request) {
-	c, ok := s.deps.Calls.Get(r.PathValue("ref"))
-	if !ok {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "call_ref: no such call"})
-		return
-	}
-	writeJSON(w, http.StatusOK, c.Info())
-}
-
 func (s *Server) deleteCall(w http.ResponseWriter, r *http.Request) {
 	if !s.deps.Calls.Hangup(r.PathValue("ref")) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "call_ref: no such call in progress"})

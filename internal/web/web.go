@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"redial/internal/acd"
 	"redial/internal/auth"
 	"redial/internal/call"
 	"redial/internal/callback"
@@ -53,6 +54,9 @@ type Deps struct {
 
 	// Directory serves GET /api/v1/nodes.
 	Directory *cluster.Directory
+	// ACD serves GET /api/v1/queues and POST /api/v1/agents/{ext}/state;
+	// nil answers them 503.
+	ACD *acd.Service
 
 	// Auth guards every route but /healthz and /metrics. Nil serves the
 	// routes unguarded, which only handler unit tests do; a node always
@@ -91,7 +95,6 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		"POST /api/v1/calls":         s.postCall,
 		"POST /api/v1/click2dial":    s.postClick,
 		"GET /api/v1/calls":          s.listCalls,
-		"GET /api/v1/calls/{ref}":    s.getCall,
 		"DELETE /api/v1/calls/{ref}": s.deleteCall,
 		"GET /api/v1/lines":          s.getLines,
 		"GET /api/v1/tasks":          s.getTasks,
@@ -104,6 +107,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	} {
 		s.Handle(pattern, auth.Rest, h)
 	}
+	s.callRecordRoutes() // GET /api/v1/calls/{ref} and what outlives a call
+	s.queueRoutes()      // GET /api/v1/queues, POST /api/v1/agents/{ext}/state
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	if deps.Registry != nil {
 		s.mux.Handle("GET /metrics", promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{}))
