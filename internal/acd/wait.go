@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -28,9 +29,11 @@ type Caller struct {
 // Ringer rings agents for a caller, as the call package does: every
 // binding of every ext at once, the first to answer wins and the others
 // get CANCEL. It returns the ext that answered ("" none) after at most
-// timeout, and which of exts were rung at all (an agent not reached was
-// not rung).
-type Ringer func(ctx context.Context, exts []string, timeout time.Duration) (answered string, rung []string)
+// timeout, which of exts were rung at all (an agent not reached was not
+// rung), and which losers are still being ended when it returns (a CANCEL
+// crossing their answer): it calls ended with each of those once its
+// phone is free, and not after the bridge it returned for has ended.
+type Ringer func(ctx context.Context, exts []string, timeout time.Duration, ended func(ext string)) (answered string, rung, pending []string)
 
 // Outcome is how a caller's wait ended.
 type Outcome int
@@ -402,7 +405,16 @@ func (s *Service) ringAgents(ctx context.Context, q store.Queue, c Caller, ring 
 		case <-rctx.Done():
 		}
 	}()
-	answered, rung = ring(rctx, agents, q.RingTimeout)
+	ended := func(ext string) {
+		// A loser's phone is free only now: released before, it could be
+		// offered another caller while still in this call.
+		if err := s.deps.Store.ReleaseAgent(context.WithoutCancel(ctx), ext, c.CallRef, s.now()); err != nil && !errors.Is(err, store.ErrAgentNotHeld) {
+			log.Warn("acd: agent not released", "ext", ext, "error", err)
+		}
+		s.mOffers.WithLabelValues("released").Inc()
+		s.Notify(context.WithoutCancel(ctx), "")
+	}
+	answered, rung, pending := ring(rctx, agents, q.RingTimeout, ended)
 	now := s.now()
 	sctx := context.WithoutCancel(ctx)
 	gone := false
@@ -412,6 +424,9 @@ func (s *Service) ringAgents(ctx context.Context, q store.Queue, c Caller, ring 
 	default:
 	}
 	for _, ext := range agents {
+		if slices.Contains(pending, ext) {
+			continue // released by ended
+		}
 		wasRung := false
 		for _, r := range rung {
 			wasRung = wasRung || r == ext

@@ -49,8 +49,8 @@ func (q *QueueConnector) Connect(ctx context.Context, s *Session) TargetResult {
 		mu  sync.Mutex
 		won *sip.Leg
 	)
-	ring := func(rctx context.Context, exts []string, timeout time.Duration) (string, []string) {
-		return q.ring(rctx, s, exts, timeout, codecs, func(l *sip.Leg) { mu.Lock(); won = l; mu.Unlock() })
+	ring := func(rctx context.Context, exts []string, timeout time.Duration, ended func(string)) (string, []string, []string) {
+		return q.ring(rctx, s, exts, timeout, codecs, func(l *sip.Leg) { mu.Lock(); won = l; mu.Unlock() }, ended)
 	}
 	res := q.ACD.Wait(ctx, acd.Caller{Queue: queue, CallRef: s.Call.Ref(), Media: a.Media, Gone: a.Done(), Log: s.Log}, ring)
 	tr := TargetResult{HoldSet: true, Hold: res.Hold, Reason: res.Reason}
@@ -102,12 +102,16 @@ func (q *QueueConnector) Connect(ctx context.Context, s *Session) TargetResult {
 }
 
 // ring rings every binding of every ext at once; the first to answer wins
-// (won gets its leg) and the others are cancelled. It returns that ext and
+// (won gets its leg) and the others are cancelled. It returns that ext,
 // the exts whose phones were reached (an agent whose INVITE could not even
-// be sent did not miss the call).
-func (q *QueueConnector) ring(ctx context.Context, s *Session, exts []string, timeout time.Duration, codecs []media.Codec, won func(*sip.Leg)) (string, []string) {
+// be sent did not miss the call), and the losers still being ended: those
+// are waited for in the background of the call manager (a CANCEL that
+// crossed an answer may take up to 64*T1), hanging up any that answered
+// all the same and then calling ended with each, while the winner is
+// bridged and the call's CDR does not wait for them.
+func (q *QueueConnector) ring(ctx context.Context, s *Session, exts []string, timeout time.Duration, codecs []media.Codec,
+	won func(*sip.Leg), ended func(string)) (string, []string, []string) {
 	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	type result struct {
 		ext string
 		res agentRingResult
@@ -121,21 +125,40 @@ func (q *QueueConnector) ring(ctx context.Context, s *Session, exts []string, ti
 	}
 	answered := ""
 	var rung []string
-	for range exts {
+	left := map[string]bool{}
+	for _, e := range exts {
+		left[e] = true
+	}
+	for len(left) > 0 && answered == "" {
 		r := <-results
+		delete(left, r.ext)
 		if r.res.reached || r.res.leg != nil {
 			rung = append(rung, r.ext)
 		}
-		switch {
-		case r.res.leg != nil && answered == "":
+		if r.res.leg != nil {
 			answered = r.ext
 			won(r.res.leg)
-			cancel() // CANCEL the other agents
-		case r.res.leg != nil:
-			r.res.leg.Hangup(context.WithoutCancel(ctx))
 		}
 	}
-	return answered, rung
+	cancel() // CANCEL the other agents
+	if len(left) == 0 {
+		return answered, rung, nil
+	}
+	pending := make([]string, 0, len(left))
+	for e := range left {
+		pending = append(pending, e)
+	}
+	q.Manager.background(func() {
+		for range pending {
+			r := <-results
+			if r.res.leg != nil {
+				// Answered at the same moment as the winner: not this call's.
+				r.res.leg.Hangup(context.WithoutCancel(ctx))
+			}
+			ended(r.ext)
+		}
+	})
+	return answered, rung, pending
 }
 
 // notifyConnected sends seed 001's "call" notification for a call the
@@ -191,4 +214,14 @@ func (tr TargetResult) settle(rec *attemptRecord) {
 	if tr.Disposition != "" {
 		rec.disposition = tr.Disposition
 	}
+}
+
+// background runs f as part of the calls in progress: shutdown waits for
+// it as for a call.
+func (m *Manager) background(f func()) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		f()
+	}()
 }

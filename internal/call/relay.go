@@ -22,8 +22,14 @@ const relayRingLimit = 2 * time.Minute
 // The originating node writes the CDR.
 func (m *Manager) runRelayed(ctx context.Context, in *sip.Inbound, c *Call, u *UserConnector, log *slog.Logger) {
 	in.Ringing()
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// A CANCEL from the originating node (its caller left, another agent
+	// won, its ring timeout) ends the ringing, and the answer too when it
+	// crosses the agent's: the agent's phone is then hung up at once
+	// rather than left in a call nobody will ACK.
+	rctx, cancelRing := context.WithCancel(ctx)
+	defer cancelRing()
+	actx, cancelAnswer := context.WithCancel(ctx)
+	defer cancelAnswer()
 	cancelled := in.Cancelled()
 	stopWatch := make(chan struct{})
 	watchDone := make(chan struct{})
@@ -31,12 +37,14 @@ func (m *Manager) runRelayed(ctx context.Context, in *sip.Inbound, c *Call, u *U
 		defer close(watchDone)
 		select {
 		case <-cancelled:
-			cancel()
+			cancelRing()
+			cancelAnswer()
 		case <-in.TxDone():
-			cancel()
+			cancelRing()
 		case <-stopWatch:
 		}
 	}()
+	defer func() { close(stopWatch); <-watchDone }()
 	codecs := []media.Codec{media.PCMU, media.PCMA}
 	if in.OfferErr == nil {
 		if cd, _, err := media.Negotiate(in.Offer, codecs); err == nil && cd.Name == media.PCMA.Name {
@@ -45,8 +53,10 @@ func (m *Manager) runRelayed(ctx context.Context, in *sip.Inbound, c *Call, u *U
 	}
 	ring := u.ringAgent(rctx, agentRing{ext: in.Dialed(), callRef: c.Ref(), fromUser: in.Caller(), codecs: codecs,
 		timeout: relayRingLimit, localOnly: true, log: log})
-	close(stopWatch)
-	<-watchDone
+	if ring.leg != nil && actx.Err() != nil {
+		ring.leg.Hangup(context.WithoutCancel(ctx))
+		ring.leg = nil
+	}
 	if ring.leg == nil {
 		code := ring.code
 		switch {
@@ -61,9 +71,14 @@ func (m *Manager) runRelayed(ctx context.Context, in *sip.Inbound, c *Call, u *U
 		return
 	}
 	agentLeg := ring.leg
-	leg, err := in.Answer(ctx, c.Ref())
+	leg, err := in.Answer(actx, c.Ref())
 	if err != nil {
-		log.Warn("call: relayed call's answer failed; the agent is hung up", "error", err)
+		if actx.Err() != nil {
+			// Another agent won, or the caller left, as this one answered.
+			log.Info("call: relayed call cancelled as the agent answered; the agent is hung up", "ext", in.Dialed())
+		} else {
+			log.Warn("call: relayed call's answer failed; the agent is hung up", "error", err)
+		}
 		agentLeg.Hangup(context.WithoutCancel(ctx))
 		c.update(func(i *Info) { i.State = StateEnded })
 		return

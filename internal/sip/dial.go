@@ -87,6 +87,10 @@ type DialResult struct {
 	AnswerAt     time.Time
 }
 
+// silentCancelWait is how long a call given up before any response waits
+// for one, to CANCEL it properly, before it is abandoned.
+const silentCancelWait = 2 * time.Second
+
 // errRingTimeout is the cancel cause when the ring timeout expires after a
 // provisional response: sipgo then sends CANCEL and waits for the 487.
 var errRingTimeout = errors.New("ring timeout")
@@ -224,9 +228,31 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	if timeout <= 0 {
 		timeout = 60 * time.Second
 	}
+	// Once something rang, giving up is our own CANCEL while WaitAnswer
+	// goes on reading: the final response is then the 487, or a 200 that
+	// crossed the CANCEL, which is ACKed and ended instead of dropped
+	// (sipgo's own CANCEL stops reading and loses it).
+	var dialogP atomic.Pointer[sipgo.DialogClientSession]
+	var gaveUp atomic.Pointer[error]
+	sendCancel := func(cause error) {
+		d := dialogP.Load()
+		if d == nil || !gaveUp.CompareAndSwap(nil, &cause) {
+			return
+		}
+		// RFC 3261 9.1: without a final response 64*T1 after the CANCEL
+		// the INVITE is over all the same.
+		time.AfterFunc(64*gosip.T1, func() { cancel(sipgo.WaitAnswerForceCancelErr) })
+		cctx, ccancel := context.WithTimeout(context.Background(), 4*time.Second)
+		defer ccancel()
+		if cres, err := d.Do(cctx, newCancel(d.InviteRequest)); err != nil || cres.StatusCode != 200 {
+			// The INVITE was answered or ended meanwhile (481): its final
+			// response still reaches WaitAnswer.
+			e.log.Debug("sip: CANCEL not taken", "call_ref", r.CallRef, "error", err)
+		}
+	}
 	timer := time.AfterFunc(timeout, func() {
 		if provisional.Load() {
-			cancel(errRingTimeout)
+			sendCancel(errRingTimeout)
 		} else {
 			// Nothing came back: a CANCEL cannot be sent before a provisional
 			// response (RFC 3261 9.1), and waiting for Timer B would hold the
@@ -235,12 +261,27 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 		}
 	})
 	defer timer.Stop()
-	// A hangup request while nothing has come back also abandons at once.
+	// A hangup request while nothing has come back waits a moment for the
+	// first provisional response, so that the CANCEL can go out (or a 200
+	// already on its way can be ACKed and ended): dropping the INVITE at
+	// once would leave a phone that answers right then in a call nobody
+	// ACKs (a ring_all loser). A peer that stays silent is abandoned.
+	var wantCancel atomic.Pointer[error]
 	stop := context.AfterFunc(ctx, func() {
-		if !provisional.Load() {
-			cancel(sipgo.WaitAnswerForceCancelErr)
-		} else {
-			cancel(context.Cause(ctx))
+		cause := context.Cause(ctx)
+		if provisional.Load() {
+			sendCancel(cause)
+			return
+		}
+		if wantCancel.CompareAndSwap(nil, &cause) {
+			time.AfterFunc(silentCancelWait, func() {
+				if !provisional.Load() {
+					cancel(sipgo.WaitAnswerForceCancelErr)
+				}
+			})
+			if provisional.Load() {
+				sendCancel(cause) // the provisional came meanwhile
+			}
 		}
 	})
 	defer stop()
@@ -252,6 +293,7 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 		return res
 	}
 	res.CallID = req.CallID().Value()
+	dialogP.Store(dialog)
 
 	err = dialog.WaitAnswer(ringCtx, sipgo.AnswerOptions{
 		Username: r.Username, Password: r.Password,
@@ -260,6 +302,9 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 			if resp.IsProvisional() {
 				provisional.Store(true)
 				res.Provisional = true
+				if c := wantCancel.Load(); c != nil && gaveUp.Load() == nil {
+					e.background(func() { sendCancel(*c) })
+				}
 				if resp.StatusCode >= 180 && r.OnRinging != nil {
 					r.OnRinging()
 					r.OnRinging = nil
@@ -287,6 +332,10 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 		}
 		var derr *sipgo.ErrDialogResponse
 		var derrv sipgo.ErrDialogResponse
+		if gaveUp.Load() != nil || wantCancel.Load() != nil {
+			res.Cancelled = ctx.Err() != nil
+			res.TimedOut = !res.Cancelled
+		}
 		switch {
 		case errors.As(err, &derr):
 			res.Code, res.Reason = derr.Res.StatusCode, derr.Res.Reason
@@ -323,6 +372,14 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 		return res
 	}
 
+	if gaveUp.Load() != nil || wantCancel.Load() != nil {
+		// Answered as our CANCEL went out: confirm and end it at once.
+		res.Cancelled = ctx.Err() != nil
+		res.TimedOut = !res.Cancelled
+		res.Code, res.Reason = 487, "Request Terminated"
+		e.endAnswered(dialog, r.CallRef)
+		return res
+	}
 	res.AnswerAt = time.Now()
 	res.Answered = true
 	res.Code, res.Reason = dialog.InviteResponse.StatusCode, dialog.InviteResponse.Reason
@@ -500,4 +557,55 @@ func (e *Engine) endLateAnswer(dialog *sipgo.DialogClientSession, callRef string
 	default:
 		e.log.Info("sip: late answer ended", "call_ref", callRef, "call_id", dialog.InviteRequest.CallID().Value())
 	}
+}
+
+// endAnswered ACKs an answered INVITE that is no longer wanted and ends it
+// with BYE.
+func (e *Engine) endAnswered(dialog *sipgo.DialogClientSession, callRef string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := dialog.Ack(ctx); err != nil {
+		e.log.Debug("sip: ACK of an unwanted answer failed", "call_ref", callRef, "error", err)
+		return
+	}
+	// The BYE's answer is not waited for: whoever gave the call up (a
+	// ring_all's winner waiting to be bridged) must not wait on a phone
+	// that may never answer it.
+	e.background(func() {
+		bctx, bcancel := context.WithTimeout(context.Background(), 4*time.Second)
+		defer bcancel()
+		if err := dialog.Bye(bctx); err != nil {
+			e.log.Debug("sip: BYE of an unwanted answer failed", "call_ref", callRef, "error", err)
+			return
+		}
+		e.log.Info("sip: answer after CANCEL ended", "call_ref", callRef, "call_id", dialog.InviteRequest.CallID().Value())
+	})
+}
+
+// background runs f on a goroutine that Run waits for when it stops.
+func (e *Engine) background(f func()) {
+	e.bg.Add(1)
+	go func() {
+		defer e.bg.Done()
+		f()
+	}()
+}
+
+// newCancel builds the CANCEL of an INVITE (RFC 3261 9.1): its Request-URI,
+// top Via, From, To, Call-ID, Route and CSeq number.
+func newCancel(invite *gosip.Request) *gosip.Request {
+	c := gosip.NewRequest(gosip.CANCEL, invite.Recipient)
+	c.AppendHeader(gosip.HeaderClone(invite.Via()))
+	c.AppendHeader(gosip.HeaderClone(invite.From()))
+	c.AppendHeader(gosip.HeaderClone(invite.To()))
+	c.AppendHeader(gosip.HeaderClone(invite.CallID()))
+	gosip.CopyHeaders("Route", invite, c)
+	if cs := invite.CSeq(); cs != nil {
+		c.AppendHeader(&gosip.CSeqHeader{SeqNo: cs.SeqNo, MethodName: gosip.CANCEL})
+	}
+	c.SetTransport(invite.Transport())
+	c.SetSource(invite.Source())
+	c.SetDestination(invite.Destination())
+	c.Laddr = invite.Laddr
+	return c
 }

@@ -87,6 +87,9 @@ type Engine struct {
 	localKey   []byte
 	clusterKey atomic.Pointer[[]byte]
 	secretFn   func(ctx context.Context) ([]byte, error)
+	// bg counts the engine's own background work (BYEs of unwanted
+	// answers); Run waits for it.
+	bg sync.WaitGroup
 	// clock paces every prompt this node plays.
 	clock *media.Clock
 
@@ -283,6 +286,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	defer func() {
 		cancel()
 		bg.Wait()
+		e.bg.Wait()
 	}()
 	if e.secretFn != nil && !e.startSecret(ctx) {
 		bg.Add(1)
