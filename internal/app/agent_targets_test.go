@@ -39,6 +39,17 @@ func TestUserTargetFromOriginateAndIVRTransfer(t *testing.T) {
 			t.Fatalf("call %s: CDR %+v", ref, c)
 		}
 	}
+	// An outbound call connected to an agent: seed 001's notification on
+	// the campaigns list, before its CDR (DESIGN.md).
+	for _, ref := range []string{direct, viaIVR} {
+		env := campaignsEntries(t, r, ref)
+		if len(env) != 2 || env[0].Type != "call" || env[1].Type != "cdr" {
+			t.Fatalf("call %s: campaigns list entries %+v, want the call notification then the CDR", ref, env)
+		}
+		if p := env[0].Payload; p["call_dir"] != "outbound" || p["ref"] != "1001" || p["number"] == "" {
+			t.Fatalf("call %s: notification %v", ref, p)
+		}
+	}
 	waitSipp(t, agent, 15*time.Second)
 
 	nobody := originate(t, n, map[string]any{"number": "15557000003", "line_group": []string{"g1"}, "destination": dest("1002")})

@@ -167,7 +167,7 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 	}
 	a.Calls.RegisterConnector(dialplan.TypeIVR, &call.IVRConnector{Engine: a.IVR, Manager: a.Calls})
 	users := &call.UserConnector{Engine: a.SIP, Agents: agentBindings{st: a.Store},
-		Nodes: clusterNodes{dir: a.Directory, self: cfg.Host}, Self: cfg.Host}
+		Nodes: clusterNodes{dir: a.Directory, self: cfg.Host}, Self: cfg.Host, Notify: a.Notify}
 	a.Calls.RegisterConnector(dialplan.TypeUser, users)
 	if a.ACD, err = acd.New(acd.Config{}, acd.Deps{Store: a.Store, Bus: a.Bus, Recoverer: a.Recoverer, Files: a.Files,
 		Logger: log, Registry: a.Registry, Now: o.now}); err != nil {

@@ -162,14 +162,24 @@ func (q *QueueConnector) ring(ctx context.Context, s *Session, exts []string, ti
 }
 
 // notifyConnected sends seed 001's "call" notification for a call the
-// queue connected to agent: inbound calls on <prefix>:inbound, outbound
-// ones (a campaign into a queue) on <prefix>:campaigns, before the CDR.
+// queue connected to agent.
 func (q *QueueConnector) notifyConnected(ctx context.Context, s *Session, agent string, hold time.Duration) {
+	notifyAgentCall(ctx, q.Manager.deps.Notify, s, agent, hold, q.Legacy)
+}
+
+// notifyAgentCall sends seed 001's "call" notification for a call
+// connected to agent: inbound calls on <prefix>:inbound, outbound ones (a
+// campaign, a schedule, an API call) on <prefix>:campaigns, before the
+// CDR, so one unpacking function serves both.
+func notifyAgentCall(ctx context.Context, p *notify.Publisher, s *Session, agent string, hold time.Duration, legacy bool) {
+	if p == nil || s.Call.req.noCDR {
+		return // a relayed call: the originating node tells
+	}
 	n := notify.CallNotification{Number: s.ClientNumber, HoldTime: secs(hold), CallRef: s.Call.Ref(),
 		ContactRef: s.contactRef(), Ref: agent}
 	if s.Call.req.CampaignRef == InboundCampaignRef {
 		n.DialNumber = s.Vars["destination_number"]
-		if q.Legacy {
+		if legacy {
 			n.CampaignRef = InboundCampaignRef
 		} else {
 			n.CallDir = notify.CallDirInbound
@@ -178,8 +188,8 @@ func (q *QueueConnector) notifyConnected(ctx context.Context, s *Session, agent 
 		n.CallDir, n.CampaignRef = notify.CallDirOutbound, s.Call.req.CampaignRef
 		n.DialNumber = s.Params.CallerIDNumber
 	}
-	if err := q.Manager.deps.Notify.PublishCall(context.WithoutCancel(ctx), n); err != nil {
-		s.Log.Error("call: queue: call notification lost", "ext", agent, "error", err)
+	if err := p.PublishCall(context.WithoutCancel(ctx), n); err != nil {
+		s.Log.Error("call: call notification lost", "ext", agent, "error", err)
 	}
 }
 

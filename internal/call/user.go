@@ -10,6 +10,7 @@ import (
 
 	"redial/internal/dialplan"
 	"redial/internal/media"
+	"redial/internal/notify"
 	"redial/internal/sip"
 )
 
@@ -45,6 +46,9 @@ type UserConnector struct {
 	// Self is this node's name (a binding's Node).
 	Self string
 	Now  func() time.Time
+	// Notify, when set, gets the "call" notification of an outbound call
+	// (campaign, schedule, API) connected to the agent (DESIGN.md).
+	Notify *notify.Publisher
 }
 
 // notRegistered is the reason of a user target nobody can answer.
@@ -143,6 +147,9 @@ func (u *UserConnector) Connect(ctx context.Context, s *Session) TargetResult {
 	s.Call.addLeg("agent", bleg)
 	connected := time.Now()
 	s.Call.enter(StateBridged, nil)
+	if s.Call.req.CampaignRef != InboundCampaignRef {
+		notifyAgentCall(ctx, u.Notify, s, agent, 0, false)
+	}
 	out := relayUntilHangup(ctx, s, bleg, "agent")
 	out.Ext, out.ConnectedAt = &agent, connected
 	return out
