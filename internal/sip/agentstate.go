@@ -8,11 +8,11 @@ import (
 	"fmt"
 	"mime"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	gosip "github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"redial/internal/validate"
 )
 
 // Agents' queue states over SIP. The agent page has no API token: it
@@ -47,13 +47,8 @@ type AgentStates interface {
 	Set(ctx context.Context, ext, state, reason string) error
 }
 
-// Agent states an agent may set by hand, and the longest pause reason
-// (store.SetAgentState's rules; sip does not import store).
+// Bounds and names of the agent state requests.
 const (
-	agentAvailable     = "available"
-	agentPaused        = "paused"
-	agentLoggedOut     = "logged_out"
-	maxPauseReasonLen  = 64
 	maxAgentStateBody  = 4 << 10
 	maxWarningTextLen  = 200
 	agentStateMetric   = "redial_sip_agent_state_requests_total"
@@ -228,43 +223,10 @@ func decodeAgentState(body []byte) (*agentStateBody, error) {
 		}
 		return nil, errors.New("state: required with reason")
 	}
-	if err := checkAgentState(b.State, b.Reason); err != nil {
+	if err := validate.AgentState(b.State, b.Reason); err != nil {
 		return nil, err
 	}
 	return &b, nil
-}
-
-// checkAgentState applies store.SetAgentState's rules: available and
-// logged_out take no reason; paused needs one of 1 to 64 printable
-// characters.
-func checkAgentState(state, reason string) error {
-	switch state {
-	case agentAvailable, agentLoggedOut:
-		if reason != "" {
-			return errors.New("reason: only a paused agent has one")
-		}
-		return nil
-	case agentPaused:
-	default:
-		return fmt.Errorf("state: %s cannot be set (want available, paused or logged_out)", quoteShort(state))
-	}
-	if reason == "" {
-		return errors.New("reason: a paused agent needs one")
-	}
-	if !utf8.ValidString(reason) {
-		return errors.New("reason: not UTF-8")
-	}
-	n := 0
-	for _, c := range reason {
-		n++
-		if !unicode.IsPrint(c) {
-			return fmt.Errorf("reason: character %q not printable", c)
-		}
-	}
-	if n > maxPauseReasonLen {
-		return fmt.Errorf("reason: %d characters, at most %d", n, maxPauseReasonLen)
-	}
-	return nil
 }
 
 // warningText makes msg fit a Warning's quoted string: printable ASCII

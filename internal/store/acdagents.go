@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strconv"
 	"time"
-	"unicode"
 
 	"github.com/redis/go-redis/v9"
 
@@ -41,7 +40,7 @@ const (
 const ReasonNoAnswer = "no answer"
 
 // MaxPauseReasonLen is the longest pause reason, in characters.
-const MaxPauseReasonLen = 64
+const MaxPauseReasonLen = validate.MaxPauseReasonLen
 
 // ErrAgentNotHeld is returned (wrapped) when a call transition names a call
 // that no longer holds the agent.
@@ -91,18 +90,8 @@ func (s *Store) SetAgentState(ctx context.Context, ext, state, reason string, no
 	if err := ValidateExtension(ext); err != nil {
 		return s.agentError(ext, err)
 	}
-	switch state {
-	case AgentLoggedOut, AgentAvailable:
-		if reason != "" {
-			return s.agentError(ext, fmt.Errorf("reason: only a paused agent has one"))
-		}
-	case AgentPaused:
-		if err := checkPauseReason(reason); err != nil {
-			return s.agentError(ext, err)
-		}
-	default:
-		return s.agentError(ext, fmt.Errorf("state: %q cannot be set (want %s, %s or %s)",
-			validate.Truncate(state, 32), AgentAvailable, AgentPaused, AgentLoggedOut))
+	if err := validate.AgentState(state, reason); err != nil {
+		return s.agentError(ext, err)
 	}
 	vals := []any{"state", state, "reason", reason, "call_ref", "", "since", unixMs(now), "wrapup_until", "0"}
 	if state == AgentAvailable {
@@ -111,23 +100,6 @@ func (s *Store) SetAgentState(ctx context.Context, ext, state, reason string, no
 	key := s.AgentStateKey(ext)
 	if err := s.rdb.HSet(ctx, key, vals...).Err(); err != nil {
 		return fmt.Errorf("store: HSET %s: %w", key, err)
-	}
-	return nil
-}
-
-func checkPauseReason(reason string) error {
-	if reason == "" {
-		return errors.New("reason: a paused agent needs one")
-	}
-	n := 0
-	for _, r := range reason {
-		n++
-		if !unicode.IsPrint(r) {
-			return fmt.Errorf("reason: character %q not printable", r)
-		}
-	}
-	if n > MaxPauseReasonLen {
-		return fmt.Errorf("reason: %d characters, at most %d", n, MaxPauseReasonLen)
 	}
 	return nil
 }

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	"redial/internal/acd"
 	"redial/internal/auth"
@@ -147,39 +145,5 @@ func decodeAgentState(body []byte) (state, reason string, err error) {
 	if !haveState {
 		return "", "", errors.New("state: required")
 	}
-	return state, reason, checkAgentState(state, reason)
-}
-
-// checkAgentState applies store.SetAgentState's rules: available and
-// logged_out take no reason, paused needs 1 to store.MaxPauseReasonLen
-// printable characters.
-func checkAgentState(state, reason string) error {
-	switch state {
-	case store.AgentAvailable, store.AgentLoggedOut:
-		if reason != "" {
-			return errors.New("reason: only a paused agent has one")
-		}
-		return nil
-	case store.AgentPaused:
-	default:
-		return fmt.Errorf("state: %q cannot be set (want %s, %s or %s)", validate.Truncate(state, 32),
-			store.AgentAvailable, store.AgentPaused, store.AgentLoggedOut)
-	}
-	if reason == "" {
-		return errors.New("reason: a paused agent needs one")
-	}
-	if !utf8.ValidString(reason) {
-		return errors.New("reason: not UTF-8")
-	}
-	n := 0
-	for _, c := range reason {
-		n++
-		if !unicode.IsPrint(c) {
-			return fmt.Errorf("reason: character %q not printable", c)
-		}
-	}
-	if n > store.MaxPauseReasonLen {
-		return fmt.Errorf("reason: %d characters, at most %d", n, store.MaxPauseReasonLen)
-	}
-	return nil
+	return state, reason, validate.AgentState(state, reason)
 }
