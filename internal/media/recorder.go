@@ -381,25 +381,32 @@ func (r *Recorder) Close() error {
 }
 
 func (r *Recorder) finish() error {
-	if err := r.w.Flush(); err != nil {
-		return err
-	}
 	var hdr [wavHeaderLen]byte
 	putWAVHeader(hdr[:], uint32(2*r.samples))
-	if _, err := r.f.WriteAt(hdr[:], 0); err != nil {
-		return err
-	}
 	// A voicemail must survive a crash right after the caller hung up.
-	if err := r.f.Sync(); err != nil {
+	return finishWAV(r.w, r.f, hdr[:], 0o644, r.tmp, r.path)
+}
+
+// finishWAV completes a WAV written under tmp: flushes w, writes its final
+// header, syncs (a recording must survive a crash right after the call),
+// sets its mode, closes it and moves it to path, where it appears whole.
+func finishWAV(w *bufio.Writer, f *os.File, hdr []byte, mode os.FileMode, tmp, path string) error {
+	if err := w.Flush(); err != nil {
 		return err
 	}
-	if err := r.f.Chmod(0o644); err != nil {
+	if _, err := f.WriteAt(hdr, 0); err != nil {
 		return err
 	}
-	if err := r.f.Close(); err != nil {
+	if err := f.Sync(); err != nil {
 		return err
 	}
-	return os.Rename(r.tmp, r.path)
+	if err := f.Chmod(mode); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 // Abort stops the recording and deletes it; nothing appears at the path.

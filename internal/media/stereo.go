@@ -254,26 +254,11 @@ func (r *StereoRecorder) Close(end time.Time) (StereoResult, error) {
 }
 
 func (r *StereoRecorder) finish() error {
-	if err := r.w.Flush(); err != nil {
-		return err
-	}
 	var hdr [stereoHeaderLen]byte
 	putStereoHeader(hdr[:], uint32(4*r.written))
-	if _, err := r.f.WriteAt(hdr[:], 0); err != nil {
-		return err
-	}
 	// A recording is evidence of what was said: keep it across a crash
 	// right after the call.
-	if err := r.f.Sync(); err != nil {
-		return err
-	}
-	if err := r.f.Chmod(0o640); err != nil {
-		return err
-	}
-	if err := r.f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(r.tmp, r.path)
+	return finishWAV(r.w, r.f, hdr[:], 0o640, r.tmp, r.path)
 }
 
 // Abort stops the recording and deletes it; nothing appears at the path.
