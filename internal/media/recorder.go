@@ -166,16 +166,20 @@ func NewRecorder(path string, opts RecordOptions) (*Recorder, error) {
 
 // putWAVHeader writes the canonical 44-byte header of an 8 kHz 16-bit mono
 // PCM file with dataBytes of audio.
-func putWAVHeader(b []byte, dataBytes uint32) {
+func putWAVHeader(b []byte, dataBytes uint32) { putPCMHeader(b, 1, dataBytes) }
+
+// putPCMHeader writes the canonical 44-byte header of an 8 kHz 16-bit PCM
+// file of channels channels with dataBytes of audio.
+func putPCMHeader(b []byte, channels uint16, dataBytes uint32) {
 	copy(b[0:4], "RIFF")
 	binary.LittleEndian.PutUint32(b[4:8], 36+dataBytes)
 	copy(b[8:16], "WAVEfmt ")
 	binary.LittleEndian.PutUint32(b[16:20], 16)
 	binary.LittleEndian.PutUint16(b[20:22], WAVFormatPCM)
-	binary.LittleEndian.PutUint16(b[22:24], 1)
+	binary.LittleEndian.PutUint16(b[22:24], channels)
 	binary.LittleEndian.PutUint32(b[24:28], SampleRate)
-	binary.LittleEndian.PutUint32(b[28:32], 2*SampleRate)
-	binary.LittleEndian.PutUint16(b[32:34], 2)
+	binary.LittleEndian.PutUint32(b[28:32], SampleRate*2*uint32(channels))
+	binary.LittleEndian.PutUint16(b[32:34], 2*channels)
 	binary.LittleEndian.PutUint16(b[34:36], 16)
 	copy(b[36:40], "data")
 	binary.LittleEndian.PutUint32(b[40:44], dataBytes)

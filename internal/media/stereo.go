@@ -106,20 +106,7 @@ func (r *StereoRecorder) Path() string { return r.path }
 
 // putStereoHeader writes the header of an 8 kHz 16-bit stereo PCM file
 // with dataBytes of audio.
-func putStereoHeader(b []byte, dataBytes uint32) {
-	copy(b[0:4], "RIFF")
-	binary.LittleEndian.PutUint32(b[4:8], 36+dataBytes)
-	copy(b[8:16], "WAVEfmt ")
-	binary.LittleEndian.PutUint32(b[16:20], 16)
-	binary.LittleEndian.PutUint16(b[20:22], WAVFormatPCM)
-	binary.LittleEndian.PutUint16(b[22:24], 2)
-	binary.LittleEndian.PutUint32(b[24:28], SampleRate)
-	binary.LittleEndian.PutUint32(b[28:32], 4*SampleRate)
-	binary.LittleEndian.PutUint16(b[32:34], 4)
-	binary.LittleEndian.PutUint16(b[34:36], 16)
-	copy(b[36:40], "data")
-	binary.LittleEndian.PutUint32(b[40:44], dataBytes)
-}
+func putStereoHeader(b []byte, dataBytes uint32) { putPCMHeader(b, 2, dataBytes) }
 
 // frameAt is the timeline position of t.
 func (r *StereoRecorder) frameAt(t time.Time) int64 {
