@@ -26,8 +26,20 @@ func (s *Service) candidates(ctx context.Context, q store.Queue) ([]store.Candid
 	if err != nil {
 		return nil, err
 	}
-	agents := make([]store.QueueAgent, 0, len(q.Agents))
-	for _, a := range q.Agents {
+	all := q.Agents
+	if q.Strategy == store.StrategyRoundRobin {
+		// Start after the agent offered last, found among all the queue's
+		// agents: it may have unregistered since.
+		last, err := s.deps.Store.LastOffered(ctx, q.Name)
+		if err != nil {
+			return nil, err
+		}
+		if i := slices.IndexFunc(all, func(a store.QueueAgent) bool { return a.Ext == last }); i >= 0 {
+			all = append(slices.Clone(all[i+1:]), all[:i+1]...)
+		}
+	}
+	agents := make([]store.QueueAgent, 0, len(all))
+	for _, a := range all {
 		if reg[a.Ext] {
 			agents = append(agents, a)
 		}
@@ -47,14 +59,6 @@ func (s *Service) candidates(ctx context.Context, q store.Queue) ([]store.Candid
 		})
 	case store.StrategyRandom:
 		rand.Shuffle(len(agents), func(i, j int) { agents[i], agents[j] = agents[j], agents[i] })
-	case store.StrategyRoundRobin:
-		last, err := s.deps.Store.LastOffered(ctx, q.Name)
-		if err != nil {
-			return nil, err
-		}
-		if i := slices.IndexFunc(agents, func(a store.QueueAgent) bool { return a.Ext == last }); i >= 0 {
-			agents = append(agents[i+1:], agents[:i+1]...)
-		}
 	}
 	// Tiers: a level is offered only while no lower level has a free agent.
 	sort.SliceStable(agents, func(i, j int) bool { return agents[i].Level < agents[j].Level })

@@ -17,7 +17,9 @@ import (
 //
 //	redial:{acd:<domain>}:agent:<ext>  HASH state, reason, call_ref, since,
 //	                                   last_call_end, calls, no_answer,
-//	                                   wrapup_until (times in unix ms)
+//	                                   wrapup_until, idle_since (when the
+//	                                   agent ringing now became free; a
+//	                                   release puts it back) (times in unix ms)
 //
 // Every key of a domain shares the hash slot {acd:<domain>}. An agent with
 // no hash is logged out. Every transition driven by a call names the call
@@ -169,7 +171,10 @@ if st == 'wrapup' then
 elseif st ~= 'available' then
   return 0
 end
-redis.call('HSET', KEYS[1], 'state', 'ringing', 'call_ref', ARGV[1], 'since', ARGV[2], 'reason', '', 'wrapup_until', '0')
+local h = redis.call('HMGET', KEYS[1], 'since', 'wrapup_until')
+local idle = h[1] or '0'
+if st == 'wrapup' then idle = h[2] or idle end
+redis.call('HSET', KEYS[1], 'state', 'ringing', 'call_ref', ARGV[1], 'since', ARGV[2], 'idle_since', idle, 'reason', '', 'wrapup_until', '0')
 return 1
 `)
 
@@ -218,7 +223,9 @@ if op == 'answer' then
   redis.call('HINCRBY', KEYS[1], 'calls', 1)
   return {1, 0}
 elseif op == 'release' then
-  redis.call('HSET', KEYS[1], 'state', 'available', 'call_ref', '')
+  -- back where it was among the idle (longest_idle), as if never offered
+  local idle = redis.call('HGET', KEYS[1], 'idle_since') or now
+  redis.call('HSET', KEYS[1], 'state', 'available', 'call_ref', '', 'since', idle)
   return {1, 0}
 elseif op == 'noanswer' then
   local n = redis.call('HINCRBY', KEYS[1], 'no_answer', 1)

@@ -180,7 +180,10 @@ end
 if #pick == 0 then return {0, rank, #free, nextw} end
 local out, names = {1}, {}
 for _, i in ipairs(pick) do
-  redis.call('HSET', KEYS[i], 'state', 'ringing', 'call_ref', ARGV[1], 'since', ARGV[2], 'reason', '', 'wrapup_until', '0')
+  local h = redis.call('HMGET', KEYS[i], 'state', 'since', 'wrapup_until')
+  local idle = h[2] or '0'
+  if h[1] == 'wrapup' then idle = h[3] or idle end
+  redis.call('HSET', KEYS[i], 'state', 'ringing', 'call_ref', ARGV[1], 'since', ARGV[2], 'idle_since', idle, 'reason', '', 'wrapup_until', '0')
   out[#out + 1] = ext(i)
   names[#names + 1] = ext(i)
 end
