@@ -3,6 +3,7 @@ package media
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -40,6 +41,11 @@ type clockStream struct {
 	frames chan []byte   // encoded packets, ready to send
 	refill chan struct{} // the producer may top frames up
 	done   chan struct{} // closed once the last packet left
+	// cancelled: the playback was stopped, so the packets still queued
+	// are dropped rather than sent (they would play over whatever the
+	// leg plays next: music on hold under an announcement, a prompt into
+	// a bridge).
+	cancelled atomic.Bool
 }
 
 // NewClock returns a clock with one shard per CPU.
@@ -129,6 +135,19 @@ func (sh *clockShard) run() {
 // tick sends the stream's next packet if one is ready and reports whether
 // the stream goes on.
 func (st *clockStream) tick() bool {
+	if st.cancelled.Load() {
+		for {
+			select {
+			case _, ok := <-st.frames:
+				if !ok {
+					close(st.done)
+					return false
+				}
+			default:
+				return true // the producer has not closed frames yet
+			}
+		}
+	}
 	select {
 	case pkt, ok := <-st.frames:
 		if !ok {

@@ -197,6 +197,9 @@ func (s *Session) playClocked(ctx context.Context, clk *Clock, src Source, c Cod
 	clk.register(st)
 	pcm := make([]int16, FrameSamples)
 	finish := func(err error) error {
+		if ctx.Err() != nil {
+			st.cancelled.Store(true)
+		}
 		close(st.frames)
 		select {
 		case <-st.done:

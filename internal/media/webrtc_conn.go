@@ -85,6 +85,8 @@ func (c *webrtcConn) ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error) 
 				return 0, netip.AddrPort{}, os.ErrDeadlineExceeded
 			case <-c.closed:
 				return 0, netip.AddrPort{}, net.ErrClosed
+			case <-c.ended:
+				return 0, netip.AddrPort{}, fmt.Errorf("media: webrtc leg ended: %w", net.ErrClosed)
 			}
 		}
 		n, _, err := t.Read(b)
@@ -92,6 +94,10 @@ func (c *webrtcConn) ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error) 
 		case err == nil:
 		case c.isClosed():
 			return 0, netip.AddrPort{}, net.ErrClosed
+		case c.hasEnded():
+			// The connection closed or failed (end woke this read): pion
+			// does not always end the track's reads by itself.
+			return 0, netip.AddrPort{}, fmt.Errorf("media: webrtc leg ended: %w", net.ErrClosed)
 		case isTimeout(err):
 			return 0, netip.AddrPort{}, os.ErrDeadlineExceeded
 		case errors.Is(err, webrtc.ErrCodecNotFound) && n >= rtpHeaderLen:
@@ -176,7 +182,26 @@ func (c *webrtcConn) Close() error {
 	return c.closeErr
 }
 
-func (c *webrtcConn) end() { c.endOnce.Do(func() { close(c.ended) }) }
+// end marks the leg's media over and wakes a read waiting on the track.
+func (c *webrtcConn) end() {
+	c.endOnce.Do(func() {
+		close(c.ended)
+		c.dmu.Lock()
+		defer c.dmu.Unlock()
+		if t := c.track.Load(); t != nil {
+			_ = t.SetReadDeadline(time.Now())
+		}
+	})
+}
+
+func (c *webrtcConn) hasEnded() bool {
+	select {
+	case <-c.ended:
+		return true
+	default:
+		return false
+	}
+}
 
 func (c *webrtcConn) isClosed() bool {
 	select {
