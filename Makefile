@@ -5,7 +5,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 GO ?= go
 CORE := ./internal/...
 # Integration tests share the machine's two cores with SIPp and redis-server.
-TESTFLAGS ?= -race -timeout 9m -p 2
+TESTFLAGS ?= -race -timeout 12m -p 2
 
 .PHONY: deps build demo test vet bench fmt chaos
 deps:

@@ -85,6 +85,8 @@ type line struct {
 	kick chan struct{}
 }
 
+// poke wakes the line's dispatcher; call it with Service.mu held (the
+// line's kick is closed under it when the line empties).
 func (l *line) poke() {
 	select {
 	case l.kick <- struct{}{}:
@@ -97,10 +99,10 @@ func (s *Service) wake(queue string) {
 		s.wakeAll()
 		return
 	}
+	// Under s.mu: removeWaiter closes a line's kick under it too.
 	s.mu.Lock()
-	l := s.lines[queue]
-	s.mu.Unlock()
-	if l != nil {
+	defer s.mu.Unlock()
+	if l := s.lines[queue]; l != nil {
 		l.poke()
 	}
 }

@@ -244,7 +244,9 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 		time.AfterFunc(64*gosip.T1, func() { cancel(sipgo.WaitAnswerForceCancelErr) })
 		cctx, ccancel := context.WithTimeout(context.Background(), 4*time.Second)
 		defer ccancel()
-		if cres, err := d.Do(cctx, newCancel(d.InviteRequest)); err != nil || cres.StatusCode != 200 {
+		// Through the client, not the dialog: the dialog's requests read
+		// its InviteResponse, which WaitAnswer is writing meanwhile.
+		if cres, err := dua.Client.Do(cctx, newCancel(d.InviteRequest), sendAsBuilt); err != nil || cres.StatusCode != 200 {
 			// The INVITE was answered or ended meanwhile (481): its final
 			// response still reaches WaitAnswer.
 			e.log.Debug("sip: CANCEL not taken", "call_ref", r.CallRef, "error", err)
@@ -599,6 +601,8 @@ func newCancel(invite *gosip.Request) *gosip.Request {
 	c.AppendHeader(gosip.HeaderClone(invite.From()))
 	c.AppendHeader(gosip.HeaderClone(invite.To()))
 	c.AppendHeader(gosip.HeaderClone(invite.CallID()))
+	mf := gosip.MaxForwardsHeader(70)
+	c.AppendHeader(&mf)
 	gosip.CopyHeaders("Route", invite, c)
 	if cs := invite.CSeq(); cs != nil {
 		c.AppendHeader(&gosip.CSeqHeader{SeqNo: cs.SeqNo, MethodName: gosip.CANCEL})
@@ -607,5 +611,11 @@ func newCancel(invite *gosip.Request) *gosip.Request {
 	c.SetSource(invite.Source())
 	c.SetDestination(invite.Destination())
 	c.Laddr = invite.Laddr
+	c.SetBody(nil)
 	return c
 }
+
+// sendAsBuilt is a client request option that sends a request with the
+// headers it has (sipgo would otherwise add its own Via, which a CANCEL
+// must not have).
+func sendAsBuilt(*sipgo.Client, *gosip.Request) error { return nil }

@@ -39,6 +39,7 @@ var parts = []part{
 	{name: "media", heading: "## 4. Media", run: runMedia},
 	{name: "ivrapi", heading: "## 5. ivrapi", run: runIVRAPI},
 	{name: "webrtc", heading: "## 6. WebRTC legs", run: runWebRTC},
+	{name: "queue", heading: "## 7. Queue", run: runQueue},
 }
 
 // bench is what every part shares: flags, paths and the work directory.
