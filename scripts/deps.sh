@@ -12,6 +12,8 @@ command -v baresip >/dev/null || need+=(baresip-core)
 command -v chromium >/dev/null || need+=(chromium)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
+# deploy/ tests verify the systemd unit.
+command -v systemd-analyze >/dev/null || need+=(systemd)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 if ((${#need[@]})); then

@@ -39,6 +39,8 @@ usage:
   redial agent state EXT available|paused|logged_out [--reason R]   set an agent's queue state (from a node's API; --token)
   redial queue status [--json]   each inbound queue: waiting, longest wait, service level, agents by state (from a node's API; --token)
   redial nodes [--json]       the cluster's nodes: alive or dead since when, age, SIP and HTTP addresses, version
+  redial cdr tail [--group G] [--consumer C] [--json]   follow CDRs from the redial:cdr stream (a consumer group; <prefix>:campaigns is untouched)
+  redial cdr stats [--since 1h] [--json]   CDR counts by disposition and campaign, answer rate, average billsec, calls per minute
   redial demo [flags]         run the self-contained demo (own redis-server and simulated carrier)
   redial sim [flags]          run the simulated carrier and destination alone
 `
@@ -74,6 +76,8 @@ func main() {
 		err = eventCmd(ctx, os.Args[2:])
 	case "nodes":
 		err = nodesCmd(ctx, os.Args[2:])
+	case "cdr":
+		err = cdrCmd(ctx, os.Args[2:])
 	case "token":
 		err = tokenCmd(ctx, os.Args[2:])
 	case "agent":
