@@ -73,18 +73,10 @@ func qeInboundCDR(t testing.TB, r *testenv.Redis, dialed string, timeout time.Du
 }
 
 // qeAgent registers ext at n from a free port, as a desk phone, and then
-// runs the UAS o on that port (o.Port is set here).
+// runs the UAS o on that port (sippAgents sets o.Port).
 func qeAgent(t *testing.T, n *node, ext string, o testenv.SippOptions) *testenv.Sipp {
 	t.Helper()
-	pw := "pw" + ext
-	if err := n.Store.SetUser(context.Background(), ext, fmt.Sprintf(`{"params":{"password":%q,"name":"agent %s","enable":true}}`, pw, ext)); err != nil {
-		t.Fatal(err)
-	}
-	o.Port = testenv.FreePort(t)
-	reg := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uac_register.xml"), Port: o.Port, Remote: n.SIP.Addr("udp"),
-		Args: []string{"-m", "1", "-s", ext, "-au", ext, "-ap", pw, "-set", "expected", "200", "-set", "expires", "3600"}})
-	waitSipp(t, reg, 10*time.Second)
-	uas := testenv.StartSipp(t, o)
+	uas := sippAgents(t, n, []string{ext}, o)
 	testenv.WaitFor(t, 5*time.Second, func() error {
 		if st := agentState(t, n, ext); st.State != store.AgentAvailable {
 			return fmt.Errorf("agent %s is %q after registering", ext, st.State)

@@ -232,17 +232,9 @@ func TestQueueKillNodeHoldingWaitingCallers(t *testing.T) {
 // a call that died, and no miss is counted against it.
 func TestQueueKillNodeWhileAgentRings(t *testing.T) {
 	_, a, b := queueKillSetup(t, `{"params":{"agents":["2002"],"wrapup_s":0,"ring_timeout_s":120,"join_empty":true}}`)
-	ctx := context.Background()
 	// Agent 2002 registers on qb and its phone rings without answering:
 	// only the recovery can free it before the two-minute ring timeout.
-	if err := a.Store.SetUser(ctx, "2002", `{"params":{"password":"pw2002","name":"agent 2002","enable":true}}`); err != nil {
-		t.Fatal(err)
-	}
-	port := testenv.FreePort(t)
-	reg := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uac_register.xml"), Port: port, Remote: b.sip,
-		Args: []string{"-m", "1", "-s", "2002", "-au", "2002", "-ap", "pw2002", "-set", "expected", "200", "-set", "expires", "3600"}})
-	waitSipp(t, reg, 10*time.Second)
-	testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uas_ring_noanswer.xml"), Port: port})
+	sippAgentsAt(t, a.Store, b.sip, []string{"2002"}, testenv.SippOptions{Scenario: scenario(t, "uas_ring_noanswer.xml")})
 	waitAgentAvailable(t, a, "2002")
 
 	queueCallerAt(t, b.sip, "15550000001", "7000")

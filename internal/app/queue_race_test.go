@@ -13,24 +13,6 @@ import (
 	"redial/internal/testenv"
 )
 
-// sippAgentPool is one SIPp UAS answering for several agents: each ext
-// registered (SIPp REGISTER with digest) from the UAS's port, so each
-// binding's Contact names it.
-func sippAgentPool(t *testing.T, r *testenv.Redis, n *node, exts []string, args ...string) *testenv.Sipp {
-	t.Helper()
-	port := testenv.FreePort(t)
-	for _, ext := range exts {
-		pw := "pw" + ext
-		if err := n.Store.SetUser(t.Context(), ext, fmt.Sprintf(`{"params":{"password":%q,"enable":true}}`, pw)); err != nil {
-			t.Fatal(err)
-		}
-		reg := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uac_register.xml"), Port: port, Remote: n.SIP.Addr("udp"),
-			Args: []string{"-m", "1", "-s", ext, "-au", ext, "-ap", pw, "-set", "expected", "200", "-set", "expires", "3600"}})
-		waitSipp(t, reg, 10*time.Second)
-	}
-	return testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uas_answer_bye.xml"), Port: port, Trace: true, Args: args})
-}
-
 // agentCall is one INVITE an agent's phone got, from its arrival to its
 // last message.
 type agentCall struct {
@@ -124,8 +106,9 @@ func TestQueueRace200CallersTwoNodes(t *testing.T) {
 			}
 			setQueue(t, a, "race", fmt.Sprintf(`{"params":{"agents":["%s"],"strategy":%q,"wrapup_s":0,"ring_timeout_s":10,"join_empty":true}}`,
 				strings.Join(exts, `","`), strategy))
-			poolA := sippAgentPool(t, r, a, extsA, "-m", "1000", "-d", "150")
-			poolB := sippAgentPool(t, r, b, extsB, "-m", "1000", "-d", "150")
+			pool := testenv.SippOptions{Scenario: scenario(t, "uas_answer_bye.xml"), Trace: true, Args: []string{"-m", "1000", "-d", "150"}}
+			poolA := sippAgents(t, a, extsA, pool)
+			poolB := sippAgents(t, b, extsB, pool)
 			testenv.WaitFor(t, 10*time.Second, func() error {
 				for _, e := range exts {
 					if st := agentState(t, a, e); st.State != "available" {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,9 +13,7 @@ import (
 	"redial/internal/testenv"
 )
 
-// sippAgent is a SIPp UAS agent that registered like a desk phone: a
-// SIPp REGISTER (digest) from the agent's port, then the UAS on that same
-// port, which the binding's Contact names.
+// sippAgent is a SIPp UAS agent that registered like a desk phone.
 type sippAgent struct {
 	ext string
 	uas *testenv.Sipp
@@ -24,17 +23,72 @@ type sippAgent struct {
 // and starts uasScenario there with args.
 func registerSippAgent(t *testing.T, r *testenv.Redis, n *node, ext, uasScenario string, args ...string) *sippAgent {
 	t.Helper()
+	return &sippAgent{ext: ext, uas: sippAgents(t, n, []string{ext}, testenv.SippOptions{Scenario: scenario(t, uasScenario), Args: args})}
+}
+
+// sippAgents creates users exts, registers each at n with digest (SIPp
+// uac_register.xml) from one free port, and then starts the UAS uas there,
+// which every binding's Contact names: one SIPp answering for several
+// agents. Between the REGISTERs and the UAS another test package may take
+// the port; the agents then register again from another.
+func sippAgents(t *testing.T, n *node, exts []string, uas testenv.SippOptions) *testenv.Sipp {
+	t.Helper()
+	return sippAgentsAt(t, n.Store, n.SIP.Addr("udp"), exts, uas)
+}
+
+// sippAgentsAt is sippAgents for a node known by its SIP address (a node
+// running as a process); st is any store of the cluster's domain.
+func sippAgentsAt(t *testing.T, st *store.Store, sipAddr string, exts []string, uas testenv.SippOptions) *testenv.Sipp {
+	t.Helper()
 	ctx := context.Background()
-	pw := "pw" + ext
-	if err := n.Store.SetUser(ctx, ext, fmt.Sprintf(`{"params":{"password":%q,"name":"agent %s","enable":true}}`, pw, ext)); err != nil {
-		t.Fatal(err)
+	for _, ext := range exts {
+		if err := st.SetUser(ctx, ext, fmt.Sprintf(`{"params":{"password":"pw%s","name":"agent %s","enable":true}}`, ext, ext)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	port := testenv.FreePort(t)
-	reg := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uac_register.xml"), Port: port, Remote: n.SIP.Addr("udp"),
-		Args: []string{"-m", "1", "-s", ext, "-au", ext, "-ap", pw, "-set", "expected", "200", "-set", "expires", "3600"}})
-	waitSipp(t, reg, 10*time.Second)
-	uas := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, uasScenario), Port: port, Args: args})
-	return &sippAgent{ext: ext, uas: uas}
+	for attempt := 1; ; attempt++ {
+		port := testenv.FreePort(t)
+		registered := true
+		for _, ext := range exts {
+			reg, busy := testenv.TryStartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uac_register.xml"), Port: port, Remote: sipAddr,
+				Args: []string{"-m", "1", "-s", ext, "-au", ext, "-ap", "pw" + ext, "-set", "expected", "200", "-set", "expires", "3600"}})
+			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := reg.Wait(wctx)
+			cancel()
+			if busy || err != nil && strings.Contains(reg.Output(), "Address already in use") {
+				registered = false
+				break
+			}
+			if err != nil {
+				t.Fatalf("sipp REGISTER of %s: %v\n%s", ext, err, reg.Output())
+			}
+		}
+		if registered {
+			uas.Port = port
+			s, busy := testenv.TryStartSipp(t, uas)
+			if !busy {
+				return s
+			}
+		}
+		// The port was taken: forget the bindings that name it.
+		for _, ext := range exts {
+			list, err := st.Bindings(ctx, ext, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, b := range list {
+				if strings.Contains(b.Contact, fmt.Sprintf(":%d", port)) {
+					if err := st.RemoveBinding(ctx, ext, b.ID); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		}
+		if attempt == 3 {
+			t.Fatalf("agents %v: port taken by others three times", exts)
+		}
+		t.Logf("agents %v: port %d was taken meanwhile; registering again from another", exts, port)
+	}
 }
 
 // queueCaller calls dialed at n as number, waiting in whatever queue the
