@@ -2,7 +2,6 @@ package call
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"time"
 
@@ -191,28 +190,6 @@ func notifyAgentCall(ctx context.Context, p *notify.Publisher, s *Session, agent
 	if err := p.PublishCall(context.WithoutCancel(ctx), n); err != nil {
 		s.Log.Error("call: call notification lost", "ext", agent, "error", err)
 	}
-}
-
-// connectTo resolves dest and connects the answered call there, as an
-// answered call is connected to its destination (queue overflows).
-func (m *Manager) connectTo(ctx context.Context, s *Session, dest dialplan.Destination) TargetResult {
-	target, err := m.deps.Dialplan.Resolve(ctx, dest)
-	if err != nil {
-		cause := NoRouteDestination
-		if !errors.Is(err, dialplan.ErrNoRoute) {
-			cause = NormalTemporaryFailure
-		}
-		return TargetResult{Cause: cause, Reason: err.Error()}
-	}
-	m.connMu.RLock()
-	conn := m.connectors[target.Type]
-	m.connMu.RUnlock()
-	if conn == nil {
-		return TargetResult{Cause: NoRouteDestination, Reason: "target type " + target.Type + " not available on this node"}
-	}
-	sub := *s
-	sub.Target = target
-	return conn.Connect(ctx, &sub)
 }
 
 // settle applies what a connector said about the CDR beyond ANSWERED or

@@ -100,9 +100,16 @@ type Connector interface {
 }
 
 func (m *Manager) connect(ctx context.Context, c *Call, leg *sip.Leg, number string, vars map[string]string, params DialParams, log *slog.Logger) TargetResult {
-	target, err := m.deps.Dialplan.Resolve(ctx, c.req.Destination)
+	return m.connectTo(ctx, &Session{Call: c, Leg: leg, ClientNumber: number, Vars: vars, Params: params, Log: log,
+		Records: m.deps.Records}, c.req.Destination)
+}
+
+// connectTo resolves dest and connects the answered call of s there: an
+// answered call's destination, or a queue's overflow.
+func (m *Manager) connectTo(ctx context.Context, s *Session, dest dialplan.Destination) TargetResult {
+	target, err := m.deps.Dialplan.Resolve(ctx, dest)
 	if err != nil {
-		log.Warn("call: destination not resolved", "error", err)
+		s.Log.Warn("call: destination not resolved", "error", err)
 		cause := NoRouteDestination
 		if !errors.Is(err, dialplan.ErrNoRoute) {
 			cause = NormalTemporaryFailure
@@ -114,11 +121,12 @@ func (m *Manager) connect(ctx context.Context, c *Call, leg *sip.Leg, number str
 	m.connMu.RUnlock()
 	if conn == nil {
 		reason := fmt.Sprintf("call: dialplan entry %q: target type %q is not available on this node", target.Key, target.Type)
-		log.Warn(reason)
+		s.Log.Warn(reason)
 		return TargetResult{Cause: NoRouteDestination, Reason: reason}
 	}
-	return conn.Connect(ctx, &Session{Call: c, Leg: leg, Target: target, ClientNumber: number, Vars: vars, Params: params, Log: log,
-		Records: m.deps.Records})
+	sub := *s
+	sub.Target = target
+	return conn.Connect(ctx, &sub)
 }
 
 func (m *Manager) writeCDR(ctx context.Context, c *Call, attempt int, r attemptRecord) notify.CDR {

@@ -92,6 +92,21 @@ type mediaParams struct {
 	dtmfPT int // -1 when the telephone-event payload type is unknown
 }
 
+// audioLaw is the G.711 law of an audio packet of payload type pt: the
+// session's codec, or the static PCMU/PCMA types a peer may switch to;
+// lawOther for anything else.
+func (p *mediaParams) audioLaw(pt uint8) law {
+	switch {
+	case pt == p.codec.PT:
+		return p.law
+	case pt == PCMU.PT:
+		return lawUlaw
+	case pt == PCMA.PT:
+		return lawAlaw
+	}
+	return lawOther
+}
+
 // SessionStats counts a Session's traffic since it was created.
 type SessionStats struct {
 	PacketsIn, BytesIn   uint64
@@ -485,15 +500,7 @@ func (s *Session) Listen(ctx context.Context, h Handler) error {
 			rx.event(ts, pkt[off:end], p.dtmf.Rate, h)
 			continue
 		}
-		var lw law
-		switch {
-		case pt == p.codec.PT:
-			lw = p.law
-		case pt == PCMU.PT:
-			lw = lawUlaw
-		case pt == PCMA.PT:
-			lw = lawAlaw
-		}
+		lw := p.audioLaw(pt)
 		if lw == lawOther {
 			continue
 		}

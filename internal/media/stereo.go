@@ -126,15 +126,7 @@ func (r *StereoRecorder) packet(side int, pkt []byte, p *mediaParams) {
 		return
 	}
 	pt := pkt[1] & 0x7f
-	var lw law
-	switch {
-	case pt == p.codec.PT:
-		lw = p.law
-	case pt == PCMU.PT:
-		lw = lawUlaw
-	case pt == PCMA.PT:
-		lw = lawAlaw
-	}
+	lw := p.audioLaw(pt)
 	if lw == lawOther || (p.dtmfPT >= 0 && int(pt) == p.dtmfPT) {
 		return
 	}
