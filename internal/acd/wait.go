@@ -258,11 +258,9 @@ func (s *Service) dispatchOnce(l *line) time.Time {
 		if q.Strategy == store.StrategyRingAll {
 			break // the others are not first in line
 		}
-		// The agents just offered are not free any more.
-		order, err = s.candidates(ctx, q)
-		if err != nil {
-			return next
-		}
+		// The agents just offered are not free any more; the others keep
+		// their order (the offer script checks freshness itself).
+		order = slices.DeleteFunc(order, func(c store.Candidate) bool { return slices.Contains(res.Agents, c.Ext) })
 	}
 	return next
 }
