@@ -1,8 +1,9 @@
 // Package auth decides who may use a node's HTTP API: API tokens (only
 // their SHA-256 digests live in Redis, cached here and refreshed cluster-wide
 // within a second of a change), capabilities and domains, the loopback-only
-// open mode, the Host allow-list against DNS rebinding, and the refusal of
-// cross-site requests that change state.
+// open mode, the Host allow-list against DNS rebinding, the refusal of
+// cross-site requests that change state, and the browser pages' cookie
+// sessions with their CSRF tokens.
 package auth
 
 import (
@@ -11,7 +12,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"net/url"
 	"slices"
@@ -55,6 +55,9 @@ type Config struct {
 	// ReadyWait is how long a request waits for the first token list
 	// before it is answered 503 (default 5s).
 	ReadyWait time.Duration
+	// SessionTTL is how long a browser page session lasts after its
+	// ?token= login (default 12h).
+	SessionTTL time.Duration
 }
 
 // Deps are the Authenticator's collaborators.
@@ -62,14 +65,8 @@ type Deps struct {
 	Store    *store.Store
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
-	// SessionDigest is the design point for the browser pages' cookie
-	// session: given a request, it returns the digest of the token the
-	// session was opened with. The token is then checked like a presented
-	// one (so revoking it ends the session). The hook must itself have
-	// verified the session cookie and, for requests that change state, the
-	// CSRF token. Nil means no sessions.
-	SessionDigest func(r *http.Request) (digest string, ok bool)
-	// Now is the clock of the refusal log's rate limit (default time.Now).
+	// Now is the clock of the refusal log's rate limit and of session
+	// expiry (default time.Now).
 	Now func() time.Time
 }
 
@@ -129,7 +126,8 @@ type Authenticator struct {
 	cfg      Config
 	st       *store.Store
 	log      *slog.Logger
-	sessions func(*http.Request) (string, bool)
+	now      func() time.Time
+	secret   secretCache
 	loopback bool
 	allowed  map[string]bool
 	kickc    chan struct{}
@@ -168,6 +166,9 @@ func New(cfg Config, deps Deps) (*Authenticator, error) {
 	if cfg.ReadyWait <= 0 {
 		cfg.ReadyWait = 5 * time.Second
 	}
+	if cfg.SessionTTL <= 0 {
+		cfg.SessionTTL = defaultSessionTTL
+	}
 	if cfg.Domain == "" {
 		return nil, errors.New("auth: no domain")
 	}
@@ -175,12 +176,12 @@ func New(cfg Config, deps Deps) (*Authenticator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("auth: listen address %q: %w", cfg.Listen, err)
 	}
-	a := &Authenticator{cfg: cfg, st: deps.Store, log: deps.Logger.With("component", "auth"), sessions: deps.SessionDigest,
+	a := &Authenticator{cfg: cfg, st: deps.Store, log: deps.Logger.With("component", "auth"), now: deps.Now,
 		loopback: IsLoopbackHost(host), allowed: map[string]bool{"localhost": true},
 		kickc: make(chan struct{}, 1), ready: make(chan struct{}), tokens: map[string]store.Token{},
 		badSeen: map[string]bool{}, watchers: map[string]chan struct{}{},
 		mRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "redial_api_auth_refused_total",
-			Help: "HTTP requests refused by access control, by reason (host, cross_site, content_type, no_token, unknown_token, bad_credential, capability, domain, not_ready)."}, []string{"reason"}),
+			Help: "HTTP requests refused by access control, by reason (host, cross_site, content_type, no_token, unknown_token, bad_credential, capability, domain, csrf, not_ready)."}, []string{"reason"}),
 		mOpen: prometheus.NewGauge(prometheus.GaugeOpts{Name: "redial_api_open",
 			Help: "1 while the API is open (no token exists and --http is loopback)."}),
 		mTokens: prometheus.NewGauge(prometheus.GaugeOpts{Name: "redial_api_tokens", Help: "API tokens this node knows of."}),
@@ -198,7 +199,7 @@ func New(cfg Config, deps Deps) (*Authenticator, error) {
 		}
 		a.allowed[normalizeHost(u.Hostname())] = true
 	}
-	for _, r := range []string{"host", "cross_site", "content_type", "no_token", "unknown_token", "bad_credential", "capability", "domain", "not_ready"} {
+	for _, r := range []string{"host", "cross_site", "content_type", "no_token", "unknown_token", "bad_credential", "capability", "domain", "csrf", "not_ready"} {
 		a.mRefused.WithLabelValues(r)
 	}
 	if deps.Registry != nil {
@@ -224,7 +225,9 @@ func IsLoopbackHost(host string) bool {
 
 // Run keeps the token cache current until ctx is cancelled: a read at
 // start, one on every change notice (and after every resubscription, when
-// notices may have been missed), and one every Refresh as a backstop.
+// notices may have been missed), and one every Refresh as a backstop. The
+// session secret is re-read with it, so a secret deleted to end every
+// session is replaced on every node within Refresh.
 func (a *Authenticator) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -236,6 +239,7 @@ func (a *Authenticator) Run(ctx context.Context) error {
 	t := time.NewTicker(a.cfg.Refresh)
 	defer t.Stop()
 	a.load(ctx)
+	a.refreshSecret(ctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -244,6 +248,7 @@ func (a *Authenticator) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 		a.load(ctx)
+		a.refreshSecret(ctx)
 	}
 }
 

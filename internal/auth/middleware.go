@@ -25,7 +25,7 @@ const (
 	credNone    credential = iota
 	credHeader             // Authorization: Bearer
 	credQuery              // ?token= on a WebSocket upgrade
-	credSession            // the browser session hook
+	credSession            // the browser pages' session cookie
 )
 
 // Require wraps next so that it runs only for requests that pass every
@@ -40,10 +40,13 @@ const (
 //     of another site cannot send without CORS, which the node never
 //     grants.
 //  3. Token: a Bearer header, ?token= on WebSocket upgrades only, or the
-//     session hook. Without one, only open mode lets it through. No or
-//     unknown token: 401 with WWW-Authenticate. Token without capability or
-//     for another domain: 403.
-//  4. A body on a request that changes state must be application/json
+//     browser pages' session cookie (see RequirePage), whose token is
+//     checked as if presented. Without one, only open mode lets it
+//     through. No or unknown token: 401 with WWW-Authenticate. Token
+//     without capability or for another domain: 403.
+//  4. CSRF: a request that changes state on the strength of the session
+//     cookie must carry the session's CSRF token in X-CSRF-Token (403).
+//  5. A body on a request that changes state must be application/json
 //     (415), so an HTML form or a text/plain simple request never reaches
 //     a handler.
 //
@@ -71,20 +74,29 @@ func (a *Authenticator) RequireAny(capabilities []string, next http.Handler) htt
 			return
 		}
 		upgrade := isWebSocketUpgrade(r)
-		cred, digest, r, ok := a.credential(w, r, upgrade)
+		p, r, ok := a.credential(w, r, upgrade)
 		if !ok {
 			return
 		}
-		if (changesState(r.Method) || upgrade) && cred != credHeader && cred != credQuery {
+		if (changesState(r.Method) || upgrade) && p.kind != credHeader && p.kind != credQuery {
 			if why, bad := crossSite(r); bad {
 				a.refuse(w, r, http.StatusForbidden, "cross_site", "cross-site request refused: "+why+
 					"; send the token in an Authorization: Bearer header")
 				return
 			}
 		}
-		id, ok := a.identify(w, r, cred, digest, capabilities)
+		id, ok := a.identify(w, r, p.kind, p.digest, capabilities)
 		if !ok {
 			return
+		}
+		ctx := context.WithValue(r.Context(), ctxKey{}, id)
+		if p.kind == credSession && !id.Open {
+			if changesState(r.Method) && !csrfMatches(r.Header.Get(CSRFHeader), p.csrf) {
+				a.refuse(w, r, http.StatusForbidden, "csrf", "missing or wrong "+CSRFHeader+
+					" header: a page request that changes state must carry its session's CSRF token (GET /api/v1/dashboard/session)")
+				return
+			}
+			ctx = context.WithValue(ctx, csrfKey{}, p.csrf)
 		}
 		if changesState(r.Method) && (r.ContentLength != 0 || r.Header.Get("Content-Type") != "") {
 			ct := r.Header.Get("Content-Type")
@@ -94,7 +106,7 @@ func (a *Authenticator) RequireAny(capabilities []string, next http.Handler) htt
 				return
 			}
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, id)))
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 
@@ -149,23 +161,31 @@ func (a *Authenticator) allowedNames() []string {
 	return out
 }
 
+// presented is the credential a request carries.
+type presented struct {
+	kind   credential
+	digest string
+	// csrf is the CSRF token of a session cookie's session.
+	csrf string
+}
+
 // credential finds the token a request presents. ok is false when the
 // request was answered (a malformed credential).
-func (a *Authenticator) credential(w http.ResponseWriter, r *http.Request, upgrade bool) (credential, string, *http.Request, bool) {
+func (a *Authenticator) credential(w http.ResponseWriter, r *http.Request, upgrade bool) (presented, *http.Request, bool) {
 	if h := r.Header.Get("Authorization"); h != "" {
 		scheme, tok, _ := strings.Cut(strings.TrimSpace(h), " ")
 		tok = strings.TrimSpace(tok)
 		if !strings.EqualFold(scheme, "Bearer") || tok == "" {
 			a.refuse(w, r, http.StatusUnauthorized, "bad_credential", "Authorization: want Bearer <token>")
-			return credNone, "", r, false
+			return presented{}, r, false
 		}
-		return credHeader, store.TokenDigest(tok), r, true
+		return presented{kind: credHeader, digest: store.TokenDigest(tok)}, r, true
 	}
 	if q := r.URL.Query(); q.Has("token") {
 		if !upgrade {
 			a.refuse(w, r, http.StatusUnauthorized, "bad_credential",
-				"?token= is accepted only on WebSocket upgrades; send Authorization: Bearer <token>")
-			return credNone, "", r, false
+				"?token= is accepted only on WebSocket upgrades (and on a page's first load); send Authorization: Bearer <token>")
+			return presented{}, r, false
 		}
 		tok := q.Get("token")
 		// The handler and anything it logs never see the token.
@@ -173,14 +193,12 @@ func (a *Authenticator) credential(w http.ResponseWriter, r *http.Request, upgra
 		r2 := r.Clone(r.Context())
 		r2.URL.RawQuery = q.Encode()
 		r2.RequestURI = r2.URL.RequestURI()
-		return credQuery, store.TokenDigest(tok), r2, true
+		return presented{kind: credQuery, digest: store.TokenDigest(tok)}, r2, true
 	}
-	if a.sessions != nil {
-		if d, ok := a.sessions(r); ok {
-			return credSession, d, r, true
-		}
+	if s, ok := a.sessionOf(r); ok {
+		return presented{kind: credSession, digest: s.digest, csrf: s.csrf}, r, true
 	}
-	return credNone, "", r, true
+	return presented{}, r, true
 }
 
 // identify resolves the credential to an identity allowed capability.
@@ -190,6 +208,11 @@ func (a *Authenticator) identify(w http.ResponseWriter, r *http.Request, cred cr
 		return Identity{}, false
 	}
 	tok, found, mode := a.lookup(digest)
+	if cred == credSession && !found && mode == ModeOpen {
+		// A cookie left from an earlier set-up must not lock a browser
+		// out of a node that is open now.
+		cred = credNone
+	}
 	if cred == credNone {
 		switch mode {
 		case ModeOpen:
@@ -201,6 +224,11 @@ func (a *Authenticator) identify(w http.ResponseWriter, r *http.Request, cred cr
 		default:
 			a.refuse(w, r, http.StatusUnauthorized, "no_token", "no token: send Authorization: Bearer <token>")
 		}
+		return Identity{}, false
+	}
+	if !found && cred == credSession {
+		a.refuse(w, r, http.StatusUnauthorized, "unknown_token",
+			"session ended: the token it was opened with is revoked; open the page with ?token=<token> again")
 		return Identity{}, false
 	}
 	if !found {
