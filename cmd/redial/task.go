@@ -86,44 +86,17 @@ func taskSet(ctx context.Context, args []string) error {
 		return err
 	}
 	defer st.Close()
-	tmpl, host, err := tasksOf(ctx, st, *onHost)
-	if err != nil {
-		return err
-	}
 	value := strings.TrimSpace(string(b))
-	if *onHost == "" {
-		tmpl[name] = value
-	} else {
-		host[name] = value
-	}
-	hostKey := st.TaskHostKey(*onHost)
-	if _, err := dialer.ParseTask(hostKey, st.TaskTemplateKey(), name, tmpl[name], host[name], time.Local); err != nil {
+	if err := dialer.WriteTask(ctx, st, *onHost, name, value, time.Local); err != nil {
 		return fmt.Errorf("task set: not written: %w", err)
 	}
-	if err := st.SetTask(ctx, *onHost, name, value); err != nil {
-		return err
-	}
+	hostKey := st.TaskHostKey(*onHost)
 	where := st.TaskTemplateKey()
 	if *onHost != "" {
 		where = hostKey
 	}
 	fmt.Printf("task %q written to %s and change notice published\n", name, where)
 	return nil
-}
-
-func tasksOf(ctx context.Context, st *store.Store, host string) (map[string]string, map[string]string, error) {
-	rdb := st.Client()
-	tmpl, err := rdb.HGetAll(ctx, st.TaskTemplateKey()).Result()
-	if err != nil {
-		return nil, nil, fmt.Errorf("task: HGETALL %s: %w", st.TaskTemplateKey(), err)
-	}
-	hostTasks := map[string]string{}
-	if host != "" {
-		if hostTasks, err = rdb.HGetAll(ctx, st.TaskHostKey(host)).Result(); err != nil {
-			return nil, nil, fmt.Errorf("task: HGETALL %s: %w", st.TaskHostKey(host), err)
-		}
-	}
-	return tmpl, hostTasks, nil
 }
 
 func taskList(ctx context.Context, args []string) error {
@@ -137,7 +110,7 @@ func taskList(ctx context.Context, args []string) error {
 		return err
 	}
 	defer st.Close()
-	tmpl, host, err := tasksOf(ctx, st, rf.host)
+	tmpl, host, err := st.TasksOf(ctx, rf.host)
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,7 @@ import (
 	"redial/internal/callback"
 	"redial/internal/cluster"
 	"redial/internal/config"
+	"redial/internal/dashboard"
 	"redial/internal/dialer"
 	"redial/internal/dialplan"
 	"redial/internal/files"
@@ -71,6 +72,8 @@ type App struct {
 	// knew, and raises the /healthz alarm.
 	DataLoss *cluster.DataLossDetector
 	Web      *web.Server
+	// Dashboard is the live page of the cluster at / (docs/dashboard.md).
+	Dashboard *dashboard.Service
 
 	// Directory registers this node and watches the others; Bus carries
 	// messages and requests between nodes.
@@ -242,6 +245,19 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 	agentPage := webui.Handler(modules)
 	a.Web.HandlePublic("GET /agent", agentPage)
 	a.Web.HandlePublic("GET /agent/", agentPage)
+	if a.Dashboard, err = dashboard.New(dashboard.Config{Host: cfg.Host, Version: Version, Started: a.started, Location: cfg.Timezone},
+		dashboard.Deps{Calls: a.Calls, Dialer: a.Dialer, Lines: a.Lines, ACD: a.ACD, IVRAPI: a.IVRAPI, Directory: a.Directory,
+			Bus: a.Bus, Store: a.Store, Auth: a.Auth, Logger: log, Registry: a.Registry}); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+	for _, rt := range a.Dashboard.Routes() {
+		a.Web.Handle(rt.Pattern, auth.Dashboard, rt.Handler)
+	}
+	// The page at / takes ?token= once and keeps a session; its scripts
+	// and styles carry no data and need none.
+	dashPage := webui.DashboardHandler(modules)
+	a.Web.HandlePage("GET /{$}", auth.Dashboard, dashPage)
+	a.Web.HandlePublic("GET /dashboard/", dashPage)
 	// The HTTP address is known now that web has bound it.
 	if err := a.Directory.SetSelf(a.nodeInfo()); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
@@ -276,6 +292,7 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 		{name: "auth", run: a.Auth.Run},
 		{name: "links", run: a.Links.Run},
 		{name: "ivrapi", run: a.IVRAPI.Run},
+		{name: "dashboard", run: a.Dashboard.Run},
 		{name: "web", run: a.Web.Run},
 	}
 	registerRuntimeGauges(a)

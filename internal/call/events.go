@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"redial/internal/notify"
 )
 
 // EventType names a step in a call's life.
@@ -52,6 +54,10 @@ type Event struct {
 	// NotDialed is set on ended when no INVITE was sent and no CDR written
 	// (Outcome.NotDialed).
 	NotDialed bool `json:"not_dialed,omitempty"`
+	// CDRs are the call's CDRs, one per attempt in order; set on ended
+	// only, for local subscribers (the dashboard). They are the call's own
+	// records, complete once it ended: read them, never change them.
+	CDRs []notify.CDR `json:"-"`
 	// Node is the node the call runs on; the EventForwarder fills it in,
 	// local subscribers see "".
 	Node string `json:"node,omitempty"`
@@ -142,6 +148,7 @@ func (c *Call) emit(t EventType) {
 	if t == EventEnded {
 		ev.Disposition, ev.SIPCode, ev.HangupCause = c.info.Disposition, c.info.SIPCode, c.info.HangupCause
 		ev.NotDialed = c.out.NotDialed
+		ev.CDRs = c.info.CDRs
 	}
 	c.mu.Unlock()
 	c.events.publish(ev)

@@ -307,13 +307,21 @@ type TaskStatus struct {
 	Queue       string     `json:"queue"`
 	QueueLength int64      `json:"queue_length"`
 	Retrying    int64      `json:"retrying"`
-	Limit       int        `json:"limit"`
-	InFlight    int        `json:"in_flight"`
-	Dialed      int64      `json:"dialed"`
-	Answered    int64      `json:"answered"`
-	Failed      int64      `json:"failed"`
-	Invalid     int64      `json:"invalid"`
-	ConfigError string     `json:"config_error,omitempty"`
+	// Enable is params.enable; Limit is params.limit (per node) and
+	// GlobalLimit params.global_limit (0: none).
+	Enable      bool  `json:"enable"`
+	Limit       int   `json:"limit"`
+	GlobalLimit int   `json:"global_limit"`
+	InFlight    int   `json:"in_flight"`
+	Dialed      int64 `json:"dialed"`
+	Answered    int64 `json:"answered"`
+	Failed      int64 `json:"failed"`
+	Invalid     int64 `json:"invalid"`
+	// Interrupted and ParkedInvalid are the lengths of the queue's
+	// :interrupted and :invalid lists (cluster-wide, all time).
+	Interrupted   int64  `json:"interrupted"`
+	ParkedInvalid int64  `json:"parked_invalid"`
+	ConfigError   string `json:"config_error,omitempty"`
 }
 
 func (s TaskStatus) String() string {

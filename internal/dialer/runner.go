@@ -338,6 +338,7 @@ func (r *runner) status(ctx context.Context) TaskStatus {
 	tk := r.task.Load()
 	r.mu.Lock()
 	st := TaskStatus{Name: r.name, State: r.state, Reason: r.reason, Queue: tk.Queue, Limit: tk.Limit,
+		Enable: tk.Enable, GlobalLimit: tk.GlobalLimit,
 		InFlight: int(r.inflight.Load()), Dialed: r.dialed.Load(), Answered: r.answered.Load(),
 		Failed: r.failed.Load(), Invalid: r.invalid.Load()}
 	if !r.nextOpen.IsZero() {
@@ -347,6 +348,7 @@ func (r *runner) status(ctx context.Context) TaskStatus {
 	r.mu.Unlock()
 	if qs, err := r.d.deps.Store.QueueStats(ctx, tk.Queue); err == nil {
 		st.QueueLength, st.Retrying = qs.Queue, qs.Retry
+		st.Interrupted, st.ParkedInvalid = qs.Interrupted, qs.Invalid
 	}
 	return st
 }

@@ -75,6 +75,7 @@ func (m *Manager) Acquire(ctx context.Context, group string, callRef string) (*L
 			ls.live.inUse.Store(int64(g.InUse))
 			switch g.Status {
 			case store.LineGranted:
+				ls.live.granted.Add(1)
 				m.inUse.WithLabelValues(l.Name).Set(float64(g.InUse))
 				lease := &Lease{Line: cloneLine(l), ID: id, CallRef: callRef, GrantedAt: g.At, m: m}
 				m.heldMu.Lock()

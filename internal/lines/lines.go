@@ -106,6 +106,9 @@ type lineLive struct {
 	// cpsUntil (unix ns) is when Redis said the next CPS slot opens, so
 	// waiting callers on this node do not ask again before then.
 	cpsUntil atomic.Int64
+	// granted counts the channels this node was granted on the line, for
+	// the dashboard's calls per second.
+	granted atomic.Uint64
 }
 
 // New builds a Manager; it does no I/O. Lines are read by Run, Reload, or
@@ -400,6 +403,18 @@ func (m *Manager) Statuses(ctx context.Context) []Status {
 		out = append(out, st)
 	}
 	slices.SortFunc(out, func(a, b Status) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Granted returns, per line this node knows, how many channels it was
+// granted since it started; the dashboard turns it into calls per second.
+func (m *Manager) Granted() map[string]uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]uint64, len(m.rt))
+	for name, live := range m.rt {
+		out[name] = live.granted.Load()
+	}
 	return out
 }
 

@@ -123,3 +123,30 @@ func streamCDR(m redis.XMessage) StreamCDR {
 	}
 	return c
 }
+
+// LatestCDRs calls fn with the stream's entries newest first, reading in
+// pages of 1000 with XREVRANGE, until fn returns false, maxScan entries
+// were read, or the stream's start. It returns fn's error, if any.
+func (s *Store) LatestCDRs(ctx context.Context, maxScan int, fn func(StreamCDR) (bool, error)) error {
+	key := s.CDRStreamKey()
+	end := "+"
+	for read := 0; read < maxScan; {
+		n := min(cdrPageSize, maxScan-read)
+		page, err := s.rdb.XRevRangeN(ctx, key, end, "-", int64(n)).Result()
+		if err != nil {
+			return fmt.Errorf("store: XREVRANGE %s %s - COUNT %d: %w", key, end, n, err)
+		}
+		for _, m := range page {
+			more, err := fn(streamCDR(m))
+			if err != nil || !more {
+				return err
+			}
+		}
+		read += len(page)
+		if len(page) < n {
+			return nil
+		}
+		end = "(" + page[len(page)-1].ID
+	}
+	return nil
+}

@@ -247,7 +247,20 @@ func (s *Store) TaskHostKey(host string) string { return "cti_queue_dialer_task@
 
 // Tasks reads the template hash and this node's host hash in one pipeline.
 func (s *Store) Tasks(ctx context.Context) (template, host map[string]string, err error) {
-	tk, hk := s.TaskTemplateKey(), s.TaskHostKey(s.cfg.Host)
+	return s.TasksOf(ctx, s.cfg.Host)
+}
+
+// TasksOf reads the template hash and onHost's hash in one pipeline; with
+// onHost "" the host map is empty.
+func (s *Store) TasksOf(ctx context.Context, onHost string) (template, host map[string]string, err error) {
+	if onHost == "" {
+		t, err := s.rdb.HGetAll(ctx, s.TaskTemplateKey()).Result()
+		if err != nil {
+			return nil, nil, fmt.Errorf("store: HGETALL %s: %w", s.TaskTemplateKey(), err)
+		}
+		return t, map[string]string{}, nil
+	}
+	tk, hk := s.TaskTemplateKey(), s.TaskHostKey(onHost)
 	pipe := s.rdb.Pipeline()
 	tc := pipe.HGetAll(ctx, tk)
 	hc := pipe.HGetAll(ctx, hk)

@@ -140,6 +140,17 @@ func (s *Server) Handle(pattern, capability string, h http.Handler) {
 	s.mux.Handle(pattern, h)
 }
 
+// HandlePage adds a browser page that needs capability: like Handle, and
+// it also accepts ?token= on a first load, keeping a session cookie and
+// redirecting to the address without the token (DESIGN.md "APIs and
+// access").
+func (s *Server) HandlePage(pattern, capability string, h http.Handler) {
+	if s.deps.Auth != nil {
+		h = s.deps.Auth.RequirePage(capability, h)
+	}
+	s.mux.Handle(pattern, h)
+}
+
 // HandleAny adds a route that a token with any one of capabilities opens;
 // the handler checks finer rights itself (auth.FromContext).
 func (s *Server) HandleAny(pattern string, capabilities []string, h http.Handler) {
