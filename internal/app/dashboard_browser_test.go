@@ -146,6 +146,14 @@ func TestDashboardBrowser(t *testing.T) {
 		return nil
 	})
 
+	// A queue slots into its panel, with its agent logged out.
+	if err := a.Store.SetUser(ctx, "3001", `{"params":{"password":"pw3001","name":"agent 3001","enable":true}}`); err != nil {
+		t.Fatal(err)
+	}
+	setQueue(t, a, "support", `{"params":{"agents":["3001"],"join_empty":true}}`)
+	pageState(t, br, `(() => { const q = document.querySelector('#queues [data-key="support"]'); return q ? q.textContent : '' })()`,
+		func(s string) bool { return strings.Contains(s, "logged") }, 15*time.Second)
+
 	// A campaign started from the CLI appears and moves.
 	dir := t.TempDir()
 	task := filepath.Join(dir, "task.json")
