@@ -246,6 +246,11 @@ func TestDashboardBrowser(t *testing.T) {
 	// The latest CDRs came live, and the filter finds a number.
 	pageState(t, br, `String(document.querySelectorAll('#cdrs [data-key]').length)`,
 		func(s string) bool { n, _ := strconv.Atoi(s); return n > 0 }, 10*time.Second)
+	// Filtering by a number shows that number's CDRs and no other.
+	pageEval(t, br, `(() => { const i = document.getElementById('filter-number'); i.value = '15553000007';
+		i.dispatchEvent(new Event('input', {bubbles: true})) })()`)
+	pageState(t, br, `Array.from(document.querySelectorAll('#cdrs tbody tr[data-key] .number')).map(e => e.textContent).join(',')`,
+		func(s string) bool { return s == "15553000007" }, 10*time.Second)
 
 	dirShots := screenshotDir(t)
 	br.Screenshot(filepath.Join(dirShots, "dashboard-1280x800.png"), 1280, 800)
