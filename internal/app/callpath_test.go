@@ -363,3 +363,37 @@ func TestInboundFromUnknownAddressChallenged(t *testing.T) {
 		t.Fatalf("an unauthenticated call was handled: %v", got)
 	}
 }
+
+// A call that comes back to the node that placed it (a line pointing at
+// the node itself, as a proxy that keeps Call-ID and tags would do) has
+// both its legs on one node with one dialog ID: the ACK and BYE meant for
+// the inbound leg must reach the inbound leg, and those for the outbound
+// leg the outbound one. The far end answers and hangs up after a second;
+// its BYE ends the inbound call, whose BYE ends the outbound call, whose
+// BYE ends the parked destination: every SIPp ends cleanly.
+func TestCallBackToItsOwnNode(t *testing.T) {
+	r := testenv.StartRedis(t)
+	far := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uas_answer_bye.xml"), Args: []string{"-m", "1", "-d", "1000"}})
+	park := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uas_answer_wait_bye.xml"), Args: []string{"-m", "1"}})
+	n := startNode(t, r.URL, "n1")
+	setLine(t, r, "self", "gself", "sip:"+n.SIP.Addr("udp"), "")
+	setDialplan(t, r, "public:7700", fmt.Sprintf(`{"type":"sip","uri":"sip:7700@%s"}`, far.Addr))
+	setDialplan(t, r, "default:park", fmt.Sprintf(`{"type":"sip","uri":"sip:park@%s"}`, park.Addr))
+	if err := n.Lines.Reload(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ref := originate(t, n, map[string]any{"number": "7700", "line_group": []string{"gself"}, "destination": map[string]any{"extension": "park"}})
+	waitSipp(t, far, 15*time.Second)
+	waitSipp(t, park, 10*time.Second)
+	out := cdrsFor(t, r, ref, 1, 10*time.Second)
+	if out[0].Disposition != "ANSWERED" || out[0].Billsec < 1 {
+		t.Fatalf("the outbound call: %+v", out[0])
+	}
+	testenv.WaitFor(t, 10*time.Second, func() error {
+		in := campaignCDRs(t, r, "inbound")
+		if len(in) != 1 || in[0]["disposition"] != "ANSWERED" {
+			return fmt.Errorf("inbound CDRs %v", in)
+		}
+		return nil
+	})
+}

@@ -405,9 +405,9 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 		c()
 		return res
 	}
-	leg := &Leg{e: e, CallRef: r.CallRef, CallID: res.CallID, Media: sess, done: make(chan struct{}), id: dialog.ID,
+	leg := &Leg{e: e, CallRef: r.CallRef, CallID: res.CallID, Media: sess, done: make(chan struct{}), id: legKey(true, dialog.ID),
 		bye: dialog.Bye, readBye: dialog.ReadBye, localSDP: offer}
-	e.addLeg(dialog.ID, leg)
+	e.addLeg(leg.id, leg)
 	var codec media.Codec
 	var rm media.RemoteMedia
 	if rtc != nil {

@@ -388,16 +388,29 @@ func (e *Engine) legFor(req *gosip.Request) *Leg {
 	e.legsMu.RLock()
 	defer e.legsMu.RUnlock()
 	if id, err := gosip.DialogIDFromRequestUAC(req); err == nil {
-		if l := e.legs[id]; l != nil {
+		if l := e.legs[legKey(true, id)]; l != nil {
 			return l
 		}
 	}
 	if id, err := gosip.DialogIDFromRequestUAS(req); err == nil {
-		if l := e.legs[id]; l != nil {
+		if l := e.legs[legKey(false, id)]; l != nil {
 			return l
 		}
 	}
 	return nil
+}
+
+// legKey keys a leg by its role as well as its dialog ID. A call that
+// comes back to this node (a line to itself, a proxy that keeps the
+// Call-ID and tags) has its outbound and its inbound leg here with one
+// and the same dialog ID string; sipgo builds both from the two tags in
+// opposite orders. The role tells them apart: a request for the outbound
+// leg matches it as UAC, one for the inbound leg as UAS.
+func legKey(uac bool, dialogID string) string {
+	if uac {
+		return "uac:" + dialogID
+	}
+	return "uas:" + dialogID
 }
 
 func (e *Engine) handleAck(req *gosip.Request, tx gosip.ServerTransaction) {

@@ -327,7 +327,7 @@ func (in *Inbound) Answer(ctx context.Context, callRef string) (*Leg, error) {
 	answer := media.BuildSDP(media.SDPOffer{IP: e.cfg.PublicIP, Port: sess.LocalPort(), Codecs: codecs})
 	d := in.dialog
 	leg := &Leg{e: e, CallRef: callRef, CallID: in.CallID(), Media: sess, Codec: codec, DTMF: dtmf,
-		done: make(chan struct{}), id: d.ID, bye: d.Bye, readBye: d.ReadBye, ack: d.ReadAck, localSDP: answer}
+		done: make(chan struct{}), id: legKey(false, d.ID), bye: d.Bye, readBye: d.ReadBye, ack: d.ReadAck, localSDP: answer}
 	confirmed := make(chan struct{})
 	d.OnState(func(s gosip.DialogState) {
 		if s == gosip.DialogStateConfirmed {
@@ -338,7 +338,7 @@ func (in *Inbound) Answer(ctx context.Context, callRef string) (*Leg, error) {
 			}
 		}
 	})
-	e.addLeg(d.ID, leg)
+	e.addLeg(leg.id, leg)
 	if err := d.RespondSDP(answer); err != nil {
 		leg.end()
 		return nil, fmt.Errorf("sip: call %s: answer: %w", callRef, err)
