@@ -246,7 +246,7 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 	a.Web.HandlePublic("GET /agent", agentPage)
 	a.Web.HandlePublic("GET /agent/", agentPage)
 	if a.Dashboard, err = dashboard.New(dashboard.Config{Host: cfg.Host, Version: Version, Started: a.started, Location: cfg.Timezone},
-		dashboard.Deps{Calls: a.Calls, Dialer: a.Dialer, Lines: a.Lines, ACD: a.ACD, IVRAPI: a.IVRAPI, Directory: a.Directory,
+		dashboard.Deps{Calls: a.Calls, Dialer: a.Dialer, Lines: a.Lines, ACD: a.ACD, IVR: a.IVR, IVRAPI: a.IVRAPI, Directory: a.Directory,
 			Bus: a.Bus, Store: a.Store, Auth: a.Auth, Logger: log, Registry: a.Registry}); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}

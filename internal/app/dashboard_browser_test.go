@@ -183,30 +183,47 @@ func TestDashboardBrowser(t *testing.T) {
 
 	// The hang-up button ends a call that runs on the other node.
 	restToken := strings.TrimSpace(runCLI(t, "token", "create", "crm", "--capability", "rest", "--redis", r.URL))
-	body, _ := json.Marshal(map[string]any{"number": "15553999999", "line_group": []string{"gh"},
-		"destination": map[string]any{"extension": "park"}})
-	req, _ := http.NewRequest("POST", b.api+"/api/v1/calls", strings.NewReader(string(body)))
-	req.Header.Set("Authorization", "Bearer "+restToken)
-	req.Header.Set("Content-Type", "application/json")
-	var ref string
-	testenv.WaitFor(t, 5*time.Second, func() error {
-		resp, err := http.DefaultClient.Do(req.Clone(ctx))
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		var m map[string]any
-		json.NewDecoder(resp.Body).Decode(&m)
-		if resp.StatusCode/100 != 2 {
-			return fmt.Errorf("originate on node B: %d %v", resp.StatusCode, m)
-		}
-		ref, _ = m["call_ref"].(string)
-		return nil
-	})
+	originateOnB := func(number, group string) string {
+		t.Helper()
+		body, _ := json.Marshal(map[string]any{"number": number, "line_group": []string{group},
+			"destination": map[string]any{"extension": "park"}})
+		var ref string
+		testenv.WaitFor(t, 5*time.Second, func() error {
+			req, _ := http.NewRequest("POST", b.api+"/api/v1/calls", strings.NewReader(string(body)))
+			req.Header.Set("Authorization", "Bearer "+restToken)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			var m map[string]any
+			json.NewDecoder(resp.Body).Decode(&m)
+			if resp.StatusCode/100 != 2 {
+				return fmt.Errorf("originate on node B: %d %v", resp.StatusCode, m)
+			}
+			ref, _ = m["call_ref"].(string)
+			return nil
+		})
+		return ref
+	}
+	ref := originateOnB("15553999999", "gh")
 	pageState(t, br, fmt.Sprintf(`(() => { const r = document.querySelector('#calls [data-key="%s"]'); return r ? r.textContent : '' })()`, ref),
 		func(s string) bool { return strings.Contains(s, "dash-b") }, 15*time.Second)
 	pageEval(t, br, fmt.Sprintf(`document.querySelector('#calls [data-key="%s"] button.hangup').click()`, ref))
 	waitSipp(t, held, 15*time.Second)
+
+	// An IVR session shows with its script: node B calls its own IVR
+	// number through a line to itself.
+	setScript(t, r, "menu", `{"start":1,"components":[{"oId":1,"oType":303,"timeSec":60,"transfer":2},{"oId":2,"oType":201}]}`)
+	setDialplan(t, r, "public:7800", `{"type":"ivr","script":"menu"}`)
+	setLine(t, r, "self", "gself", "sip:"+b.SIP.Addr("udp"), "")
+	if err := b.Lines.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	originateOnB("7800", "gself")
+	pageState(t, br, `Array.from(document.querySelectorAll('#ivr tbody tr')).map(r => r.textContent).join('|')`,
+		func(s string) bool { return strings.Contains(s, "menu") && strings.Contains(s, "dash-b") }, 15*time.Second)
 
 	// Disabling on the page stops new INVITEs at the carrier.
 	pageEval(t, br, `document.querySelector('#campaigns [data-key="camp"] button.disable').click()`)

@@ -26,6 +26,7 @@ import (
 	"redial/internal/call"
 	"redial/internal/cluster"
 	"redial/internal/dialer"
+	"redial/internal/ivr"
 	"redial/internal/ivrapi"
 	"redial/internal/lines"
 	"redial/internal/store"
@@ -65,12 +66,13 @@ type Config struct {
 }
 
 // Deps are the components the page shows and controls. Dialer, Lines,
-// ACD, IVRAPI and Auth may be nil.
+// ACD, IVR, IVRAPI and Auth may be nil.
 type Deps struct {
 	Calls     *call.Manager
 	Dialer    *dialer.Dialer
 	Lines     *lines.Manager
 	ACD       *acd.Service
+	IVR       *ivr.Engine
 	IVRAPI    *ivrapi.Service
 	Directory *cluster.Directory
 	Bus       *cluster.Bus
@@ -281,9 +283,16 @@ func (s *Service) heavy(ctx context.Context, now time.Time, proc *procSampler) n
 	infos := s.deps.Calls.Calls()
 	r.CallsTotal = len(infos)
 	r.Calls = newestCalls(s.cfg.Host, infos, maxCalls)
-	if s.deps.IVRAPI != nil {
-		for _, ss := range s.deps.IVRAPI.Sessions() {
-			r.IVR = append(r.IVR, ivrRow{Node: s.cfg.Host, SessionState: ss})
+	if s.deps.IVR != nil {
+		grace := map[string]bool{}
+		if s.deps.IVRAPI != nil {
+			for _, ss := range s.deps.IVRAPI.Sessions() {
+				grace[ss.IVRID] = ss.Grace
+			}
+		}
+		for _, in := range s.deps.IVR.Sessions() {
+			r.IVR = append(r.IVR, ivrRow{Node: s.cfg.Host, IVRID: in.IVRID, CallRef: in.CallRef, Script: in.ScriptID,
+				Component: in.Component, Started: in.Started, Key: in.ControlKey, Owner: in.Owner, Grace: grace[in.IVRID]})
 		}
 	}
 	r.CampDisp = s.col.campaigns(now)

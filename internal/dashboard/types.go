@@ -5,7 +5,6 @@ import (
 
 	"redial/internal/acd"
 	"redial/internal/dialer"
-	"redial/internal/ivrapi"
 )
 
 // The JSON of the page's event stream (docs/dashboard.md) and of the
@@ -79,9 +78,18 @@ type callRow struct {
 	Answer      *time.Time `json:"answer,omitempty"`
 }
 
+// ivrRow is one IVR session: its script and component, and, under an
+// application's control (ivrapi), who controls it.
 type ivrRow struct {
-	Node string `json:"node"`
-	ivrapi.SessionState
+	Node      string    `json:"node"`
+	IVRID     string    `json:"ivrid"`
+	CallRef   string    `json:"call_ref"`
+	Script    string    `json:"script"`
+	Component string    `json:"component"`
+	Started   time.Time `json:"started"`
+	Key       string    `json:"key"`
+	Owner     string    `json:"owner"`
+	Grace     bool      `json:"grace"`
 }
 
 type cdrRow struct {

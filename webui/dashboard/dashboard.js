@@ -418,11 +418,13 @@ function renderIVR(list) {
   setText($("#ivr-count"), list.length ? String(list.length) : "");
   showEmpty(sec, list.length === 0);
   reconcile($("tbody", sec), list, (s) => s.ivrid, () => h("tr", null,
-    h("td", { class: "node" }), h("td", { class: "ivrid" }), h("td", { class: "key" }),
-    h("td", { class: "owner" }), h("td", { class: "num grace" })),
+    h("td", { class: "node" }), h("td", { class: "script" }), h("td", { class: "component" }),
+    h("td", { class: "key" }), h("td", { class: "owner" }), h("td", { class: "num grace" })),
   (tr, s) => {
     setText($(".node", tr), s.node);
-    setText($(".ivrid", tr), s.ivrid);
+    setText($(".script", tr), dash0(s.script));
+    setText($(".component", tr), dash0(s.component));
+    tr.title = `ivrid ${s.ivrid}, call ${s.call_ref || "—"}`;
     setText($(".key", tr), dash0(s.key));
     setText($(".owner", tr), dash0(s.owner));
     setText($(".grace", tr), fmtGrace(s.grace));
