@@ -15,7 +15,7 @@ build: deps
 	$(GO) build -o bin/redial ./cmd/redial
 
 demo: build
-	bin/redial demo
+	bin/redial demo --stay 30m
 
 vet:
 	@test -z "$$(gofmt -l cmd internal)" || (echo "gofmt needed:"; gofmt -l cmd internal; exit 1)

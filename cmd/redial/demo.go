@@ -34,7 +34,7 @@ func demo(ctx context.Context, args []string) error {
 	limit := fs.Int("limit", 20, "channels on the simulated line")
 	seed := fs.Uint64("seed", 7, "seed of the simulated carrier's outcomes")
 	verbose := fs.Bool("v", false, "log every call")
-	stay := fs.Duration("stay", 0, "keep the node up this long after the campaign, for the agent page (e.g. 10m)")
+	stay := fs.Duration("stay", 0, "keep the node up this long after the campaign, with the inbound traffic going, for the dashboard and the agent page (e.g. 10m)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -85,7 +85,8 @@ func demo(ctx context.Context, args []string) error {
 	}
 	defer ds.Close()
 	rdb := ds.Client()
-	line := fmt.Sprintf(`{"params":{"group":"sim","uri":"sip:%s","transport":"udp","limit":%d,"cps":100,"enable":true},"variables":{"origination_caller_id_number":"15550000000"}}`, carrier.Addr(), *limit)
+	// The line has room for the scheduled calls besides the campaign's.
+	line := fmt.Sprintf(`{"params":{"group":"sim","uri":"sip:%s","transport":"udp","limit":%d,"cps":100,"enable":true},"variables":{"origination_caller_id_number":"15550000000"}}`, carrier.Addr(), *limit+demoSchedules)
 	if err := ds.SetLine(ctx, "sim-carrier", line); err != nil {
 		return fmt.Errorf("demo: write line: %w", err)
 	}
@@ -108,18 +109,42 @@ func demo(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// The node stops last, however the demo ends (Ctrl-C included): the
+	// simulated agents unregister from it first and its calls end before
+	// Redis stops.
+	nctx, stopNode := context.WithCancel(context.WithoutCancel(ctx))
 	nodeDone := make(chan error, 1)
-	go func() { nodeDone <- node.Run(ctx) }()
+	go func() { nodeDone <- node.Run(nctx) }()
+	defer func() { stopNode(); <-nodeDone }()
 	api := "http://" + node.Web.Addr()
 	fmt.Printf("redial node: SIP %s, API %s\n", node.SIP.Addr("udp"), api)
+	fmt.Printf("dashboard: %s/?token=%s\n", api, token)
 	fmt.Printf("API token (rest,dashboard): %s\n  try: curl -H 'Authorization: Bearer %s' %s/api/v1/tasks\n", token, token, api)
+	fmt.Printf("  CDRs: %s cdr stats --redis %s\n", os.Args[0], *redisURL)
 	<-node.SIP.Ready()
-	if err := setupDemoAgent(ctx, ds, node.SIP.Addr("udp")); err != nil {
+	// The inbound traffic stops (its callers hang up and its agents
+	// unregister) before the node does.
+	tctx, stopTraffic := context.WithCancel(ctx)
+	traffic, err := setupDemoTraffic(tctx, ds, node.Files, node.SIP.Addr("udp"), *seed, log)
+	if err != nil {
+		stopTraffic()
 		return err
 	}
-	fmt.Printf("agent page: %s/agent  (extension %s, password %s): log in and the demo calls inbound number %s, which rings you\n\n",
+	defer func() { stopTraffic(); traffic.Wait() }()
+	if err := setupDemoAgent(ctx, ds, traffic.callers.Addr()); err != nil {
+		return err
+	}
+	fmt.Printf("agent page: %s/agent  (extension %s, password %s): log in and the demo calls inbound number %s, which rings you\n",
 		api, demoAgentExt, demoAgentPassword, demoInboundNumber)
-	go ringDemoAgent(ctx, ds, api, token)
+	traffic.goTracked(func() { ringDemoAgent(tctx, ds, traffic) })
+	traffic.waitAgents(tctx, api, token, 5*time.Second)
+	fmt.Printf("queue %q: %d of %d simulated agents (%s) registered; simulated callers (%s) dial %s (the queue, every 2-4 s) and %s (IVR script %q, every 8-16 s)\n",
+		demoQueue, traffic.registered(), len(demoQueueAgents), strings.Join(demoQueueAgents, ","), traffic.callers.Addr(), demoQueueNumber, demoIVRNumber, demoIVRScript)
+	traffic.goTracked(func() { traffic.run(tctx, *seed) })
+	if err := scheduleDemoCalls(tctx, api, token); err != nil {
+		return err
+	}
+	fmt.Printf("%d calls scheduled from +5 s, 3 s apart (config %q): GET %s/api/v1/schedules\n\n", demoSchedules, demoScheduleConfig, api)
 
 	// The campaign: a task over the numbers, exactly as an integrator would
 	// load it (template hash + change notice), then the numbers on its queue.
@@ -150,7 +175,7 @@ func demo(ctx context.Context, args []string) error {
 		} else if s != nil {
 			status = *s
 		}
-		done := len(must(rdb.LRange(ctx, ds.CampaignsListKey(), 0, -1).Result()))
+		done := len(demoCampaignCDRs(must(rdb.LRange(ctx, ds.CampaignsListKey(), 0, -1).Result())))
 		fmt.Printf("\r%s", progressLine(done, *calls, status, time.Since(start)))
 		if done >= *calls && status.InFlight == 0 {
 			fmt.Println()
@@ -167,7 +192,7 @@ func demo(ctx context.Context, args []string) error {
 	deadline := time.Now().Add(10 * time.Second)
 	var cdrs []string
 	for time.Now().Before(deadline) {
-		cdrs, _ = rdb.LRange(ctx, ds.CampaignsListKey(), 0, -1).Result()
+		cdrs = demoCampaignCDRs(must(rdb.LRange(ctx, ds.CampaignsListKey(), 0, -1).Result()))
 		if len(cdrs) >= *calls {
 			break
 		}
@@ -175,14 +200,23 @@ func demo(ctx context.Context, args []string) error {
 	}
 	printSummary(os.Stdout, cdrs, time.Since(start), carrier.Stats())
 	if *stay > 0 {
-		fmt.Printf("\nthe node stays up %v for the agent page (%s/agent); Ctrl-C ends it\n", *stay, api)
-		select {
-		case <-ctx.Done():
-		case <-time.After(*stay):
+		fmt.Printf("\nthe node stays up %v with the inbound traffic going, for the dashboard (%s/?token=%s)\nand the agent page (%s/agent); Ctrl-C ends it\n",
+			*stay, api, token, api)
+		end := time.After(*stay)
+		t.Reset(time.Second)
+	stay:
+		for {
+			select {
+			case <-ctx.Done():
+				break stay
+			case <-end:
+				break stay
+			case <-t.C:
+				fmt.Printf("\r%s", traffic.statusLine(time.Since(start)))
+			}
 		}
+		fmt.Println()
 	}
-	cancel()
-	<-nodeDone
 	return nil
 }
 
@@ -270,6 +304,25 @@ func progressLine(done, total int, st dialer.TaskStatus, el time.Duration) strin
 }
 
 func must[T any](v T, _ error) T { return v }
+
+// demoCampaignCDRs keeps the CDRs of the demo's campaign (task "demo")
+// from the campaigns list, which also carries those of the scheduled and
+// inbound calls and other notices.
+func demoCampaignCDRs(raw []string) []string {
+	var out []string
+	for _, s := range raw {
+		var env struct {
+			Type    string `json:"type"`
+			Payload struct {
+				CampaignRef string `json:"campaign_ref"`
+			} `json:"payload"`
+		}
+		if json.Unmarshal([]byte(s), &env) == nil && env.Type == "cdr" && env.Payload.CampaignRef == "demo" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
 
 // startRedis runs a private redis-server on a free port for the demo.
 func startRedis(ctx context.Context, dir string) (string, func(), error) {

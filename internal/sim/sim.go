@@ -1,11 +1,12 @@
-// Package sim is the demo's simulated carrier and destination: a SIP user
-// agent that answers, rejects or lets ring the calls it receives, and plays
-// a tone on answered calls. Tests never use it as their peer; they use SIPp.
+// Package sim is the demo's simulated carrier, destination, callers and
+// agents: a SIP user agent that answers, rejects or lets ring the calls it
+// receives and plays a tone on answered calls, and an Agent that registers
+// as a queue agent and answers what the node offers it. Tests never use it
+// as their peer; they use SIPp.
 package sim
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -27,11 +28,22 @@ type Config struct {
 	// AnswerPct, BusyPct: shares of calls answered and busy; the rest ring
 	// until cancelled.
 	AnswerPct, BusyPct int
-	// Ring is the ringing time before answer or busy (randomised ±50%).
-	Ring time.Duration
+	// Ring is the ringing time before answer or busy (randomised ±50%, or
+	// uniform from Ring to RingMax when RingMax is longer).
+	Ring, RingMax time.Duration
 	// Talk is how long an answered call lasts before the simulator hangs up
-	// (randomised ±50%); 0 waits for the other side's BYE.
-	Talk time.Duration
+	// (randomised ±50%, or uniform from Talk to TalkMax when TalkMax is
+	// longer); 0 waits for the other side's BYE.
+	Talk, TalkMax time.Duration
+	// DTMF, when set, are the keys the simulator may press on an answered
+	// call: one of them, picked at random, DTMFAfter after the answer (an
+	// IVR's caller choosing from a menu). Sent as RFC 4733 events when the
+	// other side offered telephone-event.
+	DTMF      string
+	DTMFAfter time.Duration
+	// OneCall makes the simulator a phone with one line: an INVITE while
+	// it is in a call (ringing or talking) is answered 486.
+	OneCall bool
 	// ToneHz is the tone played on answered calls.
 	ToneHz float64
 	// Seed makes the outcomes repeatable.
@@ -52,13 +64,17 @@ type Sim struct {
 	ports *media.PortPool
 	ua    *sipgo.UserAgent
 	srv   *sipgo.Server
+	cli   *sipgo.Client
 	dlg   *sipgo.DialogServerCache
+	dlc   *sipgo.DialogClientCache
 	conn  net.PacketConn
 
 	mu  sync.Mutex
 	rnd *rand.Rand
 
 	invites, answered, busy, ringing, cancelled atomic.Int64
+	// inCall counts the calls between INVITE and their end (OneCall).
+	inCall atomic.Int64
 }
 
 // New binds the simulator's socket.
@@ -90,17 +106,20 @@ func New(cfg Config, log *slog.Logger) (*Sim, error) {
 	if s.srv, err = sipgo.NewServer(s.ua); err != nil {
 		return nil, err
 	}
-	cli, err := sipgo.NewClient(s.ua, sipgo.WithClientHostname(host), sipgo.WithClientConnectionAddr(s.conn.LocalAddr().String()))
-	if err != nil {
+	// Requests (BYE, an Agent's REGISTER) leave from the listening
+	// socket, so that the other side answers and calls back there.
+	if s.cli, err = sipgo.NewClient(s.ua, sipgo.WithClientHostname(host), sipgo.WithClientConnectionAddr(s.conn.LocalAddr().String())); err != nil {
 		return nil, err
 	}
 	var p int
 	fmt.Sscan(port, &p)
-	s.dlg = sipgo.NewDialogServerCache(cli, gosip.ContactHeader{Address: gosip.Uri{Scheme: "sip", User: "sim", Host: host, Port: p}})
+	s.dlg = sipgo.NewDialogServerCache(s.cli, gosip.ContactHeader{Address: gosip.Uri{Scheme: "sip", User: "sim", Host: host, Port: p}})
 	s.srv.OnInvite(s.onInvite)
 	s.srv.OnAck(func(req *gosip.Request, tx gosip.ServerTransaction) { s.dlg.ReadAck(req, tx) })
+	s.dlc = sipgo.NewDialogClientCache(s.cli, gosip.ContactHeader{Address: gosip.Uri{Scheme: "sip", User: "sim", Host: host, Port: p}})
 	s.srv.OnBye(func(req *gosip.Request, tx gosip.ServerTransaction) {
-		if err := s.dlg.ReadBye(req, tx); err != nil {
+		// A BYE ends a call the simulator answered or one it placed.
+		if s.dlg.ReadBye(req, tx) != nil && s.dlc.ReadBye(req, tx) != nil {
 			tx.Respond(gosip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
 		}
 	})
@@ -133,14 +152,27 @@ func (s *Sim) Run(ctx context.Context) error {
 	}
 }
 
-func (s *Sim) jitter(d time.Duration) time.Duration {
-	if d <= 0 {
+// span is a duration from d's range: uniform from d to upTo when upTo is
+// longer, else d ±50%.
+func (s *Sim) span(d, upTo time.Duration) time.Duration {
+	if d <= 0 && upTo <= 0 {
 		return 0
 	}
 	s.mu.Lock()
-	f := 0.5 + s.rnd.Float64()
+	f := s.rnd.Float64()
 	s.mu.Unlock()
-	return time.Duration(float64(d) * f)
+	if upTo > d {
+		return d + time.Duration(float64(upTo-d)*f)
+	}
+	return time.Duration(float64(d) * (0.5 + f))
+}
+
+// key picks one of the DTMF keys.
+func (s *Sim) key() rune {
+	keys := []rune(s.cfg.DTMF)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return keys[s.rnd.IntN(len(keys))]
 }
 
 func (s *Sim) outcome() string {
@@ -160,6 +192,13 @@ func (s *Sim) outcome() string {
 // transaction when the handler returns.
 func (s *Sim) onInvite(req *gosip.Request, tx gosip.ServerTransaction) {
 	s.invites.Add(1)
+	if n := s.inCall.Add(1); s.cfg.OneCall && n > 1 {
+		s.inCall.Add(-1)
+		s.busy.Add(1)
+		tx.Respond(gosip.NewResponseFromRequest(req, 486, "Busy Here", nil))
+		return
+	}
+	defer s.inCall.Add(-1)
 	d, err := s.dlg.ReadInvite(req, tx)
 	if err != nil {
 		tx.Respond(gosip.NewResponseFromRequest(req, 400, "Bad Request", nil))
@@ -179,7 +218,7 @@ func (s *Sim) onInvite(req *gosip.Request, tx gosip.ServerTransaction) {
 	d.Respond(100, "Trying", nil)
 	d.Respond(180, "Ringing", nil)
 	what := s.outcome()
-	ring := s.jitter(s.cfg.Ring)
+	ring := s.span(s.cfg.Ring, s.cfg.RingMax)
 	if what == "ring" {
 		s.ringing.Add(1)
 		<-d.Context().Done()
@@ -197,6 +236,13 @@ func (s *Sim) onInvite(req *gosip.Request, tx gosip.ServerTransaction) {
 		d.Respond(486, "Busy Here", nil)
 		return
 	}
+	s.talk(d, remote, codec, dtmf)
+}
+
+// talk answers d with SDP, plays the tone (pressing a key if the config
+// says so) for the talk time or until the other side hangs up, and then
+// hangs up itself.
+func (s *Sim) talk(d *sipgo.DialogServerSession, remote media.RemoteMedia, codec media.Codec, dtmf *media.Codec) {
 	sess, err := media.NewSession("0.0.0.0", s.ports)
 	if err != nil {
 		d.Respond(503, "Service Unavailable", nil)
@@ -208,6 +254,7 @@ func (s *Sim) onInvite(req *gosip.Request, tx gosip.ServerTransaction) {
 	codecs := []media.Codec{codec}
 	if dtmf != nil {
 		codecs = append(codecs, *dtmf)
+		sess.SetDTMF(dtmf)
 	}
 	host, _, _ := net.SplitHostPort(s.Addr())
 	answer := media.BuildSDP(media.SDPOffer{IP: host, Port: sess.LocalPort(), Codecs: codecs})
@@ -215,12 +262,34 @@ func (s *Sim) onInvite(req *gosip.Request, tx gosip.ServerTransaction) {
 		return
 	}
 	s.answered.Add(1)
-	ctx := d.Context()
-	talk := s.jitter(s.cfg.Talk)
-	if talk > 0 {
-		var cancel context.CancelFunc
+	s.converse(d.Context(), d.Context(), sess, dtmf, d.Bye)
+}
+
+// converse is an answered call's media, whichever side called: it plays
+// the tone on sess (pressing a key if the config says so) until the talk
+// time is up or ctx ends (the dialog ending among others), and then hangs
+// up with bye unless the dialog (dctx) already ended.
+func (s *Sim) converse(ctx, dctx context.Context, sess *media.Session, dtmf *media.Codec, bye func(context.Context) error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if talk := s.span(s.cfg.Talk, s.cfg.TalkMax); talk > 0 {
 		ctx, cancel = context.WithTimeout(ctx, talk)
 		defer cancel()
+	}
+	if s.cfg.DTMF != "" && dtmf != nil {
+		key := s.key()
+		pressed := make(chan struct{})
+		// The key is sent before the session closes.
+		defer func() { <-pressed }()
+		defer cancel()
+		go func() {
+			defer close(pressed)
+			select {
+			case <-ctx.Done():
+			case <-time.After(s.cfg.DTMFAfter):
+				sess.SendDTMF(ctx, key, 160*time.Millisecond)
+			}
+		}()
 	}
 	// Drain what the other side sends so its packets are not refused.
 	go func() {
@@ -231,10 +300,25 @@ func (s *Sim) onInvite(req *gosip.Request, tx gosip.ServerTransaction) {
 			}
 		}
 	}()
-	err = sess.Play(ctx, media.NewTone(s.cfg.ToneHz, 8000, 0))
-	if d.Context().Err() == nil && (err == nil || errors.Is(err, context.DeadlineExceeded)) {
+	sess.Play(ctx, media.NewTone(s.cfg.ToneHz, 8000, 0))
+	if dctx.Err() == nil {
 		bctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		d.Bye(bctx)
+		bye(bctx)
 		cancel()
+	}
+}
+
+// waitServing returns once Run serves the socket: requests sent from it
+// before then fail (sipgo takes the socket from its pool of served ones).
+func (s *Sim) waitServing(ctx context.Context) error {
+	for {
+		if c, err := s.ua.TransportLayer().GetConnection("udp", s.Addr()); err == nil && c != nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("sim: %s is not served (Run): %w", s.Addr(), ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
 }
