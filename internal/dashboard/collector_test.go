@@ -170,3 +170,18 @@ func TestHubSeries(t *testing.T) {
 		t.Fatal("a viewer that never read was not dropped")
 	}
 }
+
+// A light report keeps the node's calls and tasks from its last full
+// report and takes the fast figures from itself.
+func TestHubLightReportKeepsFullFigures(t *testing.T) {
+	now := time.Now()
+	s := &Service{cfg: Config{MaxViewers: 2}, now: func() time.Time { return now }}
+	s.hub = newHub(s)
+	s.mViewers, s.mDropped = newTestGauge(), newTestCounter()
+	s.hub.merge(&nodeReport{Host: "a", Tasks: []dialer.TaskStatus{{Name: "t"}}, Calls: []callRow{{CallRef: "c1"}}, CallsTotal: 1, ActiveCalls: 1})
+	s.hub.merge(&nodeReport{Host: "a", Light: true, ActiveCalls: 7})
+	got := s.hub.snapshotReports(now)
+	if len(got) != 1 || len(got[0].Tasks) != 1 || got[0].CallsTotal != 1 || got[0].ActiveCalls != 7 {
+		t.Fatalf("after a light report: %+v", got)
+	}
+}

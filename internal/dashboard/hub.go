@@ -184,6 +184,15 @@ func (h *hub) run(ctx context.Context, reports *cluster.Subscription) {
 func (h *hub) merge(r *nodeReport) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if prev := h.reports[r.Host]; r.Light {
+		if prev == nil {
+			// The figures come with the next full report.
+			prev = &nodeReport{Host: r.Host}
+		}
+		full := *prev
+		full.Time, full.ActiveCalls, full.CPS, full.Disp, full.CDRs = r.Time, r.ActiveCalls, r.CPS, r.Disp, r.CDRs
+		r = &full
+	}
 	h.reports[r.Host] = r
 	h.seen[r.Host] = h.s.now()
 	for _, p := range r.CPS {

@@ -207,7 +207,6 @@ func (s *Service) report(ctx context.Context, wants *cluster.Subscription) {
 	defer t.Stop()
 	var (
 		proc      procSampler
-		heavy     nodeReport // refreshed every Tick
 		heavyAt   time.Time
 		granted   map[string]uint64
 		grantedAt time.Time
@@ -233,29 +232,34 @@ func (s *Service) report(ctx context.Context, wants *cluster.Subscription) {
 			s.col.takeCDRs()
 			continue
 		}
+		var r nodeReport
 		if now.Sub(heavyAt) >= s.cfg.Tick {
-			heavy, heavyAt = s.heavy(ctx, now, &proc), now
+			heavyAt = now
+			r = s.heavy(ctx, now, &proc)
 			if s.deps.Lines != nil {
 				g := s.deps.Lines.Granted()
 				cps = linesCPS(granted, g, now.Sub(grantedAt))
 				granted, grantedAt = g, now
 			}
+			r.Lines = make(map[string]line, len(cps))
+			fo := s.col.failoverCounts()
+			for name, v := range cps {
+				r.Lines[name] = line{CPS: v, Failovers: fo[name]}
+			}
+			for name, n := range fo {
+				if _, ok := r.Lines[name]; !ok {
+					r.Lines[name] = line{Failovers: n}
+				}
+			}
+		} else {
+			// The calls and tasks change at most once a Tick on the page:
+			// between full reports only the fast parts travel.
+			r = nodeReport{Host: s.cfg.Host, Light: true}
 		}
-		r := heavy
 		r.Time = now
 		r.ActiveCalls = s.deps.Calls.Active()
 		r.CPS, r.Disp = s.col.recent(now, recentCPS)
 		r.CDRs = s.col.takeCDRs()
-		r.Lines = make(map[string]line, len(cps))
-		fo := s.col.failoverCounts()
-		for name, v := range cps {
-			r.Lines[name] = line{CPS: v, Failovers: fo[name]}
-		}
-		for name, n := range fo {
-			if _, ok := r.Lines[name]; !ok {
-				r.Lines[name] = line{Failovers: n}
-			}
-		}
 		b, err := json.Marshal(r)
 		if err != nil {
 			s.log.Error("dashboard: encode report", "err", err)

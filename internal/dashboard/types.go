@@ -22,6 +22,10 @@ type nodeReport struct {
 	CPUPct      float64   `json:"cpu_pct"`
 	RSSBytes    int64     `json:"rss_bytes"`
 	Goroutines  int       `json:"goroutines"`
+	// Light reports (three of every four) carry only what changes fast:
+	// calls, chart points and CDRs; the rest stays as the last full report
+	// said.
+	Light bool `json:"light,omitempty"`
 	// Tasks are this node's dialer runners.
 	Tasks []dialer.TaskStatus `json:"tasks"`
 	// Calls are the newest maxCalls calls in progress; CallsTotal counts

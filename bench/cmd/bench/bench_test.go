@@ -1,9 +1,15 @@
 package main
 
 import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -85,5 +91,94 @@ func TestPercentileNearestRank(t *testing.T) {
 	}
 	if p := percentile(d[:1], 99); p != time.Millisecond {
 		t.Errorf("p99 of one = %v", p)
+	}
+}
+
+// The dashboard part reads the node's event stream with readSSE: named
+// events, multi-line data, comments, retry fields and CRLF line ends, as a
+// real server writes them in separate flushed chunks.
+func TestReadSSEFromServer(t *testing.T) {
+	chunks := []string{
+		"retry: 2000\n\n",
+		": keep-alive\n\n",
+		"event: state\ndata: {\"time\":\"2026-12-01T10:00:00Z\"}\n\n",
+		"event: cdrs\ndata: {\"cdrs\":\n",
+		"data: []}\n\n",
+		"data:no space\r\n\r\n",
+		"event: ignored\nid: 7\n\n",
+		"event: series\ndata: {\"reset\":true}\n\n",
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for _, c := range chunks {
+			io.WriteString(w, c)
+			w.(http.Flusher).Flush()
+		}
+	}))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got []string
+	if err := readSSE(resp.Body, func(name string, data []byte) error {
+		got = append(got, name+"="+string(data))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{`state={"time":"2026-12-01T10:00:00Z"}`, "cdrs={\"cdrs\":\n[]}", "message=no space", `series={"reset":true}`}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("events:\n got %q\nwant %q", got, want)
+	}
+}
+
+// A viewer measures latency on the rows that arrive after it connected,
+// not on the backlog every connection starts with, and counts only while
+// measuring.
+func TestSSEViewerLatencySkipsBacklog(t *testing.T) {
+	fresh := time.Now().Add(-150 * time.Millisecond)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprintf(w, "retry: 2000\n\nevent: state\ndata: {\"time\":%q,\"nodes\":[{\"host\":\"a\"}]}\n\n", time.Now().Format(time.RFC3339Nano))
+		fmt.Fprintf(w, "event: cdrs\ndata: {\"cdrs\":[{\"cdr_id\":\"old\",\"time\":%q}]}\n\n", time.Now().Add(-time.Hour).Format(time.RFC3339Nano))
+		fmt.Fprintf(w, "event: cdrs\ndata: {\"cdrs\":[{\"cdr_id\":\"x\",\"time\":%q},{\"cdr_id\":\"y\",\"time\":%q}]}\n\n",
+			fresh.Format(time.RFC3339Nano), fresh.Format(time.RFC3339Nano))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	var measuring atomic.Bool
+	measuring.Store(true)
+	v := newSSEViewer(srv.URL, &measuring)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { v.run(ctx); close(done) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		v.mu.Lock()
+		rows, states, err := v.rows, v.states, v.err
+		v.mu.Unlock()
+		if rows == 2 && states == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rows %d, states %d, err %v", rows, states, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if len(v.lat) != 2 {
+		t.Fatalf("latencies %v, want 2 (backlog skipped)", v.lat)
+	}
+	for _, l := range v.lat {
+		if l < 150*time.Millisecond || l > 5*time.Second {
+			t.Errorf("latency %v, want from 150ms (row time) to a few seconds", l)
+		}
+	}
+	if v.frames["cdrs"] != 2 || v.frames["state"] != 1 || v.bytes.Load() == 0 {
+		t.Errorf("frames %v, bytes %d", v.frames, v.bytes.Load())
 	}
 }

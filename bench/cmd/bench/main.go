@@ -40,6 +40,7 @@ var parts = []part{
 	{name: "ivrapi", heading: "## 5. ivrapi", run: runIVRAPI},
 	{name: "webrtc", heading: "## 6. WebRTC legs", run: runWebRTC},
 	{name: "queue", heading: "## 7. Queue", run: runQueue},
+	{name: "dashboard", heading: "## 8. Dashboard", run: runDashboard},
 }
 
 // bench is what every part shares: flags, paths and the work directory.
