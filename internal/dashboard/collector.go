@@ -12,10 +12,12 @@ import (
 const (
 	// seriesSeconds is how far back the charts go.
 	seriesSeconds = 3600
-	// maxCDRsPerReport bounds the CDR rows one report carries: the page
-	// shows the newest 100, so at 1,000 calls per second the older rows
-	// of a report would only be scrolled past.
-	maxCDRsPerReport = 100
+	// maxCDRsPerReport bounds the CDR rows one report carries (four
+	// reports a second): at 1,000 calls per second a page could not show
+	// every row anyway, and each row costs its JSON on every node with
+	// viewers, so a node sends at most 100 rows a second; the counts and
+	// charts still take every CDR.
+	maxCDRsPerReport = 25
 	// recentCPS is how many seconds of calls per second a report repeats,
 	// so a lost report leaves no hole in the chart.
 	recentCPS = 5

@@ -704,7 +704,7 @@ func dashReport(b *bench, wins []*dashWin, warns int, firstWarn string, perfOn b
 		"(LLEN of the CDR list before and after). The verdict compares CPU per call, so a window that dialed a little less is not counted as cheaper. " +
 		"SIPp UAS calls/s is SIPp's own count of successful calls between its statistics dumps (once a second), the reference for the rate.\n")
 	s.WriteString("- Latency is the viewer's receive time (the event's blank line read) − the row's `time` (the CDR's end, the node's wall clock; same machine). " +
-		"It is measured over the rows the viewers got: a node reports every 250 ms with at most the newest 100 rows, and the page lists the newest 100, " +
+		"It is measured over the rows the viewers got: a node reports every 250 ms with at most the newest 25 rows (100 a second), and the page lists the newest 100, " +
 		"so at 1,000 calls/s most rows never reach the page by design (the last column of the viewer table); every CDR is still in `GET /api/v1/dashboard/cdrs`.\n")
 	s.WriteString("- A node reports only while somebody views the page anywhere in the cluster; without viewers its dashboard work is counting call events. " +
 		"The (b) cost is the report every 250 ms (its JSON, the bus round trip through Redis, the merge), the state once a second (Redis reads, one JSON encoding) " +
