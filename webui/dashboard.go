@@ -94,7 +94,7 @@ func (h *dashboardHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// serveEmbedded serves one of the page's own files by its extension's
+// serveEmbedded serves one of a page's own files by its extension's
 // type; other extensions are not served.
 func serveEmbedded(w http.ResponseWriter, r *http.Request, static fs.FS, name string) {
 	ctype, ok := contentTypes[path.Ext(name)]
@@ -111,7 +111,8 @@ func serveEmbedded(w http.ResponseWriter, r *http.Request, static fs.FS, name st
 	http.ServeContent(w, r, name, time.Time{}, strings.NewReader(string(b)))
 }
 
-// serveFromDir serves one regular .js, .css or .map file under dir,
+// serveFromDir serves one regular .js, .css or .map file under dir (a
+// library in node_modules),
 // through os.Root so that neither ".." nor a symlink reaches outside it.
 func serveFromDir(w http.ResponseWriter, r *http.Request, dir, name string) {
 	ext := path.Ext(name)
@@ -121,7 +122,7 @@ func serveFromDir(w http.ResponseWriter, r *http.Request, dir, name string) {
 	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
-		http.Error(w, "uPlot: "+err.Error(), http.StatusServiceUnavailable)
+		http.Error(w, "library directory: "+err.Error(), http.StatusServiceUnavailable)
 		return
 	}
 	defer root.Close()

@@ -9,16 +9,12 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/base64"
-	"errors"
-	"io"
 	"io/fs"
 	"net/http"
 	"os"
-	"path"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"time"
 )
 
 //go:embed agent
@@ -123,11 +119,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case p == Prefix:
 		http.Redirect(w, r, Prefix+"/", http.StatusMovedPermanently)
 	case p == Prefix+"/":
-		h.serveStatic(w, r, "index.html")
+		serveEmbedded(w, r, h.static, "index.html")
 	case strings.HasPrefix(p, libPrefix):
-		h.serveLib(w, r, strings.TrimPrefix(p, libPrefix))
+		serveFromDir(w, r, filepath.Join(h.modulesDir, sipLib), strings.TrimPrefix(p, libPrefix))
 	case strings.HasPrefix(p, Prefix+"/"):
-		h.serveStatic(w, r, strings.TrimPrefix(p, Prefix+"/"))
+		serveEmbedded(w, r, h.static, strings.TrimPrefix(p, Prefix+"/"))
 	default:
 		http.NotFound(w, r)
 	}
@@ -140,52 +136,4 @@ var contentTypes = map[string]string{
 	".js":   "text/javascript; charset=utf-8",
 	".css":  "text/css; charset=utf-8",
 	".map":  "application/json",
-}
-
-func (h *handler) serveStatic(w http.ResponseWriter, r *http.Request, name string) {
-	ctype, ok := contentTypes[path.Ext(name)]
-	if !ok || !fs.ValidPath(name) {
-		http.NotFound(w, r)
-		return
-	}
-	b, err := fs.ReadFile(h.static, name)
-	if err != nil {
-		http.NotFound(w, r)
-		return
-	}
-	w.Header().Set("Content-Type", ctype)
-	http.ServeContent(w, r, name, time.Time{}, strings.NewReader(string(b)))
-}
-
-// serveLib serves one regular file under SIP.js's lib directory, through
-// os.Root so that neither ".." nor a symlink reaches outside it.
-func (h *handler) serveLib(w http.ResponseWriter, r *http.Request, name string) {
-	ctype, ok := contentTypes[path.Ext(name)]
-	if !ok || ctype == contentTypes[".html"] || ctype == contentTypes[".css"] || !fs.ValidPath(name) {
-		http.NotFound(w, r)
-		return
-	}
-	root, err := os.OpenRoot(filepath.Join(h.modulesDir, sipLib))
-	if err != nil {
-		http.Error(w, "SIP.js: "+err.Error(), http.StatusServiceUnavailable)
-		return
-	}
-	defer root.Close()
-	f, err := root.Open(filepath.FromSlash(name))
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			http.NotFound(w, r)
-			return
-		}
-		http.Error(w, "not found", http.StatusNotFound)
-		return
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil || !st.Mode().IsRegular() {
-		http.NotFound(w, r)
-		return
-	}
-	w.Header().Set("Content-Type", ctype)
-	http.ServeContent(w, r, name, st.ModTime(), io.ReadSeeker(f))
 }
