@@ -80,9 +80,9 @@ func mergeCampaigns(reports []*nodeReport) []campaignRow {
 		for _, t := range r.Tasks {
 			c := byName[t.Name]
 			if c == nil {
-				c = &campaignRow{Name: t.Name, State: t.State, Reason: t.Reason, NextOpen: t.NextOpen, Queue: t.Queue,
-					QueueLength: t.QueueLength, Retrying: t.Retrying, Enable: t.Enable, Limit: t.Limit, GlobalLimit: t.GlobalLimit,
-					Interrupted: t.Interrupted, ParkedInvalid: t.ParkedInvalid, ConfigError: t.ConfigError, Dispositions: map[string]int{}}
+				c = &campaignRow{TaskStatus: t, Dispositions: map[string]int{}}
+				// Summed below, over every node including this one.
+				c.InFlight, c.Dialed, c.Answered, c.Failed, c.Invalid = 0, 0, 0, 0, 0
 				byName[t.Name] = c
 				names = append(names, t.Name)
 			} else {

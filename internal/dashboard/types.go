@@ -143,27 +143,12 @@ type nodeRow struct {
 	Goroutines  int     `json:"goroutines"`
 }
 
+// campaignRow is one task over every node that runs it: the dialer's
+// status summed, with what the page adds.
 type campaignRow struct {
-	Name          string         `json:"name"`
-	State         string         `json:"state"`
-	Reason        string         `json:"reason,omitempty"`
-	NextOpen      *time.Time     `json:"next_open,omitempty"`
-	Queue         string         `json:"queue"`
-	QueueLength   int64          `json:"queue_length"`
-	Retrying      int64          `json:"retrying"`
-	Enable        bool           `json:"enable"`
-	Limit         int            `json:"limit"`
-	GlobalLimit   int            `json:"global_limit"`
-	InFlight      int            `json:"in_flight"`
-	Dialed        int64          `json:"dialed"`
-	Answered      int64          `json:"answered"`
-	Failed        int64          `json:"failed"`
-	Invalid       int64          `json:"invalid"`
-	Interrupted   int64          `json:"interrupted"`
-	ParkedInvalid int64          `json:"parked_invalid"`
-	AnswerRate    *float64       `json:"answer_rate"`
-	Dispositions  map[string]int `json:"dispositions"`
-	ConfigError   string         `json:"config_error,omitempty"`
+	dialer.TaskStatus
+	AnswerRate   *float64       `json:"answer_rate"`
+	Dispositions map[string]int `json:"dispositions"`
 	// Nodes is how many nodes run the task.
 	Nodes int `json:"nodes"`
 }
