@@ -259,20 +259,25 @@ func isDecodeError(err error) bool {
 }
 
 // paced reports whether the runner may claim a number now as far as the
-// queue's agents go; when not, the task status says why.
-func (r *runner) paced(ctx context.Context, tk *Task) bool {
+// queue's agents go (when not, the task status says why), and how many
+// calls it may start at once: -1 when no agent pacing applies.
+func (r *runner) paced(ctx context.Context, tk *Task) (ok bool, room int) {
 	d, err := r.pace.decide(ctx, tk)
 	if err != nil {
 		if ctx.Err() == nil {
 			r.d.outage.Fail("dialer: reading the queue's agents failed; retrying", err, "task", r.name)
 			r.setState("waiting", "redis unreachable: "+err.Error(), time.Time{})
 		}
-		return false
+		return false, 0
 	}
 	if !d.OK {
 		r.setState("waiting", d.Reason, time.Time{})
+		return false, 0
 	}
-	return d.OK
+	if d.Queue == "" {
+		return true, -1
+	}
+	return true, max(1, d.Allowed-d.Waiting)
 }
 
 // followConnections marks the calls of the dialer's tasks that reach their

@@ -19,6 +19,13 @@ import (
 // claiming again (a call ending on this node wakes it sooner).
 const noLineBackoff = 200 * time.Millisecond
 
+// claimBatch bounds how many numbers one claim takes at once while the
+// queue has numbers: one script moves them all to the processing list, so
+// a busy task costs a fraction of a round trip per number instead of one
+// BLMOVE each. It is small enough that a task whose config changes (a
+// lower limit, a disable) overshoots by little.
+const claimBatch = 50
+
 // holderEvery is how often a task re-registers this node as a holder of its
 // queue.
 const holderEvery = 5 * time.Second
@@ -151,7 +158,8 @@ func (r *runner) run(ctx context.Context) {
 			r.sleep(ctx, time.Second)
 			continue
 		}
-		if !r.paced(ctx, tk) {
+		ok, room := r.paced(ctx, tk)
+		if !ok {
 			r.sleep(ctx, paceEvery)
 			continue
 		}
@@ -174,7 +182,39 @@ func (r *runner) run(ctx context.Context) {
 				nextPromote = due
 			}
 		}
-		raw, ok, err := led.ClaimBlocking(ctx, r.d.cfg.ClaimTimeout)
+		// As many as the limit (and the agents, and cps) allow, without
+		// waiting; when the queue is empty, wait for the next number.
+		n := min(claimBatch, tk.Limit-int(r.inflight.Load()))
+		if room >= 0 {
+			n = min(n, room)
+		}
+		if tk.CPS > 0 {
+			n = 1
+		}
+		batch, err := led.ClaimBatch(ctx, n)
+		if err == nil && len(batch) == 0 {
+			var raw string
+			var ok bool
+			raw, ok, err = led.ClaimBlocking(ctx, r.d.cfg.ClaimTimeout)
+			if err == nil && !ok {
+				r.d.outage.OK()
+				r.setState("idle", "queue empty", time.Time{})
+				continue
+			}
+			if err == nil {
+				// BLMOVE does not register this node as a holder, and
+				// Mark does not either: without it, a node wrongly
+				// buried by a recovery (which drops it from the
+				// holders) would leave this claim unrecoverable if it
+				// then died. Never dial a claim nobody can recover.
+				if herr := led.EnsureHolder(ctx); herr != nil {
+					r.d.outage.Fail("dialer: registering as queue holder failed; number given back", herr, "task", r.name, "queue", tk.Queue)
+					r.giveBack(ctx, led.Ledger, raw)
+					continue
+				}
+			}
+			batch = []string{raw}
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -185,12 +225,10 @@ func (r *runner) run(ctx context.Context) {
 			continue
 		}
 		r.d.outage.OK()
-		if !ok {
-			r.setState("idle", "queue empty", time.Time{})
-			continue
+		r.d.m.claimed.WithLabelValues(r.name).Add(float64(len(batch)))
+		for _, raw := range batch {
+			r.handle(ctx, tk, led.Ledger, raw)
 		}
-		r.d.m.claimed.WithLabelValues(r.name).Inc()
-		r.handle(ctx, tk, led.Ledger, raw)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -331,9 +332,6 @@ func TestMarkNeedsAnUnmarkedClaim(t *testing.T) {
 	k := l.Keys("")
 	s.PushNumbers(ctx, "{q}", []string{"100"})
 	claimN(t, l, 1)
-	if h := r.Client.SMembers(ctx, k.Holders).Val(); len(h) != 0 {
-		t.Fatalf("holders = %v before any mark or EnsureHolder", h)
-	}
 	if err := l.Mark(ctx, "100"); err != nil {
 		t.Fatal(err)
 	}
@@ -343,11 +341,58 @@ func TestMarkNeedsAnUnmarkedClaim(t *testing.T) {
 	if err := l.Mark(ctx, "200"); !errors.Is(err, ErrClaimGone) {
 		t.Fatalf("mark of an unclaimed item = %v, want ErrClaimGone", err)
 	}
-	if h, err := l.Holders(ctx); err != nil || len(h) != 1 || h[0] != "n1" {
-		t.Fatalf("holders = %v, %v, want [n1]", h, err)
-	}
 	if n := r.Client.HLen(ctx, k.Invited).Val(); n != 1 {
 		t.Fatalf("invited hash has %d fields, want 1", n)
+	}
+	if v := r.Client.HGet(ctx, k.Invited, "100").Val(); v != "1" {
+		t.Fatalf("invited[100] = %q after a refused second mark, want 1", v)
+	}
+	if _, err := r.Client.HGet(ctx, k.Invited, "200").Result(); err == nil {
+		t.Fatal("a refused mark of an unclaimed item left a count behind")
+	}
+}
+
+func TestClaimBatchMovesLikeBLMOVEAndRegisters(t *testing.T) {
+	s, r := newDialerStore(t, "n1")
+	ctx := context.Background()
+	l := s.QueueLedger("{q}", false)
+	k := l.Keys("")
+	if got, err := l.ClaimBatch(ctx, 10); err != nil || len(got) != 0 {
+		t.Fatalf("batch claim of an empty queue = %v, %v", got, err)
+	}
+	if h := r.Client.SMembers(ctx, k.Holders).Val(); len(h) != 0 {
+		t.Fatalf("holders = %v after claiming nothing", h)
+	}
+	s.PushNumbers(ctx, "{q}", []string{"a", "b", "c", "d", "e"})
+	got, err := l.ClaimBatch(ctx, 3)
+	if err != nil || !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Fatalf("batch claim = %v, %v; want the three oldest, oldest first", got, err)
+	}
+	// The same lists as three BLMOVE RIGHT LEFT: newest claim at the left.
+	if p := lrange(t, r, k.Processing); !slices.Equal(p, []string{"c", "b", "a"}) {
+		t.Fatalf("processing = %v", p)
+	}
+	if q := lrange(t, r, k.Source); !slices.Equal(q, []string{"e", "d"}) {
+		t.Fatalf("queue = %v", q)
+	}
+	// A claim that may be marked has its host registered.
+	if h, err := l.Holders(ctx); err != nil || !slices.Equal(h, []string{"n1"}) {
+		t.Fatalf("holders = %v, %v, want [n1]", h, err)
+	}
+	if err := l.Mark(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := l.ClaimBatch(ctx, 10); err != nil || !slices.Equal(got, []string{"d", "e"}) {
+		t.Fatalf("second batch claim = %v, %v", got, err)
+	}
+	// A dead node's batch-claimed items recover like any claims.
+	r.Client.Del(ctx, s.AliveKey("n1"), s.LegacyAliveKey("n1"))
+	res, err := hostStore(r, "other").QueueLedger("{q}", false).Recover(ctx, "n1")
+	if err != nil || res != (RecoverResult{Requeued: 4, Interrupted: 1}) {
+		t.Fatalf("recover = %+v, %v", res, err)
+	}
+	if q := lrange(t, r, k.Source); !slices.Equal(q, []string{"e", "d", "c", "a"}) {
+		t.Fatalf("queue after recovery = %v, want the never-dialed claims back in order", q)
 	}
 }
 

@@ -23,8 +23,8 @@ import (
 // A ledger has a source of one of two shapes:
 //
 //   - LIST (number queues, callback events): producers LPUSH, nodes claim
-//     from the right with BLMOVE, so a claim waits for an item without
-//     polling.
+//     from the right: many at once with one script while items wait
+//     (ClaimBatch), with BLMOVE to wait for the next one without polling.
 //   - ZSET (scheduled members, callback plans): score = due time; a node
 //     claims the members due by the Redis server's clock with a script.
 //
@@ -164,15 +164,19 @@ func (k LedgerKeys) payloadKey() string {
 }
 
 // ClaimBlocking waits up to timeout for an item of a LIST ledger and claims
-// it: BLMOVE <source> <processing> RIGHT LEFT. It returns ("", false, nil)
-// when the timeout passes with the source empty. The timeout is rounded up
-// to whole seconds (at least 1 s): go-redis extends its read deadline for
-// BLMOVE only when it sends the timeout itself, in whole seconds, and a
-// reply lost to a client-side deadline would leave the item claimed by
-// nobody who knows. After a transport error the item may have moved
-// anyway; it is then settled by SettleOwn or a recoverer like any claim.
+// it: BLMOVE <source> <processing> RIGHT LEFT. It returns ("", false, nil) when the timeout passes
+// with the source empty. The timeout is rounded up to whole seconds (at
+// least 1 s): go-redis extends its read deadline for BLMOVE only when it
+// sends the timeout itself, in whole seconds, and a reply lost to a
+// client-side deadline would leave the item claimed by nobody who knows.
+// After a transport error the item may have moved anyway; it is then
+// settled by SettleOwn or a recoverer like any claim.
 //
-// Call EnsureHolder before the first claim.
+// Call EnsureHolder before the first claim, and again after a claim that
+// may be marked: BLMOVE does not register the node (ClaimBatch and
+// ClaimDue do), and Mark no longer does either. ClaimBatch claims without
+// waiting and costs one round trip for many items: use it while the
+// source has items, and ClaimBlocking to wait for the next one.
 func (l *Ledger) ClaimBlocking(ctx context.Context, timeout time.Duration) (string, bool, error) {
 	if l.shape != ShapeList {
 		return "", false, fmt.Errorf("store: ledger %s: blocking claim needs a LIST source", l.name)
@@ -190,6 +194,47 @@ func (l *Ledger) ClaimBlocking(ctx context.Context, timeout time.Duration) (stri
 		return "", false, fmt.Errorf("store: BLMOVE %s %s: %w", k.Source, k.Processing, err)
 	}
 	return raw, true, nil
+}
+
+// KEYS[1] source LIST, KEYS[2] this host's processing LIST, KEYS[3]
+// holders SET.
+// ARGV[1] max items (>= 1), ARGV[2] host.
+// Moves up to ARGV[1] items from the consumer (right) end of the source
+// onto the left of the processing list, as that many BLMOVE source
+// processing RIGHT LEFT would, in three commands whatever their number;
+// registers host in holders when it moved any.
+// Returns the items moved, oldest (first to be dialed) first; empty when
+// the source is empty.
+var claimBatchScript = redis.NewScript(`
+local items = redis.call('RPOP', KEYS[1], tonumber(ARGV[1]))
+if not items or #items == 0 then return {} end
+redis.call('LPUSH', KEYS[2], unpack(items))
+redis.call('SADD', KEYS[3], ARGV[2])
+return items
+`)
+
+// maxClaimBatch bounds one ClaimBatch (the script's LPUSH takes the items
+// as arguments).
+const maxClaimBatch = 500
+
+// ClaimBatch claims up to n items of a LIST ledger at once, without
+// waiting: they move from the consumer end of the source to this node's
+// processing list in one atomic script, exactly as n BLMOVEs would, so
+// they are claimed (never popped) and a crash leaves each in exactly one
+// place. It returns them oldest first, or none when the source is empty.
+// After a transport error the items may have moved anyway; they are then
+// settled by SettleOwn or a recoverer like any claim.
+func (l *Ledger) ClaimBatch(ctx context.Context, n int) ([]string, error) {
+	if l.shape != ShapeList {
+		return nil, fmt.Errorf("store: ledger %s: batch claim needs a LIST source", l.name)
+	}
+	n = min(maxClaimBatch, max(1, n))
+	k := l.Keys("")
+	items, err := claimBatchScript.Run(ctx, l.s.rdb, []string{k.Source, k.Processing, k.Holders}, n, l.s.cfg.Host).StringSlice()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("store: claim from %s into %s: %w", k.Source, k.Processing, err)
+	}
+	return items, nil
 }
 
 // Claim is one member claimed from a ZSET ledger.
@@ -329,46 +374,56 @@ func flag(b bool) string {
 
 // trimLua restores the invariant invited[m] <= copies of m in processing
 // after a copy left the list, and forgets m's score once no copy is left.
-// LPOS ... COUNT c stops after c matches, so the cost is bounded by the
-// processing list (this node's claims in flight).
+// The usual case, the last copy gone, costs one LPOS and one HDEL (two
+// with scores); only when copies remain does it read the count. LPOS stops
+// after the first match (or COUNT c matches), so the cost is bounded by
+// the processing list (this node's claims in flight). noscores is true
+// for ledgers that never write the scores HASH (LIST sources).
 const trimLua = `
-local function trim(proc, inv, scores, m)
-  local c = tonumber(redis.call('HGET', inv, m) or '0')
-  if c > 0 then
-    local n = #redis.call('LPOS', proc, m, 'COUNT', c)
-    if n == 0 then
-      redis.call('HDEL', inv, m)
-    elseif n < c then
-      redis.call('HSET', inv, m, n)
-    end
+local function trim(proc, inv, scores, m, noscores)
+  if not redis.call('LPOS', proc, m) then
+    redis.call('HDEL', inv, m)
+    if not noscores then redis.call('HDEL', scores, m) end
+    return
   end
-  if not redis.call('LPOS', proc, m) then redis.call('HDEL', scores, m) end
+  local c = tonumber(redis.call('HGET', inv, m) or '0')
+  if c > 1 then
+    local n = #redis.call('LPOS', proc, m, 'COUNT', c)
+    if n < c then redis.call('HSET', inv, m, n) end
+  end
 end
 `
 
 // KEYS[1] processing LIST, KEYS[2] invited HASH, KEYS[3] scores HASH,
-// KEYS[4] holders SET, KEYS[5] payload HASH (any key of the slot when
-// ARGV[3] is not '1').
-// ARGV[1] member, ARGV[2] host, ARGV[3] '1' when the member needs a payload.
-// Marks one not-yet-marked copy of the member as possibly dialed and
-// registers host as a holder.
+// KEYS[4] holders SET (unused, kept for the callers' key layout), KEYS[5]
+// payload HASH (any key of the slot when ARGV[3] is not '1').
+// ARGV[1] member, ARGV[2] host (unused), ARGV[3] '1' when the member needs
+// a payload.
+// Marks one not-yet-marked copy of the member as possibly dialed: counts
+// it first (one HINCRBY) and takes the count back when the processing
+// list holds fewer copies than that. The host is not registered in the
+// holders here: the claim did that (ClaimBatch and ClaimDue in their
+// script, ClaimBlocking's caller with EnsureHolder), and a recovery drops
+// it only with the processing list empty, when this fails.
 // Returns 1 when marked; 0 when the processing list holds no unmarked copy
 // (recovered by another node: do not dial); -1 when the payload is gone
 // (one copy of the claim is dropped: do not dial).
 var markScript = redis.NewScript(trimLua + `
-local c = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-local n = #redis.call('LPOS', KEYS[1], ARGV[1], 'COUNT', c + 1)
-if n <= c then
-  trim(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
+local c = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+local function unmark()
+  if c <= 1 then redis.call('HDEL', KEYS[2], ARGV[1]) else redis.call('HINCRBY', KEYS[2], ARGV[1], -1) end
+end
+if #redis.call('LPOS', KEYS[1], ARGV[1], 'COUNT', c) < c then
+  unmark()
+  trim(KEYS[1], KEYS[2], KEYS[3], ARGV[1], false)
   return 0
 end
 if ARGV[3] == '1' and redis.call('HEXISTS', KEYS[5], ARGV[1]) == 0 then
+  unmark()
   redis.call('LREM', KEYS[1], 1, ARGV[1])
-  trim(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
+  trim(KEYS[1], KEYS[2], KEYS[3], ARGV[1], false)
   return -1
 end
-redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
-redis.call('SADD', KEYS[4], ARGV[2])
 return 1
 `)
 
@@ -412,8 +467,7 @@ func (l *Ledger) Claims(ctx context.Context) ([]string, error) {
 // EnsureHolder registers this node in the ledger's holders, so that a live
 // node finds its claims after it dies. Call it before the first claim and
 // periodically: Recover drops a host whose claims it settled, and a node
-// wrongly declared dead must register again. Claims and marks register
-// too.
+// wrongly declared dead must register again. Every claim registers too.
 func (l *Ledger) EnsureHolder(ctx context.Context) error {
 	k := l.Keys("")
 	if err := l.s.rdb.SAdd(ctx, k.Holders, l.s.cfg.Host).Err(); err != nil {

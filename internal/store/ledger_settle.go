@@ -41,6 +41,10 @@ type SettleOp struct {
 	Force bool `json:"force,omitempty"`
 	// Unqueue removes the member from the source as well.
 	Unqueue bool `json:"unqueue,omitempty"`
+	// NoScores says the ledger never writes its scores HASH (LIST
+	// sources), so settling need not clean it. Ops spooled before the
+	// field existed read false and clean it, which is always correct.
+	NoScores bool `json:"no_scores,omitempty"`
 }
 
 // settleOpFields is SettleOp without its JSON methods.
@@ -104,14 +108,15 @@ func (op *SettleOp) UnmarshalJSON(b []byte) error {
 // value to push (or ZADD member), ARGV[4] ZADD score, ARGV[5] payload: empty
 // | 'require' | 'set' | 'del', ARGV[6] payload value for 'set', ARGV[7]
 // destination list cap (0: none), ARGV[8] '1' to act although the claim is
-// not held, ARGV[9] '1' to ZREM the member from the source too.
+// not held, ARGV[9] '1' to ZREM the member from the source too, ARGV[10]
+// '1' when the ledger never writes its scores HASH.
 // Removes one copy of the claim, then pushes the value or adds the member
 // to the destination and updates the payload.
 // Returns 1 when done; 0 when the claim was not held (nothing changed);
 // -1 when the payload is gone (the claim is dropped, nothing else written).
 var settleScript = redis.NewScript(trimLua + `
 local held = redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1
-if held then trim(KEYS[1], KEYS[2], KEYS[3], ARGV[1]) end
+if held then trim(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[10] == '1') end
 if not held and ARGV[8] ~= '1' then return 0 end
 if ARGV[9] == '1' then redis.call('ZREM', KEYS[6], ARGV[1]) end
 local p = ARGV[5]
@@ -142,7 +147,7 @@ func (s *Store) Settle(ctx context.Context, op SettleOp) error {
 		return fmt.Errorf("store: settle claim in %s: unknown step %q", op.Keys[0], op.How)
 	}
 	n, err := settleScript.Run(ctx, s.rdb, op.Keys[:], op.Member, op.How, op.Value, op.Score,
-		op.Payload, op.PayloadValue, op.Cap, flag(op.Force), flag(op.Unqueue)).Int64()
+		op.Payload, op.PayloadValue, op.Cap, flag(op.Force), flag(op.Unqueue), flag(op.NoScores)).Int64()
 	if err != nil {
 		return fmt.Errorf("store: settle claim in %s (%s): %w", op.Keys[0], op.How, err)
 	}
@@ -155,7 +160,7 @@ func (l *Ledger) op(member, how, dest string) SettleOp {
 		dest = k.Scores
 	}
 	op := SettleOp{Ledger: l.name, Keys: [6]string{k.Processing, k.Invited, k.Scores, dest, k.payloadKey(), k.Source},
-		Member: member, How: how}
+		Member: member, How: how, NoScores: l.shape == ShapeList}
 	if k.Payload != "" {
 		op.Payload = "require"
 	}

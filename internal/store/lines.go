@@ -55,7 +55,11 @@ type LineGrant struct {
 }
 
 // The acquire script is the hot path (one call per originated call), so it
-// stays O(log n) with n = leases of one line, in one round trip.
+// stays O(log n) with n = leases of one line, in one round trip, and runs
+// as few commands as it can: expired leases are pruned only when they
+// could cost a grant (the line looks full) — RenewLineLeases prunes them
+// on every renewal anyway — and the key's expiry is pushed forward with
+// one PEXPIRE.
 //
 // KEYS[1] leases ZSET (LineLeasesKey), KEYS[2] cps ZSET (LineCPSKey).
 // ARGV[1] lease id, ARGV[2] channel limit (-1 = unlimited), ARGV[3] cps
@@ -66,6 +70,10 @@ type LineGrant struct {
 //	{0, 0, in_use}               line full
 //	{2, retry_after_ms, in_use}  channel free but CPS budget spent; the next
 //	                             slot opens in retry_after_ms (>= 1)
+//
+// in_use counts the leases after the call; while the line is not full it
+// may include leases that expired since the last prune (renewals prune
+// every few seconds), never fewer than the live ones.
 var acquireLineScript = redis.NewScript(`
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
@@ -73,10 +81,13 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local limit = tonumber(ARGV[2])
 local cps = tonumber(ARGV[3])
 local ttl = tonumber(ARGV[4])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local used = redis.call('ZCARD', KEYS[1])
 if limit >= 0 and used >= limit then
-  return {0, 0, used}
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  used = redis.call('ZCARD', KEYS[1])
+  if used >= limit then
+    return {0, 0, used}
+  end
 end
 if cps >= 1 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 1000)
@@ -91,9 +102,7 @@ if cps >= 1 then
   redis.call('PEXPIRE', KEYS[2], 2000)
 end
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
-if redis.call('PTTL', KEYS[1]) < 2 * ttl then
-  redis.call('PEXPIRE', KEYS[1], 2 * ttl)
-end
+redis.call('PEXPIRE', KEYS[1], 2 * ttl)
 return {1, now, used + 1}
 `)
 

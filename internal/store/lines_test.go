@@ -42,6 +42,10 @@ func TestAcquireLineLeaseLimitAndExpiry(t *testing.T) {
 	if d := time.Since(g.At); d < -time.Minute || d > time.Minute {
 		t.Fatalf("grant time %v is not the server's now", g.At)
 	}
+	// The key goes away by itself when nobody renews or acquires (2 × TTL).
+	if ttl := s.rdb.PTTL(ctx, s.LineLeasesKey("l1")).Val(); ttl <= 0 || ttl > 600*time.Millisecond {
+		t.Fatalf("leases key PTTL = %v after a grant, want (0, 600ms]", ttl)
+	}
 	g, err = s.AcquireLineLease(ctx, "l1", "b", 1, -1, 300*time.Millisecond)
 	if err != nil || g.Status != LineFull || g.InUse != 1 {
 		t.Fatalf("second acquire = %+v, %v; want full", g, err)
