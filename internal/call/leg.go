@@ -31,7 +31,7 @@ type callRun struct {
 }
 
 func (m *Manager) newRun(c *Call) *callRun {
-	return &callRun{m: m, c: c, log: m.log.With("call_ref", c.req.CallRef)}
+	return &callRun{m: m, c: c, log: withCallRef(m.log, c.req.CallRef)}
 }
 
 // end publishes the outcome on the call; the call is over.

@@ -1,10 +1,12 @@
 package call
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"redial/internal/media"
@@ -103,4 +105,41 @@ func ValidateNumber(number string) error {
 		return fmt.Errorf("%q has characters not allowed in a SIP user part", number)
 	}
 	return nil
+}
+
+// withCallRef is log.With("call_ref", ref), formatting the attribute only
+// when the logger first writes: most calls log nothing at the configured
+// level, and a text or JSON handler's With costs a copy of its preformatted
+// attributes and a few allocations per call.
+func withCallRef(log *slog.Logger, ref string) *slog.Logger {
+	return slog.New(&lazyAttrHandler{base: log.Handler(), attr: slog.String("call_ref", ref)})
+}
+
+// lazyAttrHandler adds attr to base on the first record or derivation.
+type lazyAttrHandler struct {
+	base slog.Handler
+	attr slog.Attr
+	once sync.Once
+	h    slog.Handler
+}
+
+func (l *lazyAttrHandler) handler() slog.Handler {
+	l.once.Do(func() { l.h = l.base.WithAttrs([]slog.Attr{l.attr}) })
+	return l.h
+}
+
+func (l *lazyAttrHandler) Enabled(ctx context.Context, level slog.Level) bool {
+	return l.base.Enabled(ctx, level)
+}
+
+func (l *lazyAttrHandler) Handle(ctx context.Context, r slog.Record) error {
+	return l.handler().Handle(ctx, r)
+}
+
+func (l *lazyAttrHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return l.handler().WithAttrs(attrs)
+}
+
+func (l *lazyAttrHandler) WithGroup(name string) slog.Handler {
+	return l.handler().WithGroup(name)
 }

@@ -49,48 +49,40 @@ type Target struct {
 // ErrNoRoute is returned when no entry matches a destination.
 var ErrNoRoute = errors.New("no route")
 
-// cacheTTL is how long a looked-up entry is reused: one HGET per entry per
+// cacheTTL is how long a resolved entry is reused: one HGET per entry per
 // second instead of one per call, and edits still apply within a second.
 const cacheTTL = time.Second
 
+// maxCached bounds the cache: unbounded extensions (a scan of numbers)
+// must not grow memory.
+const maxCached = 100000
+
 // Dialplan reads cti_dialplan@<domain>.
 type Dialplan struct {
-	st *store.Store
+	st  *store.Store
+	now func() time.Time
 
 	mu    sync.Mutex
-	cache map[string]cached
+	cache map[cacheKey]*cached
 }
 
+type cacheKey struct{ context, extension string }
+
+// cached is one resolved entry: the target or the error Resolve returns,
+// so a call neither reads Redis nor decodes JSON while it is fresh.
 type cached struct {
-	raw   string
-	found bool
-	at    time.Time
+	target Target
+	err    error
+	at     time.Time
+	// refreshing is set while one caller re-reads a stale entry; the
+	// others keep using the stale one meanwhile rather than all reading
+	// Redis at once.
+	refreshing bool
 }
 
 // New returns a dialplan over st.
-func New(st *store.Store) *Dialplan { return &Dialplan{st: st, cache: map[string]cached{}} }
-
-// entry returns an entry's raw JSON, from the cache when fresh.
-func (p *Dialplan) entry(ctx context.Context, c, ext string) (string, bool, error) {
-	key := c + ":" + ext
-	now := time.Now()
-	p.mu.Lock()
-	e, ok := p.cache[key]
-	p.mu.Unlock()
-	if ok && now.Sub(e.at) < cacheTTL {
-		return e.raw, e.found, nil
-	}
-	raw, found, err := p.st.DialplanEntry(ctx, c, ext)
-	if err != nil {
-		return "", false, err
-	}
-	p.mu.Lock()
-	if len(p.cache) > 100000 {
-		clear(p.cache) // unbounded extensions (a scan of numbers) must not grow memory
-	}
-	p.cache[key] = cached{raw: raw, found: found, at: now}
-	p.mu.Unlock()
-	return raw, found, nil
+func New(st *store.Store) *Dialplan {
+	return &Dialplan{st: st, now: time.Now, cache: map[cacheKey]*cached{}}
 }
 
 // Resolve looks up the target of d. The dialplan name must be empty or
@@ -107,14 +99,50 @@ func (p *Dialplan) Resolve(ctx context.Context, d Destination) (Target, error) {
 	if c == "" {
 		c = "default"
 	}
-	raw, found, err := p.entry(ctx, c, d.Extension)
+	key := cacheKey{c, d.Extension}
+	now := p.now()
+	p.mu.Lock()
+	e := p.cache[key]
+	if e != nil && (now.Sub(e.at) < cacheTTL || e.refreshing) {
+		t, err := e.target, e.err
+		p.mu.Unlock()
+		return t, err
+	}
+	if e != nil {
+		e.refreshing = true
+	}
+	p.mu.Unlock()
+
+	t, err, keep := p.lookup(ctx, c, d.Extension)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !keep {
+		// A Redis error is not an answer about the entry: keep serving
+		// what was there (if anything) and let the next call retry.
+		if e != nil {
+			e.refreshing = false
+		}
+		return t, err
+	}
+	if len(p.cache) >= maxCached && e == nil {
+		clear(p.cache)
+	}
+	p.cache[key] = &cached{target: t, err: err, at: now}
+	return t, err
+}
+
+// lookup reads and parses one entry; keep is false when Redis failed, so
+// the result must not be cached.
+func (p *Dialplan) lookup(ctx context.Context, c, ext string) (Target, error, bool) {
+	raw, found, err := p.st.DialplanEntry(ctx, c, ext)
 	if err != nil {
-		return Target{}, fmt.Errorf("dialplan: %w", err)
+		return Target{}, fmt.Errorf("dialplan: %w", err), false
 	}
 	if !found {
-		return Target{}, fmt.Errorf("dialplan: no entry %s:%s in %s: %w", c, d.Extension, p.st.DialplanKey(), ErrNoRoute)
+		return Target{}, fmt.Errorf("dialplan: no entry %s:%s in %s: %w", c, ext, p.st.DialplanKey(), ErrNoRoute), true
 	}
-	return Parse(p.st.DialplanKey(), c+":"+d.Extension, raw)
+	t, err := Parse(p.st.DialplanKey(), c+":"+ext, raw)
+	return t, err, true
 }
 
 // Parse decodes and validates one entry; errors name the hash, field and

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"redial/internal/store"
 	"redial/internal/testenv"
@@ -107,6 +108,46 @@ func TestParseQueueTarget(t *testing.T) {
 	} {
 		if _, err := Parse("cti_dialplan@default", "default:8888", raw); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: got %v, want %q", raw, err, want)
+		}
+	}
+}
+
+// Calls reuse a resolved entry for up to a second (no Redis read, no JSON
+// decoding per call), and an edit of cti_dialplan applies after that.
+func TestResolveCachesEntriesForASecond(t *testing.T) {
+	r := testenv.StartRedis(t)
+	st := store.NewWithClient(r.Client, store.Config{Domain: "default"})
+	ctx := context.Background()
+	r.Client.HSet(ctx, "cti_dialplan@default", "default:7000", `{"type":"hangup"}`)
+	p := New(st)
+	now := time.Unix(1000, 0)
+	p.now = func() time.Time { return now }
+	if tg, err := p.Resolve(ctx, Destination{Extension: "7000"}); err != nil || tg.Type != TypeHangup {
+		t.Fatalf("resolve: %+v %v", tg, err)
+	}
+	if _, err := p.Resolve(ctx, Destination{Extension: "7001"}); !errors.Is(err, ErrNoRoute) {
+		t.Fatalf("missing entry: %v", err)
+	}
+	r.Client.HSet(ctx, "cti_dialplan@default", "default:7000", `{"type":"ivr","script":"main"}`, "default:7001", `{"type":"hangup"}`)
+	now = now.Add(900 * time.Millisecond)
+	if tg, err := p.Resolve(ctx, Destination{Extension: "7000"}); err != nil || tg.Type != TypeHangup {
+		t.Fatalf("within the TTL the cached entry is used: %+v %v", tg, err)
+	}
+	if _, err := p.Resolve(ctx, Destination{Extension: "7001"}); !errors.Is(err, ErrNoRoute) {
+		t.Fatalf("within the TTL the cached miss is used: %v", err)
+	}
+	now = now.Add(200 * time.Millisecond)
+	if tg, err := p.Resolve(ctx, Destination{Extension: "7000"}); err != nil || tg.Type != TypeIVR || tg.Script != "main" {
+		t.Fatalf("after the TTL the edit applies: %+v %v", tg, err)
+	}
+	if tg, err := p.Resolve(ctx, Destination{Extension: "7001"}); err != nil || tg.Type != TypeHangup || tg.Key != "default:7001" {
+		t.Fatalf("after the TTL the new entry resolves: %+v %v", tg, err)
+	}
+	r.Client.HSet(ctx, "cti_dialplan@default", "default:7000", `{"type":"sip","uri":5}`)
+	now = now.Add(2 * time.Second)
+	for i := 0; i < 2; i++ { // the second from the cache: the same error
+		if _, err := p.Resolve(ctx, Destination{Extension: "7000"}); err == nil || !strings.Contains(err.Error(), "uri: want string") {
+			t.Fatalf("malformed edit, resolve %d: %v", i, err)
 		}
 	}
 }

@@ -50,6 +50,7 @@ type bench struct {
 	command    string
 	duration   time.Duration
 	rates      []int
+	sippRates  []int // originate: the reference's own ladder
 	inflight   int
 	sippBuff   int
 	cpuProfile string
@@ -62,6 +63,10 @@ type bench struct {
 }
 
 func main() {
+	if cfg := os.Getenv(originateNodeEnv); cfg != "" {
+		// This process is the originate part's node (originate_node.go).
+		os.Exit(originateNodeMain(cfg))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:]); err != nil {
@@ -80,6 +85,7 @@ func run(ctx context.Context, args []string) error {
 	out := fs.String("out", "", "markdown file whose sections of the parts run are replaced (created if missing); empty prints only")
 	duration := fs.Duration("duration", 10*time.Second, "length of one ladder step (calls per step = rate × duration)")
 	rates := fs.String("rates", "1000,1500,2000,2500,3000,4000,8000,12000,16000", "originate: call-rate ladder in calls/s, ascending; each side stops at its first unsustained step")
+	sippRates := fs.String("sipp-rates", "1000,2000,4000,8000,12000,16000,20000,24000,28000,32000", "originate: SIPp reference's own rate ladder in calls/s, ascending (it runs up to its first unsustained step, so the ratio is against its best sustained rate); \"none\" skips it")
 	inflight := fs.Int("inflight", 1000, "originate: cap on calls in flight (also the bench line's limit)")
 	sippBuff := fs.Int("sipp-buff", 4<<20, "SIPp socket buffer size in bytes (-buff_size; the kernel caps it at net.core.rmem_max); 0 keeps SIPp's 64 KiB default, which drops datagrams whenever SIPp is descheduled for a few ms at these rates")
 	cpuProfile := fs.String("cpuprofile", "", "originate: write a CPU profile of an extra redial run at its best sustained rate to this file")
@@ -97,6 +103,15 @@ func run(ctx context.Context, args []string) error {
 			return fmt.Errorf("-rates: %q is not a positive number", r)
 		}
 		b.rates = append(b.rates, n)
+	}
+	if *sippRates != "none" {
+		for _, r := range strings.Split(*sippRates, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(r))
+			if err != nil || n <= 0 {
+				return fmt.Errorf("-sipp-rates: %q is not a positive number", r)
+			}
+			b.sippRates = append(b.sippRates, n)
+		}
 	}
 	var selected []part
 	for _, n := range strings.Split(*partsFlag, ",") {

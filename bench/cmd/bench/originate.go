@@ -6,22 +6,20 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"redial/internal/app"
 	"redial/internal/call"
-	"redial/internal/config"
-	"redial/internal/dialplan"
 )
 
 const (
@@ -108,34 +106,38 @@ func runOriginate(ctx context.Context, b *bench) (string, error) {
 
 	sippRuns := map[int]*sippRun{}
 	redialRuns := map[int]*redialRun{}
-	sippOn, redialOn := true, true
 	var errs []error
-	for _, rate := range b.rates {
-		if !sippOn && !redialOn || ctx.Err() != nil {
+	// Each side climbs its own ladder up to its first unsustained step;
+	// SIPp first, so the ratio is against its best sustained rate.
+	for _, rate := range b.sippRates {
+		if ctx.Err() != nil {
 			break
 		}
-		if sippOn {
-			r, err := runSippReference(ctx, b, uac, uas, rate, filepath.Join(dir, fmt.Sprintf("sipp-%d", rate)))
-			if err != nil {
-				errs = append(errs, err)
-				sippOn = false
-			} else {
-				sippRuns[rate] = r
-				sippOn = r.sustainedStep
-				fmt.Printf("  SIPp   %5d cps: %8.1f calls/s, %d/%d ok, %s\n", rate, r.achievedPerS, r.successful, r.calls, r.elapsed.Round(time.Millisecond))
-			}
+		r, err := runSippReference(ctx, b, uac, uas, rate, filepath.Join(dir, fmt.Sprintf("sipp-%d", rate)))
+		if err != nil {
+			errs = append(errs, err)
+			break
 		}
-		if redialOn {
-			r, err := runRedial(ctx, b, rds, uas, rate, filepath.Join(dir, fmt.Sprintf("redial-%d", rate)), "", "", "")
-			if err != nil {
-				errs = append(errs, err)
-				redialOn = false
-			} else {
-				redialRuns[rate] = r
-				redialOn = r.sustained
-				fmt.Printf("  redial %5d cps: %8.1f calls/s, %d/%d ok, setup p50 %s ms p99 %s ms, RSS %s, CDRs %d, max in flight %d\n",
-					rate, r.achievedPerS, r.ok, r.calls, ms(r.setupP50), ms(r.setupP99), mib(r.peakRSS), r.cdrsOnRedis, r.maxInflight)
-			}
+		sippRuns[rate] = r
+		fmt.Printf("  SIPp   %5d cps: %8.1f calls/s, %d/%d ok, %s\n", rate, r.achievedPerS, r.successful, r.calls, r.elapsed.Round(time.Millisecond))
+		if !r.sustainedStep {
+			break
+		}
+	}
+	for _, rate := range b.rates {
+		if ctx.Err() != nil {
+			break
+		}
+		r, err := runRedial(ctx, b, rds, uas, rate, filepath.Join(dir, fmt.Sprintf("redial-%d", rate)), "", "", "")
+		if err != nil {
+			errs = append(errs, err)
+			break
+		}
+		redialRuns[rate] = r
+		fmt.Printf("  redial %5d cps: %8.1f calls/s, %d/%d ok, setup p50 %s ms p99 %s ms, node CPU %.0f µs/call, RSS %s, CDRs %d, max in flight %d\n",
+			rate, r.achievedPerS, r.ok, r.calls, ms(r.setupP50), ms(r.setupP99), float64(r.cpu.Microseconds())/float64(max(r.completed, 1)), mib(r.peakRSS), r.cdrsOnRedis, r.maxInflight)
+		if !r.sustained {
+			break
 		}
 	}
 
@@ -225,15 +227,6 @@ func runSippReference(ctx context.Context, b *bench, uacXML, uasXML string, rate
 func runRedial(ctx context.Context, b *bench, rds *redisServer, uasXML string, rate int, dir, cpuProfile, memProfile, blkProfile string) (*redialRun, error) {
 	n := int(float64(rate) * b.duration.Seconds())
 	r := &redialRun{rate: rate, calls: n, failureKinds: map[string]int{}}
-	if memProfile != "" {
-		// Let the previous step's SIP transaction timers fire, so the
-		// heap figures of this run are its own.
-		fmt.Printf("  waiting 35s for the previous step's SIP transaction timers\n")
-		select {
-		case <-time.After(35 * time.Second):
-		case <-ctx.Done():
-		}
-	}
 	uas, err := startSipp(sippOpts{Scenario: uasXML, BuffSize: b.sippBuff, Dir: filepath.Join(dir, "uas")})
 	if err != nil {
 		return nil, err
@@ -244,150 +237,66 @@ func runRedial(ctx context.Context, b *bench, rds *redisServer, uasXML string, r
 		return nil, fmt.Errorf("originate: write line: %w", err)
 	}
 
-	sipPort, err := freePort()
-	if err != nil {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	logPath := filepath.Join(dir, "node.log")
-	logFile, err := os.Create(logPath)
+	recs := make([]callResult, n)
+	var inflight, maxInflight atomic.Int64
+	// slots caps the calls in flight: a call takes one when it is sent to
+	// the node and gives it back when its result arrives.
+	slots := make(chan struct{}, b.inflight)
+	var resultErr atomic.Value
+	var results sync.WaitGroup
+	node, err := startOrigNode(ctx, nodeConfig{Redis: rds.URL, Dir: dir, Inflight: b.inflight,
+		CPUProfile: cpuProfile, MemProfile: memProfile, BlkProfile: blkProfile}, func(line string) {
+		res, err := parseResult(line)
+		if err != nil || res.i < 0 || res.i >= n {
+			resultErr.Store(fmt.Errorf("originate: node process: %v (index %d)", err, res.i))
+			return
+		}
+		recs[res.i] = res
+		inflight.Add(-1)
+		<-slots
+		results.Done()
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer logFile.Close()
-	log := slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelWarn})).With("node", "bench")
-	cfg := &config.Node{Redis: rds.URL, Host: "bench", Domain: "default",
-		SIP:         []config.Listener{{Network: "udp", Addr: fmt.Sprintf("127.0.0.1:%d", sipPort)}},
-		SIPPublicIP: "127.0.0.1", RTPMin: 20000, RTPMax: 40000, HTTP: "127.0.0.1:0", Timezone: time.UTC,
-		Data: filepath.Join(dir, "data"), NotifyPrefix: "enigma:notifications", NotifyFormat: "v3", LogLevel: "warn"}
-	node, err := app.New(cfg, log)
-	if err != nil {
-		return nil, fmt.Errorf("originate: node: %w", err)
-	}
-	nctx, stopNode := context.WithCancel(context.Background())
-	nodeDone := make(chan error, 1)
-	go func() { nodeDone <- node.Run(nctx) }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		stopNode()
-		select {
-		case <-nodeDone:
-		case <-time.After(40 * time.Second):
-			fmt.Fprintln(os.Stderr, "bench: node did not stop within 40s")
-		}
-	}
-	defer stop()
-	select {
-	case <-node.SIP.Ready():
-	case err := <-nodeDone:
-		return nil, fmt.Errorf("originate: node stopped at start: %v", err)
-	case <-time.After(10 * time.Second):
-		return nil, errors.New("originate: node SIP not ready after 10s")
-	}
-	if err := node.Lines.Reload(ctx); err != nil {
-		return nil, fmt.Errorf("originate: load lines: %w", err)
-	}
+	defer node.kill()
+	nodePID := node.pid()
 
-	place := func(ctx context.Context, i int) (call.Outcome, error) {
-		return node.Calls.Place(ctx, call.Request{Numbers: []string{fmt.Sprintf("1555%07d", i)},
-			LineGroups: []string{benchGroup}, Destination: dialplan.Destination{Extension: "bench"},
-			CampaignRef: "bench"})
-	}
 	// A few calls first: a broken setup fails here in a second, not after
 	// a whole step, and connection pools are warm for the step.
-	var wg sync.WaitGroup
-	warmErr := make(chan error, 20)
-	for i := 0; i < 20; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			out, err := place(ctx, 9000000+i)
-			if err == nil && out.Disposition != call.Answered {
-				err = fmt.Errorf("disposition %s: %s", out.Disposition, describe(out))
-			}
-			if err != nil {
-				warmErr <- err
-			}
-		}(i)
+	if err := node.send("warm 20", true); err != nil {
+		return nil, fmt.Errorf("originate: node process: %w", err)
 	}
-	wg.Wait()
-	close(warmErr)
-	if err := <-warmErr; err != nil {
-		return nil, fmt.Errorf("originate: warm-up call to the SIPp UAS at %s failed: %w (node log %s)", uas.Addr, err, logPath)
+	if res, err := node.await(ctx, "warm ", 30*time.Second); err != nil {
+		return nil, err
+	} else if msg, bad := strings.CutPrefix(res, "err "); bad {
+		msg, _ = strconv.Unquote(msg)
+		return nil, fmt.Errorf("originate: warm-up call to the SIPp UAS at %s failed: %s (node log %s)", uas.Addr, msg, logPath)
 	}
 	if err := waitListLen(ctx, rds, 20, 10*time.Second); err != nil {
 		return nil, fmt.Errorf("originate: warm-up CDRs: %w", err)
 	}
 	rds.Client.Del(ctx, benchCDRList)
 
-	type rec struct {
-		start, end time.Time
-		setup      time.Duration
-		phases     [3]time.Duration
-		fail       string
+	if err := node.send("go", true); err != nil {
+		return nil, fmt.Errorf("originate: node process: %w", err)
 	}
-	recs := make([]rec, n)
-	resetPeakRSS()
-	cpu0, redis0, uas0, lib0, drops0 := processCPU(), rds.CPU(), procCPU(uas.cmd.Process.Pid), b.libLogs.Load(), udpRcvbufErrors()
-	if cpuProfile != "" {
-		f, err := os.Create(cpuProfile)
-		if err != nil {
-			return nil, fmt.Errorf("originate: cpu profile: %w", err)
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return nil, fmt.Errorf("originate: cpu profile: %w", err)
-		}
+	if _, err := node.await(ctx, "going", 10*time.Second); err != nil {
+		return nil, err
 	}
-
-	if blkProfile != "" {
-		// Every blocking event over 100 µs, every contended lock.
-		runtime.SetBlockProfileRate(int(100 * time.Microsecond))
-		runtime.SetMutexProfileFraction(1)
-	}
+	cpu0, redis0, uas0, drops0 := procCPU(nodePID), rds.CPU(), procCPU(uas.cmd.Process.Pid), udpRcvbufErrors()
 	stepCtx, cancelStep := context.WithTimeout(ctx, 3*b.duration+60*time.Second)
 	defer cancelStep()
-	var inflight, maxInflight atomic.Int64
-	jobs := make(chan int)
-	var workers sync.WaitGroup
-	for w := 0; w < b.inflight; w++ {
-		workers.Add(1)
-		go func() {
-			defer workers.Done()
-			for i := range jobs {
-				cur := inflight.Add(1)
-				for m := maxInflight.Load(); cur > m && !maxInflight.CompareAndSwap(m, cur); m = maxInflight.Load() {
-				}
-				start := time.Now()
-				out, err := place(stepCtx, i)
-				recs[i].end = time.Now()
-				recs[i].start = start
-				inflight.Add(-1)
-				switch {
-				case err != nil:
-					recs[i].fail = "error: " + err.Error()
-				case out.Disposition != call.Answered || len(out.CDRs) == 0:
-					recs[i].fail = describe(out)
-				default:
-					last := out.CDRs[len(out.CDRs)-1]
-					if last.Answer == nil {
-						recs[i].fail = "answered CDR without answer time"
-					} else {
-						recs[i].setup = last.Answer.Sub(last.Start)
-						recs[i].phases = [3]time.Duration{last.Start.Sub(start), last.End.Sub(*last.Answer), recs[i].end.Sub(last.End)}
-					}
-				}
-			}
-		}()
-	}
-	// Open-loop pacing: call i is due at i/rate seconds; when all workers
-	// are busy the send blocks and the lag shows in maxLag and the rate.
+	// Open-loop pacing: call i is due at i/rate seconds; when every slot
+	// is taken the send waits and the lag shows in maxLag and the rate.
 	first := time.Now()
 	var maxLag time.Duration
 	interval := float64(time.Second) / float64(rate)
+	sent := 0
 pace:
 	for i := 0; i < n; i++ {
 		due := first.Add(time.Duration(float64(i) * interval))
@@ -395,50 +304,56 @@ pace:
 			time.Sleep(d)
 		}
 		select {
-		case jobs <- i:
+		case slots <- struct{}{}:
 		case <-stepCtx.Done():
 			break pace
 		}
+		cur := inflight.Add(1)
+		if cur > maxInflight.Load() {
+			maxInflight.Store(cur)
+		}
+		results.Add(1)
+		if err := node.send("c "+strconv.Itoa(i), true); err != nil {
+			results.Done()
+			resultErr.Store(fmt.Errorf("originate: node process: %w", err))
+			break
+		}
+		sent++
 		if lag := time.Since(due); lag > maxLag {
 			maxLag = lag
 		}
 	}
-	close(jobs)
-	workers.Wait()
-	if cpuProfile != "" {
-		pprof.StopCPUProfile()
+	allIn := make(chan struct{})
+	go func() { results.Wait(); close(allIn) }()
+	select {
+	case <-allIn:
+	case <-stepCtx.Done():
 	}
-	if blkProfile != "" {
-		runtime.SetBlockProfileRate(0)
-		runtime.SetMutexProfileFraction(0)
-		for name, path := range map[string]string{"block": blkProfile, "mutex": blkProfile + ".mutex"} {
-			if err := writeProfile(name, path); err != nil {
-				return nil, err
-			}
-		}
-	}
-	r.cpu = processCPU() - cpu0
-	r.peakRSS = peakRSS()
-	r.redisCPU, r.uasCPU, r.libLogs = rds.CPU()-redis0, procCPU(uas.cmd.Process.Pid)-uas0, b.libLogs.Load()-lib0
+	r.cpu = procCPU(nodePID) - cpu0
+	r.redisCPU, r.uasCPU = rds.CPU()-redis0, procCPU(uas.cmd.Process.Pid)-uas0
 	r.udpDrops = udpRcvbufErrors() - drops0
-	r.heapAfter = liveHeap()
-	heapLate := r.heapAfter
-	if memProfile != "" {
-		if err := writeHeapProfile(memProfile); err != nil {
-			return nil, err
-		}
-		fmt.Printf("  waiting 35s for SIP transaction timers (32 s) to expire, node up\n")
-		select {
-		case <-time.After(35 * time.Second):
-		case <-ctx.Done():
-		}
-		heapLate = liveHeap()
-		r.timerHeld = r.heapAfter - heapLate
-		if err := writeHeapProfile(strings.TrimSuffix(memProfile, ".pprof") + "-late.pprof"); err != nil {
-			return nil, err
-		}
+	if err := node.send("done", true); err != nil {
+		return nil, fmt.Errorf("originate: node process: %w", err)
 	}
+	statsTimeout := 90 * time.Second
+	if memProfile != "" {
+		statsTimeout += 35 * time.Second
+	}
+	stats, err := node.await(ctx, "stats ", statsTimeout)
+	if err != nil {
+		return nil, err
+	}
+	var st nodeStats
+	if err := json.Unmarshal([]byte(stats), &st); err != nil {
+		return nil, fmt.Errorf("originate: node stats %q: %w", stats, err)
+	}
+	node.wait(10 * time.Second)
+	if e, _ := resultErr.Load().(error); e != nil {
+		return nil, e
+	}
+	r.peakRSS, r.heapAfter, r.nodeHeld, r.timerHeld, r.libLogs = st.PeakRSS, st.HeapAfter, st.NodeHeld, st.TimerHeld, st.LibLogs
 	r.maxInflight, r.maxLag = maxInflight.Load(), maxLag
+	first = first.Round(0) // the node's times are wall-clock readings
 
 	var last time.Time
 	setups := make([]time.Duration, 0, n)
@@ -495,16 +410,9 @@ pace:
 	if st, err := uas.Stats(); err == nil {
 		r.uasOK = st.Successful - 20 // the warm-up calls
 	}
-	logFile.Sync()
 	if b, err := os.ReadFile(logPath); err == nil {
 		r.warnings = strings.Count(string(b), "\n")
 	}
-	// What stopping the node frees is what it held of the ended calls
-	// (the call manager keeps them for GET /api/v1/calls/{ref}); what is
-	// freed only later was held by timers (sipgo's transaction timers).
-	stop()
-	node = nil
-	r.nodeHeld = heapLate - liveHeap()
 	r.sustained = r.failures == 0 && r.cdrsOnRedis == int64(n) && r.achievedPerS >= sustainedFrac*float64(rate)
 	for k, v := range r.failureKinds {
 		fmt.Printf("    redial %d cps: %d × %s\n", rate, v, k)
@@ -544,18 +452,33 @@ func originateReport(b *bench, sipp map[int]*sippRun, redial map[int]*redialRun,
 	loadBefore, loadAfter string, took time.Duration) string {
 	var s strings.Builder
 	fmt.Fprintf(&s, "## 1. Originate\n\n")
-	fmt.Fprintf(&s, "redial places calls with `Calls.Place` (in-process node, UDP, line group `bench`, dialplan target `{\"type\":\"hangup\"}`) "+
+	fmt.Fprintf(&s, "redial places calls with `Calls.Place` in a node process of its own (this binary re-executed: the node plus a pipe driver, "+
+		"see `bench/cmd/bench/originate_node.go`; UDP, line group `bench`, dialplan target `{\"type\":\"hangup\"}`) "+
 		"against a SIPp UAS (`testdata/sipp/uas_bench.xml`): INVITE, 180, 200+SDP, ACK, then redial's BYE and its 200 — "+
 		"the same exchange as the reference, SIPp's own UAC (`uac_bench.xml`, `-r <rate> -rp 1000 -l %d`) against the same UAS. "+
 		"Every SIPp runs with `-buff_size %d` (its 64 KiB default drops datagrams whenever it is descheduled for a few ms at these rates). "+
-		"Rate ladder %s calls/s; each step runs %s of calls (N = rate × %s), open-loop paced at the step's rate with at most %d calls in flight; "+
-		"each side stops at its first step that is not sustained (a failure, or below %.0f%% of the rate).\n\n",
-		b.inflight, b.sippBuff, joinInts(b.rates), b.duration, b.duration, b.inflight, sustainedFrac*100)
+		"redial's ladder %s calls/s, SIPp's own ladder %s calls/s; each step runs %s of calls (N = rate × %s), open-loop paced at the step's rate with at most %d calls in flight; "+
+		"each side climbs its own ladder and stops at its first step that is not sustained (a failure, or below %.0f%% of the rate).\n\n",
+		b.inflight, b.sippBuff, joinInts(b.rates), joinInts(b.sippRates), b.duration, b.duration, b.inflight, sustainedFrac*100)
 	fmt.Fprintf(&s, "Machine: %s. Load average before/after: %s / %s. Part took %s.\n\n", machine(), loadBefore, loadAfter, took.Round(time.Second))
-	s.WriteString("| rate attempted (calls/s) | SIPp calls/s | SIPp failed | redial calls/s | ratio redial/SIPp | redial failures | setup p50 / p99 (ms) | peak RSS (bench process) | redial CPU / call | CDRs on Redis |\n")
+	bs, br := bestSipp(b.sippRates, sipp), bestRedial(b.rates, redial)
+	var sippBest float64
+	if bs > 0 {
+		sippBest = sipp[bs].achievedPerS
+	}
+	s.WriteString("| rate attempted (calls/s) | SIPp calls/s | SIPp failed | redial calls/s | redial / SIPp's best sustained | redial failures | setup p50 / p99 (ms) | peak RSS (node process) | node CPU / call | CDRs on Redis |\n")
 	s.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	dash := "—"
-	for _, rate := range b.rates {
+	rateSet := map[int]bool{}
+	var all []int
+	for _, r := range append(append([]int(nil), b.rates...), b.sippRates...) {
+		if !rateSet[r] {
+			rateSet[r] = true
+			all = append(all, r)
+		}
+	}
+	sortInts(all)
+	for _, rate := range all {
 		sp, rd := sipp[rate], redial[rate]
 		if sp == nil && rd == nil {
 			continue
@@ -573,8 +496,8 @@ func originateReport(b *bench, sipp map[int]*sippRun, redial map[int]*redialRun,
 			if rd.maxInflight >= int64(b.inflight) {
 				cols[3] += " †"
 			}
-			if sp != nil && sp.achievedPerS > 0 {
-				cols[4] = fmt.Sprintf("%.2f", rd.achievedPerS/sp.achievedPerS)
+			if sippBest > 0 {
+				cols[4] = fmt.Sprintf("%.2f", rd.achievedPerS/sippBest)
 			}
 			cols[5] = fmt.Sprintf("%d / %d", rd.failures, rd.calls)
 			cols[6] = fmt.Sprintf("%s / %s", ms(rd.setupP50), ms(rd.setupP99))
@@ -586,28 +509,60 @@ func originateReport(b *bench, sipp map[int]*sippRun, redial map[int]*redialRun,
 		}
 		s.WriteString("| " + strings.Join(cols, " | ") + " |\n")
 	}
-	bs, br := bestSipp(b.rates, sipp), bestRedial(b.rates, redial)
 	s.WriteString("\n")
-	fmt.Fprintf(&s, "Highest sustained step: SIPp %s, redial %s", rateOrNone(bs, b.rates, sipp != nil), rateOrNone(br, b.rates, true))
+	fmt.Fprintf(&s, "Highest sustained step: SIPp %s, redial %s", rateOrNone(bs, b.sippRates, len(b.sippRates) > 0), rateOrNone(br, b.rates, true))
+	ratio := 0.0
 	if bs > 0 && br > 0 {
-		fmt.Fprintf(&s, "; best achieved redial/SIPp = %.0f / %.0f = %.2f", redial[br].achievedPerS, sipp[bs].achievedPerS, redial[br].achievedPerS/sipp[bs].achievedPerS)
+		ratio = redial[br].achievedPerS / sippBest
+		fmt.Fprintf(&s, "; each at its best sustained rate, redial/SIPp = %.0f / %.0f = %.2f", redial[br].achievedPerS, sippBest, ratio)
 	}
 	s.WriteString(".\n\n")
+	// Issue 14's targets, judged on this run.
+	s.WriteString("Targets (issue 14):\n\n")
+	passFail := func(ok bool) string {
+		if ok {
+			return "**pass**"
+		}
+		return "**fail**"
+	}
+	bestRate := 0.0
+	cpuAtBest := 0.0
+	if br > 0 {
+		bestRate = redial[br].achievedPerS
+		if redial[br].completed > 0 {
+			cpuAtBest = float64(redial[br].cpu.Microseconds()) / float64(redial[br].completed)
+		}
+	}
+	fmt.Fprintf(&s, "- originate ≥ 5000 calls/s sustained with 0 failures: best sustained %.0f calls/s (step %d) — %s\n", bestRate, br, passFail(br >= 5000 && bestRate >= sustainedFrac*5000))
+	maxCPU := 0.0
+	for _, rate := range b.rates {
+		if rd := redial[rate]; rd != nil && rd.sustained && rd.completed > 0 {
+			maxCPU = max(maxCPU, float64(rd.cpu.Microseconds())/float64(rd.completed))
+		}
+	}
+	fmt.Fprintf(&s, "- node CPU ≤ 150 µs per call: %.0f µs at the best sustained step, at most %.0f µs over the sustained steps — %s\n", cpuAtBest, maxCPU, passFail(br > 0 && maxCPU <= 150))
+	if bs > 0 {
+		fmt.Fprintf(&s, "- ratio to SIPp's best sustained rate ≥ 0.45: %.2f — %s\n", ratio, passFail(ratio >= 0.45))
+	} else {
+		s.WriteString("- ratio to SIPp's best sustained rate ≥ 0.45: SIPp not run or not sustained — not judged\n")
+	}
+	s.WriteString("\n")
 	s.WriteString("Notes:\n\n")
 	s.WriteString("- calls/s = successful calls / wall time from the first INVITE to the last BYE's 200 " +
-		"(SIPp: its `-trace_stat` start and final dump; redial: first `Place` to the last one returning).\n")
+		"(SIPp: its `-trace_stat` start and final dump; redial: first call sent to the node to the last `Place` returning).\n")
 	fmt.Fprintf(&s, "- † redial reached the cap of %d calls in flight: it no longer kept up with the pacing, so the step is at or past saturation even when counted as sustained.\n", b.inflight)
 	s.WriteString("- Failures: SIPp, calls not successful; redial, any `Place` error or an outcome whose disposition is not ANSWERED. " +
 		"CDRs on Redis counts `" + benchCDRList + "` after the step (must equal N: nothing lost).\n")
 	s.WriteString("- Setup = the last CDR's Answer − Start (INVITE sent to 200 received, in-memory full-precision times).\n")
-	s.WriteString("- Peak RSS is VmHWM of the bench process (node plus harness: workers, per-call records), reset before each step; " +
-		"CPU / call is the process's user+system time over the step ÷ calls, so it includes the harness too. " +
-		"SIPp's UAS and redis-server run on the same two cores.\n")
+	s.WriteString("- Peak RSS is VmHWM of the node process, reset before the step; node CPU / call is that process's user+system time over the step ÷ calls. " +
+		"It holds the node and the pipe driver (a channel send to a fixed worker and one result line per call, written in batches), not the pacing or the statistics. " +
+		"The bench process, SIPp's UAS and redis-server run on the same two cores.\n")
 	var details []string
-	for _, rate := range b.rates {
+	for _, rate := range all {
 		if sp := sipp[rate]; sp != nil {
-			details = append(details, fmt.Sprintf("SIPp %d cps: %d/%d ok in %s; UAC peak RSS %s, UAC CPU %s, UAS CPU %s; %d UDP receive-buffer drops",
-				rate, sp.successful, sp.calls, sp.elapsed.Round(time.Millisecond), mib(sp.uacRSS), sp.uacCPU.Round(10*time.Millisecond), sp.uasCPU.Round(10*time.Millisecond), sp.udpDrops))
+			details = append(details, fmt.Sprintf("SIPp %d cps: %d/%d ok in %s; UAC peak RSS %s, UAC CPU %s (%.0f µs/call), UAS CPU %s; %d UDP receive-buffer drops",
+				rate, sp.successful, sp.calls, sp.elapsed.Round(time.Millisecond), mib(sp.uacRSS), sp.uacCPU.Round(10*time.Millisecond),
+				float64(sp.uacCPU.Microseconds())/float64(max(sp.successful, 1)), sp.uasCPU.Round(10*time.Millisecond), sp.udpDrops))
 		}
 		if rd := redial[rate]; rd != nil {
 			details = append(details, redialDetail(rd))
@@ -624,10 +579,18 @@ func originateReport(b *bench, sipp map[int]*sippRun, redial map[int]*redialRun,
 	return s.String()
 }
 
+func sortInts(v []int) {
+	for i := 1; i < len(v); i++ {
+		for j := i; j > 0 && v[j] < v[j-1]; j-- {
+			v[j], v[j-1] = v[j-1], v[j]
+		}
+	}
+}
+
 func redialDetail(rd *redialRun) string {
 	d := fmt.Sprintf("redial %d cps: %d/%d ok in %s, setup max %s ms, whole call (Place) p50/p99 %s/%s ms "+
 		"[before INVITE %s/%s, answer to end %s/%s, end to return %s/%s], max in flight %d, max pacing lag %s; "+
-		"CPU: bench process %s, SIPp UAS %s, redis-server %s; live heap after the step %s, of which the node held %s (%.1f KiB/call, freed when it stopped); "+
+		"CPU: node process %s, SIPp UAS %s, redis-server %s; live heap after the step %s, of which the node held %s (%.1f KiB/call, freed when it stopped); "+
 		"UAS saw %d successful calls; %d UDP receive-buffer drops; %d node log lines at warn+, %d sipgo \"unhandled response\" log records (a 180 handled after its 200, or a retransmission)",
 		rd.rate, rd.ok, rd.calls, rd.wall.Round(time.Millisecond), ms(rd.setupMax), ms(rd.callP50), ms(rd.callP99),
 		ms(rd.phases[0][0]), ms(rd.phases[0][1]), ms(rd.phases[1][0]), ms(rd.phases[1][1]), ms(rd.phases[2][0]), ms(rd.phases[2][1]),
