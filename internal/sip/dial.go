@@ -405,8 +405,11 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 		c()
 		return res
 	}
+	// The leg keeps its own small copy of the dialog, not sipgo's session
+	// and with it the INVITE transaction (uacdialog.go).
+	ud := newUACDialog(dua, dialog)
 	leg := &Leg{e: e, CallRef: r.CallRef, CallID: res.CallID, Media: sess, done: make(chan struct{}), id: legKey(true, dialog.ID),
-		bye: dialog.Bye, readBye: dialog.ReadBye, localSDP: offer}
+		bye: ud.bye, readBye: ud.readBye, localSDP: offer, client: dua.Client, transport: ud.transport}
 	e.addLeg(leg.id, leg)
 	var codec media.Codec
 	var rm media.RemoteMedia
@@ -460,11 +463,15 @@ type Leg struct {
 	readBye  func(req *gosip.Request, tx gosip.ServerTransaction) error
 	ack      func(req *gosip.Request, tx gosip.ServerTransaction) error
 	localSDP []byte
-	id       string
-	done     chan struct{}
-	once     sync.Once
-	byRemote atomic.Bool
-	byeMu    sync.Mutex
+	// client and transport send the ACK of a retransmitted 2xx of an
+	// outbound leg (stray.go); client is nil on inbound legs.
+	client    *sipgo.Client
+	transport string
+	id        string
+	done      chan struct{}
+	once      sync.Once
+	byRemote  atomic.Bool
+	byeMu     sync.Mutex
 }
 
 // Done is closed when the leg has ended, by either side.

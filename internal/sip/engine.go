@@ -154,6 +154,9 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 		sipgo.WithUserAgentTransportLayerOptions(gosip.WithTransportLayerLogger(sipgoLog)),
 		sipgo.WithUserAgentTransactionLayerOptions(gosip.WithTransactionLayerLogger(sipgoLog),
 			gosip.WithTransactionLayerUnhandledResponseHandler(func(r *gosip.Response) {
+				if e.ackStray2xx(r) {
+					return
+				}
 				sipgoLog.Debug("sip: response matching no transaction", "response", r.Short())
 			})))
 	if err != nil {

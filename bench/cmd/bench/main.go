@@ -41,6 +41,7 @@ var parts = []part{
 	{name: "webrtc", heading: "## 6. WebRTC legs", run: runWebRTC},
 	{name: "queue", heading: "## 7. Queue", run: runQueue},
 	{name: "dashboard", heading: "## 8. Dashboard", run: runDashboard},
+	{name: "memory", heading: "## 9. Memory", run: runMemory},
 }
 
 // bench is what every part shares: flags, paths and the work directory.

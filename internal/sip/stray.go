@@ -1,0 +1,103 @@
+package sip
+
+import (
+	"strings"
+
+	"github.com/emiago/sipgo"
+	gosip "github.com/emiago/sipgo/sip"
+)
+
+// acceptedHold is how long an answered INVITE client transaction stays in
+// RFC 6026's Accepted state (sipgo's Timer M) instead of 64×T1 = 32 s.
+//
+// In Accepted, sipgo keeps the whole transaction — the INVITE, its 2xx and
+// the ACK it replays for every retransmitted 2xx — and at thousands of
+// calls a second the 32 s of that are most of a node's heap (6.5 KiB per
+// call, issue 14). The ACK is the only thing the state is kept for, and
+// the engine can send it without the transaction: a 2xx retransmission that
+// arrives later matches no transaction, reaches the unhandled-response
+// handler and is ACKed there (ackStray2xx) as long as its dialog is one of
+// our established legs. Four T1 still covers the first retransmissions
+// (T1, 2×T1) inside sipgo, while Dial is between its ACK and addLeg.
+func acceptedHold() {
+	gosip.Timer_M = 4 * gosip.T1
+}
+
+func init() {
+	// sipgo reads Timer_M without synchronisation whenever a transaction
+	// is accepted: set it once, before any goroutine of this process can
+	// use sipgo.
+	acceptedHold()
+}
+
+// ackStray2xx ACKs a 2xx to an INVITE that matched no client transaction
+// because the transaction has left Accepted (acceptedHold): the callee did
+// not get our ACK and retransmits its 2xx, and without a new ACK it would
+// end the call after 64×T1 (RFC 3261 13.3.1.4). Only 2xx of our
+// established outbound legs are ACKed, so an outsider cannot make the node
+// send ACKs to addresses of its choosing. It reports whether it did.
+func (e *Engine) ackStray2xx(r *gosip.Response) bool {
+	cseq := r.CSeq()
+	if !r.IsSuccess() || cseq == nil || cseq.MethodName != gosip.INVITE {
+		return false
+	}
+	id, err := gosip.DialogIDFromResponse(r)
+	if err != nil {
+		return false
+	}
+	e.legsMu.RLock()
+	leg := e.legs[legKey(true, id)]
+	e.legsMu.RUnlock()
+	if leg == nil || leg.client == nil {
+		return false
+	}
+	ack := ackFor2xx(r, leg.transport)
+	if err := leg.client.WriteRequest(ack, sipgo.ClientRequestAddVia); err != nil {
+		e.log.Debug("sip: ACK of a retransmitted 2xx failed", "call_ref", leg.CallRef, "error", err)
+		return true
+	}
+	e.log.Debug("sip: retransmitted 2xx ACKed", "call_ref", leg.CallRef, "call_id", leg.CallID)
+	return true
+}
+
+// ackFor2xx builds the ACK of a 2xx to our INVITE from the 2xx alone (RFC
+// 3261 13.2.2.4): its Request-URI is the 2xx's Contact, its route set the
+// 2xx's Record-Route reversed, and From, To, Call-ID and the CSeq number
+// are the 2xx's, which are the INVITE's with the callee's tag. transport
+// is the INVITE's.
+func ackFor2xx(r *gosip.Response, transport string) *gosip.Request {
+	var target gosip.Uri
+	if c := r.Contact(); c != nil {
+		target = *c.Address.Clone()
+	} else {
+		// No Contact in a 2xx is a broken callee; its source is the best
+		// guess of where the ACK goes.
+		host, port, _ := gosip.ParseAddr(r.Source())
+		target = gosip.Uri{Scheme: "sip", Host: host, Port: port}
+	}
+	ack := gosip.NewRequest(gosip.ACK, target)
+	for _, h := range []gosip.Header{r.From(), r.To(), r.CallID()} {
+		if h != nil {
+			ack.AppendHeader(gosip.HeaderClone(h))
+		}
+	}
+	ack.AppendHeader(&gosip.CSeqHeader{SeqNo: r.CSeq().SeqNo, MethodName: gosip.ACK})
+	mf := gosip.MaxForwardsHeader(70)
+	ack.AppendHeader(&mf)
+	if rr := r.GetHeaders("record-route"); len(rr) > 0 {
+		for i := len(rr) - 1; i >= 0; i-- {
+			ack.AppendHeader(gosip.NewHeader("Route", rr[i].Value()))
+		}
+		if rh := ack.Route(); rh != nil && !rh.Address.UriParams.Has("lr") {
+			ack.Recipient = rh.Address // strict routing
+		}
+	}
+	ack.SetTransport(transport)
+	if t := strings.ToUpper(transport); t == "WS" || t == "WSS" {
+		// A browser's Contact is a made-up address: the ACK goes down the
+		// socket the 2xx came from.
+		ack.SetDestination(r.Source())
+	}
+	ack.SetBody(nil)
+	return ack
+}

@@ -1,0 +1,126 @@
+package sip
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+
+	"github.com/emiago/sipgo"
+	gosip "github.com/emiago/sipgo/sip"
+)
+
+// uacDialog is what an established outbound leg keeps of its dialog: just
+// enough to send the BYE (RFC 3261 12.2.1.1) and to answer the callee's.
+//
+// sipgo's DialogClientSession would do, but it holds the whole INVITE
+// client transaction for the call's life: the INVITE with its SDP, the
+// parsed 2xx and the ACK template, some 6 KiB per leg, against well under
+// 1 KiB here (issue 14). Once Dial has confirmed the dialog, only this is
+// kept, and sipgo's objects go with the transaction at Timer M
+// (acceptedHold).
+type uacDialog struct {
+	client    *sipgo.Client
+	contact   *gosip.ContactHeader // ours, shared by the engine's legs
+	from      *gosip.FromHeader    // ours, with our tag
+	to        *gosip.ToHeader      // the callee's, with its tag
+	callID    gosip.CallIDHeader
+	target    gosip.Uri // the remote target: the 2xx's Contact
+	routes    []string  // the route set: the 2xx's Record-Route, reversed
+	cseq      uint32    // the INVITE's
+	transport string
+	// dest is the WebSocket the INVITE went down (WS/WSS only).
+	dest string
+	// ended is set by the callee's BYE: a hangup racing with it sends
+	// none (as sipgo's dialog state did).
+	ended atomic.Bool
+}
+
+// newUACDialog keeps what the BYE of a confirmed dialog needs.
+func newUACDialog(dua *sipgo.DialogUA, d *sipgo.DialogClientSession) *uacDialog {
+	inv, res := d.InviteRequest, d.InviteResponse
+	u := &uacDialog{client: dua.Client, contact: &dua.ContactHDR, transport: inv.Transport(), target: *inv.Recipient.Clone()}
+	if h := inv.From(); h != nil {
+		u.from = gosip.HeaderClone(h).(*gosip.FromHeader)
+	}
+	if h := res.To(); h != nil {
+		u.to = gosip.HeaderClone(h).(*gosip.ToHeader)
+	}
+	if h := inv.CallID(); h != nil {
+		u.callID = *h
+	}
+	if h := inv.CSeq(); h != nil {
+		u.cseq = h.SeqNo
+	}
+	if c := res.Contact(); c != nil {
+		u.target = *c.Address.Clone()
+	}
+	rr := res.GetHeaders("record-route")
+	for i := len(rr) - 1; i >= 0; i-- {
+		u.routes = append(u.routes, rr[i].Value())
+	}
+	if t := strings.ToUpper(u.transport); t == "WS" || t == "WSS" {
+		u.dest = inv.Destination()
+	}
+	return u
+}
+
+// bye sends BYE and waits for its final response: nil on 200, an
+// ErrDialogResponse on any other, as sipgo's DialogClientSession.Bye.
+func (u *uacDialog) bye(ctx context.Context) error {
+	if u.ended.Load() {
+		return nil
+	}
+	req := gosip.NewRequest(gosip.BYE, *u.target.Clone())
+	if u.from != nil {
+		req.AppendHeader(gosip.HeaderClone(u.from))
+	}
+	if u.to != nil {
+		req.AppendHeader(gosip.HeaderClone(u.to))
+	}
+	callID := u.callID
+	req.AppendHeader(&callID)
+	req.AppendHeader(&gosip.CSeqHeader{SeqNo: u.cseq + 1, MethodName: gosip.BYE})
+	mf := gosip.MaxForwardsHeader(70)
+	req.AppendHeader(&mf)
+	for _, r := range u.routes {
+		req.AppendHeader(gosip.NewHeader("Route", r))
+	}
+	if len(u.routes) > 0 {
+		if rh := req.Route(); rh != nil && !rh.Address.UriParams.Has("lr") {
+			req.Recipient = rh.Address // strict routing
+		}
+	}
+	req.AppendHeader(gosip.HeaderClone(u.contact))
+	req.SetTransport(u.transport)
+	if u.dest != "" {
+		req.SetDestination(u.dest)
+	}
+	req.SetBody(nil)
+	tx, err := u.client.TransactionRequest(ctx, req, sipgo.ClientRequestAddVia)
+	if err != nil {
+		return err
+	}
+	defer tx.Terminate()
+	for {
+		select {
+		case res := <-tx.Responses():
+			if res.IsProvisional() {
+				continue
+			}
+			if res.StatusCode != 200 {
+				return sipgo.ErrDialogResponse{Res: res}
+			}
+			return nil
+		case <-tx.Done():
+			return tx.Err()
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// readBye answers the callee's BYE.
+func (u *uacDialog) readBye(req *gosip.Request, tx gosip.ServerTransaction) error {
+	u.ended.Store(true)
+	return tx.Respond(gosip.NewResponseFromRequest(req, 200, "OK", nil))
+}
