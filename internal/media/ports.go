@@ -21,6 +21,9 @@ type PortPool struct {
 	head  int   // index of the next port Get returns
 	count int   // number of free ports in the ring
 	inUse map[int]bool
+	// relay holds the epoll sets the pool's sessions are relayed through
+	// (relay_poll_linux.go); created on the first relay.
+	relay relayShards
 }
 
 // NewPortPool returns a pool of the even ports in [min, max].

@@ -41,6 +41,9 @@ func Relay(ctx context.Context, a, b *Session) RelayStats {
 // left channel, b's in the right) before forwarding it; a nil rec records
 // nothing and costs one comparison per packet. The caller closes rec.
 func RelayRecord(ctx context.Context, a, b *Session, rec *StereoRecorder) RelayStats {
+	if st, ok := relayPolled(ctx, a, b, rec); ok {
+		return st
+	}
 	r := &relay{a: a, b: b, rec: rec}
 	unwatch := context.AfterFunc(ctx, r.stop)
 

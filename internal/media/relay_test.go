@@ -217,3 +217,69 @@ func TestRelayDoesNotAllocatePerPacket(t *testing.T) {
 		})
 	}
 }
+
+// TestRelayManyCallsKeepTheirStreamsApart runs more relays at once than
+// the relay has pollers, so several share one: every packet must still
+// reach its own call's far end, and nothing else.
+func TestRelayManyCallsKeepTheirStreamsApart(t *testing.T) {
+	const calls = 24
+	rigs := make([]*relayRig, calls)
+	for i := range rigs {
+		rigs[i] = startRelay(t, PCMU, PCMU, nil, nil)
+	}
+	for round := 0; round < 3; round++ {
+		for i, r := range rigs {
+			r.p1.sendTo(r.a, rtpPacket(t, rtp.Header{SSRC: uint32(1000 + i), SequenceNumber: uint16(round)}, []byte{byte(i)}))
+			r.p2.sendTo(r.b, rtpPacket(t, rtp.Header{SSRC: uint32(2000 + i), SequenceNumber: uint16(round)}, []byte{byte(i)}))
+		}
+		for i, r := range rigs {
+			for _, c := range []struct {
+				p    *peer
+				ssrc uint32
+			}{{r.p2, uint32(1000 + i)}, {r.p1, uint32(2000 + i)}} {
+				var pkt rtp.Packet
+				if err := pkt.Unmarshal(c.p.recv()); err != nil {
+					t.Fatal(err)
+				}
+				if pkt.SSRC != c.ssrc || pkt.SequenceNumber != uint16(round) {
+					t.Fatalf("call %d round %d: got ssrc %d seq %d, want ssrc %d", i, round, pkt.SSRC, pkt.SequenceNumber, c.ssrc)
+				}
+			}
+		}
+	}
+	for i, r := range rigs {
+		if st := r.stop(); st.AtoB != 3 || st.BtoA != 3 {
+			t.Fatalf("call %d: RelayStats = %+v, want 3 each way", i, st)
+		}
+	}
+}
+
+// TestRelayAgainAfterCancel relays the same sessions a second time, as a
+// transfer that re-bridges a call does.
+func TestRelayAgainAfterCancel(t *testing.T) {
+	r := startRelay(t, PCMU, PCMA, nil, nil)
+	r.p1.sendTo(r.a, rtpPacket(t, rtp.Header{PayloadType: 0, SequenceNumber: 1}, []byte{0xff}))
+	r.p2.recv()
+	r.stop()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan RelayStats, 1)
+	go func() { done <- Relay(ctx, r.a, r.b) }()
+	r.p1.sendTo(r.a, rtpPacket(t, rtp.Header{PayloadType: 0, SequenceNumber: 2}, []byte{0xff}))
+	var pkt rtp.Packet
+	if err := pkt.Unmarshal(r.p2.recv()); err != nil {
+		t.Fatal(err)
+	}
+	if pkt.SequenceNumber != 2 || pkt.PayloadType != 8 {
+		t.Fatalf("second relay forwarded seq %d pt %d, want seq 2 pt 8", pkt.SequenceNumber, pkt.PayloadType)
+	}
+	cancel()
+	select {
+	case st := <-done:
+		if st.AtoB != 1 {
+			t.Fatalf("second relay AtoB = %d, want 1", st.AtoB)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("second Relay did not return after cancel")
+	}
+}

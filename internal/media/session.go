@@ -59,6 +59,10 @@ type Session struct {
 	listenMu sync.Mutex
 	listener *listenState
 	dtmfOut  dtmfSender
+
+	// relayStop wakes a polled Relay (relay_poll_linux.go) when Close is
+	// called; nil when none runs.
+	relayStop atomic.Pointer[func()]
 }
 
 // packetConn is a Session's transport. *net.UDPConn is the plain RTP one;
@@ -258,6 +262,9 @@ func (s *Session) Close() error {
 		s.closed.Store(true)
 		s.closeErr = s.conn.Close()
 		s.pool.Put(s.port)
+		if stop := s.relayStop.Load(); stop != nil {
+			(*stop)()
+		}
 	})
 	return s.closeErr
 }

@@ -18,11 +18,22 @@ import (
 	"time"
 )
 
-const (
+// mediaPlayCalls and mediaBridgeCalls are the scenario sizes; runMedia
+// sets them from mediaCallsEnv ("play=2000,bridge=2000") before anything
+// reads them.
+var (
 	mediaPlayCalls   = 1000
 	mediaBridgeCalls = 500
-	mediaRate        = 200 // calls originated per second
-	mediaWindow      = 8 * time.Second
+)
+
+const (
+	// mediaCallsEnv overrides the scenario sizes, e.g. "play=2000,bridge=2000".
+	mediaCallsEnv = "REDIAL_BENCH_MEDIA_CALLS"
+	// mediaEchoWindow is the window of B's reference: the same sender
+	// straight to SIPp's echo port, no redial in between.
+	mediaEchoWindow = 4 * time.Second
+	mediaRate       = 200 // calls originated per second
+	mediaWindow     = 8 * time.Second
 	// mediaToneLen covers the ramp and up to four windows.
 	mediaToneLen = 60 * time.Second
 	// mediaPerfEnv names a directory: when set, `perf record -g` samples
@@ -103,6 +114,9 @@ type bridgeWindow struct {
 	otherCPU, runq     time.Duration
 	drops              [3]int64 // phone, SIPp media port, redial's RTP sockets
 	samples            []rxSample
+	// jitUser and jitKern: |interval − 20 ms| between a call's echoes
+	// arriving in the window, p50, p99, max (read time, kernel stamp).
+	jitUser, jitKern [3]time.Duration
 }
 
 // bridgeResult is scenario B.
@@ -123,6 +137,76 @@ type bridgeResult struct {
 	warn             int
 	firstWarn        string
 	quiet            quietWait
+	echoRef          echoRef
+}
+
+// echoRef is B's reference window: the bench's sender and reader with
+// SIPp's echo alone.
+type echoRef struct {
+	sent, returned int64
+	rtt, rttKern   [3]time.Duration
+	sippCPU        time.Duration
+	jitUser        [3]time.Duration
+	jitKern        [3]time.Duration
+}
+
+// echoJitter is the packet-interval jitter of the echoes that arrived in
+// [from, to), per call (SSRC).
+func echoJitter(samples []rxSample, from, to int64) (user, kern [3]time.Duration) {
+	var in []rxSample
+	for _, s := range samples {
+		if s.user >= from && s.user < to {
+			in = append(in, s)
+		}
+	}
+	var pw playWindow
+	analysePlayback(&pw, in)
+	return pw.jitUser, pw.jitKern
+}
+
+// echoReference sends every stream's packets straight to SIPp's echo for a
+// second of warm-up and a window of mediaEchoWindow and measures the round
+// trip.
+func echoReference(ctx context.Context, ph *phone, streams []*sendStream, echoPid int) (echoRef, error) {
+	var e echoRef
+	var sent, serrs atomic.Int64
+	sctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	from := ph.now() + int64(time.Second)
+	to := from + int64(mediaEchoWindow)
+	ph.sendWindow(from, to)
+	ph.record(from, to+int64(time.Second))
+	go func() { ph.sendLoop(sctx, streams, &sent, &serrs); close(done) }()
+	err := sleepCtx(ctx, time.Duration(from-ph.now()))
+	sipp0 := procCPU(echoPid)
+	if err == nil {
+		err = sleepCtx(ctx, time.Duration(to-ph.now()))
+	}
+	e.sippCPU = procCPU(echoPid) - sipp0
+	stop()
+	<-done
+	if err == nil {
+		err = sleepCtx(ctx, time.Second)
+	}
+	if err != nil {
+		return e, err
+	}
+	e.sent = ph.sentWin.Load()
+	samples, _ := ph.take()
+	var rtt, rttK []time.Duration
+	for _, s := range samples {
+		if s.sent >= from && s.sent < to {
+			e.returned++
+			rtt = append(rtt, time.Duration(s.user-s.sent))
+			rttK = append(rttK, time.Duration(s.kern-s.sent))
+		}
+	}
+	sortDurations(rtt)
+	sortDurations(rttK)
+	e.rtt = [3]time.Duration{percentile(rtt, 50), percentile(rtt, 99), percentile(rtt, 100)}
+	e.rttKern = [3]time.Duration{percentile(rttK, 50), percentile(rttK, 99), percentile(rttK, 100)}
+	e.jitUser, e.jitKern = echoJitter(samples, from+int64(100*time.Millisecond), to)
+	return e, nil
 }
 
 // bestWindow measures windows until one has the rest of the machine under
@@ -174,8 +258,35 @@ func playPhases(r *playResult, label string, ph *phone, measure func(n int) (pla
 	return nil
 }
 
+// mediaSizes reads mediaCallsEnv.
+func mediaSizes() error {
+	v := os.Getenv(mediaCallsEnv)
+	if v == "" {
+		return nil
+	}
+	for _, kv := range strings.Split(v, ",") {
+		k, n, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		var calls int
+		if _, err := fmt.Sscan(n, &calls); !ok || err != nil || calls <= 0 {
+			return fmt.Errorf("%s: %q: want play=<calls> or bridge=<calls>", mediaCallsEnv, kv)
+		}
+		switch k {
+		case "play":
+			mediaPlayCalls = calls
+		case "bridge":
+			mediaBridgeCalls = calls
+		default:
+			return fmt.Errorf("%s: %q: want play=<calls> or bridge=<calls>", mediaCallsEnv, kv)
+		}
+	}
+	return nil
+}
+
 func runMedia(ctx context.Context, b *bench) (string, error) {
 	began := time.Now()
+	if err := mediaSizes(); err != nil {
+		return "", err
+	}
 	loadBefore := loadAverage()
 	dir := filepath.Join(b.work, "media")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -478,6 +589,17 @@ func mediaBridge(ctx context.Context, b *bench, bin string, rds *redisServer, ua
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// Reference: the same sender straight to SIPp's echo port, so the round
+	// trip of the calls can be split into SIPp's and the bench's share and
+	// what redial adds.
+	var echoStreams []*sendStream
+	for i := range mediaBridgeCalls {
+		echoStreams = append(echoStreams, &sendStream{to: netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(mp)),
+			ssrc: 0x7eed0000 + uint32(i), seq: uint16(i * 7919), ts: uint32(i) * 104729})
+	}
+	if r.echoRef, err = echoReference(ctx, ph, echoStreams, echo.cmd.Process.Pid); err != nil {
+		return nil, err
+	}
 	rds.Client.HSet(ctx, "cti_line@default", benchGroup, fmt.Sprintf(`{"params":{"group":"bench","uri":"sip:%s","limit":2000,"enable":true}}`, uas.Addr))
 	rds.Client.HSet(ctx, "cti_dialplan@default", "default:bridge", fmt.Sprintf(`{"type":"sip","uri":"sip:bridge@%s"}`, echo.Addr))
 	node, err := startNodeProc(ctx, bin, rds, filepath.Join(dir, "node"))
@@ -588,6 +710,7 @@ func mediaBridge(ctx context.Context, b *bench, bin string, rds *redisServer, ua
 		sortDurations(rttK)
 		w.rtt = [3]time.Duration{percentile(rtt, 50), percentile(rtt, 99), percentile(rtt, 100)}
 		w.rttKern = [3]time.Duration{percentile(rttK, 50), percentile(rttK, 99), percentile(rttK, 100)}
+		w.jitUser, w.jitKern = echoJitter(samples, from, to)
 		return w, nil
 	}
 	best, n, err := bestWindow("B", func(w bridgeWindow) time.Duration { return w.otherCPU }, func() bool { return true }, measure)

@@ -1,0 +1,458 @@
+package media
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+// The goroutine-per-direction relay (pump) costs, per packet: a netpoller
+// wake-up and a goroutine switch, the read, the write and a second read that
+// finds the socket empty before the goroutine parks again. With 500 bridged
+// calls that is 1,000 goroutines woken per 20 ms burst. The polled relay
+// below instead registers both UDP sockets of a relay with one of a few
+// shared epoll sets ("shards", GOMAXPROCS of them); one goroutine per shard
+// drains whatever is ready with level-triggered epoll_wait batches, one
+// recvfrom and one sendto per packet, and parks in Go's netpoller on the
+// epoll descriptor itself when nothing is ready. The shards belong to the
+// sessions' PortPool (one per node), and a shard's goroutine exits when its
+// last relay ends.
+
+// pollBatch is how many ready sockets one epoll_wait returns at most.
+const pollBatch = 128
+
+// relayShards is a PortPool's lazily created set of shards (one node's
+// relays share them); a creation error makes every relay fall back to
+// pump.
+type relayShards struct {
+	once   sync.Once
+	shards []*pollShard
+	next   atomic.Uint32
+}
+
+func (rs *relayShards) pick() *pollShard {
+	rs.once.Do(func() {
+		n := max(1, runtime.GOMAXPROCS(0))
+		for range n {
+			sh, err := newPollShard()
+			if err != nil {
+				for _, s := range rs.shards {
+					s.file.Close()
+				}
+				rs.shards = nil
+				return
+			}
+			rs.shards = append(rs.shards, sh)
+		}
+	})
+	if len(rs.shards) == 0 {
+		return nil
+	}
+	return rs.shards[rs.next.Add(1)%uint32(len(rs.shards))]
+}
+
+// pollShard is one epoll set and the goroutine draining it.
+type pollShard struct {
+	epfd int
+	file *os.File        // epfd, registered with Go's netpoller
+	raw  syscall.RawConn // file's, to park until epfd is readable
+
+	mu      sync.Mutex // held while a batch is forwarded and to add or remove legs
+	legs    map[uint32]*pollLeg
+	nextID  uint32
+	running bool
+	events  [pollBatch]syscall.EpollEvent
+}
+
+func newPollShard() (*pollShard, error) {
+	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("media: relay: epoll_create1: %w", err)
+	}
+	// Non-blocking makes os.NewFile register it with Go's netpoller (an
+	// epoll set is pollable: readable while it has ready events).
+	if err := syscall.SetNonblock(epfd, true); err != nil {
+		syscall.Close(epfd)
+		return nil, fmt.Errorf("media: relay: epoll set non-blocking: %w", err)
+	}
+	f := os.NewFile(uintptr(epfd), "relay-epoll")
+	raw, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("media: relay: epoll raw conn: %w", err)
+	}
+	return &pollShard{epfd: epfd, file: f, raw: raw, legs: map[uint32]*pollLeg{}}, nil
+}
+
+// add registers the legs' source sockets and starts the shard's goroutine
+// if it is not running. It fails when a socket is closed.
+func (sh *pollShard) add(legs ...*pollLeg) error {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	for i, l := range legs {
+		for {
+			sh.nextID++
+			if _, used := sh.legs[sh.nextID]; !used {
+				break
+			}
+		}
+		l.id = sh.nextID
+		var cerr error
+		err := l.srcRaw.Control(func(fd uintptr) {
+			ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(l.id)}
+			cerr = syscall.EpollCtl(sh.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev)
+		})
+		if err == nil {
+			err = cerr
+		}
+		if err != nil {
+			sh.removeLocked(legs[:i]...)
+			return err
+		}
+		sh.legs[l.id] = l
+	}
+	if !sh.running {
+		sh.running = true
+		go sh.loop()
+	}
+	return nil
+}
+
+// remove unregisters the legs; once it returns the shard no longer touches
+// them.
+func (sh *pollShard) remove(legs ...*pollLeg) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	sh.removeLocked(legs...)
+}
+
+func (sh *pollShard) removeLocked(legs ...*pollLeg) {
+	for _, l := range legs {
+		if sh.legs[l.id] != l {
+			continue
+		}
+		delete(sh.legs, l.id)
+		// A closed socket has left the epoll set by itself; a stale event
+		// for its id finds no leg and is ignored.
+		_ = l.srcRaw.Control(func(fd uintptr) {
+			_ = syscall.EpollCtl(sh.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
+		})
+	}
+}
+
+// pollGap is how long a shard that just forwarded packets waits before
+// looking again instead of parking. RTP arrives in bursts (every call's
+// packet at each 20 ms tick); a shard that parks after every packet is
+// woken again for the next one, and each wake-up (netpoller, thread,
+// goroutine switch) costs about as much as forwarding the packet. Waiting
+// pollGap batches what arrives meanwhile; it delays a packet by at most
+// pollGap, and only within a burst.
+const pollGap = 250 * time.Microsecond
+
+// loop forwards ready packets until the shard has no legs left.
+func (sh *pollShard) loop() {
+	_ = sh.raw.Read(func(uintptr) bool {
+		busy := false
+		for {
+			// The lock is taken per batch, so a relay ending (remove)
+			// waits for one batch at most, not for the load to stop.
+			sh.mu.Lock()
+			if sh.batchLocked() {
+				sh.mu.Unlock()
+				busy = true
+				continue
+			}
+			idle := len(sh.legs) == 0
+			if idle {
+				sh.running = false
+			}
+			sh.mu.Unlock()
+			if busy && !idle {
+				busy = false
+				time.Sleep(pollGap)
+				continue
+			}
+			// Go's netpoller watches the epoll set edge-triggered, so
+			// park only once a batch found no live socket ready.
+			return idle
+		}
+	})
+}
+
+// batchLocked forwards one packet per ready socket and reports whether
+// any registered socket was ready.
+func (sh *pollShard) batchLocked() bool {
+	for {
+		n, err := syscall.EpollWait(sh.epfd, sh.events[:], 0)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil || n <= 0 {
+			return false
+		}
+		live := false
+		for i := range n {
+			// An event without a leg is a closed socket's, which leaves
+			// the set by itself.
+			if l := sh.legs[uint32(sh.events[i].Fd)]; l != nil {
+				live = true
+				l.forward()
+			}
+		}
+		return live
+	}
+}
+
+// pollRelay is one Relay running on a shard.
+type pollRelay struct {
+	sh       *pollShard
+	legs     [2]pollLeg
+	rec      *StereoRecorder
+	done     chan struct{}
+	doneOnce sync.Once
+	stopFn   func()
+}
+
+func (r *pollRelay) stop() { r.doneOnce.Do(func() { close(r.done) }) }
+
+// pollLeg is one direction of a polled relay. The shard's goroutine is the
+// only one using it while it is registered.
+type pollLeg struct {
+	r              *pollRelay
+	src, dst       *Session
+	srcRaw, dstRaw syscall.RawConn
+	side           int
+	id             uint32
+	dst6           bool // dst's socket is AF_INET6
+	forwarded      uint64
+	errs           int
+
+	// Per-packet state, passed to readFn and writeFn without a closure
+	// allocation.
+	n       int
+	pkt     []byte
+	rerr    syscall.Errno
+	werr    syscall.Errno
+	from    syscall.RawSockaddrAny
+	readFn  func(fd uintptr)
+	writeFn func(fd uintptr)
+
+	// The destination address as a sockaddr, built when dst's remote
+	// changes.
+	to     *remoteState
+	sa4    syscall.RawSockaddrInet4
+	sa6    syscall.RawSockaddrInet6
+	saPtr  unsafe.Pointer
+	saLen  uintptr
+	buf    [maxPacket]byte
+	fromOK bool
+}
+
+// relayPolled runs the relay on a shard when both sessions are plain UDP
+// sockets; ok is false when it cannot (WebRTC legs, no epoll), and the
+// caller runs pump instead.
+func relayPolled(ctx context.Context, a, b *Session, rec *StereoRecorder) (st RelayStats, ok bool) {
+	ua, okA := a.conn.(*net.UDPConn)
+	ub, okB := b.conn.(*net.UDPConn)
+	if !okA || !okB {
+		return st, false
+	}
+	if a.pool == nil {
+		return st, false
+	}
+	sh := a.pool.relay.pick()
+	if sh == nil {
+		return st, false
+	}
+	rawA, errA := ua.SyscallConn()
+	rawB, errB := ub.SyscallConn()
+	if errA != nil || errB != nil {
+		return st, false
+	}
+	r := &pollRelay{sh: sh, rec: rec, done: make(chan struct{})}
+	r.stopFn = r.stop
+	r.legs[0] = pollLeg{r: r, src: a, dst: b, srcRaw: rawA, dstRaw: rawB, side: 0, dst6: isInet6(rawB)}
+	r.legs[1] = pollLeg{r: r, src: b, dst: a, srcRaw: rawB, dstRaw: rawA, side: 1, dst6: isInet6(rawA)}
+	for i := range r.legs {
+		l := &r.legs[i]
+		l.readFn, l.writeFn = l.read, l.write
+	}
+
+	// Close wakes the relay through the hook; checking closed after
+	// installing it cannot miss a concurrent Close.
+	a.relayStop.Store(&r.stopFn)
+	b.relayStop.Store(&r.stopFn)
+	defer a.relayStop.CompareAndSwap(&r.stopFn, nil)
+	defer b.relayStop.CompareAndSwap(&r.stopFn, nil)
+	if a.closed.Load() || b.closed.Load() {
+		return st, true
+	}
+	if err := sh.add(&r.legs[0], &r.legs[1]); err != nil {
+		return st, true // a socket closed under us: the relay is over
+	}
+	select {
+	case <-ctx.Done():
+	case <-r.done:
+	}
+	sh.remove(&r.legs[0], &r.legs[1])
+	return RelayStats{AtoB: r.legs[0].forwarded, BtoA: r.legs[1].forwarded}, true
+}
+
+func isInet6(raw syscall.RawConn) bool {
+	six := false
+	_ = raw.Control(func(fd uintptr) {
+		if sa, err := syscall.Getsockname(int(fd)); err == nil {
+			_, six = sa.(*syscall.SockaddrInet6)
+		}
+	})
+	return six
+}
+
+// forward moves one packet from src to dst, if one is waiting.
+func (l *pollLeg) forward() {
+	l.n, l.rerr, l.fromOK = -1, 0, false
+	if err := l.srcRaw.Control(l.readFn); err != nil {
+		l.r.stop() // src is closed
+		return
+	}
+	switch {
+	case l.rerr == syscall.EAGAIN || l.rerr == syscall.EINTR:
+		return
+	case l.rerr != 0:
+		if l.errs++; l.errs > maxConsecutiveErrors {
+			l.src.log.Load().Warn("media: relay: giving up on failing rtp socket",
+				"local_port", l.src.port, "error", l.rerr)
+			l.r.stop()
+		}
+		return
+	}
+	l.errs = 0
+	pkt := l.buf[:l.n]
+	if l.n < rtpHeaderLen || pkt[0]>>6 != 2 || !l.fromOK || !l.src.accept(l.fromAddr()) {
+		l.src.dropped.Add(1)
+		return
+	}
+	l.src.in.packets.Add(1)
+	l.src.in.bytes.Add(uint64(l.n))
+	sp := l.src.params.Load()
+	if l.r.rec != nil {
+		l.r.rec.packet(l.side, pkt, sp)
+	}
+	translate(pkt, sp, l.dst.params.Load())
+
+	st := l.dst.remote.Load()
+	if st == nil || !st.ap.IsValid() {
+		l.forwarded++ // no remote yet: WritePacket drops it silently too
+		return
+	}
+	if st != l.to {
+		l.setDest(st)
+	}
+	l.pkt = pkt
+	l.werr = 0
+	if err := l.dstRaw.Control(l.writeFn); err != nil {
+		l.r.stop() // dst is closed
+		return
+	}
+	if l.werr != 0 {
+		return // a transient send error (ENOBUFS, firewall) loses this packet only
+	}
+	l.dst.out.packets.Add(1)
+	l.dst.out.bytes.Add(uint64(l.n))
+	l.forwarded++
+}
+
+// read is one non-blocking recvfrom. RawSyscall: the socket is
+// non-blocking, so the call never waits and needs no scheduler hand-off.
+func (l *pollLeg) read(fd uintptr) {
+	fromLen := uint32(unsafe.Sizeof(l.from))
+	n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&l.buf[0])), uintptr(len(l.buf)),
+		syscall.MSG_DONTWAIT|syscall.MSG_TRUNC, uintptr(unsafe.Pointer(&l.from)), uintptr(unsafe.Pointer(&fromLen)))
+	if e != 0 {
+		l.rerr = e
+		return
+	}
+	if int(n) > len(l.buf) {
+		// Truncated (MSG_TRUNC reports the full length): not a packet we
+		// can forward intact.
+		l.n = 0
+		return
+	}
+	l.n = int(n)
+	l.fromOK = fromLen > 0
+}
+
+// fromAddr converts the last packet's source address.
+func (l *pollLeg) fromAddr() netip.AddrPort {
+	switch l.from.Addr.Family {
+	case syscall.AF_INET:
+		sa := (*syscall.RawSockaddrInet4)(unsafe.Pointer(&l.from))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), ntohs(sa.Port))
+	case syscall.AF_INET6:
+		sa := (*syscall.RawSockaddrInet6)(unsafe.Pointer(&l.from))
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), ntohs(sa.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// setDest builds the sockaddr for dst's remote st.
+func (l *pollLeg) setDest(st *remoteState) {
+	l.to = st
+	addr, port := st.ap.Addr(), st.ap.Port()
+	if l.dst6 {
+		l.sa6 = syscall.RawSockaddrInet6{Family: syscall.AF_INET6, Port: htons(port), Addr: addr.As16()}
+		if addr.Is6() {
+			l.sa6.Scope_id = scopeID(addr)
+		}
+		l.saPtr, l.saLen = unsafe.Pointer(&l.sa6), unsafe.Sizeof(l.sa6)
+		return
+	}
+	l.sa4 = syscall.RawSockaddrInet4{Family: syscall.AF_INET, Port: htons(port)}
+	if addr.Is4() {
+		l.sa4.Addr = addr.As4()
+	} else {
+		// An IPv6 remote on an IPv4 socket: sendto fails with EAFNOSUPPORT
+		// like WriteToUDPAddrPort would, and the packet is dropped.
+		l.sa4.Family = syscall.AF_INET6
+	}
+	l.saPtr, l.saLen = unsafe.Pointer(&l.sa4), unsafe.Sizeof(l.sa4)
+}
+
+// write is one non-blocking sendto of l.pkt.
+func (l *pollLeg) write(fd uintptr) {
+	_, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&l.pkt[0])), uintptr(len(l.pkt)),
+		syscall.MSG_DONTWAIT, uintptr(l.saPtr), l.saLen)
+	l.werr = e
+}
+
+func scopeID(addr netip.Addr) uint32 {
+	z := addr.Zone()
+	if z == "" {
+		return 0
+	}
+	if ifi, err := net.InterfaceByName(z); err == nil {
+		return uint32(ifi.Index)
+	}
+	return 0
+}
+
+// htons and ntohs convert a port to and from the network byte order kept in
+// a sockaddr's uint16 field.
+func htons(p uint16) uint16 {
+	var b [2]byte
+	b[0], b[1] = byte(p>>8), byte(p)
+	return *(*uint16)(unsafe.Pointer(&b))
+}
+
+func ntohs(p uint16) uint16 {
+	b := (*[2]byte)(unsafe.Pointer(&p))
+	return uint16(b[0])<<8 | uint16(b[1])
+}
