@@ -42,6 +42,7 @@ var parts = []part{
 	{name: "queue", heading: "## 7. Queue", run: runQueue},
 	{name: "dashboard", heading: "## 8. Dashboard", run: runDashboard},
 	{name: "memory", heading: "## 9. Memory", run: runMemory},
+	{name: "ceiling", heading: "## 10. Cluster ceiling", run: runCeiling},
 }
 
 // bench is what every part shares: flags, paths and the work directory.
