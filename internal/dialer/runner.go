@@ -201,18 +201,6 @@ func (r *runner) run(ctx context.Context) {
 				r.setState("idle", "queue empty", time.Time{})
 				continue
 			}
-			if err == nil {
-				// BLMOVE does not register this node as a holder, and
-				// Mark does not either: without it, a node wrongly
-				// buried by a recovery (which drops it from the
-				// holders) would leave this claim unrecoverable if it
-				// then died. Never dial a claim nobody can recover.
-				if herr := led.EnsureHolder(ctx); herr != nil {
-					r.d.outage.Fail("dialer: registering as queue holder failed; number given back", herr, "task", r.name, "queue", tk.Queue)
-					r.giveBack(ctx, led.Ledger, raw)
-					continue
-				}
-			}
 			batch = []string{raw}
 		}
 		if err != nil {

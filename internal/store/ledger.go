@@ -172,9 +172,9 @@ func (k LedgerKeys) payloadKey() string {
 // After a transport error the item may have moved anyway; it is then
 // settled by SettleOwn or a recoverer like any claim.
 //
-// Call EnsureHolder before the first claim, and again after a claim that
-// may be marked: BLMOVE does not register the node (ClaimBatch and
-// ClaimDue do), and Mark no longer does either. ClaimBatch claims without
+// It registers the node as a holder after the BLMOVE (one SADD), as
+// ClaimBatch and ClaimDue do in their scripts, and gives the item back
+// when that fails: the mark does not register. ClaimBatch claims without
 // waiting and costs one round trip for many items: use it while the
 // source has items, and ClaimBlocking to wait for the next one.
 func (l *Ledger) ClaimBlocking(ctx context.Context, timeout time.Duration) (string, bool, error) {
@@ -192,6 +192,16 @@ func (l *Ledger) ClaimBlocking(ctx context.Context, timeout time.Duration) (stri
 	}
 	if err != nil {
 		return "", false, fmt.Errorf("store: BLMOVE %s %s: %w", k.Source, k.Processing, err)
+	}
+	// BLMOVE cannot register the holder, and the mark does not: without
+	// it, a node a recovery wrongly buried (which drops it from the
+	// holders) would keep claims nobody can recover if it then died.
+	// Never hand out a claim nobody can recover.
+	if err := l.EnsureHolder(ctx); err != nil {
+		if rerr := l.Return(ctx, raw, time.Time{}); rerr != nil {
+			return "", false, fmt.Errorf("%w; and giving the claim back: %w", err, rerr)
+		}
+		return "", false, err
 	}
 	return raw, true, nil
 }
