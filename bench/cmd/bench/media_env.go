@@ -591,3 +591,37 @@ func waitQuiet(ctx context.Context, max time.Duration, pids ...int) quietWait {
 		}
 	}
 }
+
+// startBridgePeers starts the two SIPps of a bridged call: the callee
+// (uasXML, whose SDP points redial's RTP at the phone's port) and the far
+// end (echoXML with -rtp_echo on a free port mp, its receive buffer forced
+// to 8 MiB so a burst of echoes is not dropped). The caller kills both.
+func startBridgePeers(b *bench, phonePort int, uasXML, echoXML, dir string) (uas, echo *sippProc, mp int, err error) {
+	uas, err = startSipp(sippOpts{Scenario: uasXML, BuffSize: b.sippBuff, Dir: filepath.Join(dir, "uas"),
+		Args: []string{"-key", "rtp_port", fmt.Sprint(phonePort)}})
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	if mp, err = freeUDPRun(4); err != nil {
+		uas.Kill()
+		return nil, nil, 0, err
+	}
+	echo, err = startSipp(sippOpts{Scenario: echoXML, BuffSize: b.sippBuff, Dir: filepath.Join(dir, "echo"),
+		Args: []string{"-rtp_echo", "-mp", fmt.Sprint(mp)}})
+	if err != nil {
+		uas.Kill()
+		return nil, nil, 0, err
+	}
+	for try := 0; ; try++ {
+		err := forceRcvbuf(echo.cmd.Process.Pid, mp, 8<<20)
+		if err == nil {
+			return uas, echo, mp, nil
+		}
+		if try == 30 {
+			uas.Kill()
+			echo.Kill()
+			return nil, nil, 0, fmt.Errorf("SIPp echo socket: %w", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -125,32 +125,12 @@ func memoryRun(ctx context.Context, b *bench, bin string, rds *redisServer, uasX
 		return nil, err
 	}
 	defer ph.close()
-	uas, err := startSipp(sippOpts{Scenario: uasXML, BuffSize: b.sippBuff, Dir: filepath.Join(dir, "uas"),
-		Args: []string{"-key", "rtp_port", fmt.Sprint(ph.port)}})
+	uas, echo, _, err := startBridgePeers(b, ph.port, uasXML, echoXML, dir)
 	if err != nil {
 		return nil, err
 	}
 	defer uas.Kill()
-	mp, err := freeUDPRun(4)
-	if err != nil {
-		return nil, err
-	}
-	echo, err := startSipp(sippOpts{Scenario: echoXML, BuffSize: b.sippBuff, Dir: filepath.Join(dir, "echo"),
-		Args: []string{"-rtp_echo", "-mp", fmt.Sprint(mp)}})
-	if err != nil {
-		return nil, err
-	}
 	defer echo.Kill()
-	for try := 0; ; try++ {
-		err := forceRcvbuf(echo.cmd.Process.Pid, mp, 8<<20)
-		if err == nil {
-			break
-		}
-		if try == 30 {
-			return nil, fmt.Errorf("SIPp echo socket: %w", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 	rds.Client.Del(ctx, benchCDRList)
 	rds.Client.HSet(ctx, "cti_line@default", benchGroup, fmt.Sprintf(`{"params":{"group":"bench","uri":"sip:%s","limit":2000,"enable":true}}`, uas.Addr))
 	rds.Client.HSet(ctx, "cti_dialplan@default", "default:bridge", fmt.Sprintf(`{"type":"sip","uri":"sip:bridge@%s"}`, echo.Addr))
