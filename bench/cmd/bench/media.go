@@ -595,31 +595,9 @@ func mediaBridge(ctx context.Context, b *bench, bin string, rds *redisServer, ua
 		r.firstPostErr = errs[0].Error()
 	}
 	// Each call bridged, with redial's A-side (callee leg) RTP port.
-	aPort := map[string]int{}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		list, err := node.calls(ctx)
-		for _, c := range list {
-			if c.State != "bridged" || len(c.Legs) == 0 {
-				continue
-			}
-			port := c.Legs[0].LocalPort
-			for _, l := range c.Legs {
-				if l.Role == "callee" {
-					port = l.LocalPort
-				}
-			}
-			if port > 0 {
-				aPort[c.CallRef] = port
-			}
-		}
-		if err == nil && len(aPort) >= r.posted {
-			break
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return nil, fmt.Errorf("after 30s: %d of %d calls bridged (API error %v)", len(aPort), r.posted, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+	aPort, err := waitBridged(ctx, node, r.posted)
+	if err != nil {
+		return nil, err
 	}
 	r.bridged = len(aPort)
 	var streams []*sendStream
