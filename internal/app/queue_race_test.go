@@ -189,9 +189,12 @@ func TestQueueRace200CallersTwoNodes(t *testing.T) {
 				sort.Slice(cs, func(i, j int) bool { return cs[i].from.Before(cs[j].from) })
 				for i := 1; i < len(cs); i++ {
 					// SIPp stamps messages as it handles them: a new INVITE
-					// can be logged a moment before the last message of the
-					// call redial already saw end.
-					if cs[i].from.Before(cs[i-1].to.Add(-5 * time.Millisecond)) {
+					// (from either node's socket) can be logged a moment
+					// before the last message of the call redial already saw
+					// end, when both wait in SIPp's sockets while it is
+					// descheduled (6 ms seen on a loaded CI run). Two calls
+					// really at once overlap by a whole talk time.
+					if cs[i].from.Before(cs[i-1].to.Add(-25 * time.Millisecond)) {
 						t.Errorf("agent %s got call %s at %v while call %s lasted until %v", ext, cs[i].callID,
 							cs[i].from.Format("15:04:05.000"), cs[i-1].callID, cs[i-1].to.Format("15:04:05.000"))
 					}
