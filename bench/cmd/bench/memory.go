@@ -293,7 +293,7 @@ Notes:
   about 26 MiB held instead of about 0.4 GiB (6.5 KiB per call, appendix
   of part 1).
 - Not flat after the end: call.Manager keeps ended calls for KeepEnded
-  (10 minutes, about 0.8 KiB each, appendix of part 1), and the Go runtime
+  (2 minutes, at most 10,000 of them, about 0.8 KiB each), and the Go runtime
   returns freed pages to the kernel only gradually, so RSS stays near its
   peak for minutes after the heap has shrunk.
 - Why 50 KB per call is not met: RSS is about twice the live heap plus the
