@@ -292,11 +292,7 @@ func runMedia(ctx context.Context, b *bench) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	uasXML, err := scenarioPath(b.root, "uas_answer_extmedia.xml")
-	if err != nil {
-		return "", err
-	}
-	echoXML, err := scenarioPath(b.root, "uas_answer_wait_bye.xml")
+	uasXML, echoXML, err := bridgeScenarios(b.root)
 	if err != nil {
 		return "", err
 	}

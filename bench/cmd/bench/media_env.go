@@ -592,6 +592,19 @@ func waitQuiet(ctx context.Context, max time.Duration, pids ...int) quietWait {
 	}
 }
 
+// bridgeScenarios are the SIPp scenarios of a bridged call's callee (its
+// SDP points redial's RTP at the bench's phone) and far end (waits for
+// BYE; the bench adds -rtp_echo).
+func bridgeScenarios(root string) (uasXML, echoXML string, err error) {
+	if uasXML, err = scenarioPath(root, "uas_answer_extmedia.xml"); err != nil {
+		return "", "", err
+	}
+	if echoXML, err = scenarioPath(root, "uas_answer_wait_bye.xml"); err != nil {
+		return "", "", err
+	}
+	return uasXML, echoXML, nil
+}
+
 // startBridgePeers starts the two SIPps of a bridged call: the callee
 // (uasXML, whose SDP points redial's RTP at the phone's port) and the far
 // end (echoXML with -rtp_echo on a free port mp, its receive buffer forced
