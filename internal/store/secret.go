@@ -23,23 +23,31 @@ import (
 func (s *Store) DigestSecretKey() string { return "redial:secret:digest" }
 
 // DigestSecret returns the cluster's digest nonce secret, creating it the
-// first time: every node proposes a random one with SET NX and then uses
-// whichever won, so concurrent first starts agree on one.
+// first time (clusterSecret).
 func (s *Store) DigestSecret(ctx context.Context) ([]byte, error) {
-	key := s.DigestSecretKey()
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		return nil, fmt.Errorf("store: digest secret: random: %w", err)
-	}
-	proposed := hex.EncodeToString(b)
-	set, err := s.rdb.SetNX(ctx, key, proposed, 0).Result()
-	if err != nil {
-		return nil, fmt.Errorf("store: SET %s NX: %w", key, err)
-	}
-	if set {
-		return []byte(proposed), nil
-	}
+	return s.clusterSecret(ctx, s.DigestSecretKey(), 1)
+}
+
+// clusterSecret returns the secret kept under key, creating it the first
+// time: a node that finds none proposes 32 random bytes (hex) with SET NX
+// and then reads back whichever won, so concurrent first starts agree on
+// one. The value is the key material as stored (an operator may have put
+// their own), so it is not hex-decoded; one shorter than min bytes is an
+// error.
+func (s *Store) clusterSecret(ctx context.Context, key string, min int) ([]byte, error) {
 	v, err := s.rdb.Get(ctx, key).Result()
+	if errors.Is(err, redis.Nil) {
+		b := make([]byte, 32)
+		if _, err := rand.Read(b); err != nil {
+			return nil, fmt.Errorf("store: secret %s: random: %w", key, err)
+		}
+		if err := s.rdb.SetNX(ctx, key, hex.EncodeToString(b), 0).Err(); err != nil {
+			return nil, fmt.Errorf("store: SET %s NX: %w", key, err)
+		}
+		// Read back rather than trust our proposal: another node may have
+		// won the SET NX.
+		v, err = s.rdb.Get(ctx, key).Result()
+	}
 	if errors.Is(err, redis.Nil) {
 		// Deleted between the SET and the GET: the next call creates it.
 		return nil, fmt.Errorf("store: GET %s: deleted while read", key)
@@ -47,10 +55,9 @@ func (s *Store) DigestSecret(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: GET %s: %w", key, err)
 	}
-	if v == "" {
-		return nil, fmt.Errorf("store: GET %s: empty secret", key)
+	if len(v) < min {
+		return nil, fmt.Errorf("store: GET %s: secret of %d bytes: want at least %d (delete the key to have a random one made)",
+			key, len(v), min)
 	}
-	// The value is the key material as stored (an operator may have put
-	// their own), so it is not hex-decoded.
 	return []byte(v), nil
 }

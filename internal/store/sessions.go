@@ -1,14 +1,6 @@
 package store
 
-import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
-	"fmt"
-
-	"github.com/redis/go-redis/v9"
-)
+import "context"
 
 // Browser page sessions.
 //
@@ -34,29 +26,5 @@ func (s *Store) SessionSecretKey() string { return "redial:sessions:secret" }
 // The value is returned as stored (not hex-decoded), so a secret an
 // operator wrote is used as is.
 func (s *Store) SessionSecret(ctx context.Context) ([]byte, error) {
-	key := s.SessionSecretKey()
-	v, err := s.rdb.Get(ctx, key).Result()
-	if errors.Is(err, redis.Nil) {
-		b := make([]byte, 32)
-		if _, err := rand.Read(b); err != nil {
-			return nil, fmt.Errorf("store: session secret: random: %w", err)
-		}
-		if err := s.rdb.SetNX(ctx, key, hex.EncodeToString(b), 0).Err(); err != nil {
-			return nil, fmt.Errorf("store: SET %s NX: %w", key, err)
-		}
-		// Read back rather than trust our proposal: another node may have
-		// won the SET NX.
-		v, err = s.rdb.Get(ctx, key).Result()
-	}
-	if errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("store: GET %s: deleted while read", key)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("store: GET %s: %w", key, err)
-	}
-	if len(v) < minSessionSecret {
-		return nil, fmt.Errorf("store: GET %s: secret of %d bytes: want at least %d (delete the key to have a random one made)",
-			key, len(v), minSessionSecret)
-	}
-	return []byte(v), nil
+	return s.clusterSecret(ctx, s.SessionSecretKey(), minSessionSecret)
 }
