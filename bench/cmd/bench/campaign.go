@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"redial/internal/store"
+	"redial/internal/testenv"
 )
 
 // campaignBinEnv names a prebuilt redial binary to run instead of building
@@ -347,20 +348,7 @@ func campaignSippRef(ctx context.Context, b *bench, dir, uasXML, uacXML string, 
 type cmdStats map[string]int64
 
 func commandStats(ctx context.Context, rds *redisServer) (cmdStats, error) {
-	info, err := rds.Client.Info(ctx, "commandstats").Result()
-	if err != nil {
-		return nil, err
-	}
-	out := cmdStats{}
-	for _, line := range strings.Split(info, "\n") {
-		name, rest, ok := strings.Cut(strings.TrimPrefix(strings.TrimSpace(line), "cmdstat_"), ":calls=")
-		if !ok || strings.HasPrefix(line, "#") {
-			continue
-		}
-		n, _ := strconv.ParseInt(strings.SplitN(rest, ",", 2)[0], 10, 64)
-		out[name] = n
-	}
-	return out, nil
+	return testenv.CommandStats(ctx, rds.Client)
 }
 
 func (c cmdStats) minus(before cmdStats) cmdStats {

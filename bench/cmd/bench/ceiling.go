@@ -26,6 +26,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"redial/internal/store"
+	"redial/internal/testenv"
 )
 
 const (
@@ -251,32 +252,6 @@ func parseClusterNodes(raw string) []clusterMasterSlots {
 	return out
 }
 
-// parseCommandStats reads INFO commandstats into calls per command (lower
-// case, without "cmdstat_"; subcommands as Redis names them, "cluster|info").
-func parseCommandStats(info string) map[string]int64 {
-	out := map[string]int64{}
-	for _, line := range strings.Split(info, "\n") {
-		line = strings.TrimSpace(line)
-		rest, ok := strings.CutPrefix(line, "cmdstat_")
-		if !ok {
-			continue
-		}
-		name, fields, ok := strings.Cut(rest, ":")
-		if !ok {
-			continue
-		}
-		for _, kv := range strings.Split(fields, ",") {
-			if v, ok := strings.CutPrefix(kv, "calls="); ok {
-				n, err := strconv.ParseInt(v, 10, 64)
-				if err == nil {
-					out[name] = n
-				}
-			}
-		}
-	}
-	return out
-}
-
 // ceilSnap is what the bench reads before and after a phase.
 type ceilSnap struct {
 	at   time.Time
@@ -296,7 +271,7 @@ func ceilSnapshot(ctx context.Context, c *ceilCluster, node *nodeProc, uas *sipp
 		if err != nil {
 			return s, fmt.Errorf("ceiling: INFO commandstats on %s: %w", m.addr, err)
 		}
-		s.cmds = append(s.cmds, parseCommandStats(info))
+		s.cmds = append(s.cmds, testenv.ParseCommandStats(info))
 	}
 	s.at = time.Now()
 	return s, nil

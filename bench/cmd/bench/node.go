@@ -9,12 +9,12 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
 	"redial/internal/app"
 	"redial/internal/config"
+	"redial/internal/testenv"
 )
 
 // benchNode is an in-process redial node for parts 2 and 3.
@@ -116,17 +116,12 @@ func inviteTimes(path string) (map[string]time.Time, error) {
 
 // commandCalls sums the calls of every command in INFO commandstats.
 func commandCalls(ctx context.Context, rds *redisServer) (int64, error) {
-	info, err := rds.Client.Info(ctx, "commandstats").Result()
+	st, err := testenv.CommandStats(ctx, rds.Client)
 	if err != nil {
 		return 0, err
 	}
 	var total int64
-	for _, line := range strings.Split(info, "\n") {
-		if !strings.HasPrefix(line, "cmdstat_") {
-			continue
-		}
-		_, rest, _ := strings.Cut(line, ":calls=")
-		n, _ := strconv.ParseInt(strings.SplitN(rest, ",", 2)[0], 10, 64)
+	for _, n := range st {
 		total += n
 	}
 	return total, nil
