@@ -8,8 +8,53 @@ import (
 	"sync/atomic"
 	"time"
 
+	"redial/internal/batch"
 	"redial/internal/store"
 )
+
+// batchLimit bounds the leases one Redis round trip acquires or releases
+// on one line; a burst larger than that takes several round trips.
+const batchLimit = 200
+
+// acquireKey names the lease requests that can share one acquire script
+// run: the same line with the same limits. A reload that changes a line's
+// limits while requests are in flight sends the new ones in a run of their
+// own.
+type acquireKey struct {
+	line       string
+	limit, cps int
+}
+
+// newBatches builds the Manager's combiners: concurrent acquires of one
+// line cost Redis one script run, concurrent releases one ZREM.
+func (m *Manager) newBatches() {
+	m.acquires = batch.New(batchLimit, func(ctx context.Context, k acquireKey, ids []string) ([]store.LineGrant, error) {
+		// The run outlives its first caller's cancellation; a grant that
+		// comes back after LeaseTTL has expired already, so wait no longer.
+		ctx, cancel := context.WithTimeout(ctx, m.cfg.LeaseTTL)
+		defer cancel()
+		return m.st.AcquireLineLeases(ctx, k.line, ids, k.limit, k.cps, m.cfg.LeaseTTL)
+	})
+	m.releases = batch.New(batchLimit, func(ctx context.Context, line string, ids []string) ([]struct{}, error) {
+		// An unreleased lease expires after LeaseTTL anyway.
+		ctx, cancel := context.WithTimeout(ctx, m.cfg.LeaseTTL)
+		defer cancel()
+		leases := make([]store.LineLease, len(ids))
+		for i, id := range ids {
+			leases[i] = store.LineLease{Line: line, ID: id}
+		}
+		if err := m.st.ReleaseLineLeases(ctx, leases); err != nil {
+			return nil, err
+		}
+		return make([]struct{}, len(ids)), nil
+	})
+}
+
+// acquireLease asks Redis for one lease on line, combined with the other
+// requests for that line in flight on this node.
+func (m *Manager) acquireLease(ctx context.Context, line, id string, limit, cps int) (store.LineGrant, error) {
+	return m.acquires.Do(ctx, acquireKey{line: line, limit: limit, cps: cps}, id)
+}
 
 // Lease is one channel held on one line. The Manager renews it until
 // Release.
@@ -62,7 +107,7 @@ func (m *Manager) Acquire(ctx context.Context, group string, callRef string) (*L
 			}
 			l := ls.line
 			id := m.leaseID(callRef)
-			g, err := m.st.AcquireLineLease(ctx, l.Name, id, l.Limit, l.CPS, m.cfg.LeaseTTL)
+			g, err := m.acquireLease(ctx, l.Name, id, l.Limit, l.CPS)
 			if err != nil {
 				if ctx.Err() != nil {
 					return nil, fmt.Errorf("lines: acquire in group %q: %w", group, ctx.Err())
@@ -120,6 +165,7 @@ func (m *Manager) leaseID(callRef string) string {
 
 // Release gives the channel back. It is idempotent; when Redis cannot be
 // reached the lease is forgotten anyway and expires after LeaseTTL.
+// Concurrent releases on one line share one ZREM.
 func (l *Lease) Release(ctx context.Context) error {
 	if l == nil || !l.released.CompareAndSwap(false, true) {
 		return nil
@@ -128,7 +174,7 @@ func (l *Lease) Release(ctx context.Context) error {
 	m.heldMu.Lock()
 	delete(m.held, l.ID)
 	m.heldMu.Unlock()
-	if err := m.st.ReleaseLineLease(ctx, l.Line.Name, l.ID); err != nil {
+	if _, err := m.releases.Do(ctx, l.Line.Name, l.ID); err != nil {
 		return fmt.Errorf("lines: release line %q: %w", l.Line.Name, err)
 	}
 	m.log.Debug("lines: released", "call_ref", l.CallRef, "line", l.Line.Name)
@@ -251,7 +297,7 @@ func (l *Lease) String() string { return "lease " + l.ID + " on line " + l.Line.
 func (m *Manager) AcquireSlot(ctx context.Context, name string, limit int, callRef string) (*Lease, error) {
 	key := "slot:" + name
 	id := m.leaseID(callRef)
-	g, err := m.st.AcquireLineLease(ctx, key, id, limit, Unlimited, m.cfg.LeaseTTL)
+	g, err := m.acquireLease(ctx, key, id, limit, Unlimited)
 	if err != nil {
 		return nil, fmt.Errorf("lines: acquire slot %q: %w", name, err)
 	}

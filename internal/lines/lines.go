@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"redial/internal/batch"
 	"redial/internal/logtext"
 	"redial/internal/store"
 )
@@ -84,6 +85,11 @@ type Manager struct {
 
 	heldMu sync.Mutex
 	held   map[string]*Lease // by lease id
+
+	// acquires and releases combine concurrent lease requests per line
+	// into one Redis round trip (see newBatches).
+	acquires *batch.Group[acquireKey, string, store.LineGrant]
+	releases *batch.Group[string, string, struct{}]
 }
 
 // snapshot is one immutable reading of cti_line@<domain>.
@@ -153,6 +159,7 @@ func New(cfg Config, deps Deps) (*Manager, error) {
 		held:     map[string]*Lease{},
 		outage:   logtext.NewOutage(log, logtext.OutageConfig{Name: "lines"}),
 	}
+	m.newBatches()
 	errs, err := register(deps.Registry, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "redial_config_errors_total",
 		Help: "Configuration entries rejected as malformed, by kind.",

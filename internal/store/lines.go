@@ -30,7 +30,7 @@ func (s *Store) LineCPSKey(line string) string {
 	return "redial:{line:" + s.cfg.Domain + ":" + line + "}:cps"
 }
 
-// LineAcquireStatus is the outcome of one AcquireLineLease.
+// LineAcquireStatus is the outcome of acquiring one lease.
 type LineAcquireStatus int
 
 const (
@@ -43,75 +43,124 @@ const (
 	LineCPSLimited LineAcquireStatus = 2
 )
 
-// LineGrant is the answer of AcquireLineLease.
+// LineGrant answers the acquisition of one lease.
 type LineGrant struct {
 	Status LineAcquireStatus
 	// RetryAfter is set with LineCPSLimited.
 	RetryAfter time.Duration
-	// InUse is the number of unexpired leases of the line after the call.
+	// InUse is the number of unexpired leases of the line after this
+	// lease's turn (see acquireLineScript).
 	InUse int
 	// At is the Redis server time of the grant (LineGranted only).
 	At time.Time
 }
 
 // The acquire script is the hot path (one call per originated call), so it
-// stays O(log n) with n = leases of one line, in one round trip, and runs
-// as few commands as it can: expired leases are pruned only when they
-// could cost a grant (the line looks full) — RenewLineLeases prunes them
-// on every renewal anyway — and the key's expiry is pushed forward with
-// one PEXPIRE.
+// stays O(log n) with n = leases of one line, and it answers a whole burst
+// of requests for one line in one run: the node combines concurrent
+// acquires of a line (lines.Manager, internal/batch), and the run costs one
+// TIME, one ZCARD, one multi-member ZADD and one PEXPIRE however many
+// leases it grants (plus the same for the cps ZSET when the line has a CPS
+// limit). Expired leases are pruned only when they could cost a grant (the
+// line looks full) — RenewLineLeases prunes them on every renewal anyway.
+//
+// The ids are answered in order, each as if it had been acquired alone
+// right after the ones before it: all grants of a run share the grant time
+// now, so an id refused for CPS waits for the slot that the grants before
+// it (in Redis or earlier in this run) leave open. Once an id is refused,
+// nothing changes for the ids after it, and they get the same answer.
 //
 // KEYS[1] leases ZSET (LineLeasesKey), KEYS[2] cps ZSET (LineCPSKey).
-// ARGV[1] lease id, ARGV[2] channel limit (-1 = unlimited), ARGV[3] cps
-// (-1 = unlimited, else >= 1), ARGV[4] lease TTL in ms.
-// Returns {status, value, in_use}:
+// ARGV[1] channel limit (-1 = unlimited), ARGV[2] cps (-1 = unlimited, else
+// >= 1), ARGV[3] lease TTL in ms, ARGV[4..] lease ids.
+// Returns one triple {status, value, in_use} per id, flattened in id order:
 //
 //	{1, grant_time_ms, in_use}   granted; grant_time_ms is server unix ms
 //	{0, 0, in_use}               line full
 //	{2, retry_after_ms, in_use}  channel free but CPS budget spent; the next
 //	                             slot opens in retry_after_ms (>= 1)
 //
-// in_use counts the leases after the call; while the line is not full it
+// in_use counts the leases after that id; while the line is not full it
 // may include leases that expired since the last prune (renewals prune
 // every few seconds), never fewer than the live ones.
 var acquireLineScript = redis.NewScript(`
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local limit = tonumber(ARGV[2])
-local cps = tonumber(ARGV[3])
-local ttl = tonumber(ARGV[4])
+local limit = tonumber(ARGV[1])
+local cps = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[3])
 local used = redis.call('ZCARD', KEYS[1])
-if limit >= 0 and used >= limit then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-  used = redis.call('ZCARD', KEYS[1])
-  if used >= limit then
-    return {0, 0, used}
+local pruned = false
+local window = -1
+local leases, grants, out = {}, {}, {}
+local refused, value = -1, 0
+for i = 4, #ARGV do
+  if refused < 0 and limit >= 0 and used >= limit and not pruned then
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+    used = redis.call('ZCARD', KEYS[1]) + #leases / 2
+    pruned = true
+  end
+  if refused < 0 and limit >= 0 and used >= limit then
+    refused, value = 0, 0
+  end
+  if refused < 0 and cps >= 1 then
+    if window < 0 then
+      redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 1000)
+      window = redis.call('ZCARD', KEYS[2])
+    end
+    local n = window + #grants / 2
+    if n >= cps then
+      local wait = 1000
+      if n - cps < window then
+        local slot = redis.call('ZRANGE', KEYS[2], n - cps, n - cps, 'WITHSCORES')
+        wait = tonumber(slot[2]) + 1000 - now
+      end
+      if wait < 1 then wait = 1 end
+      refused, value = 2, wait
+    end
+  end
+  if refused >= 0 then
+    out[#out + 1] = refused
+    out[#out + 1] = value
+    out[#out + 1] = used
+  else
+    leases[#leases + 1] = now + ttl
+    leases[#leases + 1] = ARGV[i]
+    if cps >= 1 then
+      grants[#grants + 1] = now
+      grants[#grants + 1] = ARGV[i]
+    end
+    used = used + 1
+    out[#out + 1] = 1
+    out[#out + 1] = now
+    out[#out + 1] = used
   end
 end
-if cps >= 1 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 1000)
-  local n = redis.call('ZCARD', KEYS[2])
-  if n >= cps then
-    local slot = redis.call('ZRANGE', KEYS[2], n - cps, n - cps, 'WITHSCORES')
-    local wait = tonumber(slot[2]) + 1000 - now
-    if wait < 1 then wait = 1 end
-    return {2, wait, used}
-  end
-  redis.call('ZADD', KEYS[2], now, ARGV[1])
+if #grants > 0 then
+  redis.call('ZADD', KEYS[2], unpack(grants))
   redis.call('PEXPIRE', KEYS[2], 2000)
 end
-redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
-redis.call('PEXPIRE', KEYS[1], 2 * ttl)
-return {1, now, used + 1}
+if #leases > 0 then
+  redis.call('ZADD', KEYS[1], unpack(leases))
+  redis.call('PEXPIRE', KEYS[1], 2 * ttl)
+end
+return out
 `)
 
-// AcquireLineLease atomically takes a channel of line for leaseID when the
-// line has a free channel (limit < 0: unlimited) and CPS budget (cps < 0:
-// unlimited). limit 0 always answers LineFull; cps 0 is refused.
-func (s *Store) AcquireLineLease(ctx context.Context, line, leaseID string, limit, cps int, ttl time.Duration) (LineGrant, error) {
+// acquireChunk bounds the ids of one acquire script run: unpack in the
+// script is limited to a few thousand values, and a long run blocks Redis.
+const acquireChunk = 500
+
+// AcquireLineLeases atomically takes channels of line for ids, in order,
+// while the line has a free channel (limit < 0: unlimited) and CPS budget
+// (cps < 0: unlimited), in one script run per 500 ids. It returns one
+// LineGrant per id. limit 0 always answers LineFull; cps 0 is refused.
+// On an error no grant is reported, though leases granted by an earlier
+// run of a longer list stay until their TTL passes.
+func (s *Store) AcquireLineLeases(ctx context.Context, line string, ids []string, limit, cps int, ttl time.Duration) ([]LineGrant, error) {
 	if cps == 0 {
-		return LineGrant{}, fmt.Errorf("store: acquire line %q: cps 0 never grants", line)
+		return nil, fmt.Errorf("store: acquire line %q: cps 0 never grants", line)
 	}
 	if cps < 0 {
 		cps = -1
@@ -120,21 +169,42 @@ func (s *Store) AcquireLineLease(ctx context.Context, line, leaseID string, limi
 		limit = -1
 	}
 	keys := []string{s.LineLeasesKey(line), s.LineCPSKey(line)}
-	res, err := acquireLineScript.Run(ctx, s.rdb, keys, leaseID, limit, cps, ttlMillis(ttl)).Int64Slice()
+	out := make([]LineGrant, 0, len(ids))
+	for first := 0; first < len(ids); first += acquireChunk {
+		chunk := ids[first:min(first+acquireChunk, len(ids))]
+		args := make([]any, 0, 3+len(chunk))
+		args = append(args, limit, cps, ttlMillis(ttl))
+		for _, id := range chunk {
+			args = append(args, id)
+		}
+		res, err := acquireLineScript.Run(ctx, s.rdb, keys, args...).Int64Slice()
+		if err != nil {
+			return nil, fmt.Errorf("store: acquire line %q: %w", line, err)
+		}
+		if len(res) != 3*len(chunk) {
+			return nil, fmt.Errorf("store: acquire line %q: script returned %d values for %d ids", line, len(res), len(chunk))
+		}
+		for i := 0; i < len(res); i += 3 {
+			g := LineGrant{Status: LineAcquireStatus(res[i]), InUse: int(res[i+2])}
+			switch g.Status {
+			case LineGranted:
+				g.At = time.UnixMilli(res[i+1])
+			case LineCPSLimited:
+				g.RetryAfter = time.Duration(res[i+1]) * time.Millisecond
+			}
+			out = append(out, g)
+		}
+	}
+	return out, nil
+}
+
+// AcquireLineLease is AcquireLineLeases for one lease id.
+func (s *Store) AcquireLineLease(ctx context.Context, line, leaseID string, limit, cps int, ttl time.Duration) (LineGrant, error) {
+	gs, err := s.AcquireLineLeases(ctx, line, []string{leaseID}, limit, cps, ttl)
 	if err != nil {
-		return LineGrant{}, fmt.Errorf("store: acquire line %q: %w", line, err)
+		return LineGrant{}, err
 	}
-	if len(res) != 3 {
-		return LineGrant{}, fmt.Errorf("store: acquire line %q: script returned %v", line, res)
-	}
-	g := LineGrant{Status: LineAcquireStatus(res[0]), InUse: int(res[2])}
-	switch g.Status {
-	case LineGranted:
-		g.At = time.UnixMilli(res[1])
-	case LineCPSLimited:
-		g.RetryAfter = time.Duration(res[1]) * time.Millisecond
-	}
-	return g, nil
+	return gs[0], nil
 }
 
 // KEYS[1] leases ZSET (LineLeasesKey).
@@ -281,17 +351,36 @@ type LineLease struct {
 	Line, ID string
 }
 
-// ReleaseLineLeases removes many leases in one pipelined round trip (clean
-// node shutdown).
+// releaseChunk bounds the members of one ZREM, so releasing a line's
+// thousands of leases at shutdown does not block Redis in one command.
+const releaseChunk = 1000
+
+// ReleaseLineLeases removes many leases in one pipelined round trip, with
+// one ZREM per line naming all its leases (a burst of releases, a clean
+// node shutdown). Leases that are gone already are not an error.
 func (s *Store) ReleaseLineLeases(ctx context.Context, leases []LineLease) error {
 	if len(leases) == 0 {
 		return nil
 	}
-	pipe := s.rdb.Pipeline()
+	var order []string
+	byLine := map[string][]any{}
 	for _, l := range leases {
-		pipe.ZRem(ctx, s.LineLeasesKey(l.Line), l.ID)
+		if _, ok := byLine[l.Line]; !ok {
+			order = append(order, l.Line)
+		}
+		byLine[l.Line] = append(byLine[l.Line], l.ID)
+	}
+	pipe := s.rdb.Pipeline()
+	for _, line := range order {
+		ids := byLine[line]
+		for first := 0; first < len(ids); first += releaseChunk {
+			pipe.ZRem(ctx, s.LineLeasesKey(line), ids[first:min(first+releaseChunk, len(ids))]...)
+		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
+		if len(order) == 1 {
+			return fmt.Errorf("store: release %d leases of line %q: %w", len(leases), order[0], err)
+		}
 		return fmt.Errorf("store: release %d line leases: %w", len(leases), err)
 	}
 	return nil
