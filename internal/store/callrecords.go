@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -17,8 +18,16 @@ import (
 // it, and the disposition an agent or integrator gave it (seed 003: the
 // call_ref "is used to disposition the call and download recordings").
 //
-//	redial:callrec:<call_ref>  HASH  CallRecord fields (below); expires CallRecordTTL
-//	                                 after the call, again after each disposition
+//	redial:callrec:<call_ref>  STRING  CallRecord as JSON (below); expires
+//	                                   CallRecordTTL after the call's last
+//	                                   save, again after each disposition
+//
+// A record is a STRING so that saving it is one command (SET ... EX ... GET);
+// Redis 7.0 has no way to write a HASH and its expiry in one. Records
+// written before that are HASHes of the same fields (the JSON names as
+// field names, the disposition as JSON in its field) and live out their
+// TTL: reads and dispositions still understand them, and the next save
+// of such a call replaces the HASH with a STRING.
 
 // CallRecordTTL is how long a call record stays in Redis: the time an
 // integrator has to disposition a call or find its recording through the
@@ -28,8 +37,8 @@ const CallRecordTTL = 7 * 24 * time.Hour
 // CallRecordKey is the key of a call's record.
 func (s *Store) CallRecordKey(callRef string) string { return "redial:callrec:" + callRef }
 
-// CallRecord is what redial keeps about one finished call. The hash
-// fields are the JSON names.
+// CallRecord is what redial keeps about one finished call, stored as its
+// JSON encoding (End in RFC 3339 with nanoseconds, UTC).
 type CallRecord struct {
 	// Node is the host that ran the call and holds its recording.
 	Node        string `json:"node"`
@@ -63,34 +72,198 @@ type CallDisposition struct {
 	At time.Time `json:"at"`
 }
 
-// dispositionField is the hash field holding the CallDisposition JSON;
-// the other fields are plain strings.
-const dispositionField = "disposition"
+// ErrNoCallRecord is returned for a call_ref without a record.
+var ErrNoCallRecord = errors.New("no such call record")
 
-// SaveCallRecord writes a call's record (HSET + EXPIRE in one pipeline).
-// A disposition already given is kept.
-func (s *Store) SaveCallRecord(ctx context.Context, callRef string, r CallRecord) error {
-	key := s.CallRecordKey(callRef)
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, key, "node", r.Node, "campaign_ref", r.CampaignRef, "contact_ref", r.ContactRef,
-			"number", r.Number, "ext", r.Ext, "recording", r.Recording, "number_queue", r.NumberQueue,
-			"item", r.Item, "end", r.End.UTC().Format(time.RFC3339Nano))
-		p.Expire(ctx, key, CallRecordTTL)
+// callRecordTxTries bounds the optimistic transactions on one record; they
+// only conflict with another write to the same call_ref at the same
+// moment, so a few tries are plenty.
+const callRecordTxTries = 5
+
+// encodeCallRecord is the STRING value of r.
+func encodeCallRecord(r CallRecord) ([]byte, error) {
+	r.End = r.End.UTC()
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("encode: %w", err)
+	}
+	return b, nil
+}
+
+// decodeCallRecord reads a STRING call record.
+func decodeCallRecord(b []byte) (CallRecord, error) {
+	var r CallRecord
+	if err := json.Unmarshal(b, &r); err != nil {
+		return CallRecord{}, fmt.Errorf("decode: %w", err)
+	}
+	return r, nil
+}
+
+// isWrongType tells a command refused because the key holds another type:
+// here, a call record still in its old HASH form.
+func isWrongType(err error) bool {
+	var rerr redis.Error
+	return errors.As(err, &rerr) && strings.HasPrefix(rerr.Error(), "WRONGTYPE")
+}
+
+// errCallRecordType ends a transaction that found the record in the other
+// form (HASH or STRING) than it expected; the caller starts over.
+var errCallRecordType = errors.New("call record changed form")
+
+// setCallRecordTx writes r as key's STRING record with a fresh TTL, in the
+// MULTI/EXEC of tx.
+func setCallRecordTx(ctx context.Context, tx *redis.Tx, key string, r CallRecord) error {
+	b, err := encodeCallRecord(r)
+	if err != nil {
+		return err
+	}
+	_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, key, b, CallRecordTTL)
 		return nil
 	})
+	return err
+}
+
+// SaveCallRecord writes a call's record with its TTL in one command.
+// A disposition already given is kept.
+//
+// A call saves its record after every attempt's CDR that the API may need
+// (a click-to-dial call carries its agent on each attempt), and
+// integrators may reuse a call_ref, so a save can come after a
+// disposition. Neither a plain SET (it would drop the disposition) nor
+// SET NX (it would drop the later attempt's recording and agent) will do,
+// so the save is SET ... GET: still one command, and the old value it
+// returns tells whether a disposition has to be put back, which costs a
+// transaction more only in that rare case.
+func (s *Store) SaveCallRecord(ctx context.Context, callRef string, r CallRecord) error {
+	key := s.CallRecordKey(callRef)
+	b, err := encodeCallRecord(r)
 	if err != nil {
 		return fmt.Errorf("store: save call record %s: %w", key, err)
 	}
-	return nil
+	for range callRecordTxTries {
+		old, err := s.rdb.SetArgs(ctx, key, b, redis.SetArgs{TTL: CallRecordTTL, Get: true}).Bytes()
+		switch {
+		case errors.Is(err, redis.Nil):
+			return nil
+		case isWrongType(err):
+			// SET ... GET leaves a HASH alone: replace it, keeping its
+			// disposition.
+			err = s.rdb.Watch(ctx, func(tx *redis.Tx) error {
+				return replaceLegacyCallRecordTx(ctx, tx, key, r)
+			}, key)
+			if errors.Is(err, redis.TxFailedErr) || errors.Is(err, errCallRecordType) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("store: save call record %s over its HASH form: %w", key, err)
+			}
+			return nil
+		case err != nil:
+			return fmt.Errorf("store: save call record %s: %w", key, err)
+		}
+		if r.Disposition != nil {
+			return nil
+		}
+		prev, err := decodeCallRecord(old)
+		if err != nil || prev.Disposition == nil {
+			// A record that cannot be read had no disposition the API
+			// could show; the new one replaces it.
+			return nil
+		}
+		if err := s.keepCallDisposition(ctx, key, *prev.Disposition); err != nil {
+			return fmt.Errorf("store: save call record %s: keep its disposition: %w", key, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("store: save call record %s: %w", key, redis.TxFailedErr)
+}
+
+// replaceLegacyCallRecordTx writes r over the HASH record at key, with
+// the disposition the HASH had unless r has one.
+func replaceLegacyCallRecordTx(ctx context.Context, tx *redis.Tx, key string, r CallRecord) error {
+	if r.Disposition == nil {
+		m, err := tx.HGetAll(ctx, key).Result()
+		if isWrongType(err) {
+			return errCallRecordType
+		}
+		if err != nil {
+			return err
+		}
+		prev, ok, err := legacyCallRecord(m)
+		if err != nil {
+			return err
+		}
+		if ok {
+			r.Disposition = prev.Disposition
+		}
+	}
+	return setCallRecordTx(ctx, tx, key, r)
+}
+
+// keepCallDisposition puts d back into the record at key after a save
+// replaced a record that had it, unless a disposition was given since.
+func (s *Store) keepCallDisposition(ctx context.Context, key string, d CallDisposition) error {
+	for range callRecordTxTries {
+		err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
+			b, err := tx.Get(ctx, key).Bytes()
+			if errors.Is(err, redis.Nil) || isWrongType(err) {
+				return nil // gone, or replaced by another save meanwhile
+			}
+			if err != nil {
+				return err
+			}
+			r, err := decodeCallRecord(b)
+			if err != nil || r.Disposition != nil {
+				return err
+			}
+			r.Disposition = &d
+			return setCallRecordTx(ctx, tx, key, r)
+		}, key)
+		if !errors.Is(err, redis.TxFailedErr) {
+			return err
+		}
+	}
+	return redis.TxFailedErr
 }
 
 // GetCallRecord reads a call's record; ok is false when there is none.
 func (s *Store) GetCallRecord(ctx context.Context, callRef string) (r CallRecord, ok bool, err error) {
 	key := s.CallRecordKey(callRef)
-	m, err := s.rdb.HGetAll(ctx, key).Result()
-	if err != nil {
-		return r, false, fmt.Errorf("store: read call record %s: %w", key, err)
+	// Two tries: a HASH record may turn into a STRING between GET and
+	// HGETALL when its call is saved again.
+	for range 2 {
+		b, err := s.rdb.Get(ctx, key).Bytes()
+		switch {
+		case errors.Is(err, redis.Nil):
+			return r, false, nil
+		case isWrongType(err):
+			m, err := s.rdb.HGetAll(ctx, key).Result()
+			if isWrongType(err) {
+				continue
+			}
+			if err != nil {
+				return r, false, fmt.Errorf("store: read call record %s: %w", key, err)
+			}
+			if r, ok, err = legacyCallRecord(m); err != nil {
+				return r, ok, fmt.Errorf("store: call record %s: %w", key, err)
+			}
+			return r, ok, nil
+		case err != nil:
+			return r, false, fmt.Errorf("store: read call record %s: %w", key, err)
+		}
+		if r, err = decodeCallRecord(b); err != nil {
+			return r, false, fmt.Errorf("store: call record %s: %w", key, err)
+		}
+		return r, true, nil
 	}
+	return r, false, fmt.Errorf("store: read call record %s: %w", key, errCallRecordType)
+}
+
+// legacyCallRecord decodes a call record in its old HASH form (written
+// before records became JSON STRINGs): the JSON names as fields, End in
+// RFC 3339, the disposition as JSON in its field.
+func legacyCallRecord(m map[string]string) (r CallRecord, ok bool, err error) {
 	if len(m) == 0 || m["node"] == "" {
 		return r, false, nil
 	}
@@ -99,24 +272,22 @@ func (s *Store) GetCallRecord(ctx context.Context, callRef string) (r CallRecord
 	if t, perr := time.Parse(time.RFC3339Nano, m["end"]); perr == nil {
 		r.End = t
 	}
-	if d := m[dispositionField]; d != "" {
+	if d := m["disposition"]; d != "" {
 		var cd CallDisposition
 		if err := json.Unmarshal([]byte(d), &cd); err != nil {
-			return r, true, fmt.Errorf("store: call record %s: disposition: %w", key, err)
+			return r, true, fmt.Errorf("disposition: %w", err)
 		}
 		r.Disposition = &cd
 	}
 	return r, true, nil
 }
 
-// ErrNoCallRecord is returned for a call_ref without a record.
-var ErrNoCallRecord = errors.New("no such call record")
-
-// KEYS[1] call record hash.
+// KEYS[1] call record in its old HASH form.
 // ARGV[1] disposition JSON, ARGV[2] TTL in ms.
 // Sets the disposition of an existing record and renews its TTL.
-// Returns 1, or 0 when the record does not exist.
-var setDispositionScript = redis.NewScript(`
+// Returns 1, or 0 when the record does not exist; fails with WRONGTYPE
+// when the record became a STRING (its call was saved again).
+var setLegacyDispositionScript = redis.NewScript(`
 if redis.call('HEXISTS', KEYS[1], 'node') == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'disposition', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -128,16 +299,55 @@ return 1
 // when the call has no record.
 func (s *Store) SetCallDisposition(ctx context.Context, callRef string, d CallDisposition) error {
 	key := s.CallRecordKey(callRef)
+	for range callRecordTxTries {
+		err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
+			b, err := tx.Get(ctx, key).Bytes()
+			switch {
+			case errors.Is(err, redis.Nil):
+				return ErrNoCallRecord
+			case isWrongType(err):
+				return errCallRecordType
+			case err != nil:
+				return err
+			}
+			r, err := decodeCallRecord(b)
+			if err != nil {
+				return err
+			}
+			r.Disposition = &d
+			return setCallRecordTx(ctx, tx, key, r)
+		}, key)
+		if errors.Is(err, errCallRecordType) {
+			err = s.setLegacyCallDisposition(ctx, key, d)
+		}
+		switch {
+		case errors.Is(err, redis.TxFailedErr) || errors.Is(err, errCallRecordType):
+			continue
+		case errors.Is(err, ErrNoCallRecord):
+			return fmt.Errorf("store: call %q: %w", callRef, ErrNoCallRecord)
+		case err != nil:
+			return fmt.Errorf("store: set disposition on %s: %w", key, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("store: set disposition on %s: %w", key, redis.TxFailedErr)
+}
+
+// setLegacyCallDisposition sets d on a record in its old HASH form. It
+// returns errCallRecordType when the record became a STRING meanwhile.
+func (s *Store) setLegacyCallDisposition(ctx context.Context, key string, d CallDisposition) error {
 	b, err := json.Marshal(d)
 	if err != nil {
-		return fmt.Errorf("store: disposition of %s: encode: %w", callRef, err)
+		return fmt.Errorf("disposition: encode: %w", err)
 	}
-	n, err := setDispositionScript.Run(ctx, s.rdb, []string{key}, b, CallRecordTTL.Milliseconds()).Int()
-	if err != nil {
-		return fmt.Errorf("store: set disposition on %s: %w", key, err)
-	}
-	if n == 0 {
-		return fmt.Errorf("store: call %q: %w", callRef, ErrNoCallRecord)
+	n, err := setLegacyDispositionScript.Run(ctx, s.rdb, []string{key}, b, CallRecordTTL.Milliseconds()).Int()
+	switch {
+	case isWrongType(err):
+		return errCallRecordType
+	case err != nil:
+		return err
+	case n == 0:
+		return ErrNoCallRecord
 	}
 	return nil
 }
