@@ -193,7 +193,7 @@ func TestKillNodeMidCampaign(t *testing.T) {
 
 	// Kill the victim while it has calls up.
 	testenv.WaitFor(t, 30*time.Second, func() error {
-		n, _ := r.Client.LLen(context.Background(), "kq:processing:victim").Result()
+		n := r.Client.LLen(context.Background(), "kq:processing:victim").Val() + r.Client.LLen(context.Background(), "kq:dialing:victim").Val()
 		done := len(campaignCDRs(t, r, "crash"))
 		if n < 3 || done < 5 {
 			return fmt.Errorf("victim holds %d claims, %d CDRs so far", n, done)
@@ -208,8 +208,8 @@ func TestKillNodeMidCampaign(t *testing.T) {
 	var interrupted []string
 	testenv.WaitFor(t, 60*time.Second, func() error {
 		q, _ := r.Client.LLen(ctx, "kq").Result()
-		pv, _ := r.Client.LLen(ctx, "kq:processing:victim").Result()
-		ps, _ := r.Client.LLen(ctx, "kq:processing:survivor").Result()
+		pv := r.Client.LLen(ctx, "kq:processing:victim").Val() + r.Client.LLen(ctx, "kq:dialing:victim").Val()
+		ps := r.Client.LLen(ctx, "kq:processing:survivor").Val() + r.Client.LLen(ctx, "kq:dialing:survivor").Val()
 		if q+pv+ps != 0 {
 			return fmt.Errorf("queue %d, victim claims %d, survivor claims %d", q, pv, ps)
 		}

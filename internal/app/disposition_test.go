@@ -162,7 +162,7 @@ func TestDispositionCallbackRedialsOnce(t *testing.T) {
 	testenv.WaitFor(t, 5*time.Second, func() error {
 		q := r.Client.LLen(ctx, "qcb").Val()
 		z := r.Client.ZCard(ctx, "qcb:retry").Val()
-		p := r.Client.LLen(ctx, "qcb:processing:n1").Val()
+		p := r.Client.LLen(ctx, "qcb:processing:n1").Val() + r.Client.LLen(ctx, "qcb:dialing:n1").Val()
 		if q+z+p != 0 {
 			return fmt.Errorf("queue %d, retry %d, processing %d", q, z, p)
 		}

@@ -82,9 +82,8 @@ func TestSurvivorRecoversEveryLedgerOnce(t *testing.T) {
 	pipe.LPush(ctx, ek.Processing, `{"event_name":"not_voicemail"}`)
 	pipe.SAdd(ctx, ek.Holders, "victim")
 	pipe.HSet(ctx, pk.Payload, plan, `{"account_id":"acc","vmbox_id":"vb","schedule_s":[1]}`)
-	pipe.LPush(ctx, pk.Processing, plan)
+	pipe.LPush(ctx, pk.Dialing, plan) // marked: its INVITE may have gone out
 	pipe.HSet(ctx, pk.Scores, plan, fmt.Sprint(time.Now().UnixMilli()))
-	pipe.HSet(ctx, pk.Invited, plan, 1)
 	pipe.SAdd(ctx, pk.Holders, "victim")
 	if _, err := pipe.Exec(ctx); err != nil {
 		t.Fatal(err)
@@ -105,7 +104,8 @@ func TestSurvivorRecoversEveryLedgerOnce(t *testing.T) {
 
 	testenv.WaitFor(t, 30*time.Second, func() error {
 		for _, l := range []*store.Ledger{queue, sched, events, plans} {
-			if n, _ := r.Client.LLen(ctx, l.Keys("victim").Processing).Result(); n != 0 {
+			k := l.Keys("victim")
+			if n := r.Client.LLen(ctx, k.Processing).Val() + r.Client.LLen(ctx, k.Dialing).Val(); n != 0 {
 				return fmt.Errorf("%s: victim still holds %d claims", l.Name(), n)
 			}
 		}

@@ -163,7 +163,7 @@ func (f *flows) wait(t testing.TB, rdb redis.UniversalClient, hosts []string, ti
 		for _, l := range []*store.Ledger{st.QueueLedger(f.queue, false), st.ScheduleLedger(), st.EventsLedger(), st.PlansLedger()} {
 			for _, h := range hosts {
 				k := l.Keys(h)
-				for _, key := range []string{k.Processing, k.Invited} {
+				for _, key := range []string{k.Processing, k.Dialing, k.Invited} {
 					if n, err := rdb.Exists(ctx, key).Result(); err != nil || n != 0 {
 						return fmt.Errorf("%s: %s still exists (%v)", l.Name(), key, err)
 					}

@@ -253,7 +253,8 @@ func TestCallbackPlanSurvivesNodeKill(t *testing.T) {
 	var holder string
 	testenv.WaitFor(t, 20*time.Second, func() error {
 		for h := range procs {
-			if n, _ := r.Client.LLen(ctx, "redial:{callback}:claimed:"+h).Result(); n == 1 {
+			n := r.Client.LLen(ctx, "redial:{callback}:claimed:"+h).Val() + r.Client.LLen(ctx, "redial:{callback}:dialing:"+h).Val()
+			if n == 1 {
 				holder = h
 				return nil
 			}

@@ -497,7 +497,7 @@ func (r *Runner) attempt(ctx context.Context, c store.Claim) {
 // before any call, directly (a failure leaves the claim to recovery).
 func (r *Runner) settle(ctx context.Context, op store.SettleOp, afterCall bool) error {
 	if afterCall {
-		return r.deps.Settler.Settle(ctx, op)
+		return r.deps.Settler.Settle(ctx, op.AfterMark())
 	}
 	return r.deps.Store.Settle(ctx, op)
 }

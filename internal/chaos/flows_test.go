@@ -199,7 +199,7 @@ func (c *campaign) state(ctx context.Context) (map[string]bool, map[string]bool,
 	pending := map[string]bool{}
 	lists := []string{k.Source}
 	for _, h := range c.hosts() {
-		lists = append(lists, c.ledger.Keys(h).Processing)
+		lists = append(lists, c.ledger.Keys(h).Processing, c.ledger.Keys(h).Dialing)
 	}
 	for _, l := range lists {
 		v, err := rdb.LRange(ctx, l, 0, -1).Result()
@@ -296,8 +296,11 @@ func (s *scheduled) state(ctx context.Context) (map[string]bool, map[string]bool
 	for _, m := range due {
 		pending[memberNumber(m)] = true
 	}
+	var held []string
 	for _, h := range s.r.hosts() {
-		l := s.ledger.Keys(h).Processing
+		held = append(held, s.ledger.Keys(h).Processing, s.ledger.Keys(h).Dialing)
+	}
+	for _, l := range held {
 		v, err := rdb.LRange(ctx, l, 0, -1).Result()
 		if err != nil {
 			return nil, nil, fmt.Errorf("LRANGE %s: %w", l, err)
@@ -388,7 +391,7 @@ func (c *callbacks) state(ctx context.Context) (map[string]bool, map[string]bool
 	}
 	lists := []string{c.events.Keys("").Source}
 	for _, h := range c.r.hosts() {
-		lists = append(lists, c.events.Keys(h).Processing)
+		lists = append(lists, c.events.Keys(h).Processing, c.events.Keys(h).Dialing)
 	}
 	for _, l := range lists {
 		v, err := rdb.LRange(ctx, l, 0, -1).Result()
@@ -474,8 +477,10 @@ func (c *callbacks) describe(ctx context.Context, number string) string {
 	}
 	for _, h := range c.r.hosts() {
 		if pos, err := rdb.LPos(ctx, c.plans.Keys(h).Processing, field, redis.LPosArgs{}).Result(); err == nil {
-			inv, _ := rdb.HGet(ctx, c.plans.Keys(h).Invited, field).Result()
-			where += fmt.Sprintf(", claimed by %s (position %d, invited %q)", h, pos, inv)
+			where += fmt.Sprintf(", claimed by %s (position %d, not marked)", h, pos)
+		}
+		if pos, err := rdb.LPos(ctx, c.plans.Keys(h).Dialing, field, redis.LPosArgs{}).Result(); err == nil {
+			where += fmt.Sprintf(", claimed by %s (position %d, marked)", h, pos)
 		}
 	}
 	return fmt.Sprintf("%s: plan %s %s", number, plan, where)
@@ -493,8 +498,10 @@ func (c *campaign) describe(ctx context.Context, number string) string {
 	}
 	for _, h := range c.hosts() {
 		if pos, err := rdb.LPos(ctx, c.ledger.Keys(h).Processing, number, redis.LPosArgs{}).Result(); err == nil {
-			inv, _ := rdb.HGet(ctx, c.ledger.Keys(h).Invited, number).Result()
-			where = append(where, fmt.Sprintf("claimed by %s (position %d, invited %q)", h, pos, inv))
+			where = append(where, fmt.Sprintf("claimed by %s (position %d, not marked)", h, pos))
+		}
+		if pos, err := rdb.LPos(ctx, c.ledger.Keys(h).Dialing, number, redis.LPosArgs{}).Result(); err == nil {
+			where = append(where, fmt.Sprintf("claimed by %s (position %d, marked)", h, pos))
 		}
 	}
 	var cdrs []string

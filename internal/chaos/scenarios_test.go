@@ -158,33 +158,39 @@ func TestChaosD_ClusterMasterFailover(t *testing.T) {
 }
 
 // victim returns the node holding the most claims in l's processing lists.
-func (r *run) victim(keyOf func(host string) string) *nodeProc {
+func (r *run) victim(keysOf func(host string) store.LedgerKeys) *nodeProc {
 	var best *nodeProc
 	var most int64 = -1
 	for _, n := range r.nodes {
-		v, _ := r.dep.rdb.LLen(context.Background(), keyOf(n.host)).Result()
-		if v > most {
+		if v := r.claimsOf(keysOf(n.host)); v > most {
 			best, most = n, v
 		}
 	}
 	return best
 }
 
+// claimsOf counts a host's claims: its processing and dialing lists.
+func (r *run) claimsOf(k store.LedgerKeys) int64 {
+	ctx := context.Background()
+	return r.dep.rdb.LLen(ctx, k.Processing).Val() + r.dep.rdb.LLen(ctx, k.Dialing).Val()
+}
+
 // killVictim kills the node with the most claims and records what it held
 // and how long the survivors took to recover it.
-func (r *run) killVictim(processing, invited func(host string) string) (victim *nodeProc, marked []string, killed time.Time) {
+func (r *run) killVictim(keysOf func(host string) store.LedgerKeys) (victim *nodeProc, marked []string, killed time.Time) {
 	ctx := context.Background()
-	victim = r.victim(processing)
+	victim = r.victim(keysOf)
 	victim.kill()
 	killed = time.Now()
 	// Nothing touches a dead node's claims before its heartbeat lapses
 	// (2 s): read them now.
-	held, _ := r.dep.rdb.LLen(ctx, processing(victim.host)).Result()
-	marked, _ = r.dep.rdb.HKeys(ctx, invited(victim.host)).Result()
+	k := keysOf(victim.host)
+	held := r.claimsOf(k)
+	marked, _ = r.dep.rdb.LRange(ctx, k.Dialing, 0, -1).Result()
 	r.note("claims held by the killed node %s: %d, of which possibly dialed: %d", victim.host, held, len(marked))
 	if err := waitUntil(60*time.Second, func() error {
-		if n, err := r.dep.rdb.LLen(ctx, processing(victim.host)).Result(); err != nil || n > 0 {
-			return fmt.Errorf("%d claims of %s not recovered (%v)", n, victim.host, err)
+		if n := r.claimsOf(k); n > 0 {
+			return fmt.Errorf("%d claims of %s not recovered", n, victim.host)
 		}
 		return nil
 	}); err != nil {
@@ -200,7 +206,7 @@ func TestChaosE_NodeKilledMidCampaign(t *testing.T) {
 	r.startNodes(3)
 	c := r.campaign("chaos", campaignSize, campaignLimit, "1555050")
 	r.waitProgress(c, 0.25)
-	_, _, killed := r.killVictim(func(h string) string { return c.ledger.Keys(h).Processing }, func(h string) string { return c.ledger.Keys(h).Invited })
+	_, _, killed := r.killVictim(c.ledger.Keys)
 	r.fig.Fault = "SIGKILL of the node holding the most claims once 25% of the CDRs were in"
 	r.settle(c)
 	r.measure(c, measureOpts{faultEnd: killed})
@@ -212,7 +218,7 @@ func TestChaosF_NodeKilledMidSchedule(t *testing.T) {
 	r.startNodes(2)
 	s := r.schedule(campaignSize, 80*time.Millisecond, "1555060")
 	r.waitProgress(s, 0.25)
-	_, _, killed := r.killVictim(func(h string) string { return s.ledger.Keys(h).Processing }, func(h string) string { return s.ledger.Keys(h).Invited })
+	_, _, killed := r.killVictim(s.ledger.Keys)
 	r.fig.Fault = "SIGKILL of the node holding the most scheduled claims once 25% of the CDRs were in"
 	r.settle(s)
 	r.measure(s, measureOpts{faultEnd: killed})
@@ -224,7 +230,7 @@ func TestChaosG_NodeKilledMidCallback(t *testing.T) {
 	r.startNodes(2)
 	cb := r.callbacks(150, 12, "1555070")
 	r.waitProgress(cb, 0.25)
-	_, marked, killed := r.killVictim(func(h string) string { return cb.plans.Keys(h).Processing }, func(h string) string { return cb.plans.Keys(h).Invited })
+	_, marked, killed := r.killVictim(cb.plans.Keys)
 	r.fig.Fault = "SIGKILL of the node holding the most plan claims once 25% of the callbacks had their CDR"
 	repeat := map[string]bool{}
 	for _, p := range marked {

@@ -91,14 +91,14 @@ func TestRecovererSettlesOwnAfterSpoolAndRecoversDeadWhenTrusted(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("wait returned %v before the spool was replayed", err)
 	}
-	if n, _ := r.Client.LLen(ctx, "{q}:processing:self").Result(); n != 1 {
+	if n, _ := r.Client.LLen(ctx, "{q}:dialing:self").Result(); n != 1 {
 		t.Fatalf("own leftover settled before the spool was replayed")
 	}
 	close(replayed)
 	if err := wait(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := r.Client.LLen(ctx, "{q}:processing:self").Result(); n != 0 {
+	if n, _ := r.Client.LLen(ctx, "{q}:dialing:self").Result(); n != 0 {
 		t.Fatalf("own leftover still claimed after wait returned")
 	}
 
@@ -111,12 +111,12 @@ func TestRecovererSettlesOwnAfterSpoolAndRecoversDeadWhenTrusted(t *testing.T) {
 		}
 		return nil
 	})
-	if n, _ := r.Client.LLen(ctx, "{q}:processing:dead").Result(); n != 1 {
+	if n, _ := r.Client.LLen(ctx, "{q}:dialing:dead").Result(); n != 1 {
 		t.Fatalf("a dead holder was recovered while this node did not trust its own liveness")
 	}
 	lv.trusted.Store(true)
 	testenv.WaitFor(t, 5*time.Second, func() error {
-		if n, _ := r.Client.LLen(ctx, "{q}:processing:dead").Result(); n != 0 {
+		if n, _ := r.Client.LLen(ctx, "{q}:dialing:dead").Result(); n != 0 {
 			return fmt.Errorf("dead holder still has %d claims", n)
 		}
 		return nil

@@ -353,7 +353,7 @@ func (r *runner) place(ctx context.Context, tk *Task, led *store.Ledger, it Item
 	op := led.AckOp(it.Raw)
 	disp := string(out.Disposition)
 	if rule, ok := tk.Retry[disp]; ok && !out.Connected && it.RetryCount[disp] < rule.Attempts {
-		op = led.DelayOp(it.Raw, it.WithRetry(disp), r.d.now().Add(rule.Delay))
+		op = led.DelayOp(it.Raw, it.WithRetry(disp), r.d.now().Add(rule.Delay)).AfterMark()
 	}
 	if err := r.d.deps.Settler.Settle(ctx, op); errors.Is(err, store.ErrClaimGone) {
 		r.d.log.Warn("dialer: claim was gone at ack (recovered by another node while this one looked dead?)", "task", r.name, "item", logtext.Truncate(it.Raw, 200))

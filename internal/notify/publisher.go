@@ -65,6 +65,9 @@ type Publisher struct {
 	// notification or retry.
 	outage *logtext.Outage
 
+	// direct combines straight pushes of concurrent calls.
+	direct directBatches
+
 	mu     sync.Mutex
 	sp     *spool
 	closed bool
@@ -119,6 +122,7 @@ func New(cfg Config, deps Deps) (*Publisher, error) {
 	}
 	p := &Publisher{cfg: cfg, store: deps.Store, log: logger, m: m, kick: make(chan struct{}, 1), sp: sp,
 		spoolEmpty: make(chan struct{}), outage: logtext.NewOutage(logger, logtext.OutageConfig{Name: "notify"})}
+	p.direct = p.newDirectBatches()
 	m.spoolItems.Set(float64(sp.pending))
 	if sp.pending > 0 {
 		logger.Info("notify: spool holds undelivered notifications from a previous run",
@@ -195,7 +199,7 @@ func (p *Publisher) PublishCDR(ctx context.Context, c *CDR) error {
 	if err != nil {
 		return fmt.Errorf("notify: cdr %s: encode: %w", c.CDRID, err)
 	}
-	return p.publish(ctx, kindCDR, payload, slog.String("call_ref", c.CallRef), slog.String("cdr_id", c.CDRID))
+	return p.publish(ctx, kindCDR, payload, nil, slog.String("call_ref", c.CallRef), slog.String("cdr_id", c.CDRID))
 }
 
 // PublishInbound publishes an inbound-call notification: payload (any
@@ -206,7 +210,7 @@ func (p *Publisher) PublishInbound(ctx context.Context, payload any) error {
 	if err != nil {
 		return fmt.Errorf("notify: inbound notification: encode: %w", err)
 	}
-	return p.publish(ctx, kindInbound, b)
+	return p.publish(ctx, kindInbound, b, nil)
 }
 
 // Settle finishes a claim (acknowledges it, writes it back, parks it)
@@ -220,11 +224,7 @@ func (p *Publisher) PublishInbound(ctx context.Context, payload any) error {
 // so at once (nothing to retry), nil when done or spooled, and an error
 // only when even the spool write failed.
 func (p *Publisher) Settle(ctx context.Context, op store.SettleOp) error {
-	payload, err := json.Marshal(op)
-	if err != nil {
-		return fmt.Errorf("notify: settle claim in %s: encode: %w", op.Keys[0], err)
-	}
-	return p.publish(ctx, kindSettle, payload, slog.String("ledger", op.Ledger), slog.String("member", logtext.Truncate(op.Member, 200)))
+	return p.publish(ctx, kindSettle, nil, &op, slog.String("ledger", op.Ledger), slog.String("member", logtext.Truncate(op.Member, 200)))
 }
 
 // Replayed is closed once the spool has been found empty: everything a
@@ -241,7 +241,9 @@ func (p *Publisher) Spooled() int {
 	return p.sp.pending
 }
 
-func (p *Publisher) publish(ctx context.Context, kind string, payload []byte, attrs ...any) error {
+// publish delivers one record: payload, or for a settle op (payload nil)
+// op, encoded only if it goes to the spool.
+func (p *Publisher) publish(ctx context.Context, kind string, payload []byte, op *store.SettleOp, attrs ...any) error {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -254,7 +256,7 @@ func (p *Publisher) publish(ctx context.Context, kind string, payload []byte, at
 		// The caller's cancellation must not cost a CDR: only our timeout
 		// bounds the push, and a failure falls through to the spool.
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.PushTimeout)
-		err := p.push(pctx, kind, payload)
+		err := p.pushDirect(pctx, kind, payload, op)
 		cancel()
 		if err == nil {
 			p.outage.OK()
@@ -269,6 +271,13 @@ func (p *Publisher) publish(ctx context.Context, kind string, payload []byte, at
 		p.outage.Fail("notify: Redis push failed; notifications are spooled until it is back", err, append(attrs, "kind", kind)...)
 	}
 
+	if op != nil {
+		b, err := json.Marshal(*op)
+		if err != nil {
+			return fmt.Errorf("notify: settle claim in %s: encode: %w", op.Keys[0], err)
+		}
+		payload = b
+	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()

@@ -31,7 +31,7 @@ import (
 //	redial:{callback}:due                ZSET  member = plan field, score = unix ms of the next attempt;
 //	                                           a plan being attempted is not in it
 //	redial:{callback}:claimed:<host>     LIST  plan fields <host> is attempting
-//	redial:{callback}:invited:<host>     HASH  plan field -> 1 once the attempt's INVITE may have gone out
+//	redial:{callback}:dialing:<host>     LIST  plan fields whose attempt's INVITE may have gone out
 //	redial:{callback}:scores:<host>      HASH  plan field -> due score when claimed
 //	redial:{callback}:holders            SET   hosts that have (had) claimed plans
 //	redial:{callback}:ended              LIST  EndedPlan JSON, newest first, capped at EndedPlansCap

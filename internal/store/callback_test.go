@@ -44,7 +44,7 @@ func TestEventAndPlanKeysShareTheirHashSlots(t *testing.T) {
 		ek.Processing != "redial:{redial:events}:processing:n1" || ek.Retry != "" || ek.Payload != "" {
 		t.Fatalf("events ledger %q %q keys %+v", el.Name(), el.Shape(), ek)
 	}
-	for _, k := range []string{ek.Processing, ek.Invited, ek.Scores, ek.Holders, ek.Interrupted, ek.Invalid} {
+	for _, k := range []string{ek.Processing, ek.Dialing, ek.Invited, ek.Scores, ek.Holders, ek.Interrupted, ek.Invalid} {
 		if !strings.HasPrefix(k, "redial:") || hashTag(k) != s.EventsKey() {
 			t.Errorf("%s hashes on %q, want %q", k, hashTag(k), s.EventsKey())
 		}
@@ -55,7 +55,7 @@ func TestEventAndPlanKeysShareTheirHashSlots(t *testing.T) {
 		pk.Processing != "redial:{callback}:claimed:n2" || pk.Alive != "redial:{nodes}:alive:n2" {
 		t.Fatalf("plans ledger %q %q keys %+v", pl.Name(), pl.Shape(), pk)
 	}
-	for _, k := range []string{s.PlansKey(), s.PlansDueKey(), s.PlansEndedKey(), pk.Processing, pk.Invited,
+	for _, k := range []string{s.PlansKey(), s.PlansDueKey(), s.PlansEndedKey(), pk.Processing, pk.Dialing, pk.Invited,
 		pk.Scores, pk.Holders, pk.Interrupted, pk.Invalid} {
 		if !strings.HasPrefix(k, "redial:") || hashTag(k) != "callback" {
 			t.Errorf("%s hashes on %q, want callback", k, hashTag(k))
@@ -335,7 +335,7 @@ func TestWriteBackPlanWritesTheNextAttempt(t *testing.T) {
 		t.Fatal(err)
 	}
 	k := l.Keys("")
-	if r.Client.Exists(ctx, k.Processing, k.Invited, k.Scores).Val() != 0 {
+	if r.Client.Exists(ctx, k.Processing, k.Dialing, k.Invited, k.Scores).Val() != 0 {
 		t.Fatal("claim left after write-back")
 	}
 	p := claimPlans(t, l2, 5)
@@ -367,7 +367,7 @@ func TestEndPlanStopsItWhoeverHoldsIt(t *testing.T) {
 	}
 	k2 := n2.Keys("")
 	if _, ok, _ := s.Plan(ctx, f); ok || r.Client.ZCard(ctx, s.PlansDueKey()).Val() != 0 ||
-		r.Client.Exists(ctx, k2.Processing, k2.Invited, k2.Scores).Val() != 0 {
+		r.Client.Exists(ctx, k2.Processing, k2.Dialing, k2.Invited, k2.Scores).Val() != 0 {
 		t.Fatal("ended plan came back or left a claim")
 	}
 	if err := s.EndPlan(ctx, f, "again"); !errors.Is(err, ErrPlanGone) {

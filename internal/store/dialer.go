@@ -24,9 +24,9 @@ import (
 // (e.g. "{sales}:numbers"), see QueueHashTagged.
 //
 //	<queue>                    LIST  items; LPUSH by integrators, claimed from the right
-//	<queue>:processing:<host>  LIST  raw items claimed by <host>, newest claim at the left
-//	<queue>:invited:<host>     HASH  field = raw item, value = how many of <host>'s claims of
-//	                                 that raw item may have had their INVITE sent
+//	<queue>:processing:<host>  LIST  raw items claimed by <host>, not dialed yet, newest claim at the left
+//	<queue>:dialing:<host>     LIST  raw items <host> claimed and marked: their INVITE may have been sent
+//	<queue>:invited:<host>     HASH  marks of versions before the dialing list (read by recovery only)
 //	<queue>:scores:<host>      HASH  unused by LIST ledgers (the ledger's scripts name it)
 //	<queue>:holders            SET   hosts that have (had) a processing list for the queue
 //	<queue>:retry              ZSET  delayed items, score = unix ms when due,
@@ -156,7 +156,8 @@ func (s *Store) PromoteDue(ctx context.Context, l *Ledger, max int) (int, time.T
 // QueueStats describes one number queue for `redial numbers stats`.
 type QueueStats struct {
 	Queue int64
-	// Processing is the length of each holder's processing list.
+	// Processing is how many claims each holder has: its processing and
+	// dialing lists together.
 	Processing map[string]int64
 	Retry      int64
 	// NextRetry is the earliest due time in the retry set (zero if empty).
@@ -190,15 +191,17 @@ func (s *Store) QueueStats(ctx context.Context, queue string) (QueueStats, error
 		return st, nil
 	}
 	pipe = s.rdb.Pipeline()
-	lens := make([]*redis.IntCmd, len(hs))
+	lens := make([]*redis.IntCmd, 2*len(hs))
 	for i, h := range hs {
-		lens[i] = pipe.LLen(ctx, l.Keys(h).Processing)
+		hk := l.Keys(h)
+		lens[2*i] = pipe.LLen(ctx, hk.Processing)
+		lens[2*i+1] = pipe.LLen(ctx, hk.Dialing)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return st, fmt.Errorf("store: stats of queue %s: processing lists: %w", queue, err)
 	}
 	for i, h := range hs {
-		st.Processing[h] = lens[i].Val()
+		st.Processing[h] = lens[2*i].Val() + lens[2*i+1].Val()
 	}
 	return st, nil
 }

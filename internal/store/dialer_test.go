@@ -72,6 +72,7 @@ func TestQueueLedgerKeysShareTheQueueHashSlot(t *testing.T) {
 	k := l.Keys("")
 	want := LedgerKeys{
 		Source: "{sales}:numbers", Processing: "{sales}:numbers:processing:n1",
+		Dialing: "{sales}:numbers:dialing:n1",
 		Invited: "{sales}:numbers:invited:n1", Scores: "{sales}:numbers:scores:n1",
 		Holders: "{sales}:numbers:holders", Interrupted: "{sales}:numbers:interrupted",
 		Invalid: "{sales}:numbers:invalid", Retry: "{sales}:numbers:retry", Alive: "redial:{nodes}:alive:n1", LegacyAlive: "redial:node:n1:alive",
@@ -79,11 +80,11 @@ func TestQueueLedgerKeysShareTheQueueHashSlot(t *testing.T) {
 	if k != want {
 		t.Fatalf("keys = %+v\nwant   %+v", k, want)
 	}
-	if k2 := l.Keys("n2"); k2.Processing != "{sales}:numbers:processing:n2" || k2.Invited != "{sales}:numbers:invited:n2" ||
+	if k2 := l.Keys("n2"); k2.Processing != "{sales}:numbers:processing:n2" || k2.Dialing != "{sales}:numbers:dialing:n2" ||
 		k2.Alive != "redial:{nodes}:alive:n2" || k2.Holders != k.Holders {
 		t.Fatalf("keys of n2 = %+v", k2)
 	}
-	for _, key := range []string{k.Processing, k.Invited, k.Scores, k.Holders, k.Retry, k.Interrupted, k.Invalid} {
+	for _, key := range []string{k.Processing, k.Dialing, k.Invited, k.Scores, k.Holders, k.Retry, k.Interrupted, k.Invalid} {
 		if hashTag(key) != "sales" {
 			t.Fatalf("%s hashes on %q, want sales", key, hashTag(key))
 		}
@@ -229,16 +230,16 @@ func TestAckRemovesExactlyOneOfTwoIdenticalClaims(t *testing.T) {
 	if err := l.Mark(ctx, "100"); err != nil {
 		t.Fatal(err)
 	}
+	if m, u := copiesOf(t, r, k, "100"); m != 1 || u != 1 {
+		t.Fatalf("after one mark: %d marked, %d unmarked copies", m, u)
+	}
+	// The ack of the dialed copy takes the marked one: the other copy
+	// stays unmarked, so a crash now requeues it rather than parking it.
 	if err := l.Ack(ctx, "100"); err != nil {
 		t.Fatalf("ack = %v", err)
 	}
-	if p := lrange(t, r, k.Processing); len(p) != 1 || p[0] != "100" {
-		t.Fatalf("processing after one ack = %q", p)
-	}
-	// The mark may belong to the remaining copy: it stays (a crash now
-	// parks it rather than dialing it twice).
-	if c := r.Client.HGet(ctx, k.Invited, "100").Val(); c != "1" {
-		t.Fatalf("invited count %q, want 1", c)
+	if m, u := copiesOf(t, r, k, "100"); m != 0 || u != 1 {
+		t.Fatalf("after the ack: %d marked, %d unmarked copies", m, u)
 	}
 	if err := l.Ack(ctx, "100"); err != nil {
 		t.Fatalf("second ack = %v", err)
@@ -246,34 +247,29 @@ func TestAckRemovesExactlyOneOfTwoIdenticalClaims(t *testing.T) {
 	if err := l.Ack(ctx, "100"); !errors.Is(err, ErrClaimGone) {
 		t.Fatalf("ack of a claim no longer held = %v, want ErrClaimGone", err)
 	}
-	if n := r.Client.Exists(ctx, k.Processing, k.Invited, k.Scores).Val(); n != 0 {
-		t.Fatalf("%d of processing/invited/scores keys left after all acks", n)
+	if n := r.Client.Exists(ctx, k.Processing, k.Dialing, k.Invited, k.Scores).Val(); n != 0 {
+		t.Fatalf("%d of processing/dialing/invited/scores keys left after all acks", n)
 	}
 }
 
-// invitedCount reads invited[member] and the number of copies of member
-// in the processing list, and fails unless the first never exceeds the
-// second.
-func invitedCount(t *testing.T, r *testenv.Redis, k LedgerKeys, member string) (invited, copies int) {
+// copiesOf counts the copies of member in the dialing list (marked) and
+// in the processing list (unmarked).
+func copiesOf(t *testing.T, r *testenv.Redis, k LedgerKeys, member string) (marked, unmarked int) {
 	t.Helper()
-	ctx := context.Background()
-	if v, err := r.Client.HGet(ctx, k.Invited, member).Int(); err == nil {
-		invited = v
-	} else if !errors.Is(err, redis.Nil) {
-		t.Fatalf("HGET %s %s: %v", k.Invited, member, err)
+	for _, v := range lrange(t, r, k.Dialing) {
+		if v == member {
+			marked++
+		}
 	}
 	for _, v := range lrange(t, r, k.Processing) {
 		if v == member {
-			copies++
+			unmarked++
 		}
 	}
-	if invited > copies {
-		t.Fatalf("invited[%s] = %d > %d copies in %s", member, invited, copies, k.Processing)
-	}
-	return invited, copies
+	return marked, unmarked
 }
 
-func TestEqualItemsKeepTheInvitedCountWithinTheCopies(t *testing.T) {
+func TestEqualItemsKeepTheirMarksApart(t *testing.T) {
 	s, r := newDialerStore(t, "n1")
 	ctx := context.Background()
 	l := s.QueueLedger("{q}", false)
@@ -284,29 +280,26 @@ func TestEqualItemsKeepTheInvitedCountWithinTheCopies(t *testing.T) {
 		if err := l.Mark(ctx, "7"); err != nil {
 			t.Fatalf("mark %d of 3 copies: %v", i, err)
 		}
-		if inv, cp := invitedCount(t, r, k, "7"); inv != i || cp != 3 {
-			t.Fatalf("after mark %d: invited %d of %d copies", i, inv, cp)
+		if m, u := copiesOf(t, r, k, "7"); m != i || u != 3-i {
+			t.Fatalf("after mark %d: %d marked, %d unmarked", i, m, u)
 		}
 	}
 	if err := l.Mark(ctx, "7"); !errors.Is(err, ErrClaimGone) {
 		t.Fatalf("mark of a fourth copy = %v, want ErrClaimGone", err)
 	}
-	// Every copy that leaves lowers the count with it: the script cannot
-	// tell which copy was dialed, so the rest stay marked.
+	// A return says the copy was never marked, but every copy is: it
+	// takes a marked one (the claim is settled either way).
 	if err := l.Return(ctx, "7", time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	if inv, cp := invitedCount(t, r, k, "7"); inv != 2 || cp != 2 {
-		t.Fatalf("after return: invited %d of %d copies", inv, cp)
+	if m, u := copiesOf(t, r, k, "7"); m != 2 || u != 0 {
+		t.Fatalf("after return: %d marked, %d unmarked", m, u)
 	}
 	if err := l.Ack(ctx, "7"); err != nil {
 		t.Fatal(err)
 	}
-	if inv, cp := invitedCount(t, r, k, "7"); inv != 1 || cp != 1 {
-		t.Fatalf("after ack: invited %d of %d copies", inv, cp)
-	}
 	// A crash now parks the last copy (it may have been dialed) and
-	// requeues the never-dialed one.
+	// requeues the never-dialed x.
 	res, err := hostStore(r, "n2").QueueLedger("{q}", false).Recover(ctx, "n1")
 	if err != nil || res != (RecoverResult{Requeued: 1, Interrupted: 1}) {
 		t.Fatalf("recover = %+v, %v", res, err)
@@ -320,7 +313,7 @@ func TestEqualItemsKeepTheInvitedCountWithinTheCopies(t *testing.T) {
 	if len(in) != 1 || decodeParked(t, in[0]).Item != "7" {
 		t.Fatalf("interrupted %q", in)
 	}
-	if n := r.Client.Exists(ctx, k.Processing, k.Invited, k.Scores).Val(); n != 0 {
+	if n := r.Client.Exists(ctx, k.Processing, k.Dialing, k.Invited, k.Scores).Val(); n != 0 {
 		t.Fatalf("%d of n1's keys left", n)
 	}
 }
@@ -341,14 +334,11 @@ func TestMarkNeedsAnUnmarkedClaim(t *testing.T) {
 	if err := l.Mark(ctx, "200"); !errors.Is(err, ErrClaimGone) {
 		t.Fatalf("mark of an unclaimed item = %v, want ErrClaimGone", err)
 	}
-	if n := r.Client.HLen(ctx, k.Invited).Val(); n != 1 {
-		t.Fatalf("invited hash has %d fields, want 1", n)
+	if d := lrange(t, r, k.Dialing); len(d) != 1 || d[0] != "100" {
+		t.Fatalf("dialing list %q, want [100]", d)
 	}
-	if v := r.Client.HGet(ctx, k.Invited, "100").Val(); v != "1" {
-		t.Fatalf("invited[100] = %q after a refused second mark, want 1", v)
-	}
-	if _, err := r.Client.HGet(ctx, k.Invited, "200").Result(); err == nil {
-		t.Fatal("a refused mark of an unclaimed item left a count behind")
+	if n := r.Client.LLen(ctx, k.Processing).Val(); n != 0 {
+		t.Fatalf("processing list has %d items after the mark", n)
 	}
 }
 
@@ -454,7 +444,7 @@ func TestRecoverParksInvitedAndRequeuesTheRestInOrder(t *testing.T) {
 	if p.Item != cItem || p.Host != "dead" || !strings.Contains(p.Reason, "dead") {
 		t.Fatalf("interrupted entry %+v", p)
 	}
-	if n := r.Client.Exists(ctx, dk.Processing, dk.Invited, dk.Scores).Val(); n != 0 {
+	if n := r.Client.Exists(ctx, dk.Processing, dk.Dialing, dk.Invited, dk.Scores).Val(); n != 0 {
 		t.Fatalf("%d of the dead host's keys left", n)
 	}
 	if r.Client.SIsMember(ctx, dk.Holders, "dead").Val() {
@@ -500,8 +490,8 @@ func TestRecoverRefusesWhileHeartbeatAlive(t *testing.T) {
 	if !errors.Is(err, ErrHostAlive) || res != (RecoverResult{}) {
 		t.Fatalf("recover of a live host = %+v, %v", res, err)
 	}
-	if n := r.Client.LLen(ctx, dk.Processing).Val(); n != 3 {
-		t.Fatalf("processing length %d, want 3 untouched", n)
+	if n := r.Client.LLen(ctx, dk.Processing).Val() + r.Client.LLen(ctx, dk.Dialing).Val(); n != 3 {
+		t.Fatalf("processing and dialing lists hold %d, want 3 untouched", n)
 	}
 	// The node itself, restarting under the same name, takes its leftovers
 	// although its heartbeat is alive.
@@ -729,7 +719,7 @@ func TestDelayAndPromoteDue(t *testing.T) {
 	if err := l.Delay(ctx, "d", "Z", later); err != nil {
 		t.Fatal(err)
 	}
-	if n := r.Client.Exists(ctx, k.Processing, k.Invited).Val(); n != 0 {
+	if n := r.Client.Exists(ctx, k.Processing, k.Dialing, k.Invited).Val(); n != 0 {
 		t.Fatalf("%d of processing/invited left after delaying every claim", n)
 	}
 	// max bounds one call; the earliest due go first and are claimed

@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"redial/internal/batch"
 )
 
 // The claim ledger: one set of scripts for every queue-like contract whose
@@ -31,28 +34,32 @@ import (
 // Per ledger, with P its key prefix (which carries the Redis Cluster hash
 // tag, so every key below shares one slot):
 //
-//	P:processing:<host>  LIST  (LIST sources) claimed members, newest at the left
+//	P:processing:<host>  LIST  (LIST sources) claimed members not marked yet, newest at the left
 //	P:claimed:<host>     LIST  (ZSET sources) the same; another name because
 //	                           earlier versions kept a HASH there
-//	P:invited:<host>     HASH  member -> how many of <host>'s claims of it may
-//	                           have had their INVITE sent
+//	P:dialing:<host>     LIST  marked members: their INVITE may have been sent;
+//	                           Mark moves a copy here from the list above
 //	P:scores:<host>      HASH  member -> its score when claimed (ZSET sources),
-//	                           so a never-dialed claim goes back where it was
+//	                           so a never-dialed claim goes back where it was;
+//	                           kept while a copy is in either list
 //	P:holders            SET   hosts that have (had) claims in this ledger
 //	P:interrupted        LIST  ParkedItem JSON of claims whose INVITE may have
 //	                           gone out when their node died
 //	P:invalid            LIST  ParkedItem JSON of malformed items
+//	P:invited:<host>     HASH  left by versions before the dialing list: member
+//	                           -> how many of the copies in the processing list
+//	                           were marked; only recovery and settle ops spooled
+//	                           by such a version read it
 //
 // A ledger may also name a payload HASH (callback plans: the plan document
 // lives beside its due-time ZSET under the same member); claims of a member
 // whose payload is gone are dropped, not dialed.
 //
-// Invariant kept by every script: invited[m] never exceeds the number of
-// copies of m in the processing list. A LIST source may hold equal items;
-// the copies are interchangeable, so the counts only say how many of them
-// may have been dialed. When a script cannot tell which copy it finished,
-// it errs towards "dialed": a crash then parks a copy in :interrupted
-// instead of dialing a number twice.
+// Every copy of a claimed member is in exactly one of the two lists, so
+// what a crash leaves says by itself which claims may have been dialed.
+// A LIST source may hold equal items; their copies are interchangeable,
+// and a settle op says which list its copy is in (SettleOp.Marked), trying
+// the other when that one has none.
 
 // ErrClaimGone means the claim was no longer held by this node (another
 // node recovered it after this node's heartbeat lapsed); nothing was
@@ -108,6 +115,10 @@ type Ledger struct {
 	// recoverNow: recovered ZSET claims are due at once instead of at
 	// their original score.
 	recoverNow bool
+
+	// marks combines the Marks of concurrent calls into one script run.
+	marksOnce sync.Once
+	marks     *batch.Group[struct{}, string, int64]
 }
 
 // Name identifies the ledger in logs and metrics ("queue sales_q",
@@ -122,7 +133,9 @@ func (l *Ledger) Shape() LedgerShape { return l.shape }
 
 // LedgerKeys are the Redis keys of one ledger as seen by one host.
 type LedgerKeys struct {
-	Source, Processing, Invited, Scores, Holders, Interrupted, Invalid string
+	Source, Processing, Dialing, Scores, Holders, Interrupted, Invalid string
+	// Invited is the HASH of marks of versions before the dialing list.
+	Invited string
 	// Payload is the item document HASH, or "" when the ledger has none.
 	Payload string
 	// Retry is the delayed-items ZSET of a LIST ledger, or "".
@@ -141,6 +154,7 @@ func (l *Ledger) Keys(host string) LedgerKeys {
 	return LedgerKeys{
 		Source:      l.source,
 		Processing:  l.prefix + ":" + l.procWord + ":" + host,
+		Dialing:     l.prefix + ":dialing:" + host,
 		Invited:     l.prefix + ":invited:" + host,
 		Scores:      l.prefix + ":scores:" + host,
 		Holders:     l.prefix + ":holders",
@@ -382,78 +396,6 @@ func flag(b bool) string {
 	return "0"
 }
 
-// trimLua restores the invariant invited[m] <= copies of m in processing
-// after a copy left the list, and forgets m's score once no copy is left.
-// The usual case, the last copy gone, costs one LPOS and one HDEL (two
-// with scores); only when copies remain does it read the count. LPOS stops
-// after the first match (or COUNT c matches), so the cost is bounded by
-// the processing list (this node's claims in flight). noscores is true
-// for ledgers that never write the scores HASH (LIST sources).
-const trimLua = `
-local function trim(proc, inv, scores, m, noscores)
-  if not redis.call('LPOS', proc, m) then
-    redis.call('HDEL', inv, m)
-    if not noscores then redis.call('HDEL', scores, m) end
-    return
-  end
-  local c = tonumber(redis.call('HGET', inv, m) or '0')
-  if c > 1 then
-    local n = #redis.call('LPOS', proc, m, 'COUNT', c)
-    if n < c then redis.call('HSET', inv, m, n) end
-  end
-end
-`
-
-// KEYS[1] processing LIST, KEYS[2] invited HASH, KEYS[3] scores HASH,
-// KEYS[4] holders SET (unused, kept for the callers' key layout), KEYS[5]
-// payload HASH (any key of the slot when ARGV[3] is not '1').
-// ARGV[1] member, ARGV[2] host (unused), ARGV[3] '1' when the member needs
-// a payload.
-// Marks one not-yet-marked copy of the member as possibly dialed: counts
-// it first (one HINCRBY) and takes the count back when the processing
-// list holds fewer copies than that. The host is not registered in the
-// holders here: the claim did that (ClaimBatch and ClaimDue in their
-// script, ClaimBlocking's caller with EnsureHolder), and a recovery drops
-// it only with the processing list empty, when this fails.
-// Returns 1 when marked; 0 when the processing list holds no unmarked copy
-// (recovered by another node: do not dial); -1 when the payload is gone
-// (one copy of the claim is dropped: do not dial).
-var markScript = redis.NewScript(trimLua + `
-local c = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
-local function unmark()
-  if c <= 1 then redis.call('HDEL', KEYS[2], ARGV[1]) else redis.call('HINCRBY', KEYS[2], ARGV[1], -1) end
-end
-if #redis.call('LPOS', KEYS[1], ARGV[1], 'COUNT', c) < c then
-  unmark()
-  trim(KEYS[1], KEYS[2], KEYS[3], ARGV[1], false)
-  return 0
-end
-if ARGV[3] == '1' and redis.call('HEXISTS', KEYS[5], ARGV[1]) == 0 then
-  unmark()
-  redis.call('LREM', KEYS[1], 1, ARGV[1])
-  trim(KEYS[1], KEYS[2], KEYS[3], ARGV[1], false)
-  return -1
-end
-return 1
-`)
-
-// Mark records, before the INVITE is sent, that this claim may be dialed:
-// after a crash it then goes to :interrupted (or back to the source, as
-// the ledger says) instead of being dialed blindly again. It returns an
-// error wrapping ErrClaimGone when the claim is no longer held, or
-// ErrPayloadGone when the item's document was removed meanwhile; do not
-// dial then. Not idempotent: after a transport error the caller cannot
-// know whether the mark was made and must treat the claim as marked.
-func (l *Ledger) Mark(ctx context.Context, member string) error {
-	k := l.Keys("")
-	keys := []string{k.Processing, k.Invited, k.Scores, k.Holders, k.payloadKey()}
-	n, err := markScript.Run(ctx, l.s.rdb, keys, member, l.s.cfg.Host, flag(k.Payload != "")).Int64()
-	if err != nil {
-		return fmt.Errorf("store: mark claim invited in %s: %w", k.Invited, err)
-	}
-	return settleResult(n, "mark claim invited in "+k.Invited)
-}
-
 func settleResult(n int64, what string) error {
 	switch n {
 	case 0:
@@ -464,14 +406,19 @@ func settleResult(n int64, what string) error {
 	return nil
 }
 
-// Claims lists the members this node holds, newest claim first.
+// Claims lists the members this node holds: the unmarked ones, newest
+// claim first, then the marked ones, newest mark first.
 func (l *Ledger) Claims(ctx context.Context) ([]string, error) {
 	k := l.Keys("")
-	v, err := l.s.rdb.LRange(ctx, k.Processing, 0, -1).Result()
-	if err != nil {
-		return nil, fmt.Errorf("store: LRANGE %s: %w", k.Processing, err)
+	var out []string
+	for _, key := range []string{k.Processing, k.Dialing} {
+		v, err := l.s.rdb.LRange(ctx, key, 0, -1).Result()
+		if err != nil {
+			return nil, fmt.Errorf("store: LRANGE %s: %w", key, err)
+		}
+		out = append(out, v...)
 	}
-	return v, nil
+	return out, nil
 }
 
 // EnsureHolder registers this node in the ledger's holders, so that a live
@@ -496,10 +443,11 @@ func (l *Ledger) Holders(ctx context.Context) ([]string, error) {
 	return v, nil
 }
 
-// KEYS[1] the host's processing LIST, KEYS[2] its invited HASH, KEYS[3] its
-// scores HASH, KEYS[4] source (LIST or ZSET), KEYS[5] interrupted LIST,
-// KEYS[6] holders SET, KEYS[7] payload HASH (any key of the slot when
-// ARGV[6] is not '1'), KEYS[8] and KEYS[9] (optional, omitted on Cluster
+// KEYS[1] the host's processing LIST, KEYS[2] its dialing LIST, KEYS[3]
+// its invited HASH (marks of versions before the dialing list), KEYS[4] its
+// scores HASH, KEYS[5] source (LIST or ZSET), KEYS[6] interrupted LIST,
+// KEYS[7] holders SET, KEYS[8] payload HASH (any key of the slot when
+// ARGV[6] is not '1'), KEYS[9] and KEYS[10] (optional, omitted on Cluster
 // where they live in other slots) the host's heartbeat keys, new and
 // legacy: the host is alive when either exists.
 // ARGV[1] max claims, ARGV[2] source shape 'list' | 'zset', ARGV[3] '1' to
@@ -507,16 +455,18 @@ func (l *Ledger) Holders(ctx context.Context) ([]string, error) {
 // without its item (filled in here), ARGV[5] host, ARGV[6] '1' when
 // members need a payload, ARGV[7] 'now' to make recovered ZSET members
 // due now (unix ms) instead of at their claimed score.
-// Takes claims newest first: never-dialed ones (and, with ARGV[3] = '1',
-// possibly-dialed ones) go back to the consumer end of a LIST source (so
-// its order is kept) or into a ZSET source; possibly-dialed ones otherwise
-// get LPUSHed to interrupted; members whose payload is gone are dropped.
-// When the list is empty the host leaves holders and its hashes go.
+// Takes the marked claims (the dialing list), then the others, newest
+// first: never-dialed ones (and, with ARGV[3] = '1', possibly-dialed ones)
+// go back to the consumer end of a LIST source (so its order is kept) or
+// into a ZSET source; possibly-dialed ones otherwise get LPUSHed to
+// interrupted; members whose payload is gone are dropped. A claim in the
+// processing list counts as marked while the invited HASH says so. When
+// both lists are empty the host leaves holders and its hashes go.
 // Returns {status, requeued, interrupted, requeued_invited, remaining}:
 // status 0 = heartbeat alive, nothing done; 1 = batch done.
 var recoverScript = redis.NewScript(`
-if #KEYS >= 9 and redis.call('EXISTS', KEYS[8], KEYS[9]) > 0 then
-  return {0, 0, 0, 0, redis.call('LLEN', KEYS[1])}
+if #KEYS >= 10 and redis.call('EXISTS', KEYS[9], KEYS[10]) > 0 then
+  return {0, 0, 0, 0, redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[2])}
 end
 local now
 if ARGV[7] == 'now' then
@@ -524,35 +474,47 @@ if ARGV[7] == 'now' then
   local t = redis.call('TIME')
   now = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 end
+local zset = ARGV[2] == 'zset'
+local legacy = redis.call('EXISTS', KEYS[3]) == 1
 local tmpl
 local rq, intr, rqi = 0, 0, 0
 for i = 1, tonumber(ARGV[1]) do
-  local m = redis.call('LPOP', KEYS[1])
-  if not m then break end
-  local c = tonumber(redis.call('HGET', KEYS[2], m) or '0')
-  if c == 1 then redis.call('HDEL', KEYS[2], m) elseif c > 1 then redis.call('HINCRBY', KEYS[2], m, -1) end
-  local sc = redis.call('HGET', KEYS[3], m)
-  if not redis.call('LPOS', KEYS[1], m) then redis.call('HDEL', KEYS[3], m) end
-  if ARGV[6] == '1' and redis.call('HEXISTS', KEYS[7], m) == 0 then
+  local c = 1
+  local m = redis.call('LPOP', KEYS[2])
+  if not m then
+    m = redis.call('LPOP', KEYS[1])
+    if not m then break end
+    c = 0
+    if legacy then
+      c = tonumber(redis.call('HGET', KEYS[3], m) or '0')
+      if c == 1 then redis.call('HDEL', KEYS[3], m) elseif c > 1 then redis.call('HINCRBY', KEYS[3], m, -1) end
+    end
+  end
+  local sc
+  if zset then
+    sc = redis.call('HGET', KEYS[4], m)
+    if not redis.call('LPOS', KEYS[1], m) and not redis.call('LPOS', KEYS[2], m) then redis.call('HDEL', KEYS[4], m) end
+  end
+  if ARGV[6] == '1' and redis.call('HEXISTS', KEYS[8], m) == 0 then
     -- the item ended meanwhile: nothing to put back
   elseif c > 0 and ARGV[3] ~= '1' then
     if not tmpl then tmpl = cjson.decode(ARGV[4]) end
     tmpl['item'] = m
-    redis.call('LPUSH', KEYS[5], cjson.encode(tmpl))
+    redis.call('LPUSH', KEYS[6], cjson.encode(tmpl))
     intr = intr + 1
   else
-    if ARGV[2] == 'zset' then
-      redis.call('ZADD', KEYS[4], now or sc or '0', m)
+    if zset then
+      redis.call('ZADD', KEYS[5], now or sc or '0', m)
     else
-      redis.call('RPUSH', KEYS[4], m)
+      redis.call('RPUSH', KEYS[5], m)
     end
     if c > 0 then rqi = rqi + 1 else rq = rq + 1 end
   end
 end
-local left = redis.call('LLEN', KEYS[1])
+local left = redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[2])
 if left == 0 then
-  redis.call('SREM', KEYS[6], ARGV[5])
-  redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('SREM', KEYS[7], ARGV[5])
+  redis.call('DEL', KEYS[3], KEYS[4])
 end
 return {1, rq, intr, rqi, left}
 `)
@@ -597,7 +559,7 @@ func (l *Ledger) SettleOwn(ctx context.Context) (RecoverResult, error) {
 func (l *Ledger) recover(ctx context.Context, host string, checkAlive bool) (RecoverResult, error) {
 	var out RecoverResult
 	k := l.Keys(host)
-	keys := []string{k.Processing, k.Invited, k.Scores, k.Source, k.Interrupted, k.Holders, k.payloadKey()}
+	keys := []string{k.Processing, k.Dialing, k.Invited, k.Scores, k.Source, k.Interrupted, k.Holders, k.payloadKey()}
 	cluster := l.s.IsCluster()
 	if checkAlive && !cluster {
 		keys = append(keys, k.Alive, k.LegacyAlive)

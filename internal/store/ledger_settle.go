@@ -24,8 +24,11 @@ import (
 type SettleOp struct {
 	// Ledger names the ledger, for logs.
 	Ledger string `json:"ledger"`
-	// Keys: processing, invited, scores, destination, payload, source.
-	Keys   [6]string `json:"keys"`
+	// Keys: processing, invited (the HASH of marks of earlier versions),
+	// scores, destination, payload, source, dialing. Ops spooled by a
+	// version before the dialing list have six keys and are carried out
+	// the way that version did.
+	Keys   [7]string `json:"keys"`
 	Member string    `json:"member"`
 	// How is ack, lpush, rpush or zadd (onto the destination).
 	How   string `json:"how"`
@@ -45,6 +48,16 @@ type SettleOp struct {
 	// sources), so settling need not clean it. Ops spooled before the
 	// field existed read false and clean it, which is always correct.
 	NoScores bool `json:"no_scores,omitempty"`
+	// Marked says the claim was marked (Ledger.Mark): its copy is looked
+	// for in the dialing list first, else in the processing list first.
+	Marked bool `json:"marked,omitempty"`
+}
+
+// AfterMark returns op for a claim that was marked: what ends a claim
+// after its call was placed.
+func (op SettleOp) AfterMark() SettleOp {
+	op.Marked = true
+	return op
 }
 
 // settleOpFields is SettleOp without its JSON methods.
@@ -100,41 +113,85 @@ func (op *SettleOp) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// KEYS[1] processing LIST, KEYS[2] invited HASH, KEYS[3] scores HASH,
-// KEYS[4] destination (LIST or ZSET; any key of the slot for 'ack'),
-// KEYS[5] payload HASH (any key of the slot when ARGV[5] is empty), KEYS[6]
-// source.
+// settleTailLua is the part of a settle after the claim's copy is gone:
+// the source, the payload and the destination. It returns the script's
+// result.
+const settleTailLua = `
+local function finish(src, payload, dest)
+  if ARGV[9] == '1' then redis.call('ZREM', src, ARGV[1]) end
+  local p = ARGV[5]
+  if p == 'require' or p == 'set' then
+    if redis.call('HEXISTS', payload, ARGV[1]) == 0 then return -1 end
+    if p == 'set' then redis.call('HSET', payload, ARGV[1], ARGV[6]) end
+  elseif p == 'del' then
+    if redis.call('HDEL', payload, ARGV[1]) == 0 then return -1 end
+  end
+  local how = ARGV[2]
+  if how == 'lpush' or how == 'rpush' then
+    redis.call(string.upper(how), dest, ARGV[3])
+    local cap = tonumber(ARGV[7])
+    if cap > 0 then redis.call('LTRIM', dest, 0, cap - 1) end
+  elseif how == 'zadd' then
+    redis.call('ZADD', dest, ARGV[4], ARGV[3])
+  end
+  return 1
+end
+`
+
+// KEYS[1] processing LIST, KEYS[2] invited HASH of earlier versions
+// (untouched), KEYS[3] scores HASH, KEYS[4] destination (LIST or ZSET; any
+// key of the slot for 'ack'), KEYS[5] payload HASH (any key of the slot
+// when ARGV[5] is empty), KEYS[6] source, KEYS[7] dialing LIST.
 // ARGV[1] member, ARGV[2] how: 'ack' | 'lpush' | 'rpush' | 'zadd', ARGV[3]
 // value to push (or ZADD member), ARGV[4] ZADD score, ARGV[5] payload: empty
 // | 'require' | 'set' | 'del', ARGV[6] payload value for 'set', ARGV[7]
 // destination list cap (0: none), ARGV[8] '1' to act although the claim is
 // not held, ARGV[9] '1' to ZREM the member from the source too, ARGV[10]
-// '1' when the ledger never writes its scores HASH.
-// Removes one copy of the claim, then pushes the value or adds the member
-// to the destination and updates the payload.
+// '1' when the ledger never writes its scores HASH, ARGV[11] '1' when the
+// claim was marked.
+// Removes one copy of the claim (from the dialing list first when marked,
+// else from the processing list first; then from the other one), then
+// pushes the value or adds the member to the destination and updates the
+// payload.
 // Returns 1 when done; 0 when the claim was not held (nothing changed);
 // -1 when the payload is gone (the claim is dropped, nothing else written).
-var settleScript = redis.NewScript(trimLua + `
+var settleScript = redis.NewScript(settleTailLua + `
+local first, second = KEYS[1], KEYS[7]
+if ARGV[11] == '1' then first, second = KEYS[7], KEYS[1] end
+local held = redis.call('LREM', first, -1, ARGV[1]) == 1 or redis.call('LREM', second, -1, ARGV[1]) == 1
+if held and ARGV[10] ~= '1' and not redis.call('LPOS', KEYS[1], ARGV[1]) and not redis.call('LPOS', KEYS[7], ARGV[1]) then
+  redis.call('HDEL', KEYS[3], ARGV[1])
+end
+if not held and ARGV[8] ~= '1' then return 0 end
+return finish(KEYS[6], KEYS[5], KEYS[4])
+`)
+
+// legacyTrimLua restores, for the marks of versions before the dialing
+// list, the invariant invited[m] <= copies of m in processing after a
+// copy left the list, and forgets m's score once no copy is left.
+const legacyTrimLua = `
+local function trim(proc, inv, scores, m, noscores)
+  if not redis.call('LPOS', proc, m) then
+    redis.call('HDEL', inv, m)
+    if not noscores then redis.call('HDEL', scores, m) end
+    return
+  end
+  local c = tonumber(redis.call('HGET', inv, m) or '0')
+  if c > 1 then
+    local n = #redis.call('LPOS', proc, m, 'COUNT', c)
+    if n < c then redis.call('HSET', inv, m, n) end
+  end
+end
+`
+
+// legacySettleScript carries out an op spooled by a version before the
+// dialing list, whose marks are counts in the invited HASH.
+// KEYS[1..6] and ARGV[1..10] as for settleScript. Returns as settleScript.
+var legacySettleScript = redis.NewScript(legacyTrimLua + settleTailLua + `
 local held = redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1
 if held then trim(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[10] == '1') end
 if not held and ARGV[8] ~= '1' then return 0 end
-if ARGV[9] == '1' then redis.call('ZREM', KEYS[6], ARGV[1]) end
-local p = ARGV[5]
-if p == 'require' or p == 'set' then
-  if redis.call('HEXISTS', KEYS[5], ARGV[1]) == 0 then return -1 end
-  if p == 'set' then redis.call('HSET', KEYS[5], ARGV[1], ARGV[6]) end
-elseif p == 'del' then
-  if redis.call('HDEL', KEYS[5], ARGV[1]) == 0 then return -1 end
-end
-local how = ARGV[2]
-if how == 'lpush' or how == 'rpush' then
-  redis.call(string.upper(how), KEYS[4], ARGV[3])
-  local cap = tonumber(ARGV[7])
-  if cap > 0 then redis.call('LTRIM', KEYS[4], 0, cap - 1) end
-elseif how == 'zadd' then
-  redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
-end
-return 1
+return finish(KEYS[6], KEYS[5], KEYS[4])
 `)
 
 // Settle carries out op. It returns an error wrapping ErrClaimGone when
@@ -146,8 +203,12 @@ func (s *Store) Settle(ctx context.Context, op SettleOp) error {
 	default:
 		return fmt.Errorf("store: settle claim in %s: unknown step %q", op.Keys[0], op.How)
 	}
-	n, err := settleScript.Run(ctx, s.rdb, op.Keys[:], op.Member, op.How, op.Value, op.Score,
-		op.Payload, op.PayloadValue, op.Cap, flag(op.Force), flag(op.Unqueue), flag(op.NoScores)).Int64()
+	script, keys := settleScript, op.Keys[:]
+	if op.Keys[6] == "" {
+		script, keys = legacySettleScript, op.Keys[:6]
+	}
+	n, err := script.Run(ctx, s.rdb, keys, op.Member, op.How, op.Value, op.Score,
+		op.Payload, op.PayloadValue, op.Cap, flag(op.Force), flag(op.Unqueue), flag(op.NoScores), flag(op.Marked)).Int64()
 	if err != nil {
 		return fmt.Errorf("store: settle claim in %s (%s): %w", op.Keys[0], op.How, err)
 	}
@@ -159,7 +220,7 @@ func (l *Ledger) op(member, how, dest string) SettleOp {
 	if dest == "" {
 		dest = k.Scores
 	}
-	op := SettleOp{Ledger: l.name, Keys: [6]string{k.Processing, k.Invited, k.Scores, dest, k.payloadKey(), k.Source},
+	op := SettleOp{Ledger: l.name, Keys: [7]string{k.Processing, k.Invited, k.Scores, dest, k.payloadKey(), k.Source, k.Dialing},
 		Member: member, How: how, NoScores: l.shape == ShapeList}
 	if k.Payload != "" {
 		op.Payload = "require"
@@ -167,8 +228,9 @@ func (l *Ledger) op(member, how, dest string) SettleOp {
 	return op
 }
 
-// AckOp finishes a claim whose work is done (its CDRs are written).
-func (l *Ledger) AckOp(member string) SettleOp { return l.op(member, "ack", "") }
+// AckOp finishes a claim whose work is done (its CDRs are written). The
+// claim is taken as marked: work that leaves CDRs placed a call.
+func (l *Ledger) AckOp(member string) SettleOp { return l.op(member, "ack", "").AfterMark() }
 
 // Ack carries out AckOp.
 func (l *Ledger) Ack(ctx context.Context, member string) error {

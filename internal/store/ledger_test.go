@@ -280,7 +280,7 @@ func TestSettleOpSurvivesAJSONRoundTrip(t *testing.T) {
 			}
 			if applied {
 				k := lb.Keys("")
-				if n := rb.Client.Exists(ctx, k.Processing, k.Invited, k.Scores).Val(); n != 0 {
+				if n := rb.Client.Exists(ctx, k.Processing, k.Dialing, k.Invited, k.Scores).Val(); n != 0 {
 					t.Fatalf("%s %s: %d claim keys left after settling every claim", c.name, kind.name, n)
 				}
 			}
@@ -399,7 +399,7 @@ func TestSettleOwnVersusRecover(t *testing.T) {
 			t.Fatalf("%s: settle own = %+v, %v, want %+v", c.name, res, err, want)
 		}
 		k := dl.Keys("")
-		if n := r.Client.Exists(ctx, k.Processing, k.Invited, k.Scores).Val(); n != 0 ||
+		if n := r.Client.Exists(ctx, k.Processing, k.Dialing, k.Invited, k.Scores).Val(); n != 0 ||
 			r.Client.SIsMember(ctx, k.Holders, "dead").Val() {
 			t.Fatalf("%s: %d claim keys or the holder entry left after settle own", c.name, n)
 		}
@@ -481,7 +481,7 @@ func TestRecoverMoreThanOneBatch(t *testing.T) {
 			t.Fatalf("%s: recovered %+v, want %+v", c.name, sum, want)
 		}
 		k := dl.Keys("")
-		if n := r.Client.Exists(ctx, k.Processing, k.Invited, k.Scores).Val(); n != 0 {
+		if n := r.Client.Exists(ctx, k.Processing, k.Dialing, k.Invited, k.Scores).Val(); n != 0 {
 			t.Fatalf("%s: %d of the dead host's keys left", c.name, n)
 		}
 		seen := map[string]int{}

@@ -32,24 +32,40 @@ func notifyEnvelope(typ string, payload []byte) []byte {
 // caller sends both again, so a consumer may see a CDR twice and drops the
 // duplicate by its cdr_id.
 func (s *Store) PushCDR(ctx context.Context, payload []byte) error {
+	return s.PushCDRs(ctx, [][]byte{payload})
+}
+
+// PushCDRs publishes several CDRs as PushCDR would one after the other,
+// with one LPUSH for all of them (in order: the first is read first) and
+// one XADD each, in one pipeline.
+func (s *Store) PushCDRs(ctx context.Context, payloads [][]byte) error {
+	if len(payloads) == 0 {
+		return nil
+	}
 	list, stream := s.CampaignsListKey(), s.CDRStreamKey()
+	envs := make([]any, len(payloads))
+	for i, p := range payloads {
+		envs[i] = notifyEnvelope("cdr", p)
+	}
 	cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.LPush(ctx, list, notifyEnvelope("cdr", payload))
-		p.XAdd(ctx, &redis.XAddArgs{
-			Stream: stream,
-			MaxLen: s.cfg.CDRStreamMaxLen,
-			Approx: true,
-			Values: []any{CDRStreamField, payload},
-		})
+		p.LPush(ctx, list, envs...)
+		for _, payload := range payloads {
+			p.XAdd(ctx, &redis.XAddArgs{
+				Stream: stream,
+				MaxLen: s.cfg.CDRStreamMaxLen,
+				Approx: true,
+				Values: []any{CDRStreamField, payload},
+			})
+		}
 		return nil
 	})
 	if err != nil {
 		for _, c := range cmds {
 			if c.Err() != nil {
-				return fmt.Errorf("store: push cdr: %s %s: %w", c.Name(), c.Args()[1], c.Err())
+				return fmt.Errorf("store: push %d cdrs: %s %s: %w", len(payloads), c.Name(), c.Args()[1], c.Err())
 			}
 		}
-		return fmt.Errorf("store: push cdr to %s and %s: %w", list, stream, err)
+		return fmt.Errorf("store: push %d cdrs to %s and %s: %w", len(payloads), list, stream, err)
 	}
 	return nil
 }

@@ -19,7 +19,7 @@ import (
 //	cti_schedule_dialer_number@<domain>  ZSET  member = item JSON, score = unix seconds to call
 //	                                           (may be fractional); written by integrators
 //	redial:{cti_schedule_dialer_number@<domain>}:claimed:<host>   LIST  members <host> claimed
-//	redial:{...}:invited:<host>          HASH  member -> 1 once its INVITE may have gone out
+//	redial:{...}:dialing:<host>          LIST  members <host> claimed whose INVITE may have gone out
 //	redial:{...}:scores:<host>           HASH  member -> its score when claimed
 //	redial:{...}:holders                 SET   hosts that have (had) claims
 //	redial:{...}:interrupted             LIST  ParkedItem JSON of claims whose INVITE may have

@@ -53,7 +53,7 @@ func TestScheduleLedgerKeysShareTheNumbersHashSlot(t *testing.T) {
 	}
 	const p = "redial:{cti_schedule_dialer_number@acme}"
 	want := LedgerKeys{
-		Source: "cti_schedule_dialer_number@acme", Processing: p + ":claimed:n1",
+		Source: "cti_schedule_dialer_number@acme", Processing: p + ":claimed:n1", Dialing: p + ":dialing:n1",
 		Invited: p + ":invited:n1", Scores: p + ":scores:n1", Holders: p + ":holders",
 		Interrupted: p + ":interrupted", Invalid: p + ":invalid", Alive: "redial:{nodes}:alive:n1", LegacyAlive: "redial:node:n1:alive",
 	}
@@ -64,7 +64,7 @@ func TestScheduleLedgerKeysShareTheNumbersHashSlot(t *testing.T) {
 		s := NewWithClient(nil, Config{Domain: domain, Host: "n1"})
 		want := hashTag(s.ScheduleNumbersKey())
 		k := s.ScheduleLedger().Keys("n2")
-		for _, key := range []string{k.Source, k.Processing, k.Invited, k.Scores, k.Holders, k.Interrupted, k.Invalid} {
+		for _, key := range []string{k.Source, k.Processing, k.Dialing, k.Invited, k.Scores, k.Holders, k.Interrupted, k.Invalid} {
 			if got := hashTag(key); got != want {
 				t.Errorf("domain %q: %s hashes on %q, the numbers key on %q", domain, key, got, want)
 			}
@@ -257,7 +257,7 @@ func TestRecoveryRestoresTheExactScore(t *testing.T) {
 	if got := zscore(t, r, s.ScheduleNumbersKey(), "always"); !math.IsInf(got, -1) {
 		t.Fatalf("score after recovery %v, want -inf", got)
 	}
-	if n := r.Client.Exists(ctx, k.Processing, k.Scores, k.Invited).Val(); n != 0 {
+	if n := r.Client.Exists(ctx, k.Processing, k.Dialing, k.Scores, k.Invited).Val(); n != 0 {
 		t.Fatalf("%d ledger keys left after settling every claim", n)
 	}
 }
@@ -342,8 +342,8 @@ func TestScheduledWriteBackAndAck(t *testing.T) {
 	if err := l.Mark(ctx, "m2"); err != nil {
 		t.Fatal(err)
 	}
-	if v := r.Client.HGet(ctx, k.Invited, "m2").Val(); v != "1" {
-		t.Fatalf("invited[m2] = %q after mark", v)
+	if m, u := copiesOf(t, r, k, "m2"); m != 1 || u != 0 {
+		t.Fatalf("m2 after its mark: %d marked, %d unmarked copies", m, u)
 	}
 	if err := l.Ack(ctx, "m2"); err != nil {
 		t.Fatal(err)
@@ -360,7 +360,7 @@ func TestScheduledWriteBackAndAck(t *testing.T) {
 			t.Errorf("%s of a finished claim = %v, want ErrClaimGone", name, err)
 		}
 	}
-	if n := r.Client.Exists(ctx, k.Processing, k.Invited, k.Scores).Val(); n != 0 {
+	if n := r.Client.Exists(ctx, k.Processing, k.Dialing, k.Invited, k.Scores).Val(); n != 0 {
 		t.Fatalf("%d ledger keys left after the last claim ended", n)
 	}
 	if n := r.Client.ZCard(ctx, s.ScheduleNumbersKey()).Val(); n != 1 {
@@ -431,8 +431,8 @@ func TestRecoverScheduledParksInvitedAndRequeuesTheRest(t *testing.T) {
 	if !errors.Is(err, ErrHostAlive) || res != (RecoverResult{}) {
 		t.Fatalf("recover of a live host = %+v, %v", res, err)
 	}
-	if n := r.Client.LLen(ctx, dk.Processing).Val(); n != 3 {
-		t.Fatalf("live host's claimed list has %d claims, want 3 untouched", n)
+	if n := r.Client.LLen(ctx, dk.Processing).Val() + r.Client.LLen(ctx, dk.Dialing).Val(); n != 3 {
+		t.Fatalf("live host's claimed and dialing lists have %d claims, want 3 untouched", n)
 	}
 	r.Client.Del(ctx, s.AliveKey("dead"), s.LegacyAliveKey("dead"))
 	res, err = live.Recover(ctx, "dead")
@@ -451,7 +451,7 @@ func TestRecoverScheduledParksInvitedAndRequeuesTheRest(t *testing.T) {
 	if p := decodeParked(t, parked[0]); p.Item != schedMember(3) || p.Host != "dead" {
 		t.Fatalf("interrupted entry %+v", p)
 	}
-	if r.Client.Exists(ctx, dk.Processing, dk.Invited, dk.Scores).Val() != 0 ||
+	if r.Client.Exists(ctx, dk.Processing, dk.Dialing, dk.Invited, dk.Scores).Val() != 0 ||
 		r.Client.SIsMember(ctx, dk.Holders, "dead").Val() {
 		t.Fatal("dead host's claim keys or holder entry left")
 	}
@@ -489,8 +489,8 @@ func TestClaimDueScheduledDefersAMemberAlreadyInFlight(t *testing.T) {
 	if err != nil || len(c) != 0 || next <= now {
 		t.Fatalf("claim of a member in flight = %v, next %v (now %v), %v", c, next, now, err)
 	}
-	if inv, cp := invitedCount(t, r, k, "m"); inv != 1 || cp != 1 {
-		t.Fatalf("the first claim: invited %d of %d copies, want 1 of 1", inv, cp)
+	if m, u := copiesOf(t, r, k, "m"); m != 1 || u != 0 {
+		t.Fatalf("the first claim: %d marked, %d unmarked copies, want 1 marked", m, u)
 	}
 	if v, err := r.Client.HGet(ctx, k.Scores, "m").Float64(); err != nil || v != now-5 {
 		t.Fatalf("the first claim's score became %v, %v", v, err)
@@ -509,8 +509,8 @@ func TestClaimDueScheduledDefersAMemberAlreadyInFlight(t *testing.T) {
 		}
 		return nil
 	})
-	if inv, cp := invitedCount(t, r, k, "m"); inv != 0 || cp != 1 {
-		t.Fatalf("the second claim: invited %d of %d copies, want 0 of 1", inv, cp)
+	if m, u := copiesOf(t, r, k, "m"); m != 0 || u != 1 {
+		t.Fatalf("the second claim: %d marked, %d unmarked copies, want 1 unmarked", m, u)
 	}
 }
 

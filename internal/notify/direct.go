@@ -1,0 +1,59 @@
+package notify
+
+import (
+	"context"
+
+	"redial/internal/batch"
+	"redial/internal/store"
+)
+
+// Straight pushes (the spool empty) of concurrent calls share round trips
+// and Redis commands: the CDRs of calls ending together go in one LPUSH
+// and one pipeline, and their claims' acknowledgements in one script run
+// per ledger. Order is kept: a call's CDR is published before its claim
+// is settled, and records of one batch are pushed in the order they came.
+
+// maxDirectBatch bounds one combined push.
+const maxDirectBatch = 200
+
+// directBatches are the Publisher's combiners of straight pushes.
+type directBatches struct {
+	cdrs *batch.Group[struct{}, []byte, struct{}]
+	acks *batch.Group[store.AckBatchKey, store.SettleOp, error]
+}
+
+func (p *Publisher) newDirectBatches() directBatches {
+	return directBatches{
+		cdrs: batch.New(maxDirectBatch, func(ctx context.Context, _ struct{}, payloads [][]byte) ([]struct{}, error) {
+			ctx, cancel := context.WithTimeout(ctx, p.cfg.PushTimeout)
+			defer cancel()
+			if err := p.store.PushCDRs(ctx, payloads); err != nil {
+				return nil, err
+			}
+			return make([]struct{}, len(payloads)), nil
+		}),
+		acks: batch.New(maxDirectBatch, func(ctx context.Context, _ store.AckBatchKey, ops []store.SettleOp) ([]error, error) {
+			ctx, cancel := context.WithTimeout(ctx, p.cfg.PushTimeout)
+			defer cancel()
+			return p.store.SettleAcks(ctx, ops)
+		}),
+	}
+}
+
+// pushDirect pushes one record that did not go through the spool.
+func (p *Publisher) pushDirect(ctx context.Context, kind string, payload []byte, op *store.SettleOp) error {
+	switch {
+	case kind == kindCDR:
+		_, err := p.direct.cdrs.Do(ctx, struct{}{}, payload)
+		return err
+	case op != nil && op.PlainAck():
+		res, err := p.direct.acks.Do(ctx, op.AckBatch(), *op)
+		if err != nil {
+			return err
+		}
+		return res
+	case op != nil:
+		return p.store.Settle(ctx, *op)
+	}
+	return p.push(ctx, kind, payload)
+}
