@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"redial/internal/store"
 )
 
 // Every campaign: 300 numbers, limit 10 per node, calls of 1 to 2 s.
