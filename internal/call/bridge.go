@@ -18,6 +18,27 @@ type SIPBridge struct {
 
 // Connect implements Connector.
 func (b *SIPBridge) Connect(ctx context.Context, s *Session) TargetResult {
+	bleg, failed := b.dial(ctx, s)
+	if bleg == nil {
+		return failed
+	}
+	s.Call.addLeg("destination", bleg)
+	connected := time.Now()
+	s.Call.enter(StateBridged, nil)
+
+	tr := relayUntilHangup(ctx, s, bleg, "destination")
+	tr.ConnectedAt = connected
+	return tr
+}
+
+// dial calls the destination: its leg, or nil and the failure. It is kept
+// out of Connect (and out of line) because the call's goroutine stays in
+// Connect for the whole bridge: the dial's locals (the request, the
+// result) in Connect's frame would keep every held call's stack above the
+// size it can shrink to.
+//
+//go:noinline
+func (b *SIPBridge) dial(ctx context.Context, s *Session) (*sip.Leg, TargetResult) {
 	a := s.Leg
 	// Offer the destination the codec the callee already speaks first, so
 	// the relay passes packets through untouched.
@@ -31,7 +52,9 @@ func (b *SIPBridge) Connect(ctx context.Context, s *Session) TargetResult {
 	if i := strings.Index(strings.ToLower(s.Target.URI), ";transport="); i >= 0 {
 		transport = strings.ToLower(strings.SplitN(s.Target.URI[i+len(";transport="):], ";", 2)[0])
 	}
-	// Ringing the destination ends as soon as the callee hangs up.
+	// Ringing the destination ends as soon as the callee hangs up. The
+	// watcher ends with dial (Dial keeps nothing of dctx), not with the
+	// bridge: a held call would keep it waiting for its whole life.
 	dctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -48,7 +71,7 @@ func (b *SIPBridge) Connect(ctx context.Context, s *Session) TargetResult {
 	})
 	if res.Leg == nil {
 		if a.HungUpByRemote() {
-			return TargetResult{Cause: OriginatorCancel, Reason: "callee hung up while the destination rang"}
+			return nil, TargetResult{Cause: OriginatorCancel, Reason: "callee hung up while the destination rang"}
 		}
 		_, cause := FromSIP(res.Code, res.TimedOut)
 		reason := "destination " + s.Target.URI + " failed: " + res.Reason
@@ -60,16 +83,9 @@ func (b *SIPBridge) Connect(ctx context.Context, s *Session) TargetResult {
 			reason = res.TransportErr.Error()
 		}
 		s.Log.Warn("call: destination leg failed", "uri", s.Target.URI, "sip_code", res.Code, "reason", reason)
-		return TargetResult{Cause: cause, Reason: reason}
+		return nil, TargetResult{Cause: cause, Reason: reason}
 	}
-	bleg := res.Leg
-	s.Call.addLeg("destination", bleg)
-	connected := time.Now()
-	s.Call.enter(StateBridged, nil)
-
-	tr := relayUntilHangup(ctx, s, bleg, "destination")
-	tr.ConnectedAt = connected
-	return tr
+	return res.Leg, TargetResult{}
 }
 
 // byeGrace is how long a relay that ended by itself waits for the BYE that
@@ -85,10 +101,11 @@ const byeGrace = 200 * time.Millisecond
 // into its recording field.
 func relayUntilHangup(ctx context.Context, s *Session, bleg *sip.Leg, side string) TargetResult {
 	a := s.Leg
-	rctx, stopRelay := context.WithCancel(ctx)
-	relayDone := make(chan media.RelayStats, 1)
 	rec := startRecording(s, side, time.Now())
-	go func() { relayDone <- media.RelayRecord(rctx, a.Media, bleg.Media, rec) }()
+	// No goroutine waits for the relay: this one does (a held call's
+	// goroutines are most of its memory), and it stops the relay on ctx
+	// itself, so the relay needs no watch on ctx.
+	relay := media.StartRelay(context.WithoutCancel(ctx), a.Media, bleg.Media, rec)
 
 	tr := TargetResult{Connected: true, Cause: NormalClearing}
 	var st media.RelayStats
@@ -100,7 +117,8 @@ func relayUntilHangup(ctx context.Context, s *Session, bleg *sip.Leg, side strin
 		s.Vars["redial_hangup_side"] = side
 	case <-ctx.Done():
 		s.Vars["redial_hangup_side"] = "api"
-	case st = <-relayDone:
+	case <-relay.Done():
+		st = relay.Wait()
 		relayed = true
 		// A BYE closes its leg's media just before it marks the leg done,
 		// so the relay may end first: give the BYE its moment. Without
@@ -117,11 +135,11 @@ func relayUntilHangup(ctx context.Context, s *Session, bleg *sip.Leg, side strin
 	}
 	// The bridge ends here, whatever the hangups below take.
 	bridgeEnd := time.Now()
-	stopRelay()
+	relay.Stop()
 	bleg.Hangup(context.WithoutCancel(ctx))
 	a.Hangup(context.WithoutCancel(ctx))
 	if !relayed {
-		st = <-relayDone
+		st = relay.Wait()
 	}
 	if rec != nil {
 		tr.Recording = finishRecording(s, rec, bridgeEnd)

@@ -200,6 +200,12 @@ func (m *Manager) keepEnded(c *Call) {
 	ref := c.req.CallRef
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	// An ended call is only read for Info, Outcome and Done until it is
+	// pruned: let go of what only its run needed (the context, the
+	// request's variables and callbacks), which thousands of ended calls
+	// would otherwise keep. Its CDRs keep their own variables.
+	c.cancel = nil
+	c.req.Variables, c.req.OnInvite, c.req.LineGroups = nil, nil, nil
 	m.ended[ref] = m.now()
 	m.endedSize[ref] = size
 	m.endedBytes += size
@@ -382,11 +388,15 @@ func (m *Manager) Hangup(ref string) bool {
 	m.mu.Lock()
 	c, ok := m.calls[ref]
 	_, ended := m.ended[ref]
+	var cancel context.CancelCauseFunc
+	if ok {
+		cancel = c.cancel // keepEnded clears it under m.mu
+	}
 	m.mu.Unlock()
-	if !ok || ended {
+	if !ok || ended || cancel == nil {
 		return false
 	}
-	c.cancel(errHangupRequested)
+	cancel(errHangupRequested)
 	return true
 }
 

@@ -32,16 +32,33 @@ type attemptRecord struct {
 
 // run takes an originate request through its steps: attempt the callee
 // leg, connect it to the destination, end it with its CDR.
+//
+// The call's goroutine stays in run, connect, connectTo and the
+// connector for the whole call, so these keep small frames (the attempts
+// and the target's resolution run in helpers that have returned by then):
+// a held call's stack shrinks to 8 KiB only while it uses less than a
+// quarter of its 16 KiB.
 func (m *Manager) run(ctx context.Context, c *Call) {
-	req := c.req
 	r := m.newRun(c)
 	defer r.end()
+	a := r.attemptCallee(ctx)
+	if a == nil {
+		return
+	}
+	tr := m.connect(ctx, c, a, r.log)
+	r.endLeg(ctx, a, tr)
+}
+
+// attemptCallee rings the request's numbers: the answered leg, or nil
+// with every attempt recorded.
+//
+//go:noinline
+func (r *callRun) attemptCallee(ctx context.Context) *answeredLeg {
+	req := &r.c.req
 	res := r.attemptLeg(ctx, legPlan{numbers: req.Numbers, groups: req.LineGroups, vars: req.Variables,
 		onInvite: req.OnInvite, returnOnNoLine: req.ReturnOnNoLine})
-	if a := res.answered; a != nil {
-		tr := m.connect(ctx, c, a.leg, a.number, a.vars, a.params, r.log)
-		r.endLeg(ctx, a, tr)
-		return
+	if res.answered != nil {
+		return res.answered
 	}
 	if !res.notDialed && len(r.out.CDRs) == 0 && ctx.Err() != nil {
 		// Hung up before any attempt: still leave a record.
@@ -49,10 +66,11 @@ func (m *Manager) run(ctx context.Context, c *Call) {
 		if len(req.Numbers) > 0 {
 			number = req.Numbers[0]
 		}
-		now := m.now()
+		now := r.m.now()
 		r.record(ctx, 1, attemptRecord{number: number, vars: req.Variables, start: now, end: now,
 			disposition: Cancelled, cause: OriginatorCancel, reason: fmt.Sprint(context.Cause(ctx))})
 	}
+	return nil
 }
 
 // TargetResult is how a connector's part of the call went.
@@ -99,14 +117,35 @@ type Connector interface {
 	Connect(ctx context.Context, s *Session) TargetResult
 }
 
-func (m *Manager) connect(ctx context.Context, c *Call, leg *sip.Leg, number string, vars map[string]string, params DialParams, log *slog.Logger) TargetResult {
-	return m.connectTo(ctx, &Session{Call: c, Leg: leg, ClientNumber: number, Vars: vars, Params: params, Log: log,
-		Records: m.deps.Records}, c.req.Destination)
+func (m *Manager) connect(ctx context.Context, c *Call, a *answeredLeg, log *slog.Logger) TargetResult {
+	// The session is the call's own: resolved in place, not copied (a held
+	// call keeps it).
+	s := &Session{Call: c, Leg: a.leg, ClientNumber: a.number, Vars: a.vars, Params: a.params, Log: log,
+		Records: m.deps.Records}
+	conn, failed := m.resolveTarget(ctx, s, c.req.Destination)
+	if conn == nil {
+		return failed
+	}
+	return conn.Connect(ctx, s)
 }
 
 // connectTo resolves dest and connects the answered call of s there: an
 // answered call's destination, or a queue's overflow.
 func (m *Manager) connectTo(ctx context.Context, s *Session, dest dialplan.Destination) TargetResult {
+	sub := *s
+	conn, failed := m.resolveTarget(ctx, &sub, dest)
+	if conn == nil {
+		return failed
+	}
+	return conn.Connect(ctx, &sub)
+}
+
+// resolveTarget finds dest's target, sets it as s.Target and returns its
+// connector; with a nil connector, the failure. Out of line for its
+// callers' frames (see run).
+//
+//go:noinline
+func (m *Manager) resolveTarget(ctx context.Context, s *Session, dest dialplan.Destination) (Connector, TargetResult) {
 	target, err := m.deps.Dialplan.Resolve(ctx, dest)
 	if err != nil {
 		s.Log.Warn("call: destination not resolved", "error", err)
@@ -114,7 +153,7 @@ func (m *Manager) connectTo(ctx context.Context, s *Session, dest dialplan.Desti
 		if !errors.Is(err, dialplan.ErrNoRoute) {
 			cause = NormalTemporaryFailure
 		}
-		return TargetResult{Cause: cause, Reason: err.Error()}
+		return nil, TargetResult{Cause: cause, Reason: err.Error()}
 	}
 	m.connMu.RLock()
 	conn := m.connectors[target.Type]
@@ -122,11 +161,10 @@ func (m *Manager) connectTo(ctx context.Context, s *Session, dest dialplan.Desti
 	if conn == nil {
 		reason := fmt.Sprintf("call: dialplan entry %q: target type %q is not available on this node", target.Key, target.Type)
 		s.Log.Warn(reason)
-		return TargetResult{Cause: NoRouteDestination, Reason: reason}
+		return nil, TargetResult{Cause: NoRouteDestination, Reason: reason}
 	}
-	sub := *s
-	sub.Target = target
-	return conn.Connect(ctx, &sub)
+	s.Target = target
+	return conn, TargetResult{}
 }
 
 func (m *Manager) writeCDR(ctx context.Context, c *Call, attempt int, r attemptRecord) notify.CDR {

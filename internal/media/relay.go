@@ -41,9 +41,59 @@ func Relay(ctx context.Context, a, b *Session) RelayStats {
 // left channel, b's in the right) before forwarding it; a nil rec records
 // nothing and costs one comparison per packet. The caller closes rec.
 func RelayRecord(ctx context.Context, a, b *Session, rec *StereoRecorder) RelayStats {
-	if st, ok := relayPolled(ctx, a, b, rec); ok {
-		return st
+	return StartRelay(ctx, a, b, rec).Wait()
+}
+
+// RelayRun is a relay started by StartRelay.
+type RelayRun struct {
+	done  chan struct{}
+	stop  func()
+	wait  func() RelayStats
+	once  sync.Once
+	stats RelayStats
+}
+
+// StartRelay starts RelayRecord(ctx, a, b, rec) without blocking: Done is
+// closed when the relay stops (ctx done, a session closed, Stop), and Wait
+// returns its counts once it has stopped. Whoever starts it must see that
+// it stops (Stop, or ctx) and call Wait.
+//
+// A relay between two plain UDP sessions runs on the port pool's shared
+// poller and costs no goroutine while it is held (a bridged call holds one
+// for its whole life); others (WebRTC legs) run one goroutine per direction.
+func StartRelay(ctx context.Context, a, b *Session, rec *StereoRecorder) *RelayRun {
+	if r := startPolled(ctx, a, b, rec); r != nil {
+		return r
 	}
+	pctx, cancel := context.WithCancel(ctx)
+	r := &RelayRun{done: make(chan struct{}), stop: cancel}
+	var st RelayStats
+	go func() {
+		defer close(r.done)
+		defer cancel()
+		st = relayPumped(pctx, a, b, rec)
+	}()
+	r.wait = func() RelayStats { <-r.done; return st }
+	return r
+}
+
+// Done is closed when the relay has stopped: its context is done, a
+// session was closed or Stop was called.
+func (r *RelayRun) Done() <-chan struct{} { return r.done }
+
+// Stop ends the relay, as cancelling its context does; the sessions stay
+// usable. It may be called any number of times.
+func (r *RelayRun) Stop() { r.stop() }
+
+// Wait blocks until the relay has stopped (Done) and no longer touches the
+// sessions, and returns its counts. It may be called more than once.
+func (r *RelayRun) Wait() RelayStats {
+	r.once.Do(func() { r.stats = r.wait() })
+	return r.stats
+}
+
+// relayPumped relays a and b with one goroutine per direction.
+func relayPumped(ctx context.Context, a, b *Session, rec *StereoRecorder) RelayStats {
 	r := &relay{a: a, b: b, rec: rec}
 	unwatch := context.AfterFunc(ctx, r.stop)
 

@@ -70,6 +70,22 @@ type pollShard struct {
 	nextID  uint32
 	running bool
 	events  [pollBatch]syscall.EpollEvent
+	// pk is the packet being forwarded: packets are forwarded one at a
+	// time under mu, so one buffer and one set of per-packet state serve
+	// all its relays (instead of 2 KiB per direction of every held call).
+	pk pollPacket
+}
+
+// pollPacket is the packet a shard is forwarding, passed to a leg's readFn
+// and writeFn without a closure allocation.
+type pollPacket struct {
+	n      int
+	pkt    []byte
+	rerr   syscall.Errno
+	werr   syscall.Errno
+	from   syscall.RawSockaddrAny
+	fromOK bool
+	buf    [maxPacket]byte
 }
 
 func newPollShard() (*pollShard, error) {
@@ -224,7 +240,8 @@ type pollRelay struct {
 func (r *pollRelay) stop() { r.doneOnce.Do(func() { close(r.done) }) }
 
 // pollLeg is one direction of a polled relay. The shard's goroutine is the
-// only one using it while it is registered.
+// only one using it while it is registered. It is kept small: a held call
+// keeps two of them for its whole life.
 type pollLeg struct {
 	r              *pollRelay
 	src, dst       *Session
@@ -235,47 +252,41 @@ type pollLeg struct {
 	forwarded      uint64
 	errs           int
 
-	// Per-packet state, passed to readFn and writeFn without a closure
-	// allocation.
-	n       int
-	pkt     []byte
-	rerr    syscall.Errno
-	werr    syscall.Errno
-	from    syscall.RawSockaddrAny
+	// readFn and writeFn are read and write, bound once: they work on the
+	// shard's packet (pollShard.pk).
 	readFn  func(fd uintptr)
 	writeFn func(fd uintptr)
 
 	// The destination address as a sockaddr, built when dst's remote
 	// changes.
-	to     *remoteState
-	sa4    syscall.RawSockaddrInet4
-	sa6    syscall.RawSockaddrInet6
-	saPtr  unsafe.Pointer
-	saLen  uintptr
-	buf    [maxPacket]byte
-	fromOK bool
+	to    *remoteState
+	sa4   syscall.RawSockaddrInet4
+	sa6   syscall.RawSockaddrInet6
+	saPtr unsafe.Pointer
+	saLen uintptr
 }
 
-// relayPolled runs the relay on a shard when both sessions are plain UDP
-// sockets; ok is false when it cannot (WebRTC legs, no epoll), and the
-// caller runs pump instead.
-func relayPolled(ctx context.Context, a, b *Session, rec *StereoRecorder) (st RelayStats, ok bool) {
+// startPolled starts the relay on a shard when both sessions are plain UDP
+// sockets; it returns nil when it cannot (WebRTC legs, no epoll), and the
+// caller runs pump instead. While the relay is held no goroutine waits for
+// it: ctx and the sessions' Close stop it through callbacks.
+func startPolled(ctx context.Context, a, b *Session, rec *StereoRecorder) *RelayRun {
 	ua, okA := a.conn.(*net.UDPConn)
 	ub, okB := b.conn.(*net.UDPConn)
 	if !okA || !okB {
-		return st, false
+		return nil
 	}
 	if a.pool == nil {
-		return st, false
+		return nil
 	}
 	sh := a.pool.relay.pick()
 	if sh == nil {
-		return st, false
+		return nil
 	}
 	rawA, errA := ua.SyscallConn()
 	rawB, errB := ub.SyscallConn()
 	if errA != nil || errB != nil {
-		return st, false
+		return nil
 	}
 	r := &pollRelay{sh: sh, rec: rec, done: make(chan struct{})}
 	r.stopFn = r.stop
@@ -285,25 +296,43 @@ func relayPolled(ctx context.Context, a, b *Session, rec *StereoRecorder) (st Re
 		l := &r.legs[i]
 		l.readFn, l.writeFn = l.read, l.write
 	}
+	run := &RelayRun{done: r.done, stop: r.stop}
 
 	// Close wakes the relay through the hook; checking closed after
 	// installing it cannot miss a concurrent Close.
 	a.relayStop.Store(&r.stopFn)
 	b.relayStop.Store(&r.stopFn)
-	defer a.relayStop.CompareAndSwap(&r.stopFn, nil)
-	defer b.relayStop.CompareAndSwap(&r.stopFn, nil)
+	unhook := func() {
+		a.relayStop.CompareAndSwap(&r.stopFn, nil)
+		b.relayStop.CompareAndSwap(&r.stopFn, nil)
+	}
 	if a.closed.Load() || b.closed.Load() {
-		return st, true
+		unhook()
+		r.stop()
+		run.wait = func() RelayStats { return RelayStats{} }
+		return run
 	}
 	if err := sh.add(&r.legs[0], &r.legs[1]); err != nil {
-		return st, true // a socket closed under us: the relay is over
+		// A socket closed under us: the relay is over.
+		unhook()
+		r.stop()
+		run.wait = func() RelayStats { return RelayStats{} }
+		return run
 	}
-	select {
-	case <-ctx.Done():
-	case <-r.done:
+	// A caller that stops the relay itself passes a context that is never
+	// done: no watch on it then (a held call would keep one).
+	unwatch := func() bool { return false }
+	if ctx.Done() != nil {
+		unwatch = context.AfterFunc(ctx, r.stop)
 	}
-	sh.remove(&r.legs[0], &r.legs[1])
-	return RelayStats{AtoB: r.legs[0].forwarded, BtoA: r.legs[1].forwarded}, true
+	run.wait = func() RelayStats {
+		<-r.done
+		unwatch()
+		sh.remove(&r.legs[0], &r.legs[1])
+		unhook()
+		return RelayStats{AtoB: r.legs[0].forwarded, BtoA: r.legs[1].forwarded}
+	}
+	return run
 }
 
 func isInet6(raw syscall.RawConn) bool {
@@ -318,30 +347,31 @@ func isInet6(raw syscall.RawConn) bool {
 
 // forward moves one packet from src to dst, if one is waiting.
 func (l *pollLeg) forward() {
-	l.n, l.rerr, l.fromOK = -1, 0, false
+	p := &l.r.sh.pk
+	p.n, p.rerr, p.fromOK = -1, 0, false
 	if err := l.srcRaw.Control(l.readFn); err != nil {
 		l.r.stop() // src is closed
 		return
 	}
 	switch {
-	case l.rerr == syscall.EAGAIN || l.rerr == syscall.EINTR:
+	case p.rerr == syscall.EAGAIN || p.rerr == syscall.EINTR:
 		return
-	case l.rerr != 0:
+	case p.rerr != 0:
 		if l.errs++; l.errs > maxConsecutiveErrors {
 			l.src.log.Load().Warn("media: relay: giving up on failing rtp socket",
-				"local_port", l.src.port, "error", l.rerr)
+				"local_port", l.src.port, "error", p.rerr)
 			l.r.stop()
 		}
 		return
 	}
 	l.errs = 0
-	pkt := l.buf[:l.n]
-	if l.n < rtpHeaderLen || pkt[0]>>6 != 2 || !l.fromOK || !l.src.accept(l.fromAddr()) {
+	pkt := p.buf[:p.n]
+	if p.n < rtpHeaderLen || pkt[0]>>6 != 2 || !p.fromOK || !l.src.accept(l.fromAddr()) {
 		l.src.dropped.Add(1)
 		return
 	}
 	l.src.in.packets.Add(1)
-	l.src.in.bytes.Add(uint64(l.n))
+	l.src.in.bytes.Add(uint64(p.n))
 	sp := l.src.params.Load()
 	if l.r.rec != nil {
 		l.r.rec.packet(l.side, pkt, sp)
@@ -356,48 +386,51 @@ func (l *pollLeg) forward() {
 	if st != l.to {
 		l.setDest(st)
 	}
-	l.pkt = pkt
-	l.werr = 0
+	p.pkt = pkt
+	p.werr = 0
 	if err := l.dstRaw.Control(l.writeFn); err != nil {
 		l.r.stop() // dst is closed
 		return
 	}
-	if l.werr != 0 {
+	if p.werr != 0 {
 		return // a transient send error (ENOBUFS, firewall) loses this packet only
 	}
 	l.dst.out.packets.Add(1)
-	l.dst.out.bytes.Add(uint64(l.n))
+	l.dst.out.bytes.Add(uint64(p.n))
 	l.forwarded++
 }
 
 // read is one non-blocking recvfrom. RawSyscall: the socket is
 // non-blocking, so the call never waits and needs no scheduler hand-off.
 func (l *pollLeg) read(fd uintptr) {
-	fromLen := uint32(unsafe.Sizeof(l.from))
-	n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&l.buf[0])), uintptr(len(l.buf)),
-		syscall.MSG_DONTWAIT|syscall.MSG_TRUNC, uintptr(unsafe.Pointer(&l.from)), uintptr(unsafe.Pointer(&fromLen)))
+	p := &l.r.sh.pk
+	fromLen := uint32(unsafe.Sizeof(p.from))
+	buf := &p.buf
+	n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)),
+		syscall.MSG_DONTWAIT|syscall.MSG_TRUNC, uintptr(unsafe.Pointer(&p.from)), uintptr(unsafe.Pointer(&fromLen)))
 	if e != 0 {
-		l.rerr = e
+		p.rerr = e
 		return
 	}
-	if int(n) > len(l.buf) {
+	if int(n) > len(buf) {
 		// Truncated (MSG_TRUNC reports the full length): not a packet we
 		// can forward intact.
-		l.n = 0
+		p.n = 0
 		return
 	}
-	l.n = int(n)
-	l.fromOK = fromLen > 0
+	p.n = int(n)
+	p.fromOK = fromLen > 0
 }
 
 // fromAddr converts the last packet's source address.
 func (l *pollLeg) fromAddr() netip.AddrPort {
-	switch l.from.Addr.Family {
+	p := &l.r.sh.pk
+	switch p.from.Addr.Family {
 	case syscall.AF_INET:
-		sa := (*syscall.RawSockaddrInet4)(unsafe.Pointer(&l.from))
+		sa := (*syscall.RawSockaddrInet4)(unsafe.Pointer(&p.from))
 		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), ntohs(sa.Port))
 	case syscall.AF_INET6:
-		sa := (*syscall.RawSockaddrInet6)(unsafe.Pointer(&l.from))
+		sa := (*syscall.RawSockaddrInet6)(unsafe.Pointer(&p.from))
 		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), ntohs(sa.Port))
 	}
 	return netip.AddrPort{}
@@ -426,11 +459,12 @@ func (l *pollLeg) setDest(st *remoteState) {
 	l.saPtr, l.saLen = unsafe.Pointer(&l.sa4), unsafe.Sizeof(l.sa4)
 }
 
-// write is one non-blocking sendto of l.pkt.
+// write is one non-blocking sendto of p.pkt.
 func (l *pollLeg) write(fd uintptr) {
-	_, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&l.pkt[0])), uintptr(len(l.pkt)),
+	p := &l.r.sh.pk
+	_, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&p.pkt[0])), uintptr(len(p.pkt)),
 		syscall.MSG_DONTWAIT, uintptr(l.saPtr), l.saLen)
-	l.werr = e
+	p.werr = e
 }
 
 func scopeID(addr netip.Addr) uint32 {

@@ -4,9 +4,9 @@ package media
 
 import "context"
 
-// relayPolled needs epoll; elsewhere every relay runs pump.
-func relayPolled(context.Context, *Session, *Session, *StereoRecorder) (RelayStats, bool) {
-	return RelayStats{}, false
+// startPolled needs epoll; elsewhere every relay runs pump.
+func startPolled(context.Context, *Session, *Session, *StereoRecorder) *RelayRun {
+	return nil
 }
 
 // relayShards is empty where there is no epoll.
