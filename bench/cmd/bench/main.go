@@ -86,7 +86,7 @@ func run(ctx context.Context, args []string) error {
 	partsFlag := fs.String("parts", strings.Join(names, ","), "comma-separated parts to run: "+strings.Join(names, ", "))
 	out := fs.String("out", "", "markdown file whose sections of the parts run are replaced (created if missing); empty prints only")
 	duration := fs.Duration("duration", 10*time.Second, "length of one ladder step (calls per step = rate × duration)")
-	rates := fs.String("rates", "1000,1500,2000,2500,3000,4000,8000,12000,16000", "originate: call-rate ladder in calls/s, ascending; each side stops at its first unsustained step")
+	rates := fs.String("rates", "1000,2000,3000,4000,5000,6000,7000,8000,12000,16000", "originate: call-rate ladder in calls/s, ascending; each side stops at its first unsustained step")
 	sippRates := fs.String("sipp-rates", "1000,2000,4000,8000,12000,16000,20000,24000,28000,32000", "originate: SIPp reference's own rate ladder in calls/s, ascending (it runs up to its first unsustained step, so the ratio is against its best sustained rate); \"none\" skips it")
 	inflight := fs.Int("inflight", 1000, "originate: cap on calls in flight (also the bench line's limit)")
 	sippBuff := fs.Int("sipp-buff", 4<<20, "SIPp socket buffer size in bytes (-buff_size; the kernel caps it at net.core.rmem_max); 0 keeps SIPp's 64 KiB default, which drops datagrams whenever SIPp is descheduled for a few ms at these rates")
