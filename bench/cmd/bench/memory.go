@@ -244,26 +244,32 @@ func waitBridged(ctx context.Context, node *nodeProc, n int) (map[string]int, er
 const memNotes = `
 Notes:
 
-- The before column is a build of the tree before the memory work of
-  issue 14; the after build also carries whatever else changed in the tree
-  meanwhile (the relay and the call code were being reworked for CPU at the
-  same time), so the difference is not all from the changes below.
 - Results against the targets: RSS per established call without media
-  missed (about 80 KiB, against 83 to 87 KiB before: two runs of the old
-  build gave 87.0 and 82.9, so run-to-run noise is about ±5 KiB, larger
-  than the change); with an anchored G.711 stream met (the stream adds
-  only a few KiB: the relay's buffers and socket queues); flat after the
-  end missed (see below). The live-heap saving shows most after the calls
-  end, where the Go heap 40 s later is about 24 MiB above idle instead of
-  66 MiB.
-- Live heap, measured apart from this table with the node running
-  in-process in a throwaway program (runtime.GC twice, then heap and
-  goroutine profiles, 1000 bridged calls held, diff against the idle node): **26.7 KiB → 16.0 KiB per call**. The
-  outbound legs' share (internal/sip Dial, two legs per bridged call) went
-  from 11.8 KiB to 5.4 KiB per call. Goroutine stacks did not change:
-  28.0 → 29.2 KiB per call (three or four goroutines: the call's own in
-  internal/call and the relay's, each with a 8 KiB stack at least), and
-  they are now the largest single cost.
+  missed, but close: 50.1 to 57.4 KiB in five runs of the current tree,
+  against 81.8 to 86.2 KiB for the build before the
+  goroutine work below and 83 to 87 KiB before issue 14 (run-to-run noise
+  is about ±3 KiB, following where the GC cycle is at the reading); with
+  an anchored G.711 stream met (the stream adds a few KiB: socket queues);
+  flat after the end missed (see below).
+- Where a held bridged call's memory goes now (a profiling build, 1000
+  calls held, GODEBUG=memprofilerate=1024, GC forced before reading):
+  about 11 KiB of live heap (internal/sip's two legs with their kept
+  dialogs, sessions, sockets and SDP 5.1 KiB; the call 0.65 KiB; its
+  context 0.5 KiB; the relay 0.5 KiB; the line lease 0.3 KiB), one 8 KiB
+  goroutine stack (the call's own, parked until the hangup), and about
+  19 KiB of freed heap not yet returned to the kernel: with GOGC=100 the
+  heap grows to twice what is live before a collection, and the garbage of
+  setting the calls up sits in it.
+- Goroutines per held call, 3 → 1: the relay of two plain UDP sessions
+  runs on the port pool's epoll shards and nothing waits for it
+  (media.StartRelay), the watcher that stops ringing the destination when
+  the callee hangs up ends with the dial, and the dial's frame is kept out
+  of the parked goroutine's (internal/call bridge.go, run.go), so its
+  stack shrinks to 8 KiB (it was 16). The poll shards keep one receive
+  buffer each instead of 2 KiB per leg.
+- Live heap before the goroutine work, measured the same way: 26.7 KiB →
+  16.0 KiB per call from the outbound legs' dialog (below), then about
+  11 KiB with the relay's buffers shared.
 - What changed, all in internal/sip: an established outbound leg no longer
   keeps sipgo's DialogClientSession, which holds the INVITE client
   transaction for the whole call (the INVITE with its SDP, the parsed 2xx,
@@ -289,16 +295,19 @@ Notes:
   about 26 MiB held instead of about 0.4 GiB (6.5 KiB per call, appendix
   of part 1).
 - Not flat after the end: call.Manager keeps ended calls for KeepEnded
-  (2 minutes, at most 10,000 of them, about 0.8 KiB each), and the Go runtime
-  returns freed pages to the kernel only gradually, so RSS stays near its
-  peak for minutes after the heap has shrunk.
-- Why 50 KB per call is not met: RSS is about twice the live heap plus the
-  stacks (GOGC=100 lets the heap grow to twice what is live before
-  collecting). With 16 KiB live and 29 KiB of stacks per call that is
-  about 60 KiB. Meeting 50 KB takes fewer goroutines per call (the relay's
-  two readers and the call goroutine are outside internal/sip and
-  internal/media/session.go) or a GOMEMLIMIT/GOGC setting for the node; no
-  sipgo fork is needed for what remains in internal/sip.
+  (2 minutes, at most 10,000 of them, about 2 KiB each with their CDR, for
+  the API's GET of a call), no collection runs within the 40 s (an idle Go
+  process collects every 2 minutes), and the runtime returns freed pages
+  to the kernel only gradually, so RSS stays near its peak for minutes
+  after the heap has shrunk. Next step: a compact ended-call record and a
+  collection returning memory to the kernel once a burst's calls are over.
+- Why 50 KB per call is not quite met: RSS is the live heap (about 11
+  KiB), the stack (8 KiB) and the garbage GOGC=100 lets accumulate before
+  a collection (up to the live heap of the whole node again). Meeting it
+  reliably takes the call's last goroutine away (the call would wait on
+  callbacks from its legs, its context and the relay, and a short-lived
+  goroutine would finish it; that changes the Connector interface) or a
+  GOMEMLIMIT/GOGC setting for the node.
 - Inbound legs (calls to the node) still keep sipgo's
   DialogServerSession with the INVITE and its 200 for the call's life: not
   part of this bench, and not changed.
