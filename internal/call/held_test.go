@@ -2,8 +2,10 @@ package call_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -68,5 +70,71 @@ func TestHeldBridgedCallsCostOneGoroutineEach(t *testing.T) {
 		if o := c.Outcome(); !o.Connected || o.Disposition != call.Answered {
 			t.Fatalf("call %s: outcome %+v, want connected and ANSWERED", c.Ref(), o)
 		}
+	}
+}
+
+// After a call ends, the manager keeps only a compact record of it (issue
+// 16: a burst's ended calls held their whole *Call for two minutes). Get
+// answers from the record exactly as the call did: the same Info (the
+// body of GET /api/v1/calls/{ref}, byte for byte as JSON), the same
+// Outcome, Done closed.
+func TestEndedCallAnswersFromItsRecord(t *testing.T) {
+	r := testenv.StartRedis(t)
+	carrier := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario("uas_answer_wait_bye.xml"), Args: []string{"-m", "1"}})
+	destination := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario("uas_answer_wait_bye.xml"), Args: []string{"-m", "1"}})
+	setLine(t, r, "l1", "g1", "sip:"+carrier.Addr)
+	setDialplan(t, r, "default:8888", fmt.Sprintf(`{"type":"sip","uri":"sip:8888@%s"}`, destination.Addr))
+	n := startNode(t, r)
+
+	c, err := n.calls.Originate(context.Background(), request("ended-1", "15551240001", "8888"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 20*time.Second, func() error {
+		if st := c.Info().State; st != call.StateBridged {
+			return fmt.Errorf("call is %s", st)
+		}
+		return nil
+	})
+	if !n.calls.Hangup(c.Ref()) {
+		t.Fatal("hangup: no such call")
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(15 * time.Second):
+		t.Fatal("call did not end after hangup")
+	}
+	got, ok := n.calls.Get(c.Ref())
+	if !ok {
+		t.Fatal("ended call not found")
+	}
+	if got == c {
+		t.Fatal("the ended *Call itself is still kept")
+	}
+	want, err := json.Marshal(c.Info())
+	if err != nil {
+		t.Fatal(err)
+	}
+	have, err := json.Marshal(got.Info())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(have) != string(want) {
+		t.Fatalf("ended call's Info from its record:\n%s\nfrom the call:\n%s", have, want)
+	}
+	if !strings.Contains(string(have), `"state":"ended"`) || !strings.Contains(string(have), `"answer":`) ||
+		!strings.Contains(string(have), `"disposition":"ANSWERED"`) {
+		t.Fatalf("ended call's Info lacks its state, answer or disposition: %s", have)
+	}
+	if o, w := got.Outcome(), c.Outcome(); fmt.Sprintf("%+v", o) != fmt.Sprintf("%+v", w) {
+		t.Fatalf("outcome from the record %+v, from the call %+v", o, w)
+	}
+	select {
+	case <-got.Done():
+	default:
+		t.Fatal("Done of the ended call's record not closed")
+	}
+	if n.calls.Hangup(c.Ref()) || n.calls.Active() != 0 || len(n.calls.Calls()) != 0 {
+		t.Fatal("ended call still counted in progress")
 	}
 }

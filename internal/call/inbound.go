@@ -118,7 +118,7 @@ func (m *Manager) HandleInbound(in *sip.Inbound) {
 	// The call outlives the setup timeout.
 	cctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	c.cancel = cancel
-	m.calls[req.CallRef] = c
+	m.addLocked(c)
 	m.wg.Add(1)
 	m.mu.Unlock()
 	m.mActive.Inc()

@@ -27,12 +27,27 @@ type Config struct {
 	// at thousands of calls per second.
 	MaxEnded int
 	// MaxEndedBytes caps the memory of the ended calls kept, as estimated
-	// from their numbers, references, variables and CDRs (approxBytes), so
+	// from their numbers, references and CDRs (endedCall.approxBytes), so
 	// calls with large variables cannot fill memory within MaxEnded. The
 	// oldest are forgotten first. Default 64 MiB.
 	MaxEndedBytes int
 	// DrainTimeout bounds the wait for calls to hang up on shutdown.
 	DrainTimeout time.Duration
+	// ReleaseAfterPeak is how many calls in progress make a burst after
+	// which memory is given back to the kernel: once the calls in progress
+	// have stayed at a tenth of their peak or less for ReleaseQuiet, the
+	// manager runs Deps.FreeOSMemory, at most once per ReleaseInterval.
+	// Without it an idle node keeps the burst's garbage until the runtime's
+	// two-minute collection and its pages for minutes after. Default 200;
+	// negative never releases.
+	ReleaseAfterPeak int
+	// ReleaseQuiet is how long the calls must have been few before the
+	// release, so that what the ended calls leave behind for a moment (the
+	// INVITE transactions, 2 s; the BYE transactions, Timer K 5 s) is
+	// freed with it. Default 10 s.
+	ReleaseQuiet time.Duration
+	// ReleaseInterval is the least time between two releases. Default 10 s.
+	ReleaseInterval time.Duration
 }
 
 // Deps are the components a call passes through.
@@ -51,6 +66,10 @@ type Deps struct {
 	// keeps call records for dispositions and recording downloads; nil
 	// records nothing (NewRecords builds the node's).
 	Records CallRecorder
+	// FreeOSMemory runs a collection and returns the freed memory to the
+	// kernel once a burst of calls is over (see Config.ReleaseAfterPeak);
+	// nil uses runtime/debug.FreeOSMemory.
+	FreeOSMemory func()
 }
 
 // Manager runs calls and keeps them addressable by call_ref.
@@ -63,16 +82,20 @@ type Manager struct {
 	connMu     sync.RWMutex
 	connectors map[string]Connector
 
-	mu    sync.Mutex
+	mu sync.Mutex
+	// calls are the calls in progress; ended the compact records of the
+	// calls that ended within KeepEnded.
 	calls map[string]*Call
-	ended map[string]time.Time
+	ended map[string]*endedCall
 	order []string // ended call refs, oldest first
-	// endedSize is approxBytes of each ended call kept; endedBytes their
-	// sum.
-	endedSize  map[string]int
+	// endedBytes is the sum of the ended records' approxBytes.
 	endedBytes int
-	wg         sync.WaitGroup
-	closed     bool
+	// peak is the most calls in progress since the release check last
+	// read it.
+	peak    int
+	release *memReleaser
+	wg      sync.WaitGroup
+	closed  bool
 
 	events *eventBus
 
@@ -116,7 +139,7 @@ func NewManager(cfg Config, deps Deps) (*Manager, error) {
 		deps.Now = time.Now
 	}
 	m := &Manager{cfg: cfg, deps: deps, log: deps.Logger.With("component", "call"), now: deps.Now,
-		connectors: map[string]Connector{}, calls: map[string]*Call{}, ended: map[string]time.Time{}, endedSize: map[string]int{},
+		connectors: map[string]Connector{}, calls: map[string]*Call{}, ended: map[string]*endedCall{},
 		mCalls: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "redial_calls_total",
 			Help: "Call attempts (one per CDR) by disposition."}, []string{"disposition"}),
 		mActive: prometheus.NewGauge(prometheus.GaugeOpts{Name: "redial_active_calls", Help: "Calls in progress on this node."}),
@@ -128,6 +151,7 @@ func NewManager(cfg Config, deps Deps) (*Manager, error) {
 			Help: "Call events not delivered to a local subscriber whose buffer was full."}),
 	}
 	m.events = newEventBus(m.mDropped)
+	m.release = newMemReleaser(cfg, deps.FreeOSMemory)
 	if deps.Registry != nil {
 		deps.Registry.MustRegister(m.mCalls, m.mActive, m.mSetup, m.mInbound, m.mDropped)
 	}
@@ -143,18 +167,23 @@ func (m *Manager) RegisterConnector(targetType string, c Connector) {
 	m.connMu.Unlock()
 }
 
-// Run prunes ended calls; on ctx cancel it hangs up every call and waits
-// for their CDRs (bounded by DrainTimeout).
+// Run prunes ended calls and gives memory back to the kernel after a
+// burst of calls (memReleaser); on ctx cancel it hangs up every call and
+// waits for their CDRs (bounded by DrainTimeout).
 func (m *Manager) Run(ctx context.Context) error {
-	t := time.NewTicker(10 * time.Second)
-	defer t.Stop()
+	prune := time.NewTicker(10 * time.Second)
+	defer prune.Stop()
+	check := time.NewTicker(time.Second)
+	defer check.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			m.shutdown()
 			return nil
-		case <-t.C:
+		case <-prune.C:
 			m.prune()
+		case <-check.C:
+			m.checkRelease()
 		}
 	}
 }
@@ -175,83 +204,6 @@ func (m *Manager) shutdown() {
 	case <-time.After(m.cfg.DrainTimeout):
 		m.log.Warn("call: calls still running after drain timeout")
 	}
-}
-
-func (m *Manager) prune() {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	cut := m.now().Add(-m.cfg.KeepEnded)
-	i := 0
-	for ; i < len(m.order); i++ {
-		ref := m.order[i]
-		if !m.ended[ref].Before(cut) {
-			break
-		}
-		m.forgetLocked(ref)
-	}
-	m.order = append([]string(nil), m.order[i:]...)
-}
-
-// keepEnded records c as ended, visible to Get until pruned, and forgets
-// the oldest ended calls while more than MaxEnded of them, or more than
-// MaxEndedBytes, are kept.
-func (m *Manager) keepEnded(c *Call) {
-	size := c.approxBytes()
-	ref := c.req.CallRef
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	// An ended call is only read for Info, Outcome and Done until it is
-	// pruned: let go of what only its run needed (the context, the
-	// request's variables and callbacks), which thousands of ended calls
-	// would otherwise keep. Its CDRs keep their own variables.
-	c.cancel = nil
-	c.req.Variables, c.req.OnInvite, c.req.LineGroups = nil, nil, nil
-	m.ended[ref] = m.now()
-	m.endedSize[ref] = size
-	m.endedBytes += size
-	m.order = append(m.order, ref)
-	for len(m.order) > 0 && (len(m.order) > m.cfg.MaxEnded || m.endedBytes > m.cfg.MaxEndedBytes) {
-		m.forgetLocked(m.order[0])
-		m.order = m.order[1:]
-	}
-}
-
-// forgetLocked drops an ended call; m.mu is held and the caller removes
-// ref from m.order.
-func (m *Manager) forgetLocked(ref string) {
-	delete(m.ended, ref)
-	delete(m.calls, ref)
-	m.endedBytes -= m.endedSize[ref]
-	delete(m.endedSize, ref)
-}
-
-// approxBytes estimates the memory an ended call holds: its request and
-// its CDRs (whose variables are the bulk), plus a fixed overhead for the
-// structures around them.
-func (c *Call) approxBytes() int {
-	const overhead, perCDR, perEntry = 2048, 512, 48
-	vars := func(m map[string]string) int {
-		n := 0
-		for k, v := range m {
-			n += len(k) + len(v) + perEntry
-		}
-		return n
-	}
-	n := overhead + len(c.req.CallRef) + len(c.req.ContactRef) + len(c.req.CampaignRef) + vars(c.req.Variables)
-	for _, s := range c.req.Numbers {
-		n += len(s) + perEntry
-	}
-	for _, s := range c.req.LineGroups {
-		n += len(s) + perEntry
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, r := range c.info.CDRs {
-		n += perCDR + len(r.CallRef) + len(r.ContactRef) + len(r.CampaignRef) + len(r.ClientNumber) + len(r.DialNumber) +
-			len(r.Line) + len(r.HangupCause) + vars(r.Variables)
-	}
-	// The outcome holds the same CDRs; their maps are shared.
-	return n + perCDR*len(c.out.CDRs)
 }
 
 // newCall builds a call that reports its events to the manager's
@@ -329,13 +281,14 @@ func (m *Manager) register(ctx context.Context, c *Call) (context.Context, error
 		m.mu.Unlock()
 		return nil, ErrStopped
 	}
-	if _, ok := m.calls[ref]; ok {
+	_, live := m.calls[ref]
+	if _, ended := m.ended[ref]; live || ended {
 		m.mu.Unlock()
 		return nil, fmt.Errorf("call: %q: %w", ref, ErrDuplicateRef)
 	}
 	cctx, cancel := context.WithCancelCause(ctx)
 	c.cancel = cancel
-	m.calls[ref] = c
+	m.addLocked(c)
 	m.wg.Add(1)
 	m.mu.Unlock()
 	m.mActive.Inc()
@@ -374,12 +327,27 @@ func (m *Manager) Place(ctx context.Context, req Request) (Outcome, error) {
 	return c.Outcome(), nil
 }
 
-// Get returns a call by reference.
+// addLocked records call c as in progress; m.mu is held.
+func (m *Manager) addLocked(c *Call) {
+	m.calls[c.req.CallRef] = c
+	m.peak = max(m.peak, len(m.calls))
+}
+
+// Get returns a call by reference: one in progress, or one that ended
+// within KeepEnded, rebuilt from its record (its Info, Outcome and Done
+// answer as the call's did; Done is closed).
 func (m *Manager) Get(ref string) (*Call, bool) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	c, ok := m.calls[ref]
-	return c, ok
+	e, ended := m.ended[ref]
+	m.mu.Unlock()
+	if ok {
+		return c, true
+	}
+	if ended {
+		return e.call(), true
+	}
+	return nil, false
 }
 
 // Hangup ends a call: cancels it while ringing, sends BYE when answered.
@@ -387,13 +355,12 @@ func (m *Manager) Get(ref string) (*Call, bool) {
 func (m *Manager) Hangup(ref string) bool {
 	m.mu.Lock()
 	c, ok := m.calls[ref]
-	_, ended := m.ended[ref]
 	var cancel context.CancelCauseFunc
 	if ok {
 		cancel = c.cancel // keepEnded clears it under m.mu
 	}
 	m.mu.Unlock()
-	if !ok || ended || cancel == nil {
+	if !ok || cancel == nil {
 		return false
 	}
 	cancel(errHangupRequested)
@@ -404,17 +371,15 @@ func (m *Manager) Hangup(ref string) bool {
 func (m *Manager) Active() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return len(m.calls) - len(m.ended)
+	return len(m.calls)
 }
 
 // Calls lists the calls in progress.
 func (m *Manager) Calls() []Info {
 	m.mu.Lock()
 	list := make([]*Call, 0, len(m.calls))
-	for ref, c := range m.calls {
-		if _, ended := m.ended[ref]; !ended {
-			list = append(list, c)
-		}
+	for _, c := range m.calls {
+		list = append(list, c)
 	}
 	m.mu.Unlock()
 	out := make([]Info, 0, len(list))
