@@ -61,6 +61,10 @@ type RelayRun struct {
 // A relay between two plain UDP sessions runs on the port pool's shared
 // poller and costs no goroutine while it is held (a bridged call holds one
 // for its whole life); others (WebRTC legs) run one goroutine per direction.
+// The poller holds the sessions' sockets outside Go's netpoller while it
+// relays them: the sessions still send (WritePacket, Play) meanwhile, and
+// read again once the relay has stopped; nothing queued is lost across
+// the switch.
 func StartRelay(ctx context.Context, a, b *Session, rec *StereoRecorder) *RelayRun {
 	if r := startPolled(ctx, a, b, rec); r != nil {
 		return r
@@ -82,7 +86,8 @@ func StartRelay(ctx context.Context, a, b *Session, rec *StereoRecorder) *RelayR
 func (r *RelayRun) Done() <-chan struct{} { return r.done }
 
 // Stop ends the relay, as cancelling its context does; the sessions stay
-// usable. It may be called any number of times.
+// usable (a polled relay has given their sockets back when Stop returns).
+// It may be called any number of times.
 func (r *RelayRun) Stop() { r.stop() }
 
 // Wait blocks until the relay has stopped (Done) and no longer touches the
@@ -134,8 +139,8 @@ func (r *relay) stop() {
 	}
 	r.stopping.Store(true)
 	past := time.Unix(1, 0)
-	_ = r.a.conn.SetReadDeadline(past)
-	_ = r.b.conn.SetReadDeadline(past)
+	_ = r.a.setReadDeadline(past)
+	_ = r.b.setReadDeadline(past)
 }
 
 // finish clears the deadlines stop set; holding mu guarantees a late
@@ -145,8 +150,8 @@ func (r *relay) finish() {
 	defer r.mu.Unlock()
 	r.finished = true
 	if r.stopping.Load() {
-		_ = r.a.conn.SetReadDeadline(time.Time{})
-		_ = r.b.conn.SetReadDeadline(time.Time{})
+		_ = r.a.setReadDeadline(time.Time{})
+		_ = r.b.setReadDeadline(time.Time{})
 	}
 }
 

@@ -25,6 +25,12 @@ import (
 // epoll descriptor itself when nothing is ready. The shards belong to the
 // sessions' PortPool (one per node), and a shard's goroutine exits when its
 // last relay ends.
+//
+// While a shard relays a socket, Go's netpoller must not watch it too: it
+// registers every socket edge-triggered, so each packet would also wake it
+// (and the scheduler around it) for no goroutine at all. The relay
+// therefore takes the socket out of Go's hands for its duration
+// (relay_detach_linux.go) and works on a plain descriptor.
 
 // pollBatch is how many ready sockets one epoll_wait returns at most.
 const pollBatch = 128
@@ -76,8 +82,7 @@ type pollShard struct {
 	pk pollPacket
 }
 
-// pollPacket is the packet a shard is forwarding, passed to a leg's readFn
-// and writeFn without a closure allocation.
+// pollPacket is the packet a shard is forwarding; its legs share it.
 type pollPacket struct {
 	n      int
 	pkt    []byte
@@ -109,7 +114,7 @@ func newPollShard() (*pollShard, error) {
 }
 
 // add registers the legs' source sockets and starts the shard's goroutine
-// if it is not running. It fails when a socket is closed.
+// if it is not running.
 func (sh *pollShard) add(legs ...*pollLeg) error {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -121,17 +126,10 @@ func (sh *pollShard) add(legs ...*pollLeg) error {
 			}
 		}
 		l.id = sh.nextID
-		var cerr error
-		err := l.srcRaw.Control(func(fd uintptr) {
-			ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(l.id)}
-			cerr = syscall.EpollCtl(sh.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev)
-		})
-		if err == nil {
-			err = cerr
-		}
-		if err != nil {
+		ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(l.id)}
+		if err := syscall.EpollCtl(sh.epfd, syscall.EPOLL_CTL_ADD, l.srcFd, &ev); err != nil {
 			sh.removeLocked(legs[:i]...)
-			return err
+			return fmt.Errorf("media: relay: epoll_ctl add: %w", err)
 		}
 		sh.legs[l.id] = l
 	}
@@ -156,11 +154,11 @@ func (sh *pollShard) removeLocked(legs ...*pollLeg) {
 			continue
 		}
 		delete(sh.legs, l.id)
-		// A closed socket has left the epoll set by itself; a stale event
-		// for its id finds no leg and is ignored.
-		_ = l.srcRaw.Control(func(fd uintptr) {
-			_ = syscall.EpollCtl(sh.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
-		})
+		// The descriptor is still open (the relay closes it only after
+		// this); the registration must go explicitly, as it outlives a
+		// closed descriptor while a duplicate of it (a reattached conn)
+		// keeps the socket open.
+		_ = syscall.EpollCtl(sh.epfd, syscall.EPOLL_CTL_DEL, l.srcFd, nil)
 	}
 }
 
@@ -216,8 +214,8 @@ func (sh *pollShard) batchLocked() bool {
 		}
 		live := false
 		for i := range n {
-			// An event without a leg is a closed socket's, which leaves
-			// the set by itself.
+			// Events are fetched and legs removed under mu, so every
+			// event has its leg; the check is defensive.
 			if l := sh.legs[uint32(sh.events[i].Fd)]; l != nil {
 				live = true
 				l.forward()
@@ -234,28 +232,59 @@ type pollRelay struct {
 	rec      *StereoRecorder
 	done     chan struct{}
 	doneOnce sync.Once
-	stopFn   func()
+	sess     [2]*Session
+	// end stops the relay and gives the sockets back; it is the sessions'
+	// release hook (Session.Close calls it), RelayRun.Stop and the ctx
+	// watch.
+	end func()
+
+	// mu orders taking the sockets and registering them with the shard
+	// against letting them go, so that a Close racing with the start
+	// never leaves a closed descriptor in the epoll set.
+	mu       sync.Mutex
+	conns    [2]*rawConn // the sockets taken (detach); nil when not
+	added    bool        // the legs are registered with sh
+	released bool
 }
 
 func (r *pollRelay) stop() { r.doneOnce.Do(func() { close(r.done) }) }
+
+// release unregisters the legs and gives the sockets back to their
+// sessions (a closed session's is closed). Once it returns the relay no
+// longer touches the sessions; it may be called any number of times.
+func (r *pollRelay) release() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.releaseLocked()
+}
+
+func (r *pollRelay) releaseLocked() {
+	if r.released {
+		return
+	}
+	r.released = true
+	if r.added {
+		r.sh.remove(&r.legs[0], &r.legs[1])
+	}
+	for i, c := range r.conns {
+		if c != nil {
+			r.sess[i].reattach(c)
+		}
+	}
+}
 
 // pollLeg is one direction of a polled relay. The shard's goroutine is the
 // only one using it while it is registered. It is kept small: a held call
 // keeps two of them for its whole life.
 type pollLeg struct {
-	r              *pollRelay
-	src, dst       *Session
-	srcRaw, dstRaw syscall.RawConn
-	side           int
-	id             uint32
-	dst6           bool // dst's socket is AF_INET6
-	forwarded      uint64
-	errs           int
-
-	// readFn and writeFn are read and write, bound once: they work on the
-	// shard's packet (pollShard.pk).
-	readFn  func(fd uintptr)
-	writeFn func(fd uintptr)
+	r            *pollRelay
+	src, dst     *Session
+	srcFd, dstFd int // the sockets' descriptors the relay holds (rawConn)
+	side         int
+	id           uint32
+	dst6         bool // dst's socket is AF_INET6
+	forwarded    uint64
+	errs         int
 
 	// The destination address as a sockaddr, built when dst's remote
 	// changes.
@@ -267,81 +296,69 @@ type pollLeg struct {
 }
 
 // startPolled starts the relay on a shard when both sessions are plain UDP
-// sockets; it returns nil when it cannot (WebRTC legs, no epoll), and the
-// caller runs pump instead. While the relay is held no goroutine waits for
-// it: ctx and the sessions' Close stop it through callbacks.
+// sockets; it returns nil when it cannot (WebRTC legs, no epoll, a session
+// closed or already relayed), and the caller runs pump instead. While the
+// relay is held no goroutine waits for it: ctx and the sessions' Close stop
+// it through callbacks.
 func startPolled(ctx context.Context, a, b *Session, rec *StereoRecorder) *RelayRun {
-	ua, okA := a.conn.(*net.UDPConn)
-	ub, okB := b.conn.(*net.UDPConn)
-	if !okA || !okB {
-		return nil
-	}
-	if a.pool == nil {
+	if a == b || a.pool == nil || !a.isUDP() || !b.isUDP() {
 		return nil
 	}
 	sh := a.pool.relay.pick()
 	if sh == nil {
 		return nil
 	}
-	rawA, errA := ua.SyscallConn()
-	rawB, errB := ub.SyscallConn()
-	if errA != nil || errB != nil {
+	r := &pollRelay{sh: sh, rec: rec, done: make(chan struct{}), sess: [2]*Session{a, b}}
+	r.end = func() {
+		r.stop()
+		r.release()
+	}
+	r.mu.Lock()
+	var fds [2]int
+	var six [2]bool
+	for i, s := range r.sess {
+		c := s.detach(r.end)
+		if c == nil {
+			r.releaseLocked()
+			r.mu.Unlock()
+			return nil
+		}
+		r.conns[i], fds[i], six[i] = c, c.fd, c.six
+	}
+	r.legs[0] = pollLeg{r: r, src: a, dst: b, srcFd: fds[0], dstFd: fds[1], side: 0, dst6: six[1]}
+	r.legs[1] = pollLeg{r: r, src: b, dst: a, srcFd: fds[1], dstFd: fds[0], side: 1, dst6: six[0]}
+	if err := sh.add(&r.legs[0], &r.legs[1]); err != nil {
+		r.releaseLocked()
+		r.mu.Unlock()
+		a.log.Load().Warn("media: relay: falling back to a goroutine per direction", "error", err)
 		return nil
 	}
-	r := &pollRelay{sh: sh, rec: rec, done: make(chan struct{})}
-	r.stopFn = r.stop
-	r.legs[0] = pollLeg{r: r, src: a, dst: b, srcRaw: rawA, dstRaw: rawB, side: 0, dst6: isInet6(rawB)}
-	r.legs[1] = pollLeg{r: r, src: b, dst: a, srcRaw: rawB, dstRaw: rawA, side: 1, dst6: isInet6(rawA)}
-	for i := range r.legs {
-		l := &r.legs[i]
-		l.readFn, l.writeFn = l.read, l.write
-	}
-	run := &RelayRun{done: r.done, stop: r.stop}
+	r.added = true
+	r.mu.Unlock()
 
-	// Close wakes the relay through the hook; checking closed after
-	// installing it cannot miss a concurrent Close.
-	a.relayStop.Store(&r.stopFn)
-	b.relayStop.Store(&r.stopFn)
-	unhook := func() {
-		a.relayStop.CompareAndSwap(&r.stopFn, nil)
-		b.relayStop.CompareAndSwap(&r.stopFn, nil)
-	}
-	if a.closed.Load() || b.closed.Load() {
-		unhook()
-		r.stop()
-		run.wait = func() RelayStats { return RelayStats{} }
-		return run
-	}
-	if err := sh.add(&r.legs[0], &r.legs[1]); err != nil {
-		// A socket closed under us: the relay is over.
-		unhook()
-		r.stop()
-		run.wait = func() RelayStats { return RelayStats{} }
-		return run
-	}
+	run := &RelayRun{done: r.done, stop: r.end}
 	// A caller that stops the relay itself passes a context that is never
 	// done: no watch on it then (a held call would keep one).
 	unwatch := func() bool { return false }
 	if ctx.Done() != nil {
-		unwatch = context.AfterFunc(ctx, r.stop)
+		unwatch = context.AfterFunc(ctx, r.end)
 	}
 	run.wait = func() RelayStats {
 		<-r.done
 		unwatch()
-		sh.remove(&r.legs[0], &r.legs[1])
-		unhook()
+		// After release the shard no longer writes the counts.
+		r.release()
 		return RelayStats{AtoB: r.legs[0].forwarded, BtoA: r.legs[1].forwarded}
 	}
 	return run
 }
 
-func isInet6(raw syscall.RawConn) bool {
-	six := false
-	_ = raw.Control(func(fd uintptr) {
-		if sa, err := syscall.Getsockname(int(fd)); err == nil {
-			_, six = sa.(*syscall.SockaddrInet6)
-		}
-	})
+func isInet6(fd int) bool {
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		return false
+	}
+	_, six := sa.(*syscall.SockaddrInet6)
 	return six
 }
 
@@ -349,10 +366,7 @@ func isInet6(raw syscall.RawConn) bool {
 func (l *pollLeg) forward() {
 	p := &l.r.sh.pk
 	p.n, p.rerr, p.fromOK = -1, 0, false
-	if err := l.srcRaw.Control(l.readFn); err != nil {
-		l.r.stop() // src is closed
-		return
-	}
+	l.read(l.srcFd)
 	switch {
 	case p.rerr == syscall.EAGAIN || p.rerr == syscall.EINTR:
 		return
@@ -388,10 +402,7 @@ func (l *pollLeg) forward() {
 	}
 	p.pkt = pkt
 	p.werr = 0
-	if err := l.dstRaw.Control(l.writeFn); err != nil {
-		l.r.stop() // dst is closed
-		return
-	}
+	l.write(l.dstFd)
 	if p.werr != 0 {
 		return // a transient send error (ENOBUFS, firewall) loses this packet only
 	}
@@ -402,11 +413,11 @@ func (l *pollLeg) forward() {
 
 // read is one non-blocking recvfrom. RawSyscall: the socket is
 // non-blocking, so the call never waits and needs no scheduler hand-off.
-func (l *pollLeg) read(fd uintptr) {
+func (l *pollLeg) read(fd int) {
 	p := &l.r.sh.pk
 	fromLen := uint32(unsafe.Sizeof(p.from))
 	buf := &p.buf
-	n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)),
+	n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)),
 		syscall.MSG_DONTWAIT|syscall.MSG_TRUNC, uintptr(unsafe.Pointer(&p.from)), uintptr(unsafe.Pointer(&fromLen)))
 	if e != 0 {
 		p.rerr = e
@@ -460,9 +471,9 @@ func (l *pollLeg) setDest(st *remoteState) {
 }
 
 // write is one non-blocking sendto of p.pkt.
-func (l *pollLeg) write(fd uintptr) {
+func (l *pollLeg) write(fd int) {
 	p := &l.r.sh.pk
-	_, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&p.pkt[0])), uintptr(len(p.pkt)),
+	_, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&p.pkt[0])), uintptr(len(p.pkt)),
 		syscall.MSG_DONTWAIT, uintptr(l.saPtr), l.saLen)
 	p.werr = e
 }

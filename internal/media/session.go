@@ -34,7 +34,17 @@ const readBufferBytes = 1 << 20
 //
 // A Session is safe for concurrent use, with one reader at a time.
 type Session struct {
-	conn    packetConn
+	// connMu guards conn and release. A polled relay swaps conn while it
+	// holds the socket (relay_detach_linux.go); writers, deadline setters
+	// and Close hold connMu so that none of them ever uses a conn being
+	// swapped out. A reader takes the current conn under it but reads
+	// without it: while a relay runs it is the only reader.
+	connMu sync.RWMutex
+	conn   packetConn
+	// release gives the socket back from the polled relay holding it;
+	// nil when none does. Close calls it.
+	release func()
+
 	pool    *PortPool
 	port    int
 	localIP string
@@ -59,10 +69,6 @@ type Session struct {
 	listenMu sync.Mutex
 	listener *listenState
 	dtmfOut  dtmfSender
-
-	// relayStop wakes a polled Relay (relay_poll_linux.go) when Close is
-	// called; nil when none runs.
-	relayStop atomic.Pointer[func()]
 }
 
 // packetConn is a Session's transport. *net.UDPConn is the plain RTP one;
@@ -259,14 +265,36 @@ func (s *Session) DTMF() *Codec {
 // and may be called any number of times.
 func (s *Session) Close() error {
 	s.closeOnce.Do(func() {
+		// Once closed is set under connMu no relay takes or gives back
+		// the socket, so conn stays what it is now.
+		s.connMu.Lock()
 		s.closed.Store(true)
-		s.closeErr = s.conn.Close()
-		s.pool.Put(s.port)
-		if stop := s.relayStop.Load(); stop != nil {
-			(*stop)()
+		c, release := s.conn, s.release
+		s.connMu.Unlock()
+		if release != nil {
+			// A relay holds the socket: it stops, lets go of the socket
+			// and closes it, seeing the session closed.
+			release()
+		} else {
+			s.closeErr = c.Close()
 		}
+		s.pool.Put(s.port)
 	})
 	return s.closeErr
+}
+
+// readConn returns the transport to read from; see connMu.
+func (s *Session) readConn() packetConn {
+	s.connMu.RLock()
+	defer s.connMu.RUnlock()
+	return s.conn
+}
+
+// setReadDeadline sets the transport's read deadline.
+func (s *Session) setReadDeadline(t time.Time) error {
+	s.connMu.RLock()
+	defer s.connMu.RUnlock()
+	return s.conn.SetReadDeadline(t)
 }
 
 // Stats returns the session's traffic counters.
@@ -287,7 +315,7 @@ func (s *Session) Stats() SessionStats {
 func (s *Session) ReadPacket(buf []byte) (n int, err error) {
 	for {
 		var from netip.AddrPort
-		n, from, err = s.conn.ReadFromUDPAddrPort(buf)
+		n, from, err = s.readConn().ReadFromUDPAddrPort(buf)
 		if err != nil {
 			return n, err
 		}
@@ -340,7 +368,10 @@ func (s *Session) WritePacket(b []byte) error {
 	if st == nil || !st.ap.IsValid() {
 		return nil
 	}
-	if _, err := s.conn.WriteToUDPAddrPort(b, st.ap); err != nil {
+	s.connMu.RLock()
+	_, err := s.conn.WriteToUDPAddrPort(b, st.ap)
+	s.connMu.RUnlock()
+	if err != nil {
 		return err
 	}
 	s.out.packets.Add(1)
@@ -458,7 +489,7 @@ func (s *Session) Listen(ctx context.Context, h Handler) error {
 		s.listenMu.Lock()
 		s.listener = nil
 		if l.woken {
-			_ = s.conn.SetReadDeadline(time.Time{})
+			_ = s.setReadDeadline(time.Time{})
 		}
 		s.listenMu.Unlock()
 	}()
@@ -545,7 +576,7 @@ func (s *Session) InjectDTMF(digit rune, durationMs int) bool {
 		return false
 	}
 	l.woken = true
-	_ = s.conn.SetReadDeadline(time.Unix(1, 0))
+	_ = s.setReadDeadline(time.Unix(1, 0))
 	return true
 }
 
@@ -555,7 +586,7 @@ func (s *Session) wakeListener(l *listenState) {
 	defer s.listenMu.Unlock()
 	if s.listener == l {
 		l.woken = true
-		_ = s.conn.SetReadDeadline(time.Unix(1, 0))
+		_ = s.setReadDeadline(time.Unix(1, 0))
 	}
 }
 
@@ -565,14 +596,14 @@ func (s *Session) rearm(l *listenState) {
 	s.listenMu.Lock()
 	defer s.listenMu.Unlock()
 	l.woken = false
-	_ = s.conn.SetReadDeadline(time.Time{})
+	_ = s.setReadDeadline(time.Time{})
 }
 
 // discardQueued drops the datagrams waiting in the socket: whatever arrived
 // within a millisecond counts as queued.
 func (s *Session) discardQueued(buf []byte, l *listenState) {
 	for i := 0; i < 1<<16; i++ {
-		if err := s.conn.SetReadDeadline(time.Now().Add(time.Millisecond)); err != nil {
+		if err := s.setReadDeadline(time.Now().Add(time.Millisecond)); err != nil {
 			break
 		}
 		if _, err := s.ReadPacket(buf); err != nil {
