@@ -92,7 +92,10 @@ type Manager struct {
 	endedBytes int
 	// peak is the most calls in progress since the release check last
 	// read it.
-	peak    int
+	peak int
+	// started counts the calls started since the release check last read
+	// it: short calls at a high rate keep few in progress, and are load.
+	started int
 	release *memReleaser
 	wg      sync.WaitGroup
 	closed  bool
@@ -331,6 +334,7 @@ func (m *Manager) Place(ctx context.Context, req Request) (Outcome, error) {
 func (m *Manager) addLocked(c *Call) {
 	m.calls[c.req.CallRef] = c
 	m.peak = max(m.peak, len(m.calls))
+	m.started++
 }
 
 // Get returns a call by reference: one in progress, or one that ended

@@ -12,8 +12,9 @@ import (
 // burst's peak for minutes. One FreeOSMemory (a collection that returns
 // every free page) once the calls are over fixes that; it stops the world
 // for a moment, so it runs only when the calls in progress have fallen to
-// a tenth of a large peak, never under steady load, and at most once per
-// interval.
+// a tenth of a large peak and as few start each second (short calls at a
+// high rate keep few in progress: that is load), never under steady load,
+// and at most once per interval.
 type memReleaser struct {
 	free     func()
 	minPeak  int // < 0: never release
@@ -42,15 +43,15 @@ func newMemReleaser(cfg Config, free func()) *memReleaser {
 	return r
 }
 
-// due is told, at now, the calls in progress and the most there were since
-// the last call to due; it reports whether to release memory now, and if
-// so counts the release as done.
-func (r *memReleaser) due(now time.Time, active, peak int) bool {
+// due is told, at now, the calls in progress, the most there were and how
+// many started since the last call to due (a second ago); it reports
+// whether to release memory now, and if so counts the release as done.
+func (r *memReleaser) due(now time.Time, active, peak, started int) bool {
 	if r.minPeak < 0 {
 		return false
 	}
 	r.peak = max(r.peak, peak, active)
-	if r.peak < r.minPeak || active > r.peak/10 {
+	if r.peak < r.minPeak || active > r.peak/10 || started > r.peak/10 {
 		r.low = time.Time{}
 		return false
 	}
@@ -69,9 +70,9 @@ func (r *memReleaser) due(now time.Time, active, peak int) bool {
 func (m *Manager) checkRelease() {
 	now := m.now()
 	m.mu.Lock()
-	active, peak := len(m.calls), m.peak
-	m.peak = active
-	due := m.release.due(now, active, peak)
+	active, peak, started := len(m.calls), m.peak, m.started
+	m.peak, m.started = active, 0
+	due := m.release.due(now, active, peak, started)
 	if due && active == 0 {
 		// A Go map never shrinks: drop the burst's buckets with it.
 		m.calls = map[string]*Call{}

@@ -101,9 +101,30 @@ func TestReleaseAfterBurst(t *testing.T) {
 	if released != 4 {
 		t.Fatalf("released %d times after a burst between two checks, want 4", released)
 	}
+	// Short calls at a high rate keep few in progress, but they are load:
+	// after a burst, 500 calls a second that each end within the second
+	// never look like the end of the burst.
+	tick(20)
+	start(1000)
+	tick(1)
+	end(1000)
+	before := released
+	for i := 0; i < 60; i++ {
+		start(500)
+		end(500)
+		tick(1)
+	}
+	if released != before {
+		t.Fatalf("released %d times under 500 short calls a second", released-before)
+	}
+	// When they stop, the burst is over.
+	tick(6)
+	if released != before+1 {
+		t.Fatalf("released %d times once the short calls stopped, want 1", released-before)
+	}
 	// Never releases when switched off.
 	off := newMemReleaser(Config{ReleaseAfterPeak: -1}, func() { t.Fatal("released while off") })
 	for i := 0; i < 100; i++ {
-		off.due(now.Add(time.Duration(i)*time.Second), 0, 1000)
+		off.due(now.Add(time.Duration(i)*time.Second), 0, 1000, 0)
 	}
 }
