@@ -66,7 +66,7 @@ func (l *Ledger) Mark(ctx context.Context, member string) error {
 		})
 	})
 	n, err := l.marks.Do(ctx, struct{}{}, member)
-	if err != nil {
+	if err != nil || n == 1 {
 		return err
 	}
 	return settleResult(n, "mark claim in "+l.Keys("").Dialing)
@@ -112,17 +112,14 @@ func (op SettleOp) AckBatch() AckBatchKey {
 // of member and '1' when that claim was marked.
 // Removes one copy of each member as the settle script does for an 'ack'.
 // Returns one status per member: 1 done; 0 not held (nothing changed).
-var settleAcksScript = redis.NewScript(`
+var settleAcksScript = redis.NewScript(takeCopyLua + `
 local out = {}
 for i = 2, #ARGV, 2 do
-  local m = ARGV[i]
-  local first, second = KEYS[1], KEYS[3]
-  if ARGV[i + 1] == '1' then first, second = KEYS[3], KEYS[1] end
-  local held = redis.call('LREM', first, -1, m) == 1 or redis.call('LREM', second, -1, m) == 1
-  if held and ARGV[1] ~= '1' and not redis.call('LPOS', KEYS[1], m) and not redis.call('LPOS', KEYS[3], m) then
-    redis.call('HDEL', KEYS[2], m)
+  if take(KEYS[1], KEYS[3], KEYS[2], ARGV[i], ARGV[i + 1] == '1', ARGV[1] == '1') then
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
   end
-  if held then out[#out + 1] = 1 else out[#out + 1] = 0 end
 end
 return out
 `)

@@ -113,6 +113,23 @@ func (op *SettleOp) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// takeCopyLua removes one copy of a claimed member m: from the dialing
+// list first when the claim was marked, else from the processing list
+// first, then from the other one; it forgets m's score (ZSET ledgers,
+// noscores false) once neither list holds a copy. It returns whether a
+// copy was removed (the claim was held).
+const takeCopyLua = `
+local function take(proc, dialing, scores, m, marked, noscores)
+  local first, second = proc, dialing
+  if marked then first, second = dialing, proc end
+  local held = redis.call('LREM', first, -1, m) == 1 or redis.call('LREM', second, -1, m) == 1
+  if held and not noscores and not redis.call('LPOS', proc, m) and not redis.call('LPOS', dialing, m) then
+    redis.call('HDEL', scores, m)
+  end
+  return held
+end
+`
+
 // settleTailLua is the part of a settle after the claim's copy is gone:
 // the source, the payload and the destination. It returns the script's
 // result.
@@ -155,13 +172,8 @@ end
 // payload.
 // Returns 1 when done; 0 when the claim was not held (nothing changed);
 // -1 when the payload is gone (the claim is dropped, nothing else written).
-var settleScript = redis.NewScript(settleTailLua + `
-local first, second = KEYS[1], KEYS[7]
-if ARGV[11] == '1' then first, second = KEYS[7], KEYS[1] end
-local held = redis.call('LREM', first, -1, ARGV[1]) == 1 or redis.call('LREM', second, -1, ARGV[1]) == 1
-if held and ARGV[10] ~= '1' and not redis.call('LPOS', KEYS[1], ARGV[1]) and not redis.call('LPOS', KEYS[7], ARGV[1]) then
-  redis.call('HDEL', KEYS[3], ARGV[1])
-end
+var settleScript = redis.NewScript(takeCopyLua + settleTailLua + `
+local held = take(KEYS[1], KEYS[7], KEYS[3], ARGV[1], ARGV[11] == '1', ARGV[10] == '1')
 if not held and ARGV[8] ~= '1' then return 0 end
 return finish(KEYS[6], KEYS[5], KEYS[4])
 `)

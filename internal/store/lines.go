@@ -337,15 +337,6 @@ func (s *Store) RenewLineLeases(ctx context.Context, renewals []LineRenewal, ttl
 	return out, nil
 }
 
-// ReleaseLineLease removes one lease (ZREM); releasing a lease that is gone
-// already is not an error.
-func (s *Store) ReleaseLineLease(ctx context.Context, line, leaseID string) error {
-	if err := s.rdb.ZRem(ctx, s.LineLeasesKey(line), leaseID).Err(); err != nil {
-		return fmt.Errorf("store: release lease %q of line %q: %w", leaseID, line, err)
-	}
-	return nil
-}
-
 // LineLease names one lease for ReleaseLineLeases.
 type LineLease struct {
 	Line, ID string

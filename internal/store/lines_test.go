@@ -65,10 +65,10 @@ func TestAcquireLineLeaseLimitAndExpiry(t *testing.T) {
 	if err != nil || n["l1"] != 1 || n["other"] != 0 {
 		t.Fatalf("in use = %v, %v", n, err)
 	}
-	if err := s.ReleaseLineLease(ctx, "l1", "b"); err != nil {
+	if err := s.ReleaseLineLeases(ctx, []LineLease{{Line: "l1", ID: "b"}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.ReleaseLineLease(ctx, "l1", "b"); err != nil {
+	if err := s.ReleaseLineLeases(ctx, []LineLease{{Line: "l1", ID: "b"}}); err != nil {
 		t.Fatalf("second release: %v", err)
 	}
 	if n, _ := s.LinesInUse(ctx, []string{"l1"}); n["l1"] != 0 {
