@@ -576,15 +576,12 @@ func mediaBridge(ctx context.Context, b *bench, bin string, rds *redisServer, ua
 	if r.echoRef, err = echoReference(ctx, ph, echoStreams, echo.cmd.Process.Pid); err != nil {
 		return nil, err
 	}
-	rds.Client.HSet(ctx, "cti_line@default", benchGroup, fmt.Sprintf(`{"params":{"group":"bench","uri":"sip:%s","limit":2000,"enable":true}}`, uas.Addr))
-	rds.Client.HSet(ctx, "cti_dialplan@default", "default:bridge", fmt.Sprintf(`{"type":"sip","uri":"sip:bridge@%s"}`, echo.Addr))
-	node, err := startNodeProc(ctx, bin, rds, filepath.Join(dir, "node"))
+	node, quiet, err := startBridgeNode(ctx, bin, rds, uas, echo, dir)
 	if err != nil {
 		return nil, err
 	}
 	defer node.stop()
-
-	r.quiet = waitQuiet(ctx, mediaQuietMax, node.pid, uas.cmd.Process.Pid, echo.cmd.Process.Pid, rds.cmd.Process.Pid)
+	r.quiet = quiet
 	refs, errs := node.originateAll(ctx, mediaBridgeCalls, mediaRate, "1998", "bridge")
 	r.posted, r.postErrs = len(refs)-len(errs), len(errs)
 	if len(errs) > 0 {

@@ -605,6 +605,20 @@ func bridgeScenarios(root string) (uasXML, echoXML string, err error) {
 	return uasXML, echoXML, nil
 }
 
+// startBridgeNode points the bench line at uas and the dialplan's bridge
+// extension at echo, starts the node and waits for the machine to quiet
+// down: what the media and memory parts do before their bridged calls. The
+// caller stops the node.
+func startBridgeNode(ctx context.Context, bin string, rds *redisServer, uas, echo *sippProc, dir string) (*nodeProc, quietWait, error) {
+	rds.Client.HSet(ctx, "cti_line@default", benchGroup, fmt.Sprintf(`{"params":{"group":"bench","uri":"sip:%s","limit":2000,"enable":true}}`, uas.Addr))
+	rds.Client.HSet(ctx, "cti_dialplan@default", "default:bridge", fmt.Sprintf(`{"type":"sip","uri":"sip:bridge@%s"}`, echo.Addr))
+	node, err := startNodeProc(ctx, bin, rds, filepath.Join(dir, "node"))
+	if err != nil {
+		return nil, quietWait{}, err
+	}
+	return node, waitQuiet(ctx, mediaQuietMax, node.pid, uas.cmd.Process.Pid, echo.cmd.Process.Pid, rds.cmd.Process.Pid), nil
+}
+
 // startBridgePeers starts the two SIPps of a bridged call: the callee
 // (uasXML, whose SDP points redial's RTP at the phone's port) and the far
 // end (echoXML with -rtp_echo on a free port mp, its receive buffer forced

@@ -128,15 +128,12 @@ func memoryRun(ctx context.Context, b *bench, bin string, rds *redisServer, uasX
 	defer uas.Kill()
 	defer echo.Kill()
 	rds.Client.Del(ctx, benchCDRList)
-	rds.Client.HSet(ctx, "cti_line@default", benchGroup, fmt.Sprintf(`{"params":{"group":"bench","uri":"sip:%s","limit":2000,"enable":true}}`, uas.Addr))
-	rds.Client.HSet(ctx, "cti_dialplan@default", "default:bridge", fmt.Sprintf(`{"type":"sip","uri":"sip:bridge@%s"}`, echo.Addr))
-	node, err := startNodeProc(ctx, bin, rds, filepath.Join(dir, "node"))
+	node, quiet, err := startBridgeNode(ctx, bin, rds, uas, echo, dir)
 	if err != nil {
 		return nil, err
 	}
 	defer node.stop()
-
-	r.quiet = waitQuiet(ctx, mediaQuietMax, node.pid, uas.cmd.Process.Pid, echo.cmd.Process.Pid, rds.cmd.Process.Pid)
+	r.quiet = quiet
 	// Idle: one warm-up call through the whole path first, so that what
 	// every node allocates once (pools, the API's and Redis' buffers) is
 	// in the baseline and not charged to the calls.
