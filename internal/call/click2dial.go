@@ -94,7 +94,7 @@ func (m *Manager) ClickToDial(ctx context.Context, req ClickRequest) (string, er
 		ContactRef: req.ContactRef, CampaignRef: req.CampaignRef, Variables: vars,
 		Destination: dialplan.Destination{Extension: req.Ext}}
 	c := m.newCall(creq)
-	if err := m.start(ctx, c, func(ctx context.Context, c *Call) { m.runClick(ctx, c, u, req.Ext) }); err != nil {
+	if err := m.start(ctx, c, waited(func(ctx context.Context, c *Call) { m.runClick(ctx, c, u, req.Ext) })); err != nil {
 		return "", err
 	}
 	return creq.CallRef, nil

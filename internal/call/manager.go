@@ -266,7 +266,7 @@ func (m *Manager) Originate(ctx context.Context, req Request) (*Call, error) {
 // start registers call c under its call_ref and runs it with run on a
 // goroutine of its own, tracked until it ends. The call outlives ctx (the
 // HTTP request that started it), keeping only its values.
-func (m *Manager) start(ctx context.Context, c *Call, run func(ctx context.Context, c *Call)) error {
+func (m *Manager) start(ctx context.Context, c *Call, run runFunc) error {
 	cctx, err := m.register(context.WithoutCancel(ctx), c)
 	if err != nil {
 		return err
@@ -299,19 +299,34 @@ func (m *Manager) register(ctx context.Context, c *Call) (context.Context, error
 	return cctx, nil
 }
 
-// runRegistered runs a registered call to its end.
-func (m *Manager) runRegistered(cctx context.Context, c *Call, run func(ctx context.Context, c *Call)) {
-	defer m.wg.Done()
-	defer m.mActive.Dec()
-	run(cctx, c)
-	c.cancel(nil)
-	m.finish(c)
+// runFunc runs a registered call and calls done once it is over: before
+// it returns, or later from a goroutine a connector started (see
+// HandoffConnector).
+type runFunc func(ctx context.Context, c *Call, done func())
+
+// waited makes a runFunc of a run that returns when the call is over.
+func waited(run func(ctx context.Context, c *Call)) runFunc {
+	return func(ctx context.Context, c *Call, done func()) {
+		run(ctx, c)
+		done()
+	}
+}
+
+// runRegistered runs a registered call; when it is over, the call is
+// finished and untracked.
+func (m *Manager) runRegistered(cctx context.Context, c *Call, run runFunc) {
+	run(cctx, c, func() {
+		c.cancel(nil)
+		m.finish(c)
+		m.mActive.Dec()
+		m.wg.Done()
+	})
 }
 
 // Place runs a call to its end and returns the outcome (the dialers' entry
-// point). Cancelling ctx hangs the call up. The call runs on the caller's
-// goroutine: at thousands of calls a second a goroutine and a wait per call
-// are worth saving.
+// point). Cancelling ctx hangs the call up. The call is set up on the
+// caller's goroutine: at thousands of calls a second a goroutine and a
+// wait per call are worth saving.
 func (m *Manager) Place(ctx context.Context, req Request) (Outcome, error) {
 	if err := Validate(req); err != nil {
 		return Outcome{}, err
@@ -327,6 +342,8 @@ func (m *Manager) Place(ctx context.Context, req Request) (Outcome, error) {
 		return Outcome{}, err
 	}
 	m.runRegistered(cctx, c, m.run)
+	// The call may be held on a connector's goroutine by now.
+	<-c.done
 	return c.Outcome(), nil
 }
 

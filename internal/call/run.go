@@ -31,22 +31,26 @@ type attemptRecord struct {
 }
 
 // run takes an originate request through its steps: attempt the callee
-// leg, connect it to the destination, end it with its CDR.
+// leg, connect it to the destination, end it with its CDR; then done.
 //
-// The call's goroutine stays in run, connect, connectTo and the
-// connector for the whole call, so these keep small frames (the attempts
-// and the target's resolution run in helpers that have returned by then):
-// a held call's stack shrinks to 8 KiB only while it uses less than a
-// quarter of its 16 KiB.
-func (m *Manager) run(ctx context.Context, c *Call) {
+// A connector that can hand off (HandoffConnector) lets this goroutine
+// go once the call is connected, and done runs on the connector's own
+// goroutine when the call is over: a held call then keeps only that
+// goroutine's small stack, not this one's (the attempts, the dial and the
+// manager's frames).
+func (m *Manager) run(ctx context.Context, c *Call, done func()) {
 	r := m.newRun(c)
-	defer r.end()
 	a := r.attemptCallee(ctx)
 	if a == nil {
+		r.end()
+		done()
 		return
 	}
-	tr := m.connect(ctx, c, a, r.log)
-	r.endLeg(ctx, a, tr)
+	m.connect(ctx, c, a, r.log, func(tr TargetResult) {
+		r.endLeg(ctx, a, tr)
+		r.end()
+		done()
+	})
 }
 
 // attemptCallee rings the request's numbers: the answered leg, or nil
@@ -117,16 +121,33 @@ type Connector interface {
 	Connect(ctx context.Context, s *Session) TargetResult
 }
 
-func (m *Manager) connect(ctx context.Context, c *Call, a *answeredLeg, log *slog.Logger) TargetResult {
+// HandoffConnector is a Connector that can hold a connected call on a
+// goroutine of its own, so that the goroutine that set the call up can
+// end. ConnectThen calls then exactly once with what Connect would have
+// returned: before it returns when the call never connected, otherwise
+// from that goroutine when the call is over.
+type HandoffConnector interface {
+	Connector
+	ConnectThen(ctx context.Context, s *Session, then func(TargetResult))
+}
+
+// connect connects the answered leg a to the call's destination and calls
+// then with the result once the call is over.
+func (m *Manager) connect(ctx context.Context, c *Call, a *answeredLeg, log *slog.Logger, then func(TargetResult)) {
 	// The session is the call's own: resolved in place, not copied (a held
 	// call keeps it).
 	s := &Session{Call: c, Leg: a.leg, ClientNumber: a.number, Vars: a.vars, Params: a.params, Log: log,
 		Records: m.deps.Records}
 	conn, failed := m.resolveTarget(ctx, s, c.req.Destination)
 	if conn == nil {
-		return failed
+		then(failed)
+		return
 	}
-	return conn.Connect(ctx, s)
+	if h, ok := conn.(HandoffConnector); ok {
+		h.ConnectThen(ctx, s, then)
+		return
+	}
+	then(conn.Connect(ctx, s))
 }
 
 // connectTo resolves dest and connects the answered call of s there: an
@@ -142,7 +163,8 @@ func (m *Manager) connectTo(ctx context.Context, s *Session, dest dialplan.Desti
 
 // resolveTarget finds dest's target, sets it as s.Target and returns its
 // connector; with a nil connector, the failure. Out of line for its
-// callers' frames (see run).
+// callers' frames: a connector that cannot hand off keeps them for the
+// whole call.
 //
 //go:noinline
 func (m *Manager) resolveTarget(ctx context.Context, s *Session, dest dialplan.Destination) (Connector, TargetResult) {
