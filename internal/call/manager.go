@@ -324,9 +324,9 @@ func (m *Manager) runRegistered(cctx context.Context, c *Call, run runFunc) {
 }
 
 // Place runs a call to its end and returns the outcome (the dialers' entry
-// point). Cancelling ctx hangs the call up. The call is set up on the
-// caller's goroutine: at thousands of calls a second a goroutine and a
-// wait per call are worth saving.
+// point). Cancelling ctx hangs the call up. The call runs on the caller's
+// goroutine: at thousands of calls a second a goroutine and a wait per call
+// are worth saving.
 func (m *Manager) Place(ctx context.Context, req Request) (Outcome, error) {
 	if err := Validate(req); err != nil {
 		return Outcome{}, err
@@ -341,9 +341,7 @@ func (m *Manager) Place(ctx context.Context, req Request) (Outcome, error) {
 	if err != nil {
 		return Outcome{}, err
 	}
-	m.runRegistered(cctx, c, m.run)
-	// The call may be held on a connector's goroutine by now.
-	<-c.done
+	m.runRegistered(cctx, c, m.runHere)
 	return c.Outcome(), nil
 }
 

@@ -39,6 +39,16 @@ type attemptRecord struct {
 // goroutine's small stack, not this one's (the attempts, the dial and the
 // manager's frames).
 func (m *Manager) run(ctx context.Context, c *Call, done func()) {
+	m.runCall(ctx, c, true, done)
+}
+
+// runHere is run for a caller that waits for the call anyway (Place): its
+// goroutine holds the call, and a second one would only cost memory.
+func (m *Manager) runHere(ctx context.Context, c *Call, done func()) {
+	m.runCall(ctx, c, false, done)
+}
+
+func (m *Manager) runCall(ctx context.Context, c *Call, handoff bool, done func()) {
 	r := m.newRun(c)
 	a := r.attemptCallee(ctx)
 	if a == nil {
@@ -46,7 +56,7 @@ func (m *Manager) run(ctx context.Context, c *Call, done func()) {
 		done()
 		return
 	}
-	m.connect(ctx, c, a, r.log, func(tr TargetResult) {
+	m.connect(ctx, c, a, r.log, handoff, func(tr TargetResult) {
 		r.endLeg(ctx, a, tr)
 		r.end()
 		done()
@@ -132,8 +142,9 @@ type HandoffConnector interface {
 }
 
 // connect connects the answered leg a to the call's destination and calls
-// then with the result once the call is over.
-func (m *Manager) connect(ctx context.Context, c *Call, a *answeredLeg, log *slog.Logger, then func(TargetResult)) {
+// then with the result once the call is over; with handoff, possibly from
+// a goroutine of the connector's.
+func (m *Manager) connect(ctx context.Context, c *Call, a *answeredLeg, log *slog.Logger, handoff bool, then func(TargetResult)) {
 	// The session is the call's own: resolved in place, not copied (a held
 	// call keeps it).
 	s := &Session{Call: c, Leg: a.leg, ClientNumber: a.number, Vars: a.vars, Params: a.params, Log: log,
@@ -143,7 +154,7 @@ func (m *Manager) connect(ctx context.Context, c *Call, a *answeredLeg, log *slo
 		then(failed)
 		return
 	}
-	if h, ok := conn.(HandoffConnector); ok {
+	if h, ok := conn.(HandoffConnector); ok && handoff {
 		h.ConnectThen(ctx, s, then)
 		return
 	}
