@@ -28,6 +28,10 @@ type SDPOffer struct {
 }
 
 // BuildSDP returns the SDP body for one audio stream.
+//
+// It writes the text itself, in the form pion/sdp's Marshal gives (the
+// tests hold it to that): building pion's description and marshalling it
+// cost a few dozen allocations per call (issue 14), this one.
 func BuildSDP(o SDPOffer) []byte {
 	codecs := o.Codecs
 	if len(codecs) == 0 {
@@ -45,52 +49,46 @@ func BuildSDP(o SDPOffer) []byte {
 	if strings.Contains(o.IP, ":") {
 		addrType = "IP6"
 	}
-
-	formats := make([]string, 0, len(codecs))
-	attrs := make([]sdp.Attribute, 0, 2*len(codecs)+2)
+	b := make([]byte, 0, 160+2*len(o.IP)+48*len(codecs))
+	b = append(b, "v=0\r\no=redial "...)
+	b = strconv.AppendUint(b, o.SessionID, 10)
+	b = append(b, ' ')
+	b = strconv.AppendUint(b, o.SessionID, 10)
+	b = append(b, " IN "...)
+	b = append(b, addrType...)
+	b = append(b, ' ')
+	b = append(b, o.IP...)
+	b = append(b, "\r\ns=redial\r\nc=IN "...)
+	b = append(b, addrType...)
+	b = append(b, ' ')
+	b = append(b, o.IP...)
+	b = append(b, "\r\nt=0 0\r\nm=audio "...)
+	b = strconv.AppendInt(b, int64(o.Port), 10)
+	b = append(b, " RTP/AVP"...)
 	for _, c := range codecs {
-		formats = append(formats, strconv.Itoa(int(c.PT)))
-		attrs = append(attrs, sdp.NewAttribute("rtpmap", fmt.Sprintf("%d %s/%d", c.PT, c.Name, c.Rate)))
+		b = append(b, ' ')
+		b = strconv.AppendUint(b, uint64(c.PT), 10)
+	}
+	b = append(b, "\r\n"...)
+	for _, c := range codecs {
+		b = append(b, "a=rtpmap:"...)
+		b = strconv.AppendUint(b, uint64(c.PT), 10)
+		b = append(b, ' ')
+		b = append(b, c.Name...)
+		b = append(b, '/')
+		b = strconv.AppendInt(b, int64(c.Rate), 10)
+		b = append(b, "\r\n"...)
 		if c.IsDTMF() {
-			attrs = append(attrs, sdp.NewAttribute("fmtp", fmt.Sprintf("%d 0-16", c.PT)))
+			b = append(b, "a=fmtp:"...)
+			b = strconv.AppendUint(b, uint64(c.PT), 10)
+			b = append(b, " 0-16\r\n"...)
 		}
 	}
-	attrs = append(attrs,
-		sdp.NewAttribute("ptime", strconv.Itoa(ptime)),
-		sdp.NewPropertyAttribute(dir))
-
-	sd := &sdp.SessionDescription{
-		Origin: sdp.Origin{
-			Username:       "redial",
-			SessionID:      o.SessionID,
-			SessionVersion: o.SessionID,
-			NetworkType:    "IN",
-			AddressType:    addrType,
-			UnicastAddress: o.IP,
-		},
-		SessionName: "redial",
-		ConnectionInformation: &sdp.ConnectionInformation{
-			NetworkType: "IN",
-			AddressType: addrType,
-			Address:     &sdp.Address{Address: o.IP},
-		},
-		TimeDescriptions: []sdp.TimeDescription{{Timing: sdp.Timing{}}},
-		MediaDescriptions: []*sdp.MediaDescription{{
-			MediaName: sdp.MediaName{
-				Media:   "audio",
-				Port:    sdp.RangedPort{Value: o.Port},
-				Protos:  []string{"RTP", "AVP"},
-				Formats: formats,
-			},
-			Attributes: attrs,
-		}},
-	}
-	b, err := sd.Marshal()
-	if err != nil {
-		// Marshal only fails on values pion cannot encode, which the fields
-		// above never produce.
-		panic("media: sdp marshal: " + err.Error())
-	}
+	b = append(b, "a=ptime:"...)
+	b = strconv.AppendInt(b, int64(ptime), 10)
+	b = append(b, "\r\na="...)
+	b = append(b, dir...)
+	b = append(b, "\r\n"...)
 	return b
 }
 
@@ -122,48 +120,51 @@ var staticPayloadTypes = map[uint8]Codec{
 
 // ParseSDP reads the first audio stream of an SDP body.
 func ParseSDP(b []byte) (RemoteMedia, error) {
-	var sd sdp.SessionDescription
-	if err := sd.Unmarshal(b); err != nil {
-		return RemoteMedia{}, fmt.Errorf("media: sdp: %w", err)
+	sd, ok := scanSDP(string(b))
+	if !ok {
+		var err error
+		if sd, err = pionSDP(b); err != nil {
+			return RemoteMedia{}, err
+		}
 	}
-	var md *sdp.MediaDescription
-	for _, m := range sd.MediaDescriptions {
-		if m.MediaName.Media == "audio" {
-			md = m
+	var md *sdpMedia
+	for i := range sd.media {
+		if sd.media[i].name == "audio" {
+			md = &sd.media[i]
 			break
 		}
 	}
 	if md == nil {
 		return RemoteMedia{}, errors.New("media: sdp: no audio m-line")
 	}
-	port := md.MediaName.Port.Value
+	port := md.port
 	if port == 0 {
 		return RemoteMedia{}, errors.New("media: sdp: audio m-line has port 0 (stream rejected)")
 	}
 	if port < 0 || port > 65535 {
 		return RemoteMedia{}, fmt.Errorf("media: sdp: audio m-line port %d out of range", port)
 	}
-	if proto := strings.Join(md.MediaName.Protos, "/"); proto != "RTP/AVP" && proto != "RTP/AVPF" {
-		return RemoteMedia{}, fmt.Errorf("media: sdp: audio transport %q not supported (want RTP/AVP)", proto)
+	if md.proto != "RTP/AVP" && md.proto != "RTP/AVPF" {
+		return RemoteMedia{}, fmt.Errorf("media: sdp: audio transport %q not supported (want RTP/AVP)", md.proto)
 	}
 
-	ci := md.ConnectionInformation
-	if ci == nil {
-		ci = sd.ConnectionInformation
+	addr, hasC := md.addr, md.hasC
+	if !hasC {
+		addr, hasC = sd.addr, sd.hasC
 	}
-	if ci == nil || ci.Address == nil || ci.Address.Address == "" {
+	if !hasC || addr == "" {
 		return RemoteMedia{}, errors.New("media: sdp: no connection address (c=) for the audio stream")
 	}
-	ip := net.ParseIP(ci.Address.Address)
+	ip := net.ParseIP(addr)
 	if ip == nil {
-		return RemoteMedia{}, fmt.Errorf("media: sdp: connection address %q is not an IP address", ci.Address.Address)
+		return RemoteMedia{}, fmt.Errorf("media: sdp: connection address %q is not an IP address", addr)
 	}
 	if ip4 := ip.To4(); ip4 != nil {
 		ip = ip4
 	}
 
 	rtpmaps := make(map[uint8]Codec)
-	for _, a := range md.Attributes {
+	for _, a := range md.attrs {
 		if a.Key != "rtpmap" {
 			continue
 		}
@@ -176,9 +177,9 @@ func ParseSDP(b []byte) (RemoteMedia, error) {
 
 	rm := RemoteMedia{
 		Addr:      &net.UDPAddr{IP: ip, Port: port},
-		Direction: direction(md.Attributes, sd.Attributes),
+		Direction: direction(md.attrs, sd.attrs),
 	}
-	for _, f := range md.MediaName.Formats {
+	for _, f := range md.formats {
 		n, err := strconv.ParseUint(f, 10, 8)
 		if err != nil || n > 127 {
 			return RemoteMedia{}, fmt.Errorf("media: sdp: audio m-line payload type %q is not a number 0-127", f)
@@ -201,7 +202,7 @@ func ParseSDP(b []byte) (RemoteMedia, error) {
 			rm.Codecs = append(rm.Codecs, c)
 		}
 	}
-	if v, ok := attribute("ptime", md.Attributes, sd.Attributes); ok {
+	if v, ok := attribute("ptime", md.attrs, sd.attrs); ok {
 		if p, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && p > 0 {
 			rm.Ptime = p
 		}
@@ -297,4 +298,210 @@ func Negotiate(remote RemoteMedia, supported []Codec) (audio Codec, dtmf *Codec,
 		}
 	}
 	return audio, dtmf, nil
+}
+
+// sdpDesc is what ParseSDP reads of a session description.
+type sdpDesc struct {
+	addr  string // session-level c= address
+	hasC  bool   // a session-level c= line is present
+	attrs []sdp.Attribute
+	media []sdpMedia
+}
+
+type sdpMedia struct {
+	name    string
+	port    int
+	proto   string // the m-line's protos joined by '/'
+	formats []string
+	addr    string // media-level c= address
+	hasC    bool   // a media-level c= line is present
+	attrs   []sdp.Attribute
+}
+
+// pionSDP reads b with pion/sdp, which knows the whole grammar.
+func pionSDP(b []byte) (sdpDesc, error) {
+	var sd sdp.SessionDescription
+	if err := sd.Unmarshal(b); err != nil {
+		return sdpDesc{}, fmt.Errorf("media: sdp: %w", err)
+	}
+	d := sdpDesc{attrs: sd.Attributes}
+	if ci := sd.ConnectionInformation; ci != nil {
+		d.hasC = true
+		if ci.Address != nil {
+			d.addr = ci.Address.Address
+		}
+	}
+	for _, m := range sd.MediaDescriptions {
+		dm := sdpMedia{name: m.MediaName.Media, port: m.MediaName.Port.Value, proto: strings.Join(m.MediaName.Protos, "/"),
+			formats: m.MediaName.Formats, attrs: m.Attributes}
+		if ci := m.ConnectionInformation; ci != nil {
+			dm.hasC = true
+			if ci.Address != nil {
+				dm.addr = ci.Address.Address
+			}
+		}
+		d.media = append(d.media, dm)
+	}
+	return d, nil
+}
+
+// scanSDP reads the usual shape of an offer or answer without pion/sdp,
+// whose parse was most of a call's SDP cost (issue 14):
+//
+//	v=0, o=, s=, an optional c=, t=, session a= lines, then m= sections of
+//	an m=, an optional c= and a= lines
+//
+// each line ending in CRLF, fields separated by single spaces. ok is false
+// for anything else (other line types, other spacing, a value pion
+// refuses), which ParseSDP then leaves to pion: scanSDP never takes what
+// pion would not, and reads what it takes as pion does (the tests compare
+// the two).
+func scanSDP(s string) (d sdpDesc, ok bool) {
+	state := 0 // 0 v, 1 o, 2 s, 3 c or t, 4 t, 5 session a or m, 6 media c, a or m, 7 media a or m
+	for len(s) > 0 {
+		line, rest, found := strings.Cut(s, "\r\n")
+		if !found || len(line) < 2 || line[1] != '=' || strings.ContainsAny(line, "\r\n") {
+			return sdpDesc{}, false
+		}
+		s = rest
+		typ, v := line[0], line[2:]
+		switch {
+		case state == 0 && typ == 'v':
+			if v != "0" {
+				return sdpDesc{}, false
+			}
+			state = 1
+		case state == 1 && typ == 'o':
+			f := sdpFields(v, 6)
+			if f == nil || !sdpUint(f[1]) || !sdpUint(f[2]) || f[3] != "IN" || f[4] != "IP4" && f[4] != "IP6" {
+				return sdpDesc{}, false
+			}
+			state = 2
+		case state == 2 && typ == 's':
+			state = 3
+		case state == 3 && typ == 'c':
+			addr, ok := sdpConnection(v)
+			if !ok {
+				return sdpDesc{}, false
+			}
+			d.addr, d.hasC = addr, true
+			state = 4
+		case (state == 3 || state == 4) && typ == 't':
+			f := sdpFields(v, 2)
+			if f == nil || !sdpUint(f[0]) || !sdpUint(f[1]) {
+				return sdpDesc{}, false
+			}
+			state = 5
+		case state == 5 && typ == 'a':
+			d.attrs = append(d.attrs, sdpAttribute(v))
+		case state >= 5 && typ == 'm':
+			m, ok := sdpMediaLine(v)
+			if !ok {
+				return sdpDesc{}, false
+			}
+			d.media = append(d.media, m)
+			state = 6
+		case state == 6 && typ == 'c':
+			addr, ok := sdpConnection(v)
+			if !ok {
+				return sdpDesc{}, false
+			}
+			m := &d.media[len(d.media)-1]
+			m.addr, m.hasC = addr, true
+			state = 7
+		case (state == 6 || state == 7) && typ == 'a':
+			m := &d.media[len(d.media)-1]
+			m.attrs = append(m.attrs, sdpAttribute(v))
+			state = 7
+		default:
+			return sdpDesc{}, false
+		}
+	}
+	return d, state >= 5
+}
+
+// sdpFields splits v at single spaces into exactly n non-empty fields.
+func sdpFields(v string, n int) []string {
+	f := strings.Split(v, " ")
+	if len(f) != n {
+		return nil
+	}
+	for _, x := range f {
+		if x == "" || strings.IndexByte(x, '\t') >= 0 {
+			return nil
+		}
+	}
+	return f
+}
+
+// sdpUint reports whether v is a decimal number pion reads as one (its
+// reader does not detect overflow: longer ones are left to it).
+func sdpUint(v string) bool {
+	if v == "" || len(v) > 19 {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] < '0' || v[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// sdpConnection reads "IN IP4|IP6 <address>".
+func sdpConnection(v string) (string, bool) {
+	f := sdpFields(v, 3)
+	if f == nil || f[0] != "IN" || f[1] != "IP4" && f[1] != "IP6" {
+		return "", false
+	}
+	return f[2], true
+}
+
+// sdpAttribute splits an a= value as pion does: at the first ':' after
+// at least one byte, else all of it is the key.
+func sdpAttribute(v string) sdp.Attribute {
+	if i := strings.IndexByte(v, ':'); i > 0 {
+		return sdp.Attribute{Key: v[:i], Value: v[i+1:]}
+	}
+	return sdp.Attribute{Key: v}
+}
+
+// sdpProtos are the transport protocol names pion accepts in an m-line.
+var sdpProtos = map[string]bool{"UDP": true, "RTP": true, "AVP": true, "SAVP": true, "SAVPF": true, "TLS": true, "DTLS": true,
+	"SCTP": true, "AVPF": true, "TCP": true, "MSRP": true, "BFCP": true, "UDT": true, "IX": true, "MRCPv2": true, "FEC": true}
+
+// sdpMediaLine reads "<media> <port> <proto> <format>...", the port
+// without a "/count".
+func sdpMediaLine(v string) (sdpMedia, bool) {
+	f := strings.Split(v, " ")
+	if len(f) < 3 {
+		return sdpMedia{}, false
+	}
+	for _, x := range f {
+		if x == "" || strings.IndexByte(x, '\t') >= 0 {
+			return sdpMedia{}, false
+		}
+	}
+	switch f[0] {
+	case "audio", "video", "text", "application", "message":
+	default:
+		return sdpMedia{}, false
+	}
+	if len(f[1]) > 5 || !sdpUint(f[1]) {
+		return sdpMedia{}, false
+	}
+	port, _ := strconv.Atoi(f[1])
+	if port > 65535 {
+		return sdpMedia{}, false
+	}
+	for p := range strings.SplitSeq(f[2], "/") {
+		if !sdpProtos[p] {
+			return sdpMedia{}, false
+		}
+	}
+	m := sdpMedia{name: f[0], port: port, proto: f[2]}
+	if len(f) > 3 {
+		m.formats = f[3:]
+	}
+	return m, true
 }

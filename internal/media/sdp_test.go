@@ -1,10 +1,14 @@
 package media
 
 import (
+	"fmt"
 	"net"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/pion/sdp/v3"
 )
 
 func TestBuildSDPText(t *testing.T) {
@@ -186,4 +190,169 @@ func TestNegotiateKeepsOfferPayloadType(t *testing.T) {
 	if err != nil || audio.PT != 97 {
 		t.Fatalf("Negotiate = %v, %v; want PCMU with the offer's PT 97", audio, err)
 	}
+}
+
+// BuildSDP writes what pion/sdp's Marshal would for the same description.
+func TestBuildSDPMatchesPion(t *testing.T) {
+	dtmf16 := Codec{PT: 102, Name: "telephone-event", Rate: 16000}
+	for _, o := range []SDPOffer{
+		{IP: "192.0.2.1", Port: 20000},
+		{IP: "2001:db8::1", Port: 40000, Codecs: []Codec{PCMU, TelephoneEvent, dtmf16}, SessionID: 1<<63 + 5, Ptime: 30, Direction: "recvonly"},
+		{IP: "10.1.2.3", Port: 1, Codecs: []Codec{PCMA}, Direction: "inactive"},
+	} {
+		if got, want := string(BuildSDP(o)), string(pionBuildSDP(t, o)); got != want {
+			t.Errorf("BuildSDP(%+v):\n%s\npion:\n%s", o, got, want)
+		}
+	}
+}
+
+// pionBuildSDP is BuildSDP as it was written on pion/sdp.
+func pionBuildSDP(t testing.TB, o SDPOffer) []byte {
+	codecs := o.Codecs
+	if len(codecs) == 0 {
+		codecs = []Codec{PCMU, PCMA, TelephoneEvent}
+	}
+	ptime, dir, addrType := o.Ptime, o.Direction, "IP4"
+	if ptime <= 0 {
+		ptime = 20
+	}
+	if dir == "" {
+		dir = "sendrecv"
+	}
+	if strings.Contains(o.IP, ":") {
+		addrType = "IP6"
+	}
+	var formats []string
+	var attrs []sdp.Attribute
+	for _, c := range codecs {
+		formats = append(formats, strconv.Itoa(int(c.PT)))
+		attrs = append(attrs, sdp.NewAttribute("rtpmap", fmt.Sprintf("%d %s/%d", c.PT, c.Name, c.Rate)))
+		if c.IsDTMF() {
+			attrs = append(attrs, sdp.NewAttribute("fmtp", fmt.Sprintf("%d 0-16", c.PT)))
+		}
+	}
+	attrs = append(attrs, sdp.NewAttribute("ptime", strconv.Itoa(ptime)), sdp.NewPropertyAttribute(dir))
+	sd := &sdp.SessionDescription{
+		Origin: sdp.Origin{Username: "redial", SessionID: o.SessionID, SessionVersion: o.SessionID,
+			NetworkType: "IN", AddressType: addrType, UnicastAddress: o.IP},
+		SessionName:           "redial",
+		ConnectionInformation: &sdp.ConnectionInformation{NetworkType: "IN", AddressType: addrType, Address: &sdp.Address{Address: o.IP}},
+		TimeDescriptions:      []sdp.TimeDescription{{Timing: sdp.Timing{}}},
+		MediaDescriptions: []*sdp.MediaDescription{{
+			MediaName:  sdp.MediaName{Media: "audio", Port: sdp.RangedPort{Value: o.Port}, Protos: []string{"RTP", "AVP"}, Formats: formats},
+			Attributes: attrs,
+		}},
+	}
+	b, err := sd.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// scanSDP takes only what pion/sdp takes, and reads it the same: checked
+// on real offers and on every one-byte change of them.
+func TestScanSDPAgreesWithPion(t *testing.T) {
+	seeds := []string{
+		string(BuildSDP(SDPOffer{IP: "10.0.0.5", Port: 16384, SessionID: 42})),
+		"v=0\r\no=- 1 1 IN IP4 10.1.1.1\r\ns=-\r\nt=0 0\r\na=sendonly\r\nm=audio 5004 RTP/AVP 8 0 101\r\nc=IN IP4 10.1.1.2\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:30\r\n",
+		"v=0\r\no=root 1 2 IN IP6 ::1\r\ns=Asterisk PBX\r\nc=IN IP6 2001:db8::1\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\nm=audio 7078 RTP/AVPF 0 :x\r\na=:y\r\na=inactive\r\n",
+		"v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\nm=audio 1 RTP/SAVP 0\r\n",
+	}
+	check := func(body string) {
+		fast, ok := scanSDP(body)
+		if !ok {
+			return
+		}
+		slow, err := pionSDP([]byte(body))
+		if err != nil {
+			t.Errorf("scanSDP took %q, pion refuses it: %v", body, err)
+			return
+		}
+		if !reflect.DeepEqual(norm(fast), norm(slow)) {
+			t.Errorf("scanSDP(%q) = %+v, pion %+v", body, fast, slow)
+		}
+	}
+	for _, seed := range seeds {
+		if _, ok := scanSDP(seed); !ok {
+			t.Errorf("scanSDP refuses the plain offer %q", seed)
+		}
+		check(seed)
+		for i := 0; i <= len(seed); i++ {
+			for _, ins := range []string{" ", "\t", "\r", "\n", "\r\n", "x", "0", "/", ":", "=", "a=b\r\n", "m=audio 9 RTP/AVP 0\r\n", "c=IN IP4 9.9.9.9\r\n"} {
+				check(seed[:i] + ins + seed[i:])
+			}
+			if i < len(seed) {
+				check(seed[:i] + seed[i+1:])
+				check(seed[:i] + "9" + seed[i+1:])
+				check(seed[:i])
+			}
+		}
+	}
+}
+
+// norm makes empty and nil slices compare equal.
+func norm(d sdpDesc) sdpDesc {
+	if len(d.attrs) == 0 {
+		d.attrs = nil
+	}
+	for i := range d.media {
+		if len(d.media[i].attrs) == 0 {
+			d.media[i].attrs = nil
+		}
+		if len(d.media[i].formats) == 0 {
+			d.media[i].formats = nil
+		}
+	}
+	if len(d.media) == 0 {
+		d.media = nil
+	}
+	return d
+}
+
+func BenchmarkParseSDP(b *testing.B) {
+	body := []byte("v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseSDP(body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkScanSDPvsPion compares the two readers ParseSDP has.
+func BenchmarkScanSDPvsPion(b *testing.B) {
+	body := []byte("v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n")
+	b.Run("scan", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, ok := scanSDP(string(body)); !ok {
+				b.Fatal("not taken")
+			}
+		}
+	})
+	b.Run("pion", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := pionSDP(body); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func BenchmarkBuildSDP(b *testing.B) {
+	o := SDPOffer{IP: "192.0.2.1", Port: 20000, Codecs: []Codec{PCMU, PCMA, TelephoneEvent}}
+	b.Run("own", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			BuildSDP(o)
+		}
+	})
+	b.Run("pion", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			pionBuildSDP(b, o)
+		}
+	})
 }
