@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"redial/internal/validate"
 )
@@ -132,12 +134,159 @@ func (c CDR) MarshalJSON() ([]byte, error) {
 	if w.Variables == nil {
 		w.Variables = map[string]string{}
 	}
-	b, err := json.Marshal(w)
-	if err != nil || len(b) <= MaxCDRBytes {
-		return b, err
+	b := w.appendJSON(make([]byte, 0, w.sizeHint()))
+	if len(b) <= MaxCDRBytes {
+		return b, nil
 	}
 	w.bound()
-	return json.Marshal(w)
+	return w.appendJSON(b[:0]), nil
+}
+
+// sizeHint is the length of w's JSON when no string needs escaping: one
+// allocation for the usual CDR.
+func (w *cdrWire) sizeHint() int {
+	n := 400 + len(w.CDRID) + len(w.CallRef) + len(w.ContactRef) + len(w.CampaignRef) + len(w.ClientNumber) +
+		len(w.DialNumber) + len(w.Disposition) + len(w.HangupCause) + len(w.Line) + len(w.Start) + len(w.End) + len(w.Recording)
+	if w.Ext != nil {
+		n += len(*w.Ext)
+	}
+	if w.Answer != nil {
+		n += len(*w.Answer)
+	}
+	for k, v := range w.Variables {
+		n += len(k) + len(v) + 6
+	}
+	return n
+}
+
+// appendJSON appends w as encoding/json writes it (the tests hold it to
+// that, byte for byte): a CDR is encoded for every call, and reflection
+// made that a few percent of a node's CPU at thousands of calls a second
+// (issue 14).
+func (w *cdrWire) appendJSON(b []byte) []byte {
+	b = append(b, `{"cdr_id":`...)
+	b = appendJSONString(b, w.CDRID)
+	b = append(b, `,"call_ref":`...)
+	b = appendJSONString(b, w.CallRef)
+	b = append(b, `,"contact_ref":`...)
+	b = appendJSONString(b, w.ContactRef)
+	b = append(b, `,"campaign_ref":`...)
+	b = appendJSONString(b, w.CampaignRef)
+	b = append(b, `,"client_number":`...)
+	b = appendJSONString(b, w.ClientNumber)
+	b = append(b, `,"dial_number":`...)
+	b = appendJSONString(b, w.DialNumber)
+	b = append(b, `,"ext":`...)
+	b = appendJSONStringPtr(b, w.Ext)
+	b = append(b, `,"disposition":`...)
+	b = appendJSONString(b, string(w.Disposition))
+	b = append(b, `,"sip_code":`...)
+	b = strconv.AppendInt(b, int64(w.SIPCode), 10)
+	b = append(b, `,"hangup_cause":`...)
+	b = appendJSONString(b, w.HangupCause)
+	b = append(b, `,"line":`...)
+	b = appendJSONString(b, w.Line)
+	b = append(b, `,"attempt":`...)
+	b = strconv.AppendInt(b, int64(w.Attempt), 10)
+	b = append(b, `,"start":`...)
+	b = appendJSONString(b, w.Start)
+	b = append(b, `,"answer":`...)
+	b = appendJSONStringPtr(b, w.Answer)
+	b = append(b, `,"end":`...)
+	b = appendJSONString(b, w.End)
+	b = append(b, `,"duration":`...)
+	b = strconv.AppendInt(b, int64(w.Duration), 10)
+	b = append(b, `,"billsec":`...)
+	b = strconv.AppendInt(b, int64(w.Billsec), 10)
+	b = append(b, `,"hold_time":`...)
+	b = strconv.AppendInt(b, int64(w.HoldTime), 10)
+	b = append(b, `,"variables":`...)
+	if w.Variables == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '{')
+		names := make([]string, 0, len(w.Variables))
+		for k := range w.Variables {
+			names = append(names, k)
+		}
+		slices.Sort(names)
+		for i, k := range names {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, k)
+			b = append(b, ':')
+			b = appendJSONString(b, w.Variables[k])
+		}
+		b = append(b, '}')
+	}
+	if w.Recording != "" {
+		b = append(b, `,"recording":`...)
+		b = appendJSONString(b, w.Recording)
+	}
+	return append(b, '}')
+}
+
+func appendJSONStringPtr(b []byte, s *string) []byte {
+	if s == nil {
+		return append(b, "null"...)
+	}
+	return appendJSONString(b, *s)
+}
+
+// appendJSONString appends s quoted as encoding/json.Marshal quotes it:
+// HTML-safe (<, > and & escaped), invalid UTF-8 as U+FFFD, U+2028 and
+// U+2029 escaped.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // bound cuts w to at most MaxCDRBytes of JSON: text fields to maxCDRField

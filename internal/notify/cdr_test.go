@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"regexp"
@@ -112,5 +113,94 @@ func TestCDRSizeIsBounded(t *testing.T) {
 	b, _ = json.Marshal(small)
 	if !strings.Contains(string(b), `"a":"`+strings.Repeat("b", 4096)+`"`) || strings.Contains(string(b), TruncatedVariable) {
 		t.Fatalf("small CDR changed: %.200s", b)
+	}
+}
+
+// The CDR's own encoder writes what encoding/json writes for its wire
+// form, byte for byte, whatever the strings hold.
+func TestCDRJSONMatchesEncodingJSON(t *testing.T) {
+	odd := []string{"", "plain", `quote " and \ backslash`, "<script>&amp;</script>", "ctl \x00\x01\b\f\n\r\t\x1f\x7f",
+		"bad utf8 \xff\xfe tail", "sep \u2028 \u2029 done", "üñíçødé 中文 🎉", "\xe2\x80", strings.Repeat("x", 300)}
+	ans := time.Date(2024, 3, 1, 10, 0, 5, 0, time.UTC)
+	for i, s := range odd {
+		ext := s
+		w := cdrWire{
+			CDRID: s, CallRef: s, ContactRef: s, CampaignRef: s, ClientNumber: s, DialNumber: s,
+			Disposition: Disposition(s), SIPCode: 200 + i, HangupCause: s, Line: s, Attempt: -i,
+			Start: wireTime(ans), End: s, Duration: i * 1000, Billsec: 7, HoldTime: 1 << 40,
+			Variables: map[string]string{s: s, "z": s, "a" + s: "v"}, Recording: s,
+		}
+		if i%2 == 0 {
+			w.Ext, w.Answer = &ext, &ext
+		}
+		if i == 3 {
+			w.Variables = nil
+		}
+		if i == 4 {
+			w.Variables = map[string]string{}
+		}
+		want, err := json.Marshal(w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := w.appendJSON(nil); string(got) != string(want) {
+			t.Errorf("case %d:\n got %s\nwant %s", i, got, want)
+		}
+	}
+}
+
+func BenchmarkCDRMarshal(b *testing.B) {
+	ext := "1001"
+	ans := time.Now()
+	c := CDR{CDRID: NewID(), CallRef: "c1", Ext: &ext, Disposition: "ANSWERED", SIPCode: 200, HangupCause: "NORMAL_CLEARING",
+		Attempt: 1, Start: ans, Answer: &ans, End: ans, Variables: map[string]string{"a": "b", "origination_uuid": "x"}}
+	b.Run("own", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := c.MarshalJSON(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// What PublishCDR did before: encoding/json on the wire form, then
+	// again over MarshalJSON's output.
+	b.Run("encoding/json", func(b *testing.B) {
+		w := cdrWire{CDRID: c.CDRID, CallRef: c.CallRef, Ext: c.Ext, Disposition: c.Disposition, SIPCode: c.SIPCode,
+			HangupCause: c.HangupCause, Attempt: c.Attempt, Start: wireTime(c.Start), End: wireTime(c.End), Variables: c.Variables}
+		b.ReportAllocs()
+		for b.Loop() {
+			raw, err := json.Marshal(w)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var buf bytes.Buffer
+			if err := json.Compact(&buf, raw); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// A usual CDR is encoded in one buffer, not grown on the way.
+func TestCDRJSONSizeHint(t *testing.T) {
+	ext := "1001"
+	now := time.Now()
+	vars := map[string]string{}
+	for i := 0; i < 20; i++ {
+		vars[fmt.Sprintf("var_%d", i)] = strings.Repeat("v", i*10)
+	}
+	c := CDR{CDRID: NewID(), CallRef: "c1", Ext: &ext, Disposition: "ANSWERED", SIPCode: 200, HangupCause: "NORMAL_CLEARING",
+		Attempt: 1, Start: now, Answer: &now, End: now, Variables: vars, Recording: "rec/x.wav"}
+	b, err := c.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cap(b) < len(b) || cap(b) > len(b)+400 {
+		t.Errorf("JSON of %d bytes in a buffer of %d", len(b), cap(b))
+	}
+	// The buffer, the sorted names, the three times, the answer's
+	// pointer and the wire form: none per variable or per grown buffer.
+	if allocs := testing.AllocsPerRun(100, func() { c.MarshalJSON() }); allocs > 7 {
+		t.Errorf("MarshalJSON: %.0f allocations, want at most 7", allocs)
 	}
 }

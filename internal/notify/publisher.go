@@ -195,7 +195,9 @@ func (p *Publisher) PublishCDR(ctx context.Context, c *CDR) error {
 	if c.CDRID == "" {
 		c.CDRID = NewID()
 	}
-	payload, err := json.Marshal(c)
+	// Straight to the CDR's own encoder: json.Marshal would check and
+	// compact its output again.
+	payload, err := c.MarshalJSON()
 	if err != nil {
 		return fmt.Errorf("notify: cdr %s: encode: %w", c.CDRID, err)
 	}
