@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -134,9 +135,10 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 		return res
 	}
 
-	codecs := append([]media.Codec(nil), r.Codecs...)
+	// Room for telephone-event, added below.
+	codecs := append(make([]media.Codec, 0, len(r.Codecs)+1), r.Codecs...)
 	if len(codecs) == 0 {
-		codecs = []media.Codec{media.PCMU, media.PCMA}
+		codecs = append(make([]media.Codec, 0, 3), media.PCMU, media.PCMA)
 	}
 	var (
 		sess  *media.Session
@@ -181,6 +183,11 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	if r.Socket != "" {
 		req.SetDestination(r.Socket)
 	}
+	// Our own Call-ID, placed first (sipgo puts only its Via, CSeq and
+	// Max-Forwards before it): an ICMP error quotes the start of the
+	// INVITE, and the Call-ID in that quote says which INVITE failed.
+	callID := gosip.CallIDHeader(newCallID())
+	req.AppendHeader(&callID)
 	fromHost := r.FromHost
 	if fromHost == "" {
 		fromHost = e.cfg.PublicIP
@@ -189,21 +196,19 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	if fromUser == "" {
 		fromUser = "redial"
 	}
-	from := &gosip.FromHeader{DisplayName: quoteDisplayName(r.FromName), Address: gosip.Uri{Scheme: "sip", User: escapeUser(fromUser), Host: fromHost}, Params: gosip.NewParams()}
-	from.Params.Add("tag", gosip.GenerateTagN(16))
+	from := &gosip.FromHeader{DisplayName: quoteDisplayName(r.FromName), Address: gosip.Uri{Scheme: "sip", User: escapeUser(fromUser), Host: fromHost},
+		Params: gosip.HeaderParams{{K: "tag", V: gosip.GenerateTagN(16)}}}
 	req.AppendHeader(from)
-	req.AppendHeader(&gosip.ToHeader{Address: gosip.Uri{Scheme: "sip", User: recipient.User, Host: recipient.Host, Port: recipient.Port}, Params: gosip.NewParams()})
+	// No parameters: sipgo writes and copies a To without them as one
+	// with none.
+	req.AppendHeader(&gosip.ToHeader{Address: gosip.Uri{Scheme: "sip", User: recipient.User, Host: recipient.Host, Port: recipient.Port}})
 	for name, value := range r.Headers {
 		req.AppendHeader(gosip.NewHeader(name, value))
 	}
 	req.AppendHeader(gosip.NewHeader("Content-Type", "application/sdp"))
 	req.SetBody(offer)
 
-	// Our own Call-ID, placed first (sipgo puts only its Via, CSeq and
-	// Max-Forwards before it): an ICMP error quotes the start of the
-	// INVITE, and the Call-ID in that quote says which INVITE failed.
-	callID := gosip.CallIDHeader(newCallID())
-	req.PrependHeader(&callID)
+	pinRoute(req)
 
 	// ringCtx ends only through cancel: were it a child of ctx, a hangup
 	// would cancel it with ctx's cause, and sipgo would then wait for a
@@ -232,6 +237,7 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	// goes on reading: the final response is then the 487, or a 200 that
 	// crossed the CANCEL, which is ACKed and ended instead of dropped
 	// (sipgo's own CANCEL stops reading and loses it).
+	callRef := r.CallRef // for the closures: r itself would move to the heap
 	var dialogP atomic.Pointer[sipgo.DialogClientSession]
 	var gaveUp atomic.Pointer[error]
 	sendCancel := func(cause error) {
@@ -249,7 +255,7 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 		if cres, err := dua.Client.Do(cctx, newCancel(d.InviteRequest), sendAsBuilt); err != nil || cres.StatusCode != 200 {
 			// The INVITE was answered or ended meanwhile (481): its final
 			// response still reaches WaitAnswer.
-			e.log.Debug("sip: CANCEL not taken", "call_ref", r.CallRef, "error", err)
+			e.log.Debug("sip: CANCEL not taken", "call_ref", callRef, "error", err)
 		}
 	}
 	timer := time.AfterFunc(timeout, func() {
@@ -297,33 +303,37 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	res.CallID = req.CallID().Value()
 	dialogP.Store(dialog)
 
+	// The callback sets locals rather than res and r, which would then
+	// live on the heap for every call.
+	onRinging, ignoreEarlyMedia := r.OnRinging, r.IgnoreEarlyMedia
+	var earlyMedia atomic.Bool
 	err = dialog.WaitAnswer(ringCtx, sipgo.AnswerOptions{
 		Username: r.Username, Password: r.Password,
 		OnResponse: func(resp *gosip.Response) error {
 			responded.Store(true)
 			if resp.IsProvisional() {
 				provisional.Store(true)
-				res.Provisional = true
 				if c := wantCancel.Load(); c != nil && gaveUp.Load() == nil {
 					e.background(func() { sendCancel(*c) })
 				}
-				if resp.StatusCode >= 180 && r.OnRinging != nil {
-					r.OnRinging()
-					r.OnRinging = nil
+				if resp.StatusCode >= 180 && onRinging != nil {
+					onRinging()
+					onRinging = nil
 				}
-				if resp.StatusCode == 183 && !r.IgnoreEarlyMedia && len(resp.Body()) > 0 {
+				if resp.StatusCode == 183 && !ignoreEarlyMedia && len(resp.Body()) > 0 {
 					if rm, err := media.ParseSDP(resp.Body()); err == nil {
 						sess.SetRemote(rm.Addr)
 						if c, _, err := media.Negotiate(rm, codecs); err == nil {
 							sess.SetCodec(c)
 						}
-						res.EarlyMedia = true
+						earlyMedia.Store(true)
 					}
 				}
 			}
 			return nil
 		},
 	})
+	res.Provisional, res.EarlyMedia = provisional.Load(), earlyMedia.Load()
 	if err != nil {
 		if ir := dialog.InviteResponse; ir != nil && ir.IsSuccess() {
 			// The callee answered as the call was given up (its 200 OK
@@ -385,9 +395,9 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	res.AnswerAt = time.Now()
 	res.Answered = true
 	res.Code, res.Reason = dialog.InviteResponse.StatusCode, dialog.InviteResponse.Reason
-	ackCtx, ackCancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer ackCancel()
-	if err := dialog.Ack(ackCtx); err != nil {
+	// The ACK is written to the transport without waiting for anything
+	// (sipgo's WriteAck does not use its context).
+	if err := dialog.WriteAck(context.Background(), newAck(dialog.InviteRequest, dialog.InviteResponse)); err != nil {
 		// Keep the 2xx code: the callee answered, and a made-up 5xx here
 		// would read as a trunk failure and fail over to the next trunk.
 		to := r.Target
@@ -598,6 +608,62 @@ func (e *Engine) background(f func()) {
 		defer e.bg.Done()
 		f()
 	}()
+}
+
+// pinRoute sets a request's transport and destination to what sipgo would
+// work out from its headers. sipgo works them out again at each step of
+// sending (transaction, Via, connection, write), parsing a Route header
+// that is not there at an allocation each time; once set, they are read.
+// Call it once the request's Request-URI and Route headers are final.
+func pinRoute(req *gosip.Request) {
+	tp := req.Transport()
+	req.SetTransport(tp)
+	if req.GetHeader("route") != nil {
+		req.SetDestination(req.Destination())
+		return
+	}
+	// What Destination gives without a Route header, without looking for
+	// one.
+	port := req.Recipient.Port
+	if port <= 0 {
+		port = gosip.DefaultPort(tp)
+	}
+	req.SetDestination(req.Recipient.Host + ":" + strconv.Itoa(port))
+}
+
+// newAck builds the ACK of a 2xx to our INVITE as sipgo's
+// DialogClientSession.Ack does (RFC 3261 13.2.2.4; WriteAck adds the route
+// set), but shares the INVITE's From, Call-ID and Contact and the 2xx's To
+// instead of copying them (nothing changes a header once sent) and, when
+// the 2xx has no Record-Route, pins its destination (pinRoute).
+func newAck(inv *gosip.Request, res *gosip.Response) *gosip.Request {
+	target := inv.Recipient
+	if c := res.Contact(); c != nil {
+		target = c.Address
+	}
+	ack := gosip.NewRequest(gosip.ACK, target) // which copies its parameters
+	ack.SipVersion = inv.SipVersion
+	for _, h := range []gosip.Header{inv.From(), res.To(), inv.CallID()} {
+		if h != nil {
+			ack.AppendHeader(h)
+		}
+	}
+	if h := inv.CSeq(); h != nil {
+		ack.AppendHeader(&gosip.CSeqHeader{SeqNo: h.SeqNo, MethodName: gosip.ACK})
+	}
+	mf := gosip.MaxForwardsHeader(70)
+	ack.AppendHeader(&mf)
+	if h := inv.Contact(); h != nil {
+		ack.AppendHeader(h)
+	}
+	ack.SetBody(nil)
+	ack.SetSource(inv.Source())
+	ack.Laddr = inv.Laddr
+	ack.SetTransport(inv.Transport())
+	if len(res.GetHeaders("record-route")) == 0 {
+		pinRoute(ack)
+	}
+	return ack
 }
 
 // newCancel builds the CANCEL of an INVITE (RFC 3261 9.1): its Request-URI,

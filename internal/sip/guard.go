@@ -113,19 +113,52 @@ var compactNames = map[string]string{
 // the start line is not that of a SIP message.
 func scanMessage(data []byte) (m *rawMessage, ok bool) {
 	m = &rawMessage{bodyAt: -1}
-	head := data
+	headB := data
 	if i := bytes.Index(data, []byte("\r\n\r\n")); i >= 0 {
-		head, m.bodyAt = data[:i], i+4
+		headB, m.bodyAt = data[:i], i+4
 	}
-	line, rest, _ := bytes.Cut(head, []byte("\r\n"))
-	if !m.startLine(string(line)) {
+	// One copy of the header section: names and values are slices of it,
+	// not a string per line (every message on the listener comes here).
+	head := string(headB)
+	line, rest, _ := strings.Cut(head, "\r\n")
+	if !m.startLine(line) {
 		return m, false
 	}
+	m.headers = make([]rawHeader, 0, strings.Count(rest, "\r\n")+1)
 	for len(rest) > 0 {
-		line, rest, _ = bytes.Cut(rest, []byte("\r\n"))
-		m.headerLine(string(line))
+		line, rest, _ = strings.Cut(rest, "\r\n")
+		m.headerLine(line)
 	}
 	return m, true
+}
+
+// responseLine reads the start line of a response in data, if data is
+// one: its SIP version and whether the status code is valid. Responses
+// need no more than that (check), so they are not split into headers.
+func responseLine(data []byte) (version string, isResponse, ok bool) {
+	if len(data) < 4 || !hasSIPPrefix(string(data[:4])) {
+		return "", false, false
+	}
+	line := data
+	if i := bytes.Index(data, []byte("\r\n")); i >= 0 {
+		line = data[:i]
+	}
+	if bytes.ContainsAny(line, "\r\n\x00") {
+		return "", true, false
+	}
+	v, rest, ok1 := bytes.Cut(line, []byte(" "))
+	codeB, _, ok2 := bytes.Cut(rest, []byte(" "))
+	if !ok1 || !ok2 {
+		return "", true, false
+	}
+	code, err := strconv.Atoi(string(codeB))
+	if err != nil || code < 100 || code > 699 {
+		return "", true, false
+	}
+	if string(v) == "SIP/2.0" {
+		return "SIP/2.0", true, true // no copy for the usual case
+	}
+	return string(v), true, true
 }
 
 // startLine reads "METHOD URI SIP/x.y" or "SIP/x.y CODE reason".
@@ -175,7 +208,9 @@ func (m *rawMessage) headerLine(line string) {
 		m.fail("malformed header line")
 		return
 	}
-	name = strings.ToLower(name)
+	if hasUpper(name) {
+		name = strings.ToLower(name)
+	}
 	if long, ok := compactNames[name]; ok {
 		name = long
 	}
@@ -185,6 +220,15 @@ func (m *rawMessage) headerLine(line string) {
 		m.fail("control characters in header " + name)
 	}
 	m.headers = append(m.headers, h)
+}
+
+func hasUpper(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' {
+			return true
+		}
+	}
+	return false
 }
 
 func (m *rawMessage) fail(problem string) {
@@ -240,20 +284,22 @@ var cseqRE = regexp.MustCompile(`^([0-9]{1,10})[ \t]+([A-Za-z0-9!%*_+.~'` + "`" 
 // check decides what to do with one complete message (a datagram, or one
 // message framed from a stream).
 func (g *guard) check(data []byte, stream bool) verdict {
-	m, ok := scanMessage(data)
-	if !ok {
-		return dropped("not a SIP message")
-	}
-	if m.response {
+	if version, isResponse, ok := responseLine(data); isResponse {
 		// Responses are never answered (RFC 3261 8.1.3.1, 18.1.2): drop
 		// what no transaction of ours can use.
 		switch {
-		case !strings.EqualFold(m.version, "SIP/2.0"):
+		case !ok:
+			return dropped("not a SIP message")
+		case !strings.EqualFold(version, "SIP/2.0"):
 			return dropped("response of another SIP version")
 		case len(data) > g.limits.MaxMessage:
 			return dropped("oversize response")
 		}
 		return passed()
+	}
+	m, ok := scanMessage(data)
+	if !ok || m.response {
+		return dropped("not a SIP message")
 	}
 	if !m.answerable() {
 		return dropped("request without a usable Via")

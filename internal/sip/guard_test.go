@@ -357,3 +357,31 @@ func BenchmarkGuardCheckInvite(b *testing.B) {
 		}
 	}
 }
+
+// Responses are judged by their start line and size alone: passed when
+// SIP/2.0 with a valid code and within the size limit, dropped otherwise.
+func TestGuardResponses(t *testing.T) {
+	g := newGuard(MessageLimits{MaxMessage: 2048}, "192.0.2.1", slog.New(slog.DiscardHandler))
+	rest := "\r\nVia: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bK1\r\nCall-ID: x\r\nContent-Length: 0\r\n\r\n"
+	for _, c := range []struct {
+		msg  string
+		pass bool
+		why  string
+	}{
+		{"SIP/2.0 200 OK" + rest, true, ""},
+		{"sip/2.0 180 Ringing" + rest, true, ""},
+		{"SIP/2.0 200 " + rest, true, ""},
+		{"SIP/3.0 200 OK" + rest, false, "response of another SIP version"},
+		{"SIP/2.0 99 Odd" + rest, false, "not a SIP message"},
+		{"SIP/2.0 700 Odd" + rest, false, "not a SIP message"},
+		{"SIP/2.0 2x0 OK" + rest, false, "not a SIP message"},
+		{"SIP/2.0 200" + rest, false, "not a SIP message"},
+		{"SIP/2.0 200 O\x00K" + rest, false, "not a SIP message"},
+		{"SIP/2.0 200 OK" + rest + strings.Repeat("x", 2048), false, "oversize response"},
+	} {
+		v := g.check([]byte(c.msg), false)
+		if v.pass != c.pass || !c.pass && v.why != c.why || v.code != 0 {
+			t.Errorf("check(%.30q...) = pass %v, code %d, %q; want pass %v, %q", c.msg, v.pass, v.code, v.why, c.pass, c.why)
+		}
+	}
+}

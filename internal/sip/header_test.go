@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	gosip "github.com/emiago/sipgo/sip"
 )
 
 // A header value holding CR, LF or NUL, whatever its source, fails the
@@ -84,5 +86,80 @@ func TestEscapes(t *testing.T) {
 	}
 	if got := quoteDisplayName(`a"b\c`); got != `a\"b\\c` {
 		t.Errorf("quoteDisplayName = %q", got)
+	}
+}
+
+// pinRoute sets what sipgo would work out itself, Route or none.
+func TestPinRouteMatchesSipgo(t *testing.T) {
+	for _, c := range []struct{ uri, route string }{
+		{"sip:1555@192.0.2.1:5070", ""},
+		{"sip:1555@carrier.example.com", ""},
+		{"sip:1555@[2001:db8::1]", ""},
+		{"sip:1555@192.0.2.1;transport=tcp", ""},
+		{"sips:1555@192.0.2.1", ""},
+		{"sip:1555@192.0.2.1", "<sip:proxy.example.com:5080;lr>"},
+	} {
+		var u gosip.Uri
+		if err := gosip.ParseUri(c.uri, &u); err != nil {
+			t.Fatal(err)
+		}
+		build := func() *gosip.Request {
+			r := gosip.NewRequest(gosip.INVITE, u)
+			if c.route != "" {
+				r.AppendHeader(gosip.NewHeader("Route", c.route))
+			}
+			return r
+		}
+		want, got := build(), build()
+		pinRoute(got)
+		if got.Transport() != want.Transport() || got.Destination() != want.Destination() {
+			t.Errorf("%s route %q: pinned %s %s, sipgo %s %s", c.uri, c.route,
+				got.Transport(), got.Destination(), want.Transport(), want.Destination())
+		}
+	}
+}
+
+// newAck is the ACK sipgo's Ack builds: Request-URI the 2xx's Contact,
+// the INVITE's From, Call-ID, CSeq number and Contact, the 2xx's To; its
+// destination pinned only when no Record-Route leaves it to the route set
+// WriteAck adds.
+func TestNewAck(t *testing.T) {
+	var target gosip.Uri
+	if err := gosip.ParseUri("sip:1555@192.0.2.1", &target); err != nil {
+		t.Fatal(err)
+	}
+	inv := gosip.NewRequest(gosip.INVITE, target)
+	callID := gosip.CallIDHeader("cid-1")
+	inv.AppendHeader(&callID)
+	inv.AppendHeader(&gosip.FromHeader{Address: gosip.Uri{Scheme: "sip", User: "redial", Host: "192.0.2.9"}, Params: gosip.HeaderParams{{K: "tag", V: "ft"}}})
+	inv.AppendHeader(&gosip.ToHeader{Address: gosip.Uri{Scheme: "sip", User: "1555", Host: "192.0.2.1"}})
+	inv.AppendHeader(&gosip.CSeqHeader{SeqNo: 7, MethodName: gosip.INVITE})
+	inv.AppendHeader(&gosip.ContactHeader{Address: gosip.Uri{Scheme: "sip", User: "redial", Host: "192.0.2.9", Port: 5060}})
+	pinRoute(inv)
+	for _, rr := range []string{"", "<sip:proxy.example.com;lr>"} {
+		res := gosip.NewResponseFromRequest(inv, 200, "OK", nil)
+		res.To().Params.Add("tag", "tt")
+		res.AppendHeader(gosip.NewHeader("Contact", "<sip:1555@198.51.100.7:5070>"))
+		if rr != "" {
+			res.AppendHeader(gosip.NewHeader("Record-Route", rr))
+		}
+		ack := newAck(inv, res)
+		if ack.Method != gosip.ACK || ack.Recipient.Host != "198.51.100.7" || ack.Recipient.Port != 5070 {
+			t.Errorf("rr %q: ACK %s %s, want ACK to the 2xx's Contact", rr, ack.Method, ack.Recipient.String())
+		}
+		if ack.From().Value() != inv.From().Value() || ack.To().Value() != res.To().Value() || ack.CallID().Value() != "cid-1" ||
+			ack.Contact().Value() != inv.Contact().Value() {
+			t.Errorf("rr %q: ACK dialog headers %q %q %q %q", rr, ack.From().Value(), ack.To().Value(), ack.CallID().Value(), ack.Contact().Value())
+		}
+		if cs := ack.CSeq(); cs.SeqNo != 7 || cs.MethodName != gosip.ACK {
+			t.Errorf("rr %q: ACK CSeq %s, want 7 ACK", rr, cs.Value())
+		}
+		wantDest := "198.51.100.7:5070"
+		if rr != "" {
+			wantDest = "" // the route set decides, once WriteAck adds it
+		}
+		if got := ack.MessageData.Destination(); got != wantDest || ack.Transport() != "UDP" {
+			t.Errorf("rr %q: ACK pinned to %q over %s, want %q over UDP", rr, got, ack.Transport(), wantDest)
+		}
 	}
 }

@@ -35,16 +35,14 @@ type uacDialog struct {
 	ended atomic.Bool
 }
 
-// newUACDialog keeps what the BYE of a confirmed dialog needs.
+// newUACDialog keeps what the BYE of a confirmed dialog needs. It shares
+// the INVITE's From, the 2xx's To and the remote target with them rather
+// than copying: nothing changes a parsed or sent header, and a copy would
+// keep the same strings (the message's text) alive anyway.
 func newUACDialog(dua *sipgo.DialogUA, d *sipgo.DialogClientSession) *uacDialog {
 	inv, res := d.InviteRequest, d.InviteResponse
-	u := &uacDialog{client: dua.Client, contact: &dua.ContactHDR, transport: inv.Transport(), target: *inv.Recipient.Clone()}
-	if h := inv.From(); h != nil {
-		u.from = gosip.HeaderClone(h).(*gosip.FromHeader)
-	}
-	if h := res.To(); h != nil {
-		u.to = gosip.HeaderClone(h).(*gosip.ToHeader)
-	}
+	u := &uacDialog{client: dua.Client, contact: &dua.ContactHDR, transport: inv.Transport(), target: inv.Recipient,
+		from: inv.From(), to: res.To()}
 	if h := inv.CallID(); h != nil {
 		u.callID = *h
 	}
@@ -52,7 +50,7 @@ func newUACDialog(dua *sipgo.DialogUA, d *sipgo.DialogClientSession) *uacDialog 
 		u.cseq = h.SeqNo
 	}
 	if c := res.Contact(); c != nil {
-		u.target = *c.Address.Clone()
+		u.target = c.Address
 	}
 	rr := res.GetHeaders("record-route")
 	for i := len(rr) - 1; i >= 0; i-- {
@@ -70,12 +68,15 @@ func (u *uacDialog) bye(ctx context.Context) error {
 	if u.ended.Load() {
 		return nil
 	}
-	req := gosip.NewRequest(gosip.BYE, *u.target.Clone())
+	// A leg sends at most one BYE (Leg.Hangup), so the dialog's own
+	// headers go into it as they are, not copied: nothing changes a
+	// header once sent.
+	req := gosip.NewRequest(gosip.BYE, u.target)
 	if u.from != nil {
-		req.AppendHeader(gosip.HeaderClone(u.from))
+		req.AppendHeader(u.from)
 	}
 	if u.to != nil {
-		req.AppendHeader(gosip.HeaderClone(u.to))
+		req.AppendHeader(u.to)
 	}
 	callID := u.callID
 	req.AppendHeader(&callID)
@@ -90,10 +91,13 @@ func (u *uacDialog) bye(ctx context.Context) error {
 			req.Recipient = rh.Address // strict routing
 		}
 	}
-	req.AppendHeader(gosip.HeaderClone(u.contact))
+	// Shared by the engine's legs, as sipgo shares it in every INVITE.
+	req.AppendHeader(u.contact)
 	req.SetTransport(u.transport)
 	if u.dest != "" {
 		req.SetDestination(u.dest)
+	} else {
+		pinRoute(req)
 	}
 	req.SetBody(nil)
 	tx, err := u.client.TransactionRequest(ctx, req, sipgo.ClientRequestAddVia)
