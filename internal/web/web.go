@@ -185,9 +185,18 @@ func (s *Server) Handler() http.Handler {
 // Addr is the bound address.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
+// idleTimeout is how long a keep-alive connection may wait for its next
+// request before the server closes it; a client then opens a new one.
+const idleTimeout = 30 * time.Second
+
 // Run serves until ctx is cancelled.
 func (s *Server) Run(ctx context.Context) error {
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// IdleTimeout: without one (and with no ReadTimeout) a client's idle
+	// keep-alive connection is kept for good, each with its goroutine and
+	// 8 KiB of buffers: a burst of API requests left some thirty of them
+	// open (issue 14). Hijacked WebSockets and long responses are not
+	// idle and are not affected.
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: idleTimeout}
 	errc := make(chan error, 1)
 	if s.certs != nil {
 		srv.TLSConfig = &tls.Config{GetCertificate: s.certs.get}
