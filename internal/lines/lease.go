@@ -125,6 +125,7 @@ func (m *Manager) Acquire(ctx context.Context, group string, callRef string) (*L
 				lease := &Lease{Line: cloneLine(l), ID: id, CallRef: callRef, GrantedAt: g.At, m: m}
 				m.heldMu.Lock()
 				m.held[id] = lease
+				m.heldPeak = max(m.heldPeak, len(m.held))
 				m.heldMu.Unlock()
 				m.log.Debug("lines: acquired", "call_ref", callRef, "line", l.Name, "group", group, "in_use", g.InUse)
 				return lease, nil
@@ -173,12 +174,29 @@ func (l *Lease) Release(ctx context.Context) error {
 	m := l.m
 	m.heldMu.Lock()
 	delete(m.held, l.ID)
+	m.shrinkHeldLocked()
 	m.heldMu.Unlock()
 	if _, err := m.releases.Do(ctx, l.Line.Name, l.ID); err != nil {
 		return fmt.Errorf("lines: release line %q: %w", l.Line.Name, err)
 	}
 	m.log.Debug("lines: released", "call_ref", l.CallRef, "line", l.Line.Name)
 	return nil
+}
+
+// shrinkHeldLocked rebuilds m.held small once it has fallen to a
+// sixteenth of its peak: a Go map keeps the buckets of its peak, so a
+// burst of calls would otherwise leave them for good. The copy costs at
+// most a sixteenth of the releases since the peak. heldMu is held.
+func (m *Manager) shrinkHeldLocked() {
+	const minPeak = 256 // below it, the buckets are not worth the copy
+	if m.heldPeak < minPeak || len(m.held) > m.heldPeak/16 {
+		return
+	}
+	held := make(map[string]*Lease, len(m.held))
+	for id, l := range m.held {
+		held[id] = l
+	}
+	m.held, m.heldPeak = held, len(held)
 }
 
 // Held is the number of leases this node holds.
@@ -307,6 +325,7 @@ func (m *Manager) AcquireSlot(ctx context.Context, name string, limit int, callR
 	lease := &Lease{Line: Line{Name: key, Limit: limit, CPS: Unlimited, Enable: true}, ID: id, CallRef: callRef, GrantedAt: g.At, m: m}
 	m.heldMu.Lock()
 	m.held[id] = lease
+	m.heldPeak = max(m.heldPeak, len(m.held))
 	m.heldMu.Unlock()
 	return lease, nil
 }

@@ -85,6 +85,9 @@ type Manager struct {
 
 	heldMu sync.Mutex
 	held   map[string]*Lease // by lease id
+	// heldPeak is the most leases in held since it was last rebuilt
+	// (shrinkHeldLocked).
+	heldPeak int
 
 	// acquires and releases combine concurrent lease requests per line
 	// into one Redis round trip (see newBatches).

@@ -71,11 +71,15 @@ type pollShard struct {
 	file *os.File        // epfd, registered with Go's netpoller
 	raw  syscall.RawConn // file's, to park until epfd is readable
 
-	mu      sync.Mutex // held while a batch is forwarded and to add or remove legs
-	legs    map[uint32]*pollLeg
-	nextID  uint32
-	running bool
-	events  [pollBatch]syscall.EpollEvent
+	mu   sync.Mutex // held while a batch is forwarded and to add or remove legs
+	legs map[uint32]*pollLeg
+	// legsPeak is the most legs since legs was last rebuilt: a Go map
+	// keeps the buckets of its peak, so after a burst the map is copied
+	// into a small one (removeLocked).
+	legsPeak int
+	nextID   uint32
+	running  bool
+	events   [pollBatch]syscall.EpollEvent
 	// pk is the packet being forwarded: packets are forwarded one at a
 	// time under mu, so one buffer and one set of per-packet state serve
 	// all its relays (instead of 2 KiB per direction of every held call).
@@ -133,6 +137,7 @@ func (sh *pollShard) add(legs ...*pollLeg) error {
 		}
 		sh.legs[l.id] = l
 	}
+	sh.legsPeak = max(sh.legsPeak, len(sh.legs))
 	if !sh.running {
 		sh.running = true
 		go sh.loop()
@@ -160,7 +165,20 @@ func (sh *pollShard) removeLocked(legs ...*pollLeg) {
 		// keeps the socket open.
 		_ = syscall.EpollCtl(sh.epfd, syscall.EPOLL_CTL_DEL, l.srcFd, nil)
 	}
+	// After a burst, give the map's buckets back: copying what is left
+	// costs at most a sixteenth of the deletes since the peak.
+	if sh.legsPeak >= shrinkMapPeak && len(sh.legs) <= sh.legsPeak/16 {
+		legs := make(map[uint32]*pollLeg, len(sh.legs))
+		for id, l := range sh.legs {
+			legs[id] = l
+		}
+		sh.legs, sh.legsPeak = legs, len(legs)
+	}
 }
+
+// shrinkMapPeak is the size from which a map that empties is rebuilt
+// small: below it, its buckets are not worth the copy.
+const shrinkMapPeak = 256
 
 // pollGap is how long a shard that just forwarded packets waits before
 // looking again instead of parking. RTP arrives in bursts (every call's
