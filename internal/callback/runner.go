@@ -404,6 +404,11 @@ func sleep(ctx context.Context, d time.Duration) {
 func (r *Runner) runPlans(ctx context.Context) {
 	var inflight sync.WaitGroup
 	defer inflight.Wait()
+	// One timer for every wait (a poll's timer was garbage of an idle
+	// node; issue 14); a stopped or reset timer delivers no stale tick.
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	t.Stop()
 	for ctx.Err() == nil {
 		claims, next, err := r.plans.ClaimDue(ctx, 100)
 		if err != nil && ctx.Err() == nil {
@@ -428,7 +433,7 @@ func (r *Runner) runPlans(ctx context.Context) {
 			}
 		}
 		if wait > 0 {
-			t := time.NewTimer(wait)
+			t.Reset(wait)
 			select {
 			case <-ctx.Done():
 			case <-r.wake:

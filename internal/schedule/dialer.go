@@ -145,6 +145,13 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	if err := wait(ctx); err != nil {
 		return nil // stopped before this node's leftovers could be settled
 	}
+	// One timer for every wait: the loop polls every few tens of
+	// milliseconds, and a timer per poll was a good part of an idle node's
+	// garbage (issue 14). Since Go 1.23 a stopped or reset timer delivers
+	// no stale tick.
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	defer t.Stop()
 	for {
 		claims, next, err := s.ledger.ClaimDue(ctx, s.cfg.Batch)
 		if err != nil {
@@ -178,10 +185,9 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			}
 		}
 		if wait > 0 {
-			t := time.NewTimer(wait)
+			t.Reset(wait)
 			select {
 			case <-ctx.Done():
-				t.Stop()
 				return nil
 			case <-s.wake:
 				t.Stop()

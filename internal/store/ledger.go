@@ -116,6 +116,12 @@ type Ledger struct {
 	// their original score.
 	recoverNow bool
 
+	// ownKeys are Keys of this node, built once: the dialers poll their
+	// ledgers every few hundred milliseconds, and building the dozen key
+	// strings on each poll was most of an idle node's garbage (issue 14).
+	ownOnce sync.Once
+	ownKeys LedgerKeys
+
 	// marks combines the Marks of concurrent calls into one script run.
 	marksOnce sync.Once
 	marks     *batch.Group[struct{}, string, int64]
@@ -148,9 +154,14 @@ type LedgerKeys struct {
 
 // Keys returns the ledger's keys for host ("" = this node).
 func (l *Ledger) Keys(host string) LedgerKeys {
-	if host == "" {
-		host = l.s.cfg.Host
+	if host == "" || host == l.s.cfg.Host {
+		l.ownOnce.Do(func() { l.ownKeys = l.keys(l.s.cfg.Host) })
+		return l.ownKeys
 	}
+	return l.keys(host)
+}
+
+func (l *Ledger) keys(host string) LedgerKeys {
 	return LedgerKeys{
 		Source:      l.source,
 		Processing:  l.prefix + ":" + l.procWord + ":" + host,
