@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -117,7 +118,12 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 		f(&o)
 	}
 	a := &App{Cfg: cfg, Log: log, Registry: prometheus.NewRegistry(), started: time.Now()}
-	a.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The default Go metrics, plus the live heap as the last collection
+	// marked it (go_gc_heap_live_bytes): what the node holds, where the
+	// heap's alloc figure also counts garbage not yet collected.
+	a.Registry.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
+		collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$`)})),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var err error
 	if a.Store, err = store.New(store.Config{URL: cfg.Redis, Domain: cfg.Domain, Host: cfg.Host, NotifyPrefix: cfg.NotifyPrefix}); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
@@ -258,6 +264,7 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 	dashPage := webui.DashboardHandler(modules)
 	a.Web.HandlePage("GET /{$}", auth.Dashboard, dashPage)
 	a.Web.HandlePublic("GET /dashboard/", dashPage)
+	registerProfiling(a)
 	// The HTTP address is known now that web has bound it.
 	if err := a.Directory.SetSelf(a.nodeInfo()); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
