@@ -7,8 +7,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -35,14 +38,27 @@ const (
 	// memBeforeEnv names an older redial binary measured first, the same
 	// way, for a before/after table.
 	memBeforeEnv = "REDIAL_BENCH_MEMORY_BEFORE"
+	// memProfileEnv names a directory: the node is then built with
+	// -tags redial_pprof (its /debug/pprof/ and /debug/memstats routes
+	// exist only in such a build, and ask for an API token like the rest
+	// of the API), runs with GODEBUG=memprofilerate=4096, and what
+	// memProfile lists is written there right after the idle, held,
+	// ended and 40-s-later readings. The collections it runs change the
+	// readings after it: a profiling run is for diagnosis, not for the
+	// tables.
+	memProfileEnv = "REDIAL_BENCH_MEMORY_PROFILE"
 )
 
 // memReading is the node (and the two SIPp UASes) at one moment.
 type memReading struct {
 	rss, hwm             int64
 	heapAlloc, heapInuse float64 // Go heap: allocated objects, spans in use
-	goroutines           float64
-	uasRSS, echoRSS      int64
+	// heapLive is the live heap as the last collection marked it
+	// (go_gc_heap_live_bytes, runtime/metrics /gc/heap/live:bytes); -1
+	// when the node does not export it.
+	heapLive        float64
+	goroutines      float64
+	uasRSS, echoRSS int64
 }
 
 // memResult is the whole part.
@@ -73,7 +89,20 @@ func runMemory(ctx context.Context, b *bench) (string, error) {
 		return "", err
 	}
 	bin := os.Getenv(memBinEnv)
-	if bin == "" {
+	profDir := os.Getenv(memProfileEnv)
+	switch {
+	case profDir != "":
+		fmt.Println("memory: go build -tags redial_pprof ./cmd/redial; profiles to", profDir)
+		if bin, err = buildProfilingRedial(ctx, b.root, dir); err != nil {
+			return "", err
+		}
+		if err := os.MkdirAll(profDir, 0o755); err != nil {
+			return "", err
+		}
+		// Inherited by the node (and, harmlessly, by SIPp and Redis).
+		os.Setenv("GODEBUG", "memprofilerate=4096")
+		defer os.Unsetenv("GODEBUG")
+	case bin == "":
 		fmt.Println("memory: go build ./cmd/redial")
 		if bin, err = buildRedial(ctx, b.root, dir); err != nil {
 			return "", err
@@ -108,6 +137,11 @@ func memRead(ctx context.Context, node *nodeProc, uas, echo *sippProc) memReadin
 	m.heapAlloc, _ = node.metric(ctx, "go_memstats_heap_alloc_bytes")
 	m.heapInuse, _ = node.metric(ctx, "go_memstats_heap_inuse_bytes")
 	m.goroutines, _ = node.metric(ctx, "go_goroutines")
+	if v, err := node.metric(ctx, "go_gc_heap_live_bytes"); err == nil {
+		m.heapLive = v
+	} else {
+		m.heapLive = -1
+	}
 	m.uasRSS = procStatusBytes(uas.cmd.Process.Pid, "VmRSS:")
 	m.echoRSS = procStatusBytes(echo.cmd.Process.Pid, "VmRSS:")
 	return m
@@ -152,6 +186,7 @@ func memoryRun(ctx context.Context, b *bench, bin string, rds *redisServer, uasX
 		return nil, err
 	}
 	r.idle = memRead(ctx, node, uas, echo)
+	memProfile(ctx, node, "idle", false)
 
 	fmt.Printf("memory: %d bridged calls, no media\n", memCalls)
 	refs, errs := node.originateAll(ctx, memCalls, mediaRate, "1996", "bridge")
@@ -168,6 +203,7 @@ func memoryRun(ctx context.Context, b *bench, bin string, rds *redisServer, uasX
 		return nil, err
 	}
 	r.held = memRead(ctx, node, uas, echo)
+	memProfile(ctx, node, "held", false)
 
 	fmt.Printf("memory: RTP both ways on %d of them\n", memStreams)
 	var streams []*sendStream
@@ -186,6 +222,16 @@ func memoryRun(ctx context.Context, b *bench, bin string, rds *redisServer, uasX
 	r.media = memRead(ctx, node, uas, echo)
 	stopSend()
 	<-sendDone
+	// The last burst's echoes are still on their way: count them once
+	// nothing more has arrived for 100 ms (at most 2 s).
+	for last, quiet, deadline := ph.packets.Load(), 0, time.Now().Add(2*time.Second); quiet < 5 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		if n := ph.packets.Load(); n != last {
+			last, quiet = n, 0
+		} else {
+			quiet++
+		}
+	}
 	r.sent, r.echoes = sent.Load(), ph.packets.Load()-echoes0
 	if err != nil {
 		return nil, err
@@ -196,13 +242,90 @@ func memoryRun(ctx context.Context, b *bench, bin string, rds *redisServer, uasX
 	_, ports, took, derr := node.drained(ctx, 30*time.Second)
 	r.drained, r.drainErr, r.portsAfter = took, derr, ports
 	r.ended = memRead(ctx, node, uas, echo)
+	memProfile(ctx, node, "ended", false)
 	if err := sleepCtx(ctx, memAfter); err != nil {
 		return nil, err
 	}
 	r.later = memRead(ctx, node, uas, echo)
+	memProfile(ctx, node, "later", false)
 	r.cdrs, r.cdrKinds = countCDRs(ctx, rds)
 	r.warn, r.firstWarn = node.warnLines()
 	return r, nil
+}
+
+// buildProfilingRedial builds ./cmd/redial with its pprof routes.
+func buildProfilingRedial(ctx context.Context, root, dir string) (string, error) {
+	bin := filepath.Join(dir, "redial-pprof")
+	cmd := exec.CommandContext(ctx, "go", "build", "-tags", "redial_pprof", "-o", bin, "./cmd/redial")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build -tags redial_pprof ./cmd/redial: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// memProfile writes, to $REDIAL_BENCH_MEMORY_PROFILE, the node as read
+// (<name>-smaps_rollup.txt, <name>-metrics.txt) and, unless light, its
+// goroutines (<name>-goroutine.txt, counts; <name>-goroutine-full.txt,
+// every stack), what it keeps once collected and returned
+// (<name>-memstats-freed.json from /debug/memstats?free=1, again in
+// <name>-memstats-freed2.json, then <name>-smaps_rollup-freed.txt) and its
+// heap profile (<name>-heap.pb.gz).
+// Without that variable it does nothing. Compare with
+// go tool pprof -sample_index=inuse_space -base idle-heap.pb.gz later-heap.pb.gz.
+func memProfile(ctx context.Context, node *nodeProc, name string, light bool) {
+	dir := os.Getenv(memProfileEnv)
+	if dir == "" {
+		return
+	}
+	smaps := func(file string) {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", node.pid)); err == nil {
+			os.WriteFile(filepath.Join(dir, file), b, 0o644)
+		}
+	}
+	smaps(name + "-smaps_rollup.txt")
+	steps := []struct{ path, file string }{{"/metrics", name + "-metrics.txt"}}
+	if !light {
+		steps = append(steps, []struct{ path, file string }{
+			{"/debug/pprof/goroutine?debug=1", name + "-goroutine.txt"},
+			{"/debug/pprof/goroutine?debug=2", name + "-goroutine-full.txt"},
+			{"/debug/memstats?free=1", name + "-memstats-freed.json"},
+			// Twice: what the requests before allocated during the first
+			// collection may outlive it.
+			{"/debug/memstats?free=1", name + "-memstats-freed2.json"},
+			{"", name + "-smaps_rollup-freed.txt"},
+			{"/debug/pprof/heap?gc=1", name + "-heap.pb.gz"},
+		}...)
+	}
+	for _, p := range steps {
+		if p.path == "" {
+			smaps(p.file)
+			continue
+		}
+		if err := memFetch(ctx, node, p.path, filepath.Join(dir, p.file)); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: memory: profile %s: %v\n", p.file, err)
+		}
+	}
+}
+
+func memFetch(ctx context.Context, node *nodeProc, path, file string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, node.base+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := node.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s (a build without -tags redial_pprof?)", path, resp.Status)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("GET %s: %w", path, err)
+	}
+	return os.WriteFile(file, body, 0o644)
 }
 
 // waitBridged waits until n calls are bridged and returns each call's
@@ -242,29 +365,34 @@ const memNotes = `
 Notes:
 
 - Results against the targets: RSS per established call without media
-  missed, but close: 50.1 to 57.4 KiB in five runs of the current tree,
-  against 81.8 to 86.2 KiB for the build before the
-  goroutine work below and 83 to 87 KiB before issue 14 (run-to-run noise
-  is about ±3 KiB, following where the GC cycle is at the reading); with
-  an anchored G.711 stream met (the stream adds a few KiB: socket queues);
-  flat after the end missed (see below). Two runs after the ended-call
-  work gave 51.0 and 56.2 KiB: that work does not touch held calls.
+  met: 42.1 to 43.4 KiB in three runs since the call's setup goroutine
+  ends once it is bridged (below), against 50.1 to 57.4 KiB before that,
+  81.8 to 86.2 KiB before the goroutine work and 83 to 87 KiB before
+  issue 14 (run-to-run noise is about ±3 KiB, following where the GC
+  cycle is at the reading); with an anchored G.711 stream met (the
+  stream adds under a KiB: socket queues); flat after the end missed
+  (see below).
 - Where a held bridged call's memory goes now (a profiling build, 1000
   calls held, GODEBUG=memprofilerate=1024, GC forced before reading):
   about 11 KiB of live heap (internal/sip's two legs with their kept
   dialogs, sessions, sockets and SDP 5.1 KiB; the call 0.65 KiB; its
-  context 0.5 KiB; the relay 0.5 KiB; the line lease 0.3 KiB), one 8 KiB
-  goroutine stack (the call's own, parked until the hangup), and about
-  19 KiB of freed heap not yet returned to the kernel: with GOGC=100 the
-  heap grows to twice what is live before a collection, and the garbage of
-  setting the calls up sits in it.
-- Goroutines per held call, 3 → 1: the relay of two plain UDP sessions
-  runs on the port pool's epoll shards and nothing waits for it
-  (media.StartRelay), the watcher that stops ringing the destination when
-  the callee hangs up ends with the dial, and the dial's frame is kept out
-  of the parked goroutine's (internal/call bridge.go, run.go), so its
-  stack shrinks to 8 KiB (it was 16). The poll shards keep one receive
-  buffer each instead of 2 KiB per leg.
+  context 0.5 KiB; the relay 0.5 KiB; the line lease 0.3 KiB), one 2 KiB
+  goroutine stack (the bridge's waiter), and the freed heap not yet
+  returned to the kernel: with GOGC=100 the heap grows to twice what is
+  live before a collection, and the garbage of setting the calls up sits
+  in it.
+- Goroutines per held call, 3 → 1, and a small one: the relay of two
+  plain UDP sessions runs on the port pool's epoll shards and nothing
+  waits for it (media.StartRelay); the watcher that stops ringing the
+  destination when the callee hangs up ends with the dial; the poll
+  shards keep one receive buffer each instead of 2 KiB per leg; and the
+  goroutine that set the call up (the attempts, the dial, the manager's
+  frames: 2 to 4 KiB in use, so its stack shrank no further than 8 KiB)
+  hands the bridged call to a waiter of its own and ends
+  (call.HandoffConnector, SIPBridge.ConnectThen). The waiter's parked
+  frames are under 1 KiB, so its stack stays at the 2 KiB minimum; it
+  hangs up, writes the CDR and finishes the call when either side ends.
+  That took 8 to 10 KiB off each held call.
 - Live heap before the goroutine work, measured the same way: 26.7 KiB →
   16.0 KiB per call from the outbound legs' dialog (below), then about
   11 KiB with the relay's buffers shared.
@@ -303,16 +431,66 @@ Notes:
   the manager runs runtime/debug.FreeOSMemory once, at most every 10 s
   (release.go; never under steady load), so the burst's garbage is
   collected and its pages returned without waiting for the runtime's
-  two-minute collection. What is still above idle (about 7 KiB of heap
-  per ended call, far more than the records) is not yet traced: next
-  step, a heap profile of the node 40 s after the end.
-- Why 50 KB per call is not quite met: RSS is the live heap (about 11
-  KiB), the stack (8 KiB) and the garbage GOGC=100 lets accumulate before
-  a collection (up to the live heap of the whole node again). Meeting it
-  reliably takes the call's last goroutine away (the call would wait on
-  callbacks from its legs, its context and the relay, and a short-lived
-  goroutine would finish it; that changes the Connector interface) or a
-  GOMEMLIMIT/GOGC setting for the node.
+  two-minute collection.
+- What the node still held 40 s after the end (profiling runs,
+  ` + "`REDIAL_BENCH_MEMORY_PROFILE=<dir>`" + `: the node built with
+  ` + "`-tags redial_pprof`" + `, its heap profile compared with the idle one by
+  ` + "`go tool pprof -base`" + `, goroutine dumps, and the runtime's own figures
+  after two collections that return every free page; after one, the
+  garbage of the requests just before, a goroutine dump's 2 MiB buffer,
+  is still counted): 2.1 to 2.5 MiB of live heap above idle. The
+  ended-call records were 1.05 MiB of it for 1001 calls, in some nine
+  objects each (the record 320 B, the CDR slice 288 B, the variables map
+  270 B, the CDR ID, the answer time, the ref and numbers strings, the
+  map and list entries); 31 idle keep-alive connections of the bench's
+  HTTP client, each a goroutine parked in net/http with 8 KiB of buffers
+  (the web server had no IdleTimeout, so they stayed for good: the "31
+  more goroutines"); maps that kept their peak buckets (internal/lines'
+  held leases 53 KiB, the relay shards' legs 69 KiB, internal/sip's legs
+  107 KiB, the port pool's 73 KiB, sipgo's client transactions 53 KiB);
+  and 1200 goroutine descriptors (0.55 MiB: the runtime never frees
+  one). Worse than their size, the records were allocated during the
+  hang-up among the calls' garbage and, once that was collected, kept
+  the spans they sat in (see "Tried and not kept" below).
+- What changed: the web server closes keep-alive connections idle for
+  30 s; internal/lines' held map and the relay shards' legs map are
+  rebuilt small once they fall to a sixteenth of a peak of 256 or more;
+  a ledger's own keys are built once and the scheduler's and callback
+  runner's polls reuse one timer (the scheduler polls Redis every 20 ms,
+  and built a dozen key strings and a timer each time): an idle node's
+  garbage fell from about 110 to about 70 KiB/s; and the node exports
+  the live heap as of the last collection (` + "`go_gc_heap_live_bytes`" + `,
+  runtime/metrics /gc/heap/live:bytes), which the table shows: what is
+  held, without the garbage an idle node makes between collections.
+  Goroutines 40 s after the end: +1 above idle (was +31).
+- Tried and not kept: the ended-call records as bytes (a varint encoding
+  of the Info, CDRs and outcome flags, about 130 to 260 bytes a call) in
+  slabs filled in the order calls end, keyed by the ref's bytes in the
+  record. In profiling runs it took the live heap 40 s after the end
+  from 2.1 to 2.5 MiB above idle to 1.2 to 1.5, and heap spans in use
+  after one collection from +9.0 to +3.5 to 4.7 MiB, as the records no
+  longer pin the spans of the burst's garbage; RSS in the table went
+  from 13 to 14 MiB above idle to 9 to 12. It was left out: a codec of
+  every field of Info and of the CDR (a field added later and not
+  encoded would vanish from the API silently), unsafe strings and a slab
+  allocator of its own, for about 1 KiB per ended call, while the target
+  stays out of reach (next bullet).
+- Why "flat" is not met: what stays 40 s after the end is mostly the Go
+  runtime's, set by the peak and not by the calls ended: some 1200
+  goroutine descriptors (0.55 MiB; the runtime never frees one), free
+  goroutine stacks kept per P (0.7 to 1.7 MiB), the heap arena and span
+  metadata of the peak (about 1.2 MiB), the runtime's other (0.6 MiB),
+  the free space left in spans (1.1 MiB); then the ended-call records
+  (about 1 MiB for their 2 minutes), the maps left in internal/sip, the
+  port pool and sipgo (0.23 MiB), and a go-redis connection the burst
+  sometimes adds (256 KiB of buffers). The runtime's part alone is over
+  the 2 MiB of RSS the target allows for 1000 calls. The heap as read
+  (alloc) barely moves in the 40 s because the last collection was the
+  release about 10 s after the end, and what an idle node allocates
+  (about 70 KiB/s, most of it the scheduler's 20 ms poll of Redis) sits
+  in the heap as garbage until the next collection; the idle reading
+  carries 2 to 3 MiB of the same; the live-heap row is the figure to
+  judge what is held.
 - Inbound legs (calls to the node) still keep sipgo's
   DialogServerSession with the INVITE and its 200 for the call's life: not
   part of this bench, and not changed.
@@ -376,6 +554,12 @@ func memoryReport(b *bench, r, before *memResult, took time.Duration) string {
 	flat := r.later.rss-r.idle.rss < int64(n)*2048 && r.later.heapAlloc-r.idle.heapAlloc < float64(n)*1024
 	w("| **after the calls end: RSS / heap alloc above idle, at once → %s later** | **%s / %s → %s / %s** | flat: %s |\n", secs(memAfter),
 		mib(r.ended.rss-r.idle.rss), mib(int64(r.ended.heapAlloc-r.idle.heapAlloc)), mib(r.later.rss-r.idle.rss), mib(int64(r.later.heapAlloc-r.idle.heapAlloc)), verdict(flat))
+	if r.idle.heapLive >= 0 && r.later.heapLive >= 0 {
+		// What the node holds, without the garbage an idle node makes
+		// between collections.
+		w("| live heap (as of the last collection) above idle, %s after the end | %.1f MiB | ≤ %.1f MiB |\n", secs(memAfter),
+			(r.later.heapLive-r.idle.heapLive)/(1<<20), float64(n)*1024/(1<<20))
+	}
 	w("| RTP packets sent to the %d streams / echoes back (%s) | %d / %d | |\n", k, secs(memSettle), r.sent, r.echoes)
 	drain := fmt.Sprintf("%v after %s (%d DELETE errors)", r.portsAfter, r.drained.Round(10*time.Millisecond), r.hangupFailed)
 	if r.drainErr != nil {
