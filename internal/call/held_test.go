@@ -59,8 +59,8 @@ func TestHeldBridgedCallsCostOneSmallGoroutineEach(t *testing.T) {
 		return nil
 	})
 	t.Logf("%d goroutines above idle for %d held calls", runtime.NumGoroutine()-idle, calls)
-	if n := goroutinesIn("call.(*Manager).run("); n != 0 {
-		t.Fatalf("%d goroutines still in the call's setup (Manager.run) while the calls are held, want 0", n)
+	if n := goroutinesIn("call.(*Manager).runRegistered("); n != 0 {
+		t.Fatalf("%d goroutines still in the call's setup (Manager.runRegistered) while the calls are held, want 0", n)
 	}
 	if n := goroutinesIn("call.(*bridge).hold("); n != calls {
 		t.Fatalf("%d goroutines hold a bridge, want %d", n, calls)
