@@ -460,8 +460,8 @@ Notes:
   and built a dozen key strings and a timer each time): an idle node's
   garbage fell from about 110 to about 70 KiB/s; and the node exports
   the live heap as of the last collection (` + "`go_gc_heap_live_bytes`" + `,
-  runtime/metrics /gc/heap/live:bytes), which the table shows: what is
-  held, without the garbage an idle node makes between collections.
+  runtime/metrics /gc/heap/live:bytes), which the table shows (see the
+  last bullet but one for how to read it).
   Goroutines 40 s after the end: +1 above idle (was +31).
 - Tried and not kept: the ended-call records as bytes (a varint encoding
   of the Info, CDRs and outcome flags, about 130 to 260 bytes a call) in
@@ -489,8 +489,12 @@ Notes:
   release about 10 s after the end, and what an idle node allocates
   (about 70 KiB/s, most of it the scheduler's 20 ms poll of Redis) sits
   in the heap as garbage until the next collection; the idle reading
-  carries 2 to 3 MiB of the same; the live-heap row is the figure to
-  judge what is held.
+  carries 2 to 3 MiB of the same. The live-heap row has neither
+  garbage nor a forced collection, but it is as of each reading's last
+  collection: the idle one's may be minutes old, and the later one's is
+  the release about 10 s after the end, when some of the hang-up's
+  objects (sipgo's transactions until their timers, the ended records)
+  were still held. A profiling run (above) is the precise figure.
 - Inbound legs (calls to the node) still keep sipgo's
   DialogServerSession with the INVITE and its 200 for the call's life: not
   part of this bench, and not changed.
