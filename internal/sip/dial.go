@@ -208,7 +208,11 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	req.AppendHeader(gosip.NewHeader("Content-Type", "application/sdp"))
 	req.SetBody(offer)
 
-	pinRoute(req)
+	// A request down an agent's WebSocket keeps the destination set above
+	// (the socket it registered from), which the Request-URI does not say.
+	if r.Socket == "" {
+		pinRoute(req)
+	}
 
 	// ringCtx ends only through cancel: were it a child of ctx, a hangup
 	// would cancel it with ctx's cause, and sipgo would then wait for a
