@@ -116,10 +116,13 @@ func (q *QueueConnector) ring(ctx context.Context, s *Session, exts []string, ti
 		res agentRingResult
 	}
 	results := make(chan result, len(exts))
+	// Read before the goroutines start: the winner's bridge writes the
+	// session's variables while a loser's goroutine may still be starting.
+	localOnly := s.Vars[varRelayed] != ""
 	for _, ext := range exts {
 		go func() {
 			results <- result{ext, q.Users.ringAgent(rctx, agentRing{ext: ext, callRef: s.Call.Ref(), fromUser: s.ClientNumber,
-				codecs: codecs, timeout: timeout, localOnly: s.Vars[varRelayed] != "", log: s.Log})}
+				codecs: codecs, timeout: timeout, localOnly: localOnly, log: s.Log})}
 		}()
 	}
 	answered := ""
