@@ -365,7 +365,7 @@ const memNotes = `
 Notes:
 
 - Results against the targets: RSS per established call without media
-  met: 42.1 to 43.4 KiB in three runs since the call's setup goroutine
+  met: 39.9 to 43.4 KiB in four runs since the call's setup goroutine
   ends once it is bridged (below), against 50.1 to 57.4 KiB before that,
   81.8 to 86.2 KiB before the goroutine work and 83 to 87 KiB before
   issue 14 (run-to-run noise is about ±3 KiB, following where the GC
