@@ -551,3 +551,49 @@ func TestWSSOverTLS(t *testing.T) {
 	}
 	wantResponse(t, responses, 200)
 }
+
+// An INVITE to an agent registered over WebSocket goes down the socket it
+// registered from, although its Request-URI names a made-up host (SIP.js
+// contacts are <random>.invalid), and so do the ACK and the BYE. Pinning
+// a request's route once (issue 14) overwrote that destination with the
+// Request-URI's host, and browser agents got no calls.
+func TestDialDownAgentSocket(t *testing.T) {
+	env := startWS(t, false)
+	c, source := env.mustDial(t)
+	done := make(chan DialResult, 1)
+	go func() {
+		done <- env.e.Dial(context.Background(), DialRequest{CallRef: "to-agent", Target: "sip:1001@df7jal23ls0d.invalid;transport=ws",
+			Socket: source, Codecs: []media.Codec{media.PCMU}, RingTimeout: 10 * time.Second})
+	}()
+	raw := readSIP(t, c, func(m string) bool { return strings.HasPrefix(m, "INVITE ") })
+	msg, err := gosip.NewParser().ParseSIP([]byte(raw))
+	if err != nil {
+		t.Fatalf("engine's INVITE does not parse: %v\n%s", err, raw)
+	}
+	inv := msg.(*gosip.Request)
+	sdp := "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+	ok := gosip.NewResponseFromRequest(inv, 200, "OK", []byte(sdp))
+	ok.To().Params.Add("tag", randHex(4))
+	ok.AppendHeader(&gosip.ContactHeader{Address: gosip.Uri{Scheme: "sip", User: "1001", Host: "df7jal23ls0d.invalid",
+		UriParams: gosip.HeaderParams{{K: "transport", V: "ws"}}}})
+	ok.AppendHeader(gosip.NewHeader("Content-Type", "application/sdp"))
+	writeText(t, c, ok.String())
+	readSIP(t, c, func(m string) bool { return strings.HasPrefix(m, "ACK ") })
+	var res DialResult
+	select {
+	case res = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Dial did not return after the ACK")
+	}
+	if res.Leg == nil {
+		t.Fatalf("no leg: %d %s %v", res.Code, res.Reason, res.TransportErr)
+	}
+	hung := make(chan struct{})
+	go func() { res.Leg.Hangup(context.Background()); close(hung) }()
+	answer(t, c, "BYE")
+	select {
+	case <-hung:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Hangup did not return after the BYE's 200")
+	}
+}
