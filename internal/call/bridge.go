@@ -23,8 +23,7 @@ func (b *SIPBridge) Connect(ctx context.Context, s *Session) TargetResult {
 		return failed
 	}
 	connected := b.bridged(s, bleg)
-	br := startBridge(ctx, s, bleg, "destination")
-	tr := br.end(ctx, br.wait(ctx))
+	tr := relayUntilHangup(ctx, s, bleg, "destination")
 	tr.ConnectedAt = connected
 	return tr
 }

@@ -422,10 +422,16 @@ func scanSDP(s string) (d sdpDesc, ok bool) {
 
 // sdpFields splits v at single spaces into exactly n non-empty fields.
 func sdpFields(v string, n int) []string {
-	f := strings.Split(v, " ")
-	if len(f) != n {
-		return nil
+	if f := sdpSplit(v); len(f) == n {
+		return f
 	}
+	return nil
+}
+
+// sdpSplit splits v at single spaces; nil when a field is empty or holds
+// a tab (other spacing is left to pion).
+func sdpSplit(v string) []string {
+	f := strings.Split(v, " ")
 	for _, x := range f {
 		if x == "" || strings.IndexByte(x, '\t') >= 0 {
 			return nil
@@ -473,14 +479,9 @@ var sdpProtos = map[string]bool{"UDP": true, "RTP": true, "AVP": true, "SAVP": t
 // sdpMediaLine reads "<media> <port> <proto> <format>...", the port
 // without a "/count".
 func sdpMediaLine(v string) (sdpMedia, bool) {
-	f := strings.Split(v, " ")
+	f := sdpSplit(v)
 	if len(f) < 3 {
 		return sdpMedia{}, false
-	}
-	for _, x := range f {
-		if x == "" || strings.IndexByte(x, '\t') >= 0 {
-			return sdpMedia{}, false
-		}
 	}
 	switch f[0] {
 	case "audio", "video", "text", "application", "message":

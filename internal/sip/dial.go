@@ -180,9 +180,6 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	if transport != "udp" {
 		req.SetTransport(strings.ToUpper(transport))
 	}
-	if r.Socket != "" {
-		req.SetDestination(r.Socket)
-	}
 	// Our own Call-ID, placed first (sipgo puts only its Via, CSeq and
 	// Max-Forwards before it): an ICMP error quotes the start of the
 	// INVITE, and the Call-ID in that quote says which INVITE failed.
@@ -208,9 +205,11 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	req.AppendHeader(gosip.NewHeader("Content-Type", "application/sdp"))
 	req.SetBody(offer)
 
-	// A request down an agent's WebSocket keeps the destination set above
-	// (the socket it registered from), which the Request-URI does not say.
-	if r.Socket == "" {
+	if r.Socket != "" {
+		// Down the agent's WebSocket: the socket it registered from, which
+		// the Request-URI (a made-up host) does not say.
+		req.SetDestination(r.Socket)
+	} else {
 		pinRoute(req)
 	}
 
