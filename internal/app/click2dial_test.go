@@ -115,7 +115,9 @@ func clickCDRs(t *testing.T, r *testenv.Redis, callRef string, want int, timeout
 // <prefix>:campaigns before the answered call's CDR.
 func TestClickToDialAgentFirstThenCustomerWithFailover(t *testing.T) {
 	r := testenv.StartRedis(t)
-	agent := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uas_dest_rtp.xml"), Args: []string{"-m", "1"},
+	// The agent rings for 700 ms before answering, so a customer dialed
+	// before the answer would show up long before the agent's ACK.
+	agent := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uas_dest_rtp.xml"), Args: []string{"-m", "1", "-d", "700"},
 		Files: []string{scenario(t, "pcmu_tone.ulaw")}, Trace: true})
 	down := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uas_503.xml"), Args: []string{"-m", "1"}, Trace: true})
 	customer := testenv.StartSipp(t, testenv.SippOptions{Scenario: scenario(t, "uas_answer_wait_bye.xml"),
@@ -195,13 +197,18 @@ func TestClickToDialAgentFirstThenCustomerWithFailover(t *testing.T) {
 	waitSipp(t, customer, 10*time.Second)
 
 	// Agent first: the carriers saw their INVITEs only after the agent's
-	// ACK, that is after the agent answered.
+	// ACK, that is after the agent answered. The times are each SIPp's
+	// own, taken when its loop got to the message: redial writes the ACK
+	// before it dials the customer, yet two processes on a loaded machine
+	// may log them a little out of order, so the check allows 100 ms,
+	// well under the agent's 700 ms of ringing.
+	const skew = 100 * time.Millisecond
 	agentAck := firstReceived(t, agent, "ACK ")
-	if inv := firstReceived(t, agent, "INVITE "); !inv.Before(agentAck) {
-		t.Fatalf("agent: INVITE at %v, ACK at %v", inv, agentAck)
+	if inv := firstReceived(t, agent, "INVITE "); agentAck.Sub(inv) < 600*time.Millisecond {
+		t.Fatalf("agent: INVITE at %v, ACK at %v; want 700 ms of ringing between them", inv, agentAck)
 	}
 	for _, s := range []*testenv.Sipp{down, customer} {
-		if inv := firstReceived(t, s, "INVITE "); inv.Before(agentAck) {
+		if inv := firstReceived(t, s, "INVITE "); inv.Before(agentAck.Add(-skew)) {
 			t.Fatalf("carrier %s got its INVITE at %v, before the agent answered (ACK at %v)", s.Addr, inv, agentAck)
 		}
 	}
