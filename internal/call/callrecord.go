@@ -257,7 +257,7 @@ func (m *Manager) saveCallRecord(ctx context.Context, c *Call, cdr *notify.CDR, 
 	if queue != "" {
 		rec.Item = callbackItem(cdr.ClientNumber, cdr.ContactRef)
 	}
-	if err := m.deps.Records.SaveCallRecord(context.WithoutCancel(ctx), c.req.CallRef, rec); err != nil {
+	if err := m.deps.Records.SaveCallRecord(uncancelled(ctx), c.req.CallRef, rec); err != nil {
 		// The recorder logs its outages; per call only at DEBUG.
 		m.log.Debug("call: call record not saved", "call_ref", c.req.CallRef, "error", err)
 	}

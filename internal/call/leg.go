@@ -237,8 +237,11 @@ func (r *callRun) answered(t time.Time, code int) {
 // leg up, frees its line and writes its CDR, ANSWERED when the call
 // reached its target and FAILED (with the reason) when it did not.
 func (r *callRun) endLeg(ctx context.Context, a *answeredLeg, tr TargetResult) {
-	a.leg.Hangup(context.WithoutCancel(ctx))
-	a.lease.Release(context.WithoutCancel(ctx))
+	// The hangup, the release and the CDR are done whatever happens to
+	// ctx now; one context for the three.
+	ctx = uncancelled(ctx)
+	a.leg.Hangup(ctx)
+	a.lease.Release(ctx)
 	rec := a.rec
 	rec.end = r.m.now()
 	rec.ext, rec.cause, rec.reason = tr.Ext, tr.Cause, tr.Reason

@@ -3,8 +3,10 @@ package lines
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -127,7 +129,11 @@ func (m *Manager) Acquire(ctx context.Context, group string, callRef string) (*L
 				m.held[id] = lease
 				m.heldPeak = max(m.heldPeak, len(m.held))
 				m.heldMu.Unlock()
-				m.log.Debug("lines: acquired", "call_ref", callRef, "line", l.Name, "group", group, "in_use", g.InUse)
+				// Checked first: the arguments alone cost every call four
+				// allocations with debug off.
+				if m.log.Enabled(ctx, slog.LevelDebug) {
+					m.log.Debug("lines: acquired", "call_ref", callRef, "line", l.Name, "group", group, "in_use", g.InUse)
+				}
 				return lease, nil
 			case store.LineCPSLimited:
 				ls.live.cpsUntil.Store(now.Add(g.RetryAfter).UnixNano())
@@ -160,8 +166,24 @@ func shorter(cur, d time.Duration) time.Duration {
 	return cur
 }
 
+// leaseID returns <node>:<call_ref>:<16 hex digits>, as
+// fmt.Sprintf("%s:%s:%016x") would, in one allocation instead of four.
 func (m *Manager) leaseID(callRef string) string {
-	return fmt.Sprintf("%s:%s:%016x", m.cfg.NodeID, callRef, rand.Uint64())
+	const hex = "0123456789abcdef"
+	var r [16]byte
+	x := rand.Uint64()
+	for i := len(r) - 1; i >= 0; i-- {
+		r[i] = hex[x&0xf]
+		x >>= 4
+	}
+	var b strings.Builder
+	b.Grow(len(m.cfg.NodeID) + len(callRef) + 2 + len(r))
+	b.WriteString(m.cfg.NodeID)
+	b.WriteByte(':')
+	b.WriteString(callRef)
+	b.WriteByte(':')
+	b.Write(r[:])
+	return b.String()
 }
 
 // Release gives the channel back. It is idempotent; when Redis cannot be
@@ -179,7 +201,9 @@ func (l *Lease) Release(ctx context.Context) error {
 	if _, err := m.releases.Do(ctx, l.Line.Name, l.ID); err != nil {
 		return fmt.Errorf("lines: release line %q: %w", l.Line.Name, err)
 	}
-	m.log.Debug("lines: released", "call_ref", l.CallRef, "line", l.Line.Name)
+	if m.log.Enabled(ctx, slog.LevelDebug) {
+		m.log.Debug("lines: released", "call_ref", l.CallRef, "line", l.Line.Name)
+	}
 	return nil
 }
 

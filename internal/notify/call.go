@@ -51,5 +51,5 @@ func (p *Publisher) PublishCall(ctx context.Context, n CallNotification) error {
 	if n.CallDir == CallDirOutbound {
 		kind = kindOutboundCall
 	}
-	return p.publish(ctx, kind, b, nil, slog.String("call_ref", n.CallRef))
+	return p.publish(ctx, kind, b, nil, nil, logAttrs{slog.String("call_ref", n.CallRef)})
 }

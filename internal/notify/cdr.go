@@ -10,6 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"redial/internal/store"
 	"redial/internal/validate"
 )
 
@@ -118,6 +119,15 @@ func wireTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 // RFC 3339 with whole seconds, answer and ext null when absent, variables
 // {} when empty. Decoding with encoding/json reads it back.
 func (c CDR) MarshalJSON() ([]byte, error) {
+	b, _ := c.encode(false)
+	return b, nil
+}
+
+// encode returns the CDR's JSON (payload), and with envelope the whole of
+// it, payload included, is its envelope on the campaigns list (store's
+// AppendCDREnvelopeStart): one buffer for both, where wrapping the payload
+// afterwards cost every CDR a copy of it.
+func (c *CDR) encode(envelope bool) (b, payload []byte) {
 	w := cdrWire{
 		CDRID: c.CDRID, CallRef: c.CallRef, ContactRef: c.ContactRef, CampaignRef: c.CampaignRef,
 		ClientNumber: c.ClientNumber, DialNumber: c.DialNumber, Ext: c.Ext,
@@ -134,12 +144,22 @@ func (c CDR) MarshalJSON() ([]byte, error) {
 	if w.Variables == nil {
 		w.Variables = map[string]string{}
 	}
-	b := w.appendJSON(make([]byte, 0, w.sizeHint()))
-	if len(b) <= MaxCDRBytes {
-		return b, nil
+	// sizeHint's slack holds the envelope too.
+	b = make([]byte, 0, w.sizeHint())
+	if envelope {
+		b = store.AppendCDREnvelopeStart(b)
 	}
-	w.bound()
-	return w.appendJSON(b[:0]), nil
+	start := len(b)
+	b = w.appendJSON(b)
+	if len(b)-start > MaxCDRBytes {
+		w.bound()
+		b = w.appendJSON(b[:start])
+	}
+	end := len(b)
+	if envelope {
+		b = store.AppendCDREnvelopeEnd(b)
+	}
+	return b, b[start:end]
 }
 
 // sizeHint is the length of w's JSON when no string needs escaping: one
@@ -305,7 +325,9 @@ func (w *cdrWire) bound() {
 	}
 	vars := w.Variables
 	w.Variables = map[string]string{}
-	fixed, _ := json.Marshal(w)
+	// appendJSON writes what json.Marshal would; json.Marshal(w) here
+	// would move every CDR's cdrWire to the heap, cut or not.
+	fixed := w.appendJSON(nil)
 	// Room for the variables, less the note about them.
 	budget := MaxCDRBytes - len(fixed) - 160
 	names := make([]string, 0, len(vars))

@@ -2,6 +2,7 @@ package notify
 
 import (
 	"context"
+	"time"
 
 	"redial/internal/batch"
 	"redial/internal/store"
@@ -18,19 +19,20 @@ const maxDirectBatch = 200
 
 // directBatches are the Publisher's combiners of straight pushes.
 type directBatches struct {
+	// cdrs takes CDRs in their envelopes (CDR.encode).
 	cdrs *batch.Group[struct{}, []byte, struct{}]
 	acks *batch.Group[store.AckBatchKey, store.SettleOp, error]
 }
 
 func (p *Publisher) newDirectBatches() directBatches {
 	return directBatches{
-		cdrs: batch.New(maxDirectBatch, func(ctx context.Context, _ struct{}, payloads [][]byte) ([]struct{}, error) {
+		cdrs: batch.New(maxDirectBatch, func(ctx context.Context, _ struct{}, envs [][]byte) ([]struct{}, error) {
 			ctx, cancel := context.WithTimeout(ctx, p.cfg.PushTimeout)
 			defer cancel()
-			if err := p.store.PushCDRs(ctx, payloads); err != nil {
+			if err := p.store.PushCDREnvelopes(ctx, envs); err != nil {
 				return nil, err
 			}
-			return make([]struct{}, len(payloads)), nil
+			return make([]struct{}, len(envs)), nil
 		}),
 		acks: batch.New(maxDirectBatch, func(ctx context.Context, _ store.AckBatchKey, ops []store.SettleOp) ([]error, error) {
 			ctx, cancel := context.WithTimeout(ctx, p.cfg.PushTimeout)
@@ -40,19 +42,25 @@ func (p *Publisher) newDirectBatches() directBatches {
 	}
 }
 
-// pushDirect pushes one record that did not go through the spool.
-func (p *Publisher) pushDirect(ctx context.Context, kind string, payload []byte, op *store.SettleOp) error {
+// pushDirect pushes one record that did not go through the spool, bounded
+// by PushTimeout. A batched record is bounded by its batch's own timeout
+// once the batch runs, and by a deadline on its wait before: a context
+// with a timeout of its own would cost every call a timer and a context.
+func (p *Publisher) pushDirect(ctx context.Context, kind string, payload, env []byte, op *store.SettleOp) error {
 	switch {
-	case kind == kindCDR:
-		_, err := p.direct.cdrs.Do(ctx, struct{}{}, payload)
+	case kind == kindCDR && env != nil:
+		_, err := p.direct.cdrs.DoBy(ctx, time.Now().Add(p.cfg.PushTimeout), struct{}{}, env)
 		return err
 	case op != nil && op.PlainAck():
-		res, err := p.direct.acks.Do(ctx, op.AckBatch(), *op)
+		res, err := p.direct.acks.DoBy(ctx, time.Now().Add(p.cfg.PushTimeout), op.AckBatch(), *op)
 		if err != nil {
 			return err
 		}
 		return res
-	case op != nil:
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.PushTimeout)
+	defer cancel()
+	if op != nil {
 		return p.store.Settle(ctx, *op)
 	}
 	return p.push(ctx, kind, payload)

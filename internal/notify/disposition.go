@@ -33,5 +33,5 @@ func (p *Publisher) PublishDisposition(ctx context.Context, n DispositionNotific
 	if err != nil {
 		return fmt.Errorf("notify: disposition of %s: encode: %w", n.CallRef, err)
 	}
-	return p.publish(ctx, kindDisposition, b, nil, slog.String("call_ref", n.CallRef))
+	return p.publish(ctx, kindDisposition, b, nil, nil, logAttrs{slog.String("call_ref", n.CallRef)})
 }

@@ -197,11 +197,8 @@ func (p *Publisher) PublishCDR(ctx context.Context, c *CDR) error {
 	}
 	// Straight to the CDR's own encoder: json.Marshal would check and
 	// compact its output again.
-	payload, err := c.MarshalJSON()
-	if err != nil {
-		return fmt.Errorf("notify: cdr %s: encode: %w", c.CDRID, err)
-	}
-	return p.publish(ctx, kindCDR, payload, nil, slog.String("call_ref", c.CallRef), slog.String("cdr_id", c.CDRID))
+	env, payload := c.encode(true)
+	return p.publish(ctx, kindCDR, payload, env, nil, logAttrs{slog.String("call_ref", c.CallRef), slog.String("cdr_id", c.CDRID)})
 }
 
 // PublishInbound publishes an inbound-call notification: payload (any
@@ -212,7 +209,7 @@ func (p *Publisher) PublishInbound(ctx context.Context, payload any) error {
 	if err != nil {
 		return fmt.Errorf("notify: inbound notification: encode: %w", err)
 	}
-	return p.publish(ctx, kindInbound, b, nil)
+	return p.publish(ctx, kindInbound, b, nil, nil, logAttrs{})
 }
 
 // Settle finishes a claim (acknowledges it, writes it back, parks it)
@@ -226,7 +223,7 @@ func (p *Publisher) PublishInbound(ctx context.Context, payload any) error {
 // so at once (nothing to retry), nil when done or spooled, and an error
 // only when even the spool write failed.
 func (p *Publisher) Settle(ctx context.Context, op store.SettleOp) error {
-	return p.publish(ctx, kindSettle, nil, &op, slog.String("ledger", op.Ledger), slog.String("member", logtext.Truncate(op.Member, 200)))
+	return p.publish(ctx, kindSettle, nil, nil, &op, logAttrs{slog.String("ledger", op.Ledger), slog.String("member", logtext.Truncate(op.Member, 200))})
 }
 
 // Replayed is closed once the spool has been found empty: everything a
@@ -243,9 +240,26 @@ func (p *Publisher) Spooled() int {
 	return p.sp.pending
 }
 
+// logAttrs name a notification in log lines. They become arguments only
+// when a line is written, which a successful push never does: boxed up
+// front, they cost every CDR two allocations (issue 14).
+type logAttrs [2]slog.Attr
+
+// args returns the set attributes followed by more.
+func (a logAttrs) args(more ...any) []any {
+	out := make([]any, 0, len(a)+len(more))
+	for _, x := range a {
+		if x.Key != "" {
+			out = append(out, x)
+		}
+	}
+	return append(out, more...)
+}
+
 // publish delivers one record: payload, or for a settle op (payload nil)
-// op, encoded only if it goes to the spool.
-func (p *Publisher) publish(ctx context.Context, kind string, payload []byte, op *store.SettleOp, attrs ...any) error {
+// op, encoded only if it goes to the spool. A CDR comes with its envelope
+// too (CDR.encode), which holds the payload.
+func (p *Publisher) publish(ctx context.Context, kind string, payload, env []byte, op *store.SettleOp, attrs logAttrs) error {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -256,10 +270,13 @@ func (p *Publisher) publish(ctx context.Context, kind string, payload []byte, op
 
 	if direct {
 		// The caller's cancellation must not cost a CDR: only our timeout
-		// bounds the push, and a failure falls through to the spool.
-		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.PushTimeout)
-		err := p.pushDirect(pctx, kind, payload, op)
-		cancel()
+		// bounds the push (pushDirect), and a failure falls through to the
+		// spool.
+		if ctx.Done() != nil {
+			// Not wrapped again when the caller stripped it already.
+			ctx = context.WithoutCancel(ctx)
+		}
+		err := p.pushDirect(ctx, kind, payload, env, op)
 		if err == nil {
 			p.outage.OK()
 			p.m.notifications.WithLabelValues(kind, "published").Inc()
@@ -270,7 +287,7 @@ func (p *Publisher) publish(ctx context.Context, kind string, payload []byte, op
 			return err
 		}
 		p.m.redisErrors.WithLabelValues(pushOp(kind)).Inc()
-		p.outage.Fail("notify: Redis push failed; notifications are spooled until it is back", err, append(attrs, "kind", kind)...)
+		p.outage.Fail("notify: Redis push failed; notifications are spooled until it is back", err, attrs.args("kind", kind)...)
 	}
 
 	if op != nil {
@@ -291,11 +308,11 @@ func (p *Publisher) publish(ctx context.Context, kind string, payload []byte, op
 	p.mu.Unlock()
 	if err != nil {
 		p.log.Error("notify: notification LOST: spool write failed",
-			append(attrs, "kind", kind, "payload", string(payload), "err", err)...)
+			attrs.args("kind", kind, "payload", string(payload), "err", err)...)
 		return err
 	}
 	p.m.notifications.WithLabelValues(kind, "spooled").Inc()
-	p.log.Debug("notify: spooled", append(attrs, "kind", kind, "spooled", pending)...)
+	p.log.Debug("notify: spooled", attrs.args("kind", kind, "spooled", pending)...)
 	select {
 	case p.kick <- struct{}{}:
 	default:

@@ -96,6 +96,24 @@ const silentCancelWait = 2 * time.Second
 // provisional response: sipgo then sends CANCEL and waits for the 487.
 var errRingTimeout = errors.New("ring timeout")
 
+// dialState is what Dial's callbacks share, in one object: captured as
+// separate variables, each was an allocation of its own for every call.
+type dialState struct {
+	// provisional is set at the first 1xx: a CANCEL may go out.
+	provisional atomic.Bool
+	// responded is set at the first response: the destination is alive
+	// and no ICMP error can be about this INVITE any more.
+	responded  atomic.Bool
+	earlyMedia atomic.Bool
+	// unreachable is the ICMP error that ended the INVITE.
+	unreachable atomic.Pointer[string]
+	dialog      atomic.Pointer[sipgo.DialogClientSession]
+	// gaveUp is why our CANCEL went out; wantCancel why one is to go out
+	// at the first provisional response.
+	gaveUp     atomic.Pointer[error]
+	wantCancel atomic.Pointer[error]
+}
+
 // Dial sends an INVITE and waits for the final response. Cancelling ctx
 // cancels the call (CANCEL once a provisional response arrived).
 func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
@@ -218,15 +236,10 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	// provisional response to CANCEL, up to Timer B (32 s).
 	ringCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer cancel(nil)
-	var provisional atomic.Bool
-	// responded is set at the first response: the destination is alive
-	// and no ICMP error can be about this INVITE any more.
-	var responded atomic.Bool
-	// unreachable is the ICMP error that ended the INVITE.
-	var unreachable atomic.Pointer[string]
+	st := new(dialState)
 	if transport == "udp" {
 		remove := e.icmp.add(&pendingInvite{callID: string(callID), dest: ipDestination(recipient), fail: func(reason string) {
-			if !responded.Load() && unreachable.CompareAndSwap(nil, &reason) {
+			if !st.responded.Load() && st.unreachable.CompareAndSwap(nil, &reason) {
 				cancel(sipgo.WaitAnswerForceCancelErr)
 			}
 		}})
@@ -241,11 +254,9 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	// crossed the CANCEL, which is ACKed and ended instead of dropped
 	// (sipgo's own CANCEL stops reading and loses it).
 	callRef := r.CallRef // for the closures: r itself would move to the heap
-	var dialogP atomic.Pointer[sipgo.DialogClientSession]
-	var gaveUp atomic.Pointer[error]
 	sendCancel := func(cause error) {
-		d := dialogP.Load()
-		if d == nil || !gaveUp.CompareAndSwap(nil, &cause) {
+		d := st.dialog.Load()
+		if d == nil || !st.gaveUp.CompareAndSwap(nil, &cause) {
 			return
 		}
 		// RFC 3261 9.1: without a final response 64*T1 after the CANCEL
@@ -262,7 +273,7 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 		}
 	}
 	timer := time.AfterFunc(timeout, func() {
-		if provisional.Load() {
+		if st.provisional.Load() {
 			sendCancel(errRingTimeout)
 		} else {
 			// Nothing came back: a CANCEL cannot be sent before a provisional
@@ -277,20 +288,19 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	// already on its way can be ACKed and ended): dropping the INVITE at
 	// once would leave a phone that answers right then in a call nobody
 	// ACKs (a ring_all loser). A peer that stays silent is abandoned.
-	var wantCancel atomic.Pointer[error]
 	stop := context.AfterFunc(ctx, func() {
 		cause := context.Cause(ctx)
-		if provisional.Load() {
+		if st.provisional.Load() {
 			sendCancel(cause)
 			return
 		}
-		if wantCancel.CompareAndSwap(nil, &cause) {
+		if st.wantCancel.CompareAndSwap(nil, &cause) {
 			time.AfterFunc(silentCancelWait, func() {
-				if !provisional.Load() {
+				if !st.provisional.Load() {
 					cancel(sipgo.WaitAnswerForceCancelErr)
 				}
 			})
-			if provisional.Load() {
+			if st.provisional.Load() {
 				sendCancel(cause) // the provisional came meanwhile
 			}
 		}
@@ -304,19 +314,18 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 		return res
 	}
 	res.CallID = req.CallID().Value()
-	dialogP.Store(dialog)
+	st.dialog.Store(dialog)
 
 	// The callback sets locals rather than res and r, which would then
 	// live on the heap for every call.
 	onRinging, ignoreEarlyMedia := r.OnRinging, r.IgnoreEarlyMedia
-	var earlyMedia atomic.Bool
 	err = dialog.WaitAnswer(ringCtx, sipgo.AnswerOptions{
 		Username: r.Username, Password: r.Password,
 		OnResponse: func(resp *gosip.Response) error {
-			responded.Store(true)
+			st.responded.Store(true)
 			if resp.IsProvisional() {
-				provisional.Store(true)
-				if c := wantCancel.Load(); c != nil && gaveUp.Load() == nil {
+				st.provisional.Store(true)
+				if c := st.wantCancel.Load(); c != nil && st.gaveUp.Load() == nil {
 					e.background(func() { sendCancel(*c) })
 				}
 				if resp.StatusCode >= 180 && onRinging != nil {
@@ -329,14 +338,14 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 						if c, _, err := media.Negotiate(rm, codecs); err == nil {
 							sess.SetCodec(c)
 						}
-						earlyMedia.Store(true)
+						st.earlyMedia.Store(true)
 					}
 				}
 			}
 			return nil
 		},
 	})
-	res.Provisional, res.EarlyMedia = provisional.Load(), earlyMedia.Load()
+	res.Provisional, res.EarlyMedia = st.provisional.Load(), st.earlyMedia.Load()
 	if err != nil {
 		if ir := dialog.InviteResponse; ir != nil && ir.IsSuccess() {
 			// The callee answered as the call was given up (its 200 OK
@@ -347,7 +356,7 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 		}
 		var derr *sipgo.ErrDialogResponse
 		var derrv sipgo.ErrDialogResponse
-		if gaveUp.Load() != nil || wantCancel.Load() != nil {
+		if st.gaveUp.Load() != nil || st.wantCancel.Load() != nil {
 			res.Cancelled = ctx.Err() != nil
 			res.TimedOut = !res.Cancelled
 		}
@@ -356,10 +365,10 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 			res.Code, res.Reason = derr.Res.StatusCode, derr.Res.Reason
 		case errors.As(err, &derrv):
 			res.Code, res.Reason = derrv.Res.StatusCode, derrv.Res.Reason
-		case unreachable.Load() != nil && ctx.Err() == nil:
+		case st.unreachable.Load() != nil && ctx.Err() == nil:
 			// A trunk failure: 503 fails over to the next line at once
 			// (lines.TrunkFailure).
-			u := *unreachable.Load()
+			u := *st.unreachable.Load()
 			res.Code, res.Reason = 503, u
 			res.TransportErr = fmt.Errorf("sip: call %s: INVITE to %s: %s", r.CallRef, r.Target, u)
 			e.log.Info("sip: INVITE ended by an ICMP error", "call_ref", r.CallRef, "target", r.Target, "reason", u)
@@ -387,7 +396,7 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 		return res
 	}
 
-	if gaveUp.Load() != nil || wantCancel.Load() != nil {
+	if st.gaveUp.Load() != nil || st.wantCancel.Load() != nil {
 		// Answered as our CANCEL went out: confirm and end it at once.
 		res.Cancelled = ctx.Err() != nil
 		res.TimedOut = !res.Cancelled
@@ -421,8 +430,9 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	// The leg keeps its own small copy of the dialog, not sipgo's session
 	// and with it the INVITE transaction (uacdialog.go).
 	ud := newUACDialog(dua, dialog)
+	ud.timers = &e.byeTimers
 	leg := &Leg{e: e, CallRef: r.CallRef, CallID: res.CallID, Media: sess, done: make(chan struct{}), id: legKey(true, dialog.ID),
-		bye: ud.bye, readBye: ud.readBye, localSDP: offer, client: dua.Client, transport: ud.transport}
+		uac: ud, localSDP: offer, client: dua.Client, transport: ud.transport}
 	e.addLeg(leg.id, leg)
 	var codec media.Codec
 	var rm media.RemoteMedia
@@ -471,9 +481,14 @@ type Leg struct {
 	Codec   media.Codec
 	DTMF    *media.Codec
 
-	// bye and readBye are the dialog's BYE handling, UAC or UAS.
+	// bye and readBye are an inbound leg's BYE handling. An outbound leg
+	// has uac instead, called directly: method values in these fields
+	// cost every call two closures, and its BYE is bounded by a deadline
+	// rather than by a context with a timeout, which cost a timer, a
+	// context and a channel (issue 14).
 	bye      func(ctx context.Context) error
 	readBye  func(req *gosip.Request, tx gosip.ServerTransaction) error
+	uac      *uacDialog
 	ack      func(req *gosip.Request, tx gosip.ServerTransaction) error
 	localSDP []byte
 	// client and transport send the ACK of a retransmitted 2xx of an
@@ -493,6 +508,9 @@ func (l *Leg) Done() <-chan struct{} { return l.done }
 // HungUpByRemote reports whether the far end sent BYE.
 func (l *Leg) HungUpByRemote() bool { return l.byRemote.Load() }
 
+// byeTimeout bounds a hangup's BYE, so a dead peer cannot hold the call.
+const byeTimeout = 4 * time.Second
+
 // Hangup sends BYE (bounded to a few seconds so a dead peer cannot hold the
 // call) and frees the RTP port. It is idempotent and safe after a remote
 // BYE.
@@ -504,9 +522,14 @@ func (l *Leg) Hangup(ctx context.Context) error {
 		return nil
 	default:
 	}
-	ctx, cancel := context.WithTimeout(ctx, 4*time.Second)
-	defer cancel()
-	err := l.bye(ctx)
+	var err error
+	if l.uac != nil {
+		err = l.uac.bye(ctx, time.Now().Add(byeTimeout))
+	} else {
+		bctx, cancel := context.WithTimeout(ctx, byeTimeout)
+		err = l.bye(bctx)
+		cancel()
+	}
 	l.end()
 	if err != nil {
 		return fmt.Errorf("sip: call %s: BYE: %w", l.CallRef, err)
@@ -516,7 +539,11 @@ func (l *Leg) Hangup(ctx context.Context) error {
 
 func (l *Leg) remoteBye(req *gosip.Request, tx gosip.ServerTransaction) {
 	l.byRemote.Store(true)
-	if err := l.readBye(req, tx); err != nil {
+	readBye := l.readBye
+	if l.uac != nil {
+		readBye = l.uac.readBye
+	}
+	if err := readBye(req, tx); err != nil {
 		l.e.log.Debug("sip: BYE handling", "call_ref", l.CallRef, "error", err)
 	}
 	l.end()
@@ -631,7 +658,12 @@ func pinRoute(req *gosip.Request) {
 	if port <= 0 {
 		port = gosip.DefaultPort(tp)
 	}
-	req.SetDestination(req.Recipient.Host + ":" + strconv.Itoa(port))
+	// One allocation, where concatenating with strconv.Itoa took two.
+	var buf [64]byte
+	b := append(buf[:0], req.Recipient.Host...)
+	b = append(b, ':')
+	b = strconv.AppendInt(b, int64(port), 10)
+	req.SetDestination(string(b))
 }
 
 // newAck builds the ACK of a 2xx to our INVITE as sipgo's

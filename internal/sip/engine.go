@@ -78,6 +78,10 @@ type Engine struct {
 	legsMu sync.RWMutex
 	legs   map[string]*Leg // established UAC dialogs by dialog ID
 
+	// byeTimers recycles the timers that bound hangups' BYEs (uacDialog),
+	// a timer and its channel per call otherwise.
+	byeTimers sync.Pool
+
 	onInvite atomic.Pointer[InviteHandler]
 	// registrar serves REGISTER; nil answers 405 (registrar.go).
 	registrar atomic.Pointer[Registrar]

@@ -110,8 +110,17 @@ func hostLike(s string) bool {
 // escape is kept.
 func escapeUser(s string) string {
 	const ok = "-_.!~*'()&=+$,;?/"
+	i := 0
+	for i < len(s) && (s[i] >= '0' && s[i] <= '9' || s[i] >= 'a' && s[i] <= 'z' || s[i] >= 'A' && s[i] <= 'Z' || strings.IndexByte(ok, s[i]) >= 0) {
+		i++
+	}
+	if i == len(s) {
+		// Nothing to escape (the usual caller ID): no copy, byte by byte.
+		return s
+	}
 	var b strings.Builder
-	for i := 0; i < len(s); i++ {
+	b.WriteString(s[:i])
+	for ; i < len(s); i++ {
 		c := s[i]
 		switch {
 		case c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || strings.IndexByte(ok, c) >= 0:

@@ -2,8 +2,11 @@ package sip
 
 import (
 	"context"
+	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/emiago/sipgo"
 	gosip "github.com/emiago/sipgo/sip"
@@ -33,6 +36,29 @@ type uacDialog struct {
 	// ended is set by the callee's BYE: a hangup racing with it sends
 	// none (as sipgo's dialog state did).
 	ended atomic.Bool
+	// timers, when set, recycles the timer of bye's deadline.
+	timers *sync.Pool
+}
+
+// timer returns a timer that fires after d, recycled when there is one.
+func (u *uacDialog) timer(d time.Duration) *time.Timer {
+	if u.timers != nil {
+		if t, _ := u.timers.Get().(*time.Timer); t != nil {
+			t.Reset(d)
+			return t
+		}
+	}
+	return time.NewTimer(d)
+}
+
+// putTimer stops t and keeps it for the next BYE. Since Go 1.23 a stopped
+// or reset timer delivers no stale tick, so a recycled one is as good as
+// a new one.
+func (u *uacDialog) putTimer(t *time.Timer) {
+	t.Stop()
+	if u.timers != nil {
+		u.timers.Put(t)
+	}
 }
 
 // newUACDialog keeps what the BYE of a confirmed dialog needs. It shares
@@ -63,8 +89,10 @@ func newUACDialog(dua *sipgo.DialogUA, d *sipgo.DialogClientSession) *uacDialog 
 }
 
 // bye sends BYE and waits for its final response: nil on 200, an
-// ErrDialogResponse on any other, as sipgo's DialogClientSession.Bye.
-func (u *uacDialog) bye(ctx context.Context) error {
+// ErrDialogResponse on any other, as sipgo's DialogClientSession.Bye. It
+// gives up with context.DeadlineExceeded at deadline (none when zero), as
+// it would with a context of that deadline.
+func (u *uacDialog) bye(ctx context.Context, deadline time.Time) error {
 	if u.ended.Load() {
 		return nil
 	}
@@ -100,11 +128,25 @@ func (u *uacDialog) bye(ctx context.Context) error {
 		pinRoute(req)
 	}
 	req.SetBody(nil)
-	tx, err := u.client.TransactionRequest(ctx, req, sipgo.ClientRequestAddVia)
+	txCtx := ctx
+	if !deadline.IsZero() && !sendsAtOnce(req) {
+		// Finding the destination may block (a DNS lookup, a TCP or TLS
+		// connection): that too is bounded by the deadline.
+		c, cancel := context.WithDeadline(ctx, deadline)
+		defer cancel()
+		txCtx = c
+	}
+	tx, err := u.client.TransactionRequest(txCtx, req, sipgo.ClientRequestAddVia)
 	if err != nil {
 		return err
 	}
 	defer tx.Terminate()
+	var expired <-chan time.Time
+	if !deadline.IsZero() {
+		t := u.timer(time.Until(deadline))
+		defer u.putTimer(t)
+		expired = t.C
+	}
 	for {
 		select {
 		case res := <-tx.Responses():
@@ -119,8 +161,25 @@ func (u *uacDialog) bye(ctx context.Context) error {
 			return tx.Err()
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-expired:
+			return context.DeadlineExceeded
 		}
 	}
+}
+
+// sendsAtOnce reports whether sipgo sends req without anything that could
+// block on its context: over UDP to an IP address, nothing to look up and
+// no connection to open.
+func sendsAtOnce(req *gosip.Request) bool {
+	if !strings.EqualFold(req.Transport(), "udp") {
+		return false
+	}
+	host, _, err := gosip.ParseAddr(req.Destination())
+	if err != nil {
+		return false
+	}
+	_, err = netip.ParseAddr(host)
+	return err == nil
 }
 
 // readBye answers the callee's BYE.
