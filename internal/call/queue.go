@@ -122,7 +122,7 @@ func (q *QueueConnector) ring(ctx context.Context, s *Session, exts []string, ti
 	for _, ext := range exts {
 		go func() {
 			results <- result{ext, q.Users.ringAgent(rctx, agentRing{ext: ext, callRef: s.Call.Ref(), fromUser: s.ClientNumber,
-				codecs: codecs, timeout: timeout, localOnly: localOnly, log: s.Log})}
+				codecs: codecs, timeout: timeout, localOnly: localOnly, queue: true, log: s.Log})}
 		}()
 	}
 	answered := ""

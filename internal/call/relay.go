@@ -52,7 +52,7 @@ func (m *Manager) runRelayed(ctx context.Context, in *sip.Inbound, c *Call, u *U
 		}
 	}
 	ring := u.ringAgent(rctx, agentRing{ext: in.Dialed(), callRef: c.Ref(), fromUser: in.Caller(), codecs: codecs,
-		timeout: relayRingLimit, localOnly: true, log: log})
+		timeout: relayRingLimit, localOnly: true, queue: in.Req.GetHeader(queueRingHeader) != nil, log: log})
 	if ring.leg != nil && actx.Err() != nil {
 		ring.leg.Hangup(context.WithoutCancel(ctx))
 		ring.leg = nil

@@ -49,7 +49,17 @@ type UserConnector struct {
 	// Notify, when set, gets the "call" notification of an outbound call
 	// (campaign, schedule, API) connected to the agent (DESIGN.md).
 	Notify *notify.Publisher
+
+	// phones are the legs this node holds with agents' phones, which a
+	// queue's offer waits for (phones.go).
+	phones phones
 }
+
+// queueRingHeader marks a relayed INVITE as a queue's offer, so the node
+// holding the agent waits for its last call with the agent to be hung up
+// first (phones.go). Only nodes' INVITEs are relayed calls: the header
+// means nothing from anyone else.
+const queueRingHeader = "X-Redial-Queue-Offer"
 
 // notRegistered is the reason of a user target nobody can answer.
 const notRegistered = "user not registered"
@@ -166,7 +176,10 @@ type agentRing struct {
 	// localOnly rings only the bindings held on this node (a call another
 	// node relayed here).
 	localOnly bool
-	log       *slog.Logger
+	// queue marks a queue's offer: it waits for this node's last call
+	// with the agent to be hung up, and says so to the node it relays to.
+	queue bool
+	log   *slog.Logger
 }
 
 // agentRingResult is the agent's answered leg, or why there is none.
@@ -194,6 +207,9 @@ type agentRingResult struct {
 // both an inbound call to a user and a click-to-dial call.
 func (u *UserConnector) ringAgent(ctx context.Context, ar agentRing) agentRingResult {
 	ext := ar.ext
+	if ar.queue && !u.phones.settle(ctx, ext, phoneSettleLimit) && ctx.Err() == nil {
+		ar.log.Warn("call: offering a queue call to an agent this node still has a call with", "ext", ext)
+	}
 	routes, err := u.routes(ctx, ext, ar.localOnly)
 	if err != nil {
 		return agentRingResult{cause: NormalTemporaryFailure, reason: "agent " + ext + ": " + err.Error()}
@@ -211,10 +227,21 @@ func (u *UserConnector) ringAgent(ctx context.Context, ar agentRing) agentRingRe
 		req := r.req
 		req.CallRef, req.FromUser, req.Codecs, req.RingTimeout = ar.callRef, ar.fromUser, ar.codecs, ar.timeout
 		req.Headers = map[string]string{"X-Redial-Call-Ref": ar.callRef}
+		if ar.queue {
+			req.Headers[queueRingHeader] = "1"
+		}
+		// The fork is this node's business with the phone until its INVITE
+		// is over, and then until its leg, if any, is hung up.
+		ringing := make(chan struct{})
+		u.phones.hold(ext, ringing)
 		wg.Add(1)
 		go func(desc string) {
 			defer wg.Done()
 			res := u.Engine.Dial(rctx, req)
+			if res.Leg != nil {
+				u.phones.hold(ext, res.Leg.Done())
+			}
+			close(ringing)
 			if res.Leg == nil {
 				ar.log.Info("call: agent binding did not answer", "ext", ext, "binding", desc, "sip_code", res.Code, "reason", res.Reason)
 			}
