@@ -20,17 +20,30 @@ var ErrNoPorts = errors.New("media: rtp port pool exhausted")
 // meanwhile (a peer still sending to a finished call shows itself within
 // that time: RTP flows every 20 ms). One that heard anything is closed
 // and its port goes to the back of the free ports, as without reuse.
+//
+// A parked socket still holds its port for the whole host, so parking is
+// kept to what reuse needs: a node taking ports fast reuses a socket
+// about parkQuarantine after it was parked, and one left unused for
+// parkIdle means the pool is not that busy; it is closed. Close closes
+// them all when the pool's owner stops. The first version kept them for
+// 10 s and never closed them on stop: port ranges stayed bound long
+// after the calls and tests that used them had ended, and a pool over
+// the same range in another process found every port taken
+// (decisions.md).
 const (
 	// parkQuarantine is how long a parked socket must stay silent before
 	// it is reused.
 	parkQuarantine = 250 * time.Millisecond
 	// parkIdle is how long a parked socket waits for reuse before it is
-	// closed, so that an idle node does not keep sockets open.
-	parkIdle = 10 * time.Second
+	// closed: past the quarantine plus the gap between two takes of a
+	// pool busy enough for reuse to matter.
+	parkIdle = time.Second
 	// parkMax bounds the parked sockets (and so the descriptors they
-	// hold); a pool parks at most half its ports. At parkQuarantine it
-	// lets some 8000 sockets a second be reused.
-	parkMax = 2048
+	// hold); a pool parks at most a quarter of its ports (parkShare). At
+	// parkQuarantine it lets some 8000 sockets a second be reused, which
+	// the default range (16384-32767, 8192 ports) reaches.
+	parkMax   = 2048
+	parkShare = 4
 )
 
 // PortPool hands out even UDP ports for RTP (the odd port above each stays
@@ -57,6 +70,8 @@ type PortPool struct {
 	// expiry closes parked sockets idle for longer than idle; armed while
 	// any is parked.
 	expiry *time.Timer
+	// closed is set by Close: nothing is parked from then on.
+	closed bool
 	// relay holds the epoll sets the pool's sessions are relayed through
 	// (relay_poll_linux.go); created on the first relay.
 	relay relayShards
@@ -85,7 +100,8 @@ func NewPortPool(min, max int) (*PortPool, error) {
 	}
 	p.count = len(p.free)
 	if canPark {
-		n := len(p.free) / 2
+		// At least one, so that even a tiny pool reuses its socket.
+		n := (len(p.free) + parkShare - 1) / parkShare
 		if n > parkMax {
 			n = parkMax
 		}
@@ -167,7 +183,7 @@ func (p *PortPool) putLocked(port int) {
 // is parked for reuse when there is room, closed otherwise.
 func (p *PortPool) release(port int, conn *net.UDPConn, localIP string) error {
 	p.mu.Lock()
-	if !p.inUse[port] || p.parkCount >= len(p.parked) {
+	if p.closed || !p.inUse[port] || p.parkCount >= len(p.parked) {
 		p.putLocked(port)
 		p.mu.Unlock()
 		return conn.Close()
@@ -187,22 +203,55 @@ func (p *PortPool) release(port int, conn *net.UDPConn, localIP string) error {
 // expire closes the sockets parked for longer than p.idle and puts their
 // ports back, then waits for the next one to be due.
 func (p *PortPool) expire() {
-	var closing []*net.UDPConn
 	p.mu.Lock()
 	now := time.Now()
+	var due []parkedSocket
 	for p.parkCount > 0 && now.Sub(p.parked[p.parkHead].at) >= p.idle {
-		ps := p.popParked()
-		closing = append(closing, ps.conn)
-		p.inUse[ps.port] = true // putLocked takes only ports in use
-		p.putLocked(ps.port)
+		due = append(due, p.popParked())
 	}
 	if p.parkCount > 0 {
 		p.expiry.Reset(p.idle - now.Sub(p.parked[p.parkHead].at))
 	}
 	p.mu.Unlock()
-	for _, c := range closing {
-		c.Close()
+	_ = p.closeParked(due) // closing an unconnected UDP socket reports nothing useful
+}
+
+// closeParked closes sockets taken out of the park and only then puts
+// their ports back among the free ones: a port handed out while its old
+// socket is still open would fail to bind. It returns the first close
+// error.
+func (p *PortPool) closeParked(sockets []parkedSocket) error {
+	var first error
+	for _, ps := range sockets {
+		if err := ps.conn.Close(); err != nil && first == nil {
+			first = fmt.Errorf("media: close parked rtp socket on port %d: %w", ps.port, err)
+		}
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, ps := range sockets {
+		p.inUse[ps.port] = true // putLocked takes only ports in use
+		p.putLocked(ps.port)
+	}
+	return first
+}
+
+// Close closes every parked socket, freeing its port for the whole host,
+// and stops parking: sessions closed afterwards close their sockets. The
+// pool's owner calls it when it stops, after the sessions' users, so
+// that no port stays bound after it. The pool still hands out ports.
+func (p *PortPool) Close() error {
+	p.mu.Lock()
+	p.closed = true
+	if p.expiry != nil {
+		p.expiry.Stop()
+	}
+	var all []parkedSocket
+	for p.parkCount > 0 {
+		all = append(all, p.popParked())
+	}
+	p.mu.Unlock()
+	return p.closeParked(all)
 }
 
 // Parked returns how many closed sessions' sockets wait for reuse (they

@@ -18,10 +18,7 @@ import (
 // quarantine and closed after idle.
 func parkPool(t *testing.T, base, n int, quarantine, idle time.Duration) *PortPool {
 	t.Helper()
-	p, err := NewPortPool(base, base+2*(n-1))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := closedAtEnd(t, base, base+2*(n-1))
 	p.mu.Lock()
 	p.quarantine, p.idle = quarantine, idle
 	p.mu.Unlock()
@@ -193,4 +190,69 @@ func TestParkedSocketsDoNotExhaustPool(t *testing.T) {
 	if _, err := NewSession("127.0.0.1", pool); !errors.Is(err, ErrNoPorts) {
 		t.Fatalf("third session on a 2-port pool: %v, want ErrNoPorts", err)
 	}
+}
+
+// The CI failure behind the first revert: a test binary's pools parked
+// their sockets for 10 s after each test, keeping whole port ranges bound,
+// and a node of another test binary over the same range then found every
+// port taken ("no bindable port in the pool: ... address already in
+// use"). A pool over a range another pool has just used, here in the same
+// process (bind conflicts are the same across processes), gets every port
+// of it within a few seconds, whatever the first pool parked and though
+// it was never closed.
+func TestParkedSocketsDoNotHoldPortsFromAnotherPool(t *testing.T) {
+	const base, n = 23240, 4
+	first, err := NewPortPool(base, base+2*(n-1)) // never closed: its owner is gone
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range sessions(t, first, n) {
+		s.Close()
+	}
+	if first.Parked() == 0 {
+		t.Fatal("the first pool parked nothing; the test checks nothing")
+	}
+	testenv.WaitFor(t, 3*time.Second, func() error {
+		for port := base; port < base+2*n; port += 2 {
+			if err := bindable(port); err != nil {
+				return fmt.Errorf("%d sockets still parked by the first pool: %w", first.Parked(), err)
+			}
+		}
+		return nil
+	})
+	sessions(t, closedAtEnd(t, base, base+2*(n-1)), n)
+}
+
+// Close frees every parked port at once, and a session closed after it
+// closes its socket rather than parking it.
+func TestPoolCloseFreesParkedPorts(t *testing.T) {
+	pool := parkPool(t, 23260, 8, time.Hour, time.Hour)
+	open := sessions(t, pool, 3)
+	open[0].Close()
+	open[1].Close()
+	wantCounts(t, pool, 1, 2)
+	if err := pool.Close(); err != nil {
+		t.Fatal(err)
+	}
+	open[2].Close()
+	wantCounts(t, pool, 0, 0)
+	for _, s := range open {
+		if err := bindable(s.LocalPort()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The pool still serves, without reuse.
+	s := newTestSession(t, pool)
+	s.Close()
+	wantCounts(t, pool, 0, 0)
+}
+
+// sessions opens n sessions on pool, closed at the end of the test.
+func sessions(t *testing.T, pool *PortPool, n int) []*Session {
+	t.Helper()
+	out := make([]*Session, n)
+	for i := range out {
+		out[i] = newTestSession(t, pool)
+	}
+	return out
 }
