@@ -420,6 +420,12 @@ func (a *App) Run(ctx context.Context) error {
 		started[i].cancel()
 		a.waitStopped(started[i].name, started[i].done)
 	}
+	// Every session's user has stopped: the RTP sockets parked for reuse
+	// are closed now rather than holding their ports after the node
+	// (another node, or a node started again, may bind the same range).
+	if err := a.Ports.Close(); err != nil {
+		a.Log.Warn("app: closing parked rtp sockets", "error", err)
+	}
 	// Only now: a part still running would fail on a closed store.
 	a.Store.Close()
 	return runErr

@@ -68,6 +68,8 @@ func startNode(t *testing.T, r *testenv.Redis) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Registered first, so it runs last: parked sockets free their ports.
+	t.Cleanup(func() { ports.Close() })
 	eng, err := sip.New(sip.Config{PublicIP: "127.0.0.1", Listeners: []config.Listener{
 		{Network: "udp", Addr: fmt.Sprintf("127.0.0.1:%d", sipPort)},
 		{Network: "tcp", Addr: fmt.Sprintf("127.0.0.1:%d", sipPort)}}},

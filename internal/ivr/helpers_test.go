@@ -60,6 +60,8 @@ func newEnv(t *testing.T) *env {
 	if v.pool, err = media.NewPortPool(base, base+198); err != nil {
 		t.Fatal(err)
 	}
+	// Registered first, so it runs last: parked sockets free their ports.
+	t.Cleanup(func() { v.pool.Close() })
 	log := slog.New(slog.NewTextHandler(v.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	v.eng, err = New(Config{Domain: "default", Host: "n1", ScriptCacheTTL: 50 * time.Millisecond},
 		Deps{Store: v.store, Files: v.files, Logger: log, Registry: prometheus.NewRegistry()})

@@ -57,6 +57,10 @@ type Session struct {
 	closeOnce sync.Once
 	closeErr  error
 	closed    atomic.Bool
+	// readers counts ReadPacket calls under way. Close parks the socket
+	// for reuse (ports.go) only when none is: a parked socket does not
+	// wake a blocked read, which would then read the next call's packets.
+	readers atomic.Int32
 
 	// in and out are written by different goroutines in a relay; the padding
 	// keeps them on separate cache lines.
@@ -161,14 +165,26 @@ func bindUDP(localIP string, pool *PortPool) (*net.UDPConn, int, error) {
 	}
 	var lastErr error
 	for attempt := 0; attempt < pool.Size(); attempt++ {
-		port, err := pool.Get()
+		port, conn, err := pool.take(localIP, true)
 		if err != nil {
 			if lastErr != nil {
 				return nil, 0, fmt.Errorf("%w (last bind error: %v)", err, lastErr)
 			}
 			return nil, 0, err
 		}
-		conn, err := net.ListenUDP(network, &net.UDPAddr{IP: ip, Port: port})
+		if conn != nil {
+			if quiet(conn) {
+				// A Listen may have left a deadline behind.
+				_ = conn.SetReadDeadline(time.Time{})
+				return conn, port, nil
+			}
+			// Something still reaches this port: it goes to the back
+			// of the free ports, its socket closed.
+			conn.Close()
+			pool.Put(port)
+			continue
+		}
+		conn, err = net.ListenUDP(network, &net.UDPAddr{IP: ip, Port: port})
 		if err != nil {
 			pool.Put(port)
 			lastErr = err
@@ -270,15 +286,28 @@ func (s *Session) Close() error {
 		s.connMu.Lock()
 		s.closed.Store(true)
 		c, release := s.conn, s.release
+		// A reader counted after closed was set sees it and does not
+		// read (ReadPacket); one counted before is woken by a real close.
+		uc, plain := c.(*net.UDPConn)
+		park := canPark && release == nil && plain && s.readers.Load() == 0
+		if park {
+			// Whoever still holds the session must never reach the
+			// socket once the next call has it.
+			s.conn = closedTransport()
+		}
 		s.connMu.Unlock()
-		if release != nil {
+		switch {
+		case release != nil:
 			// A relay holds the socket: it stops, lets go of the socket
 			// and closes it, seeing the session closed.
 			release()
-		} else {
+			s.pool.Put(s.port)
+		case park:
+			s.closeErr = s.pool.release(s.port, uc, s.localIP)
+		default:
 			s.closeErr = c.Close()
+			s.pool.Put(s.port)
 		}
-		s.pool.Put(s.port)
 	})
 	return s.closeErr
 }
@@ -313,6 +342,11 @@ func (s *Session) Stats() SessionStats {
 // latched remote, are dropped. Errors come straight from the socket, so
 // errors.Is(err, net.ErrClosed) tells a closed session.
 func (s *Session) ReadPacket(buf []byte) (n int, err error) {
+	s.readers.Add(1)
+	defer s.readers.Add(-1)
+	if s.closed.Load() {
+		return 0, fmt.Errorf("media: read rtp: %w", net.ErrClosed)
+	}
 	for {
 		var from netip.AddrPort
 		n, from, err = s.readConn().ReadFromUDPAddrPort(buf)

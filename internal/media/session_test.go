@@ -14,10 +14,20 @@ import (
 // ports; NewSession skips any port that is taken anyway.
 func testPool(t *testing.T) *PortPool {
 	t.Helper()
-	p, err := NewPortPool(21000, 22998)
+	return closedAtEnd(t, 21000, 22998)
+}
+
+// closedAtEnd returns a pool of [min, max] that is closed when the test
+// ends, after its sessions (cleanups run last-registered first), so that
+// no socket it parked holds a port for the next test, or for a node of
+// another test binary over the same range.
+func closedAtEnd(t *testing.T, min, max int) *PortPool {
+	t.Helper()
+	p, err := NewPortPool(min, max)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { p.Close() })
 	return p
 }
 
@@ -139,10 +149,7 @@ func TestSessionSkipsPortTakenByAnotherProcess(t *testing.T) {
 	}
 	defer taken.Close()
 	port := taken.LocalAddr().(*net.UDPAddr).Port
-	pool, err := NewPortPool(port, port+10)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pool := closedAtEnd(t, port, port+10)
 	s, err := NewSession("127.0.0.1", pool)
 	if err != nil {
 		t.Fatal(err)
@@ -157,10 +164,7 @@ func TestSessionSkipsPortTakenByAnotherProcess(t *testing.T) {
 }
 
 func TestSessionPoolExhausted(t *testing.T) {
-	pool, err := NewPortPool(23000, 23000)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pool := closedAtEnd(t, 23000, 23000)
 	s := newTestSession(t, pool)
 	if _, err := NewSession("127.0.0.1", pool); !errors.Is(err, ErrNoPorts) {
 		t.Fatalf("second NewSession on a one-port pool: %v, want ErrNoPorts", err)

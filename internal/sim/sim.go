@@ -146,6 +146,10 @@ func (s *Sim) Run(ctx context.Context) error {
 	case <-ctx.Done():
 		s.conn.Close()
 		s.ua.Close()
+		// Parked RTP sockets would hold their ports after the simulator.
+		if err := s.ports.Close(); err != nil {
+			s.log.Warn("sim: closing parked rtp sockets", "error", err)
+		}
 		return nil
 	case err := <-errc:
 		return err

@@ -72,6 +72,8 @@ func startEngineWith(t testing.TB, o engineOpts) *Engine {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Registered first, so it runs last: parked sockets free their ports.
+	t.Cleanup(func() { pool.Close() })
 	var h slog.Handler = slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})
 	if o.log != nil {
 		h = slog.NewTextHandler(o.log, &slog.HandlerOptions{Level: slog.LevelDebug})

@@ -51,6 +51,8 @@ func startWS(t *testing.T, useTLS bool) *wsEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Registered first, so it runs last: parked sockets free their ports.
+	t.Cleanup(func() { pool.Close() })
 	log := slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	e, err := New(Config{Listeners: []config.Listener{{Network: "udp", Addr: "127.0.0.1:" + strconv.Itoa(port)}}, PublicIP: "127.0.0.1"},
 		Deps{Logger: log, Ports: pool, OnInvite: func(in *Inbound) {
