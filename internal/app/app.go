@@ -298,7 +298,7 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 		{name: "callback", run: a.Callback.Run},
 		{name: "auth", run: a.Auth.Run},
 		{name: "links", run: a.Links.Run},
-		{name: "ivrapi", run: a.IVRAPI.Run},
+		{name: "ivrapi", run: a.IVRAPI.Run, ready: a.IVRAPI.Ready()},
 		{name: "dashboard", run: a.Dashboard.Run},
 		{name: "web", run: a.Web.Run},
 	}

@@ -103,8 +103,12 @@ type Service struct {
 	mu      sync.Mutex
 	running bool
 	stopped bool
-	conns   map[string]*conn
-	wg      sync.WaitGroup // connections and their goodbyes
+	// ready is closed once Run serves: the app starts the web server
+	// after it, so a node never answers an application with 503 "not
+	// serving" while it starts.
+	ready chan struct{}
+	conns map[string]*conn
+	wg    sync.WaitGroup // connections and their goodbyes
 
 	homeMu sync.Mutex
 	home   map[string]*homeSession
@@ -160,7 +164,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	log := deps.Logger.With("component", "ivrapi")
 	s := &Service{cfg: cfg, deps: deps, log: log, noisy: logtext.Limit(log, logtext.LimitConfig{}), now: deps.Now,
-		conns: map[string]*conn{}, home: map[string]*homeSession{}, where: map[string]whereEntry{}}
+		conns: map[string]*conn{}, home: map[string]*homeSession{}, where: map[string]whereEntry{}, ready: make(chan struct{})}
 	s.m = metrics{
 		conns: prometheus.NewGauge(prometheus.GaugeOpts{Name: "redial_ivrapi_connections",
 			Help: "ivrapi WebSocket connections open on this node."}),
@@ -182,6 +186,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	return s, nil
 }
 
+// Ready is closed once Run serves WebSocket connections.
+func (s *Service) Ready() <-chan struct{} { return s.ready }
+
 // Run serves until ctx ends, then closes every connection (1001, "node
 // stopping"), tells the homes of their sessions, and returns when all are
 // gone.
@@ -196,6 +203,7 @@ func (s *Service) Run(ctx context.Context) error {
 	s.mu.Lock()
 	s.running = true
 	s.mu.Unlock()
+	close(s.ready)
 	s.log.Info("ivrapi: serving", "grace", s.cfg.Grace)
 
 	sweep := time.NewTicker(time.Minute)

@@ -73,14 +73,13 @@ func startService(t *testing.T, cfg Config) (*Service, *httptest.Server) {
 		<-done
 		srv.Close()
 	})
-	testenv.WaitFor(t, 5*time.Second, func() error {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if !s.running {
-			return errors.New("not running yet")
-		}
-		return nil
-	})
+	// The app starts its web server once Ready is closed (app.go): the
+	// tests dial at once after it, as an application may.
+	select {
+	case <-s.Ready():
+	case <-time.After(5 * time.Second):
+		t.Fatal("ivrapi: Ready not closed 5 s after Run started")
+	}
 	return s, srv
 }
 
