@@ -140,16 +140,19 @@ func (s *Sim) Stats() Stats {
 
 // Run serves until ctx is cancelled.
 func (s *Sim) Run(ctx context.Context) error {
+	// Parked RTP sockets would hold their ports after the simulator,
+	// however it stops.
+	defer func() {
+		if err := s.ports.Close(); err != nil {
+			s.log.Warn("sim: closing parked rtp sockets", "error", err)
+		}
+	}()
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.ServeUDP(s.conn) }()
 	select {
 	case <-ctx.Done():
 		s.conn.Close()
 		s.ua.Close()
-		// Parked RTP sockets would hold their ports after the simulator.
-		if err := s.ports.Close(); err != nil {
-			s.log.Warn("sim: closing parked rtp sockets", "error", err)
-		}
 		return nil
 	case err := <-errc:
 		return err
