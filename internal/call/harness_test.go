@@ -61,8 +61,7 @@ func startNode(t *testing.T, r *testenv.Redis) *node {
 		t.Fatal(err)
 	}
 	sipPort := testenv.FreePort(t)
-	// Below the ephemeral range, where SIPp's ports come from; the app
-	// tests use 20000-29999, these 30000-32699.
+	// This package's range, 30000-32699 (see testenv's package comment).
 	rtpBase := 30000 + (sipPort%27)*100
 	ports, err := media.NewPortPool(rtpBase, rtpBase+98)
 	if err != nil {

@@ -54,9 +54,10 @@ func newEnv(t *testing.T) *env {
 	if v.files, err = files.New(files.Config{Root: v.data, Domain: "default"}); err != nil {
 		t.Fatal(err)
 	}
-	// Each test its own slice of ports, in a range other packages' tests
-	// do not use; NewSession skips ports that are taken anyway.
-	base := 24000 + int(portBase.Add(1)%40)*200
+	// Each test its own slice of ports, in this package's range (see
+	// testenv's package comment); NewSession skips ports that are taken
+	// anyway.
+	base := 2000 + int(portBase.Add(1)%20)*200
 	if v.pool, err = media.NewPortPool(base, base+198); err != nil {
 		t.Fatal(err)
 	}

@@ -47,7 +47,7 @@ func bindable(port int) error {
 // the quarantine; the closed session can no longer use it, and the port
 // counts as in use only while a session has it.
 func TestSessionSocketReused(t *testing.T) {
-	pool := parkPool(t, 23100, 4, 0, time.Hour)
+	pool := parkPool(t, 9100, 4, 0, time.Hour)
 	p := newPeer(t)
 	a := newTestSession(t, pool)
 	a.SetRemote(p.addr())
@@ -87,7 +87,7 @@ func TestSessionSocketReused(t *testing.T) {
 // Within the quarantine a parked socket is not reused: the next session
 // takes the free port that has been free the longest.
 func TestSessionSocketQuarantine(t *testing.T) {
-	pool := parkPool(t, 23120, 4, time.Hour, time.Hour)
+	pool := parkPool(t, 9120, 4, time.Hour, time.Hour)
 	a := newTestSession(t, pool)
 	port := a.LocalPort()
 	a.Close()
@@ -102,7 +102,7 @@ func TestSessionSocketQuarantine(t *testing.T) {
 // finished call) is closed, not reused, and its port goes to the back of
 // the free ports.
 func TestParkedSocketThatHeardIsNotReused(t *testing.T) {
-	pool := parkPool(t, 23140, 4, 0, time.Hour)
+	pool := parkPool(t, 9140, 4, 0, time.Hour)
 	p := newPeer(t)
 	a := newTestSession(t, pool)
 	port := a.LocalPort()
@@ -129,7 +129,7 @@ func TestParkedSocketThatHeardIsNotReused(t *testing.T) {
 // Close while a read is blocked wakes it, and the socket is closed rather
 // than parked.
 func TestSessionCloseWithReaderIsNotParked(t *testing.T) {
-	pool := parkPool(t, 23160, 4, 0, time.Hour)
+	pool := parkPool(t, 9160, 4, 0, time.Hour)
 	a := newTestSession(t, pool)
 	done := make(chan error, 1)
 	go func() {
@@ -159,7 +159,7 @@ func TestSessionCloseWithReaderIsNotParked(t *testing.T) {
 
 // Parked sockets are closed after the idle time, freeing their ports.
 func TestParkedSocketsExpire(t *testing.T) {
-	pool := parkPool(t, 23180, 4, time.Hour, 50*time.Millisecond)
+	pool := parkPool(t, 9180, 4, time.Hour, 50*time.Millisecond)
 	a := newTestSession(t, pool)
 	a.Close()
 	testenv.WaitFor(t, 5*time.Second, func() error {
@@ -177,7 +177,7 @@ func TestParkedSocketsExpire(t *testing.T) {
 // A full pool takes the port of a parked socket still in quarantine
 // rather than refusing a session; parking never costs capacity.
 func TestParkedSocketsDoNotExhaustPool(t *testing.T) {
-	pool := parkPool(t, 23200, 2, time.Hour, time.Hour)
+	pool := parkPool(t, 9200, 2, time.Hour, time.Hour)
 	a := newTestSession(t, pool)
 	newTestSession(t, pool)
 	a.Close()
@@ -201,7 +201,7 @@ func TestParkedSocketsDoNotExhaustPool(t *testing.T) {
 // of it within a few seconds, whatever the first pool parked and though
 // it was never closed.
 func TestParkedSocketsDoNotHoldPortsFromAnotherPool(t *testing.T) {
-	const base, n = 23240, 4
+	const base, n = 9240, 4
 	first, err := NewPortPool(base, base+2*(n-1)) // never closed: its owner is gone
 	if err != nil {
 		t.Fatal(err)
@@ -226,7 +226,7 @@ func TestParkedSocketsDoNotHoldPortsFromAnotherPool(t *testing.T) {
 // Close frees every parked port at once, and a session closed after it
 // closes its socket rather than parking it.
 func TestPoolCloseFreesParkedPorts(t *testing.T) {
-	pool := parkPool(t, 23260, 8, time.Hour, time.Hour)
+	pool := parkPool(t, 9260, 8, time.Hour, time.Hour)
 	open := sessions(t, pool, 3)
 	open[0].Close()
 	open[1].Close()
@@ -264,7 +264,7 @@ func sessions(t *testing.T, pool *PortPool, n int) []*Session {
 func BenchmarkSessionOpenClose(b *testing.B) {
 	for _, reuse := range []bool{true, false} {
 		b.Run(fmt.Sprintf("reuse=%v", reuse), func(b *testing.B) {
-			p, err := NewPortPool(23400, 23598)
+			p, err := NewPortPool(9400, 9598)
 			if err != nil {
 				b.Fatal(err)
 			}

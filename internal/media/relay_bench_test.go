@@ -21,7 +21,7 @@ func BenchmarkRelay(b *testing.B) {
 }
 
 func benchRelay(b *testing.B, ca, cb Codec) {
-	pool, err := NewPortPool(23100, 23198)
+	pool, err := NewPortPool(9600, 9698)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 // ports; NewSession skips any port that is taken anyway.
 func testPool(t *testing.T) *PortPool {
 	t.Helper()
-	return closedAtEnd(t, 21000, 22998)
+	return closedAtEnd(t, 8000, 8998)
 }
 
 // closedAtEnd returns a pool of [min, max] that is closed when the test
@@ -103,7 +103,7 @@ func TestSessionCloseReturnsPortAndUnblocksReader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p := s.LocalPort(); p < 21000 || p > 22998 || p%2 != 0 {
+	if p := s.LocalPort(); p < 8000 || p > 8998 || p%2 != 0 {
 		t.Fatalf("LocalPort = %d, want an even port of the pool", p)
 	}
 	if pool.InUse() != 1 {
@@ -164,15 +164,15 @@ func TestSessionSkipsPortTakenByAnotherProcess(t *testing.T) {
 }
 
 func TestSessionPoolExhausted(t *testing.T) {
-	pool := closedAtEnd(t, 23000, 23000)
+	pool := closedAtEnd(t, 9000, 9000)
 	s := newTestSession(t, pool)
 	if _, err := NewSession("127.0.0.1", pool); !errors.Is(err, ErrNoPorts) {
 		t.Fatalf("second NewSession on a one-port pool: %v, want ErrNoPorts", err)
 	}
 	s.Close()
 	s2 := newTestSession(t, pool)
-	if s2.LocalPort() != 23000 {
-		t.Fatalf("LocalPort = %d, want 23000", s2.LocalPort())
+	if s2.LocalPort() != 9000 {
+		t.Fatalf("LocalPort = %d, want 9000", s2.LocalPort())
 	}
 }
 

@@ -88,7 +88,7 @@ func TestAgentRegistersAnswersAndUnregisters(t *testing.T) {
 	reg := startRegistrar(t, "s3cret")
 	agent, err := NewAgent(AgentConfig{Registrar: reg.addr, Ext: "2001", Password: "s3cret", Expires: 60 * time.Second,
 		Phone: Config{Addr: "127.0.0.1:0", Ring: 200 * time.Millisecond, RingMax: 300 * time.Millisecond,
-			Talk: 700 * time.Millisecond, TalkMax: 900 * time.Millisecond, Seed: 1, RTPMin: 30000, RTPMax: 30099}}, nil)
+			Talk: 700 * time.Millisecond, TalkMax: 900 * time.Millisecond, Seed: 1, RTPMin: 1100, RTPMax: 1199}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestAgentRegistersAnswersAndUnregisters(t *testing.T) {
 		t.Fatalf("expires %v, refused %d: want one REGISTER for 60 s", exp, refused)
 	}
 
-	caller, err := New(Config{Addr: "127.0.0.1:0", AnswerPct: 100, Seed: 2, RTPMin: 30100, RTPMax: 30199}, nil)
+	caller, err := New(Config{Addr: "127.0.0.1:0", AnswerPct: 100, Seed: 2, RTPMin: 1200, RTPMax: 1299}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +169,7 @@ func TestAgentRegistersAnswersAndUnregisters(t *testing.T) {
 func TestAgentWrongPassword(t *testing.T) {
 	reg := startRegistrar(t, "right")
 	agent, err := NewAgent(AgentConfig{Registrar: reg.addr, Ext: "2001", Password: "wrong",
-		Phone: Config{Addr: "127.0.0.1:0", Seed: 1, RTPMin: 30200, RTPMax: 30299}}, nil)
+		Phone: Config{Addr: "127.0.0.1:0", Seed: 1, RTPMin: 1300, RTPMax: 1399}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

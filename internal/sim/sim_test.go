@@ -12,7 +12,7 @@ import (
 // A simulator that stops closes the RTP sockets its pool parked for
 // reuse: none keeps its port bound for whoever binds the range next.
 func TestRunStopFreesParkedRTPPorts(t *testing.T) {
-	s, err := New(Config{Addr: "127.0.0.1:0", RTPMin: 30300, RTPMax: 30306}, nil)
+	s, err := New(Config{Addr: "127.0.0.1:0", RTPMin: 1400, RTPMax: 1406}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,7 +67,7 @@ type engineOpts struct {
 func startEngineWith(t testing.TB, o engineOpts) *Engine {
 	t.Helper()
 	port := testenv.FreePort(t)
-	rtpBase := 24000 + (port%100)*20
+	rtpBase := 6000 + (port%100)*20 // this package's range (testenv's package comment)
 	pool, err := media.NewPortPool(rtpBase, rtpBase+18)
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,20 @@
 //
 // A missing tool fails the test: CI must never pass by skipping. `make test`
 // installs every tool it needs first.
+//
+// RTP port ranges. Test binaries run side by side (`go test -p 2`), and a
+// pool parks closed sessions' sockets, still bound, for up to a second
+// (media.PortPool), so each package's tests bind RTP ports in a range of
+// their own, all below the kernel's ephemeral range (32768 and up), where
+// FreePort picks SIPp's and the listeners' ports:
+//
+//	1100-1499    internal/sim
+//	2000-5999    internal/ivr
+//	6000-7999    internal/sip
+//	8000-9999    internal/media
+//	10000-19999  internal/app, nodes run as processes and the queue race
+//	20000-29999  internal/app, nodes in the test process (nodeConfig)
+//	30000-32699  internal/call
 package testenv
 
 import (
