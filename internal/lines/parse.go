@@ -48,9 +48,9 @@ func (l Line) DialURI(number string) string {
 	u, err := parseSIPURI(l.URI)
 	if err != nil {
 		// Lines are validated when loaded; keep the call path total anyway.
-		return "sip:" + escapeUser(l.DialNumber(number)) + "@" + strings.TrimPrefix(l.URI, "sip:")
+		return "sip:" + validate.EscapeURIUser(l.DialNumber(number), false) + "@" + strings.TrimPrefix(l.URI, "sip:")
 	}
-	s := "sip:" + escapeUser(l.DialNumber(number)) + "@" + u.hostport + u.params
+	s := "sip:" + validate.EscapeURIUser(l.DialNumber(number), false) + "@" + u.hostport + u.params
 	if l.Transport == "tcp" && u.transport == "" {
 		s += ";transport=tcp"
 	}
@@ -117,31 +117,6 @@ func parseSIPURI(raw string) (sipURI, error) {
 		}
 	}
 	return u, nil
-}
-
-// escapeUser percent-encodes what RFC 3261 does not allow in a user part
-// ('#' above all, common in carrier feature codes).
-func escapeUser(s string) string {
-	const ok = "-_.!~*'()&=+$,;?/"
-	i := 0
-	for i < len(s) && (s[i] >= '0' && s[i] <= '9' || s[i] >= 'a' && s[i] <= 'z' || s[i] >= 'A' && s[i] <= 'Z' || strings.IndexByte(ok, s[i]) >= 0) {
-		i++
-	}
-	if i == len(s) {
-		// Nothing to escape (the usual number): no copy, byte by byte.
-		return s
-	}
-	var b strings.Builder
-	b.WriteString(s[:i])
-	for ; i < len(s); i++ {
-		c := s[i]
-		if c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || strings.IndexByte(ok, c) >= 0 {
-			b.WriteByte(c)
-			continue
-		}
-		fmt.Fprintf(&b, "%%%02X", c)
-	}
-	return b.String()
 }
 
 // known params fields; everything else goes to Line.Extra.

@@ -17,6 +17,7 @@ import (
 	gosip "github.com/emiago/sipgo/sip"
 
 	"redial/internal/media"
+	"redial/internal/validate"
 )
 
 // DialRequest describes one outbound INVITE.
@@ -211,7 +212,7 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	if fromUser == "" {
 		fromUser = "redial"
 	}
-	from := &gosip.FromHeader{DisplayName: quoteDisplayName(r.FromName), Address: gosip.Uri{Scheme: "sip", User: escapeUser(fromUser), Host: fromHost},
+	from := &gosip.FromHeader{DisplayName: quoteDisplayName(r.FromName), Address: gosip.Uri{Scheme: "sip", User: validate.EscapeURIUser(fromUser, true), Host: fromHost},
 		Params: gosip.HeaderParams{{K: "tag", V: gosip.GenerateTagN(16)}}}
 	req.AppendHeader(from)
 	// No parameters: sipgo writes and copies a To without them as one

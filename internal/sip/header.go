@@ -104,40 +104,6 @@ func hostLike(s string) bool {
 	return true
 }
 
-// escapeUser percent-encodes what may not stand in a SIP URI user part
-// (RFC 3261 25.1: unreserved / escaped / user-unreserved), so a caller ID
-// holding '@', '>' or '#' stays inside the From URI. An existing %XX
-// escape is kept.
-func escapeUser(s string) string {
-	const ok = "-_.!~*'()&=+$,;?/"
-	i := 0
-	for i < len(s) && (s[i] >= '0' && s[i] <= '9' || s[i] >= 'a' && s[i] <= 'z' || s[i] >= 'A' && s[i] <= 'Z' || strings.IndexByte(ok, s[i]) >= 0) {
-		i++
-	}
-	if i == len(s) {
-		// Nothing to escape (the usual caller ID): no copy, byte by byte.
-		return s
-	}
-	var b strings.Builder
-	b.WriteString(s[:i])
-	for ; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || strings.IndexByte(ok, c) >= 0:
-			b.WriteByte(c)
-		case c == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]):
-			b.WriteByte(c)
-		default:
-			fmt.Fprintf(&b, "%%%02X", c)
-		}
-	}
-	return b.String()
-}
-
-func isHex(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
-}
-
 // quoteDisplayName escapes '"' and '\' as quoted-pairs (RFC 3261 25.1):
 // sipgo writes the display name between quotes as it is, so a bare quote
 // would end the quoted-string and let the rest pose as URI and parameters.

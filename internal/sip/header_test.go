@@ -7,6 +7,8 @@ import (
 	"time"
 
 	gosip "github.com/emiago/sipgo/sip"
+
+	"redial/internal/validate"
 )
 
 // A header value holding CR, LF or NUL, whatever its source, fails the
@@ -80,8 +82,8 @@ func TestEscapes(t *testing.T) {
 		"15551230001": "15551230001", "+4930*1#": "+4930*1%23", "a@b": "a%40b", "a>b c": "a%3Eb%20c",
 		"%23": "%23", "%2": "%252", "x;y=z?": "x;y=z?",
 	} {
-		if got := escapeUser(in); got != want {
-			t.Errorf("escapeUser(%q) = %q, want %q", in, got, want)
+		if got := validate.EscapeURIUser(in, true); got != want {
+			t.Errorf("EscapeURIUser(%q, true) = %q, want %q", in, got, want)
 		}
 	}
 	if got := quoteDisplayName(`a"b\c`); got != `a\"b\\c` {

@@ -229,6 +229,46 @@ func SIPURI(field, s string) error {
 	return nil
 }
 
+// EscapeURIUser percent-encodes what may not stand in a SIP URI's user
+// part (RFC 3261 25.1: unreserved / escaped / user-unreserved), so that a
+// number or caller ID holding '#', '@' or '>' stays inside its URI. With
+// keepEscapes an existing %XX escape is kept as it is; without, '%' is
+// escaped too. A string with nothing to escape (the usual number) is
+// returned as it is, without a copy: this runs for every call.
+func EscapeURIUser(s string, keepEscapes bool) string {
+	i := 0
+	for i < len(s) && userUnreserved(s[i]) {
+		i++
+	}
+	if i == len(s) {
+		return s
+	}
+	var b strings.Builder
+	b.WriteString(s[:i])
+	for ; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case userUnreserved(c):
+			b.WriteByte(c)
+		case keepEscapes && c == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]):
+			b.WriteByte(c)
+		default:
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}
+
+// userUnreserved reports whether c may stand unescaped in a SIP URI's user
+// part.
+func userUnreserved(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || strings.IndexByte("-_.!~*'()&=+$,;?/", c) >= 0
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
 // Text checks a free-text value (a reference, a name): at most max
 // bytes, and no CR, LF or NUL.
 func Text(field, s string, max int) error {

@@ -231,3 +231,25 @@ func TestSIPURI(t *testing.T) {
 		t.Fatalf("error %v", err)
 	}
 }
+
+// A number's user part keeps its characters where RFC 3261 allows them and
+// percent-encodes the rest; a line's dial string escapes '%' too, a caller
+// ID keeps an escape already made.
+func TestEscapeURIUser(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		keep bool
+		want string
+	}{
+		{"15551230001", false, "15551230001"},
+		{"*72#1", false, "*72%231"},
+		{"%23", false, "%2523"},
+		{"%23", true, "%23"},
+		{"%2", true, "%252"},
+		{"a@b>c d", true, "a%40b%3Ec%20d"},
+	} {
+		if got := EscapeURIUser(tc.in, tc.keep); got != tc.want {
+			t.Errorf("EscapeURIUser(%q, %v) = %q, want %q", tc.in, tc.keep, got, tc.want)
+		}
+	}
+}
