@@ -408,30 +408,23 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	res.AnswerAt = time.Now()
 	res.Answered = true
 	res.Code, res.Reason = dialog.InviteResponse.StatusCode, dialog.InviteResponse.Reason
-	// The ACK is written to the transport without waiting for anything
-	// (sipgo's WriteAck does not use its context).
-	if err := dialog.WriteAck(context.Background(), newAck(dialog.InviteRequest, dialog.InviteResponse)); err != nil {
+	// The leg keeps its own small copy of the dialog, not sipgo's session
+	// and with it the INVITE transaction (uacdialog.go); the ACK is built
+	// from that copy and written to the transport at once.
+	ud := newUACDialog(dua, dialog)
+	ud.timers = &e.byeTimers
+	if err := ud.ack(); err != nil {
 		// Keep the 2xx code: the callee answered, and a made-up 5xx here
 		// would read as a trunk failure and fail over to the next trunk.
-		to := r.Target
-		if c := dialog.InviteResponse.Contact(); c != nil {
-			to = c.Address.String()
-		}
-		res.AckErr = fmt.Errorf("sip: call %s: ACK to %s: %w", r.CallRef, to, err)
+		res.AckErr = fmt.Errorf("sip: call %s: ACK to %s: %w", r.CallRef, ud.target.String(), err)
 		// The BYE follows the same route as the ACK and will likely fail
 		// too; it is still worth a try (RFC 3261 13.2.2.4 ends an answered
 		// call that cannot be kept with BYE).
-		byeCtx, c := context.WithTimeout(context.Background(), 2*time.Second)
-		if berr := dialog.Bye(byeCtx); berr != nil {
+		if berr := ud.bye(context.Background(), time.Now().Add(2*time.Second)); berr != nil {
 			e.log.Debug("sip: BYE after failed ACK", "call_ref", r.CallRef, "error", berr)
 		}
-		c()
 		return res
 	}
-	// The leg keeps its own small copy of the dialog, not sipgo's session
-	// and with it the INVITE transaction (uacdialog.go).
-	ud := newUACDialog(dua, dialog)
-	ud.timers = &e.byeTimers
 	leg := &Leg{e: e, CallRef: r.CallRef, CallID: res.CallID, Media: sess, done: make(chan struct{}), id: legKey(true, dialog.ID),
 		uac: ud, localSDP: offer, client: dua.Client, transport: ud.transport}
 	e.addLeg(leg.id, leg)
@@ -665,41 +658,6 @@ func pinRoute(req *gosip.Request) {
 	b = append(b, ':')
 	b = strconv.AppendInt(b, int64(port), 10)
 	req.SetDestination(string(b))
-}
-
-// newAck builds the ACK of a 2xx to our INVITE as sipgo's
-// DialogClientSession.Ack does (RFC 3261 13.2.2.4; WriteAck adds the route
-// set), but shares the INVITE's From, Call-ID and Contact and the 2xx's To
-// instead of copying them (nothing changes a header once sent) and, when
-// the 2xx has no Record-Route, pins its destination (pinRoute).
-func newAck(inv *gosip.Request, res *gosip.Response) *gosip.Request {
-	target := inv.Recipient
-	if c := res.Contact(); c != nil {
-		target = c.Address
-	}
-	ack := gosip.NewRequest(gosip.ACK, target) // which copies its parameters
-	ack.SipVersion = inv.SipVersion
-	for _, h := range []gosip.Header{inv.From(), res.To(), inv.CallID()} {
-		if h != nil {
-			ack.AppendHeader(h)
-		}
-	}
-	if h := inv.CSeq(); h != nil {
-		ack.AppendHeader(&gosip.CSeqHeader{SeqNo: h.SeqNo, MethodName: gosip.ACK})
-	}
-	mf := gosip.MaxForwardsHeader(70)
-	ack.AppendHeader(&mf)
-	if h := inv.Contact(); h != nil {
-		ack.AppendHeader(h)
-	}
-	ack.SetBody(nil)
-	ack.SetSource(inv.Source())
-	ack.Laddr = inv.Laddr
-	ack.SetTransport(inv.Transport())
-	if len(res.GetHeaders("record-route")) == 0 {
-		pinRoute(ack)
-	}
-	return ack
 }
 
 // newCancel builds the CANCEL of an INVITE (RFC 3261 9.1): its Request-URI,

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emiago/sipgo"
 	gosip "github.com/emiago/sipgo/sip"
 
 	"redial/internal/validate"
@@ -121,11 +122,11 @@ func TestPinRouteMatchesSipgo(t *testing.T) {
 	}
 }
 
-// newAck is the ACK sipgo's Ack builds: Request-URI the 2xx's Contact,
-// the INVITE's From, Call-ID, CSeq number and Contact, the 2xx's To; its
-// destination pinned only when no Record-Route leaves it to the route set
-// WriteAck adds.
-func TestNewAck(t *testing.T) {
+// The ACK of an answered INVITE (RFC 3261 13.2.2.4) as the leg's own
+// dialog copy builds it: Request-URI the 2xx's Contact, the INVITE's From,
+// Call-ID and CSeq number, the 2xx's To, our Contact; with a Record-Route,
+// the route set as Route headers and the destination its first hop.
+func TestUACDialogAck(t *testing.T) {
 	var target gosip.Uri
 	if err := gosip.ParseUri("sip:1555@192.0.2.1", &target); err != nil {
 		t.Fatal(err)
@@ -136,8 +137,10 @@ func TestNewAck(t *testing.T) {
 	inv.AppendHeader(&gosip.FromHeader{Address: gosip.Uri{Scheme: "sip", User: "redial", Host: "192.0.2.9"}, Params: gosip.HeaderParams{{K: "tag", V: "ft"}}})
 	inv.AppendHeader(&gosip.ToHeader{Address: gosip.Uri{Scheme: "sip", User: "1555", Host: "192.0.2.1"}})
 	inv.AppendHeader(&gosip.CSeqHeader{SeqNo: 7, MethodName: gosip.INVITE})
-	inv.AppendHeader(&gosip.ContactHeader{Address: gosip.Uri{Scheme: "sip", User: "redial", Host: "192.0.2.9", Port: 5060}})
+	contact := gosip.ContactHeader{Address: gosip.Uri{Scheme: "sip", User: "redial", Host: "192.0.2.9", Port: 5060}}
+	inv.AppendHeader(&contact)
 	pinRoute(inv)
+	dua := &sipgo.DialogUA{ContactHDR: contact}
 	for _, rr := range []string{"", "<sip:proxy.example.com;lr>"} {
 		res := gosip.NewResponseFromRequest(inv, 200, "OK", nil)
 		res.To().Params.Add("tag", "tt")
@@ -145,7 +148,8 @@ func TestNewAck(t *testing.T) {
 		if rr != "" {
 			res.AppendHeader(gosip.NewHeader("Record-Route", rr))
 		}
-		ack := newAck(inv, res)
+		d := &sipgo.DialogClientSession{Dialog: sipgo.Dialog{InviteRequest: inv, InviteResponse: res}}
+		ack := newUACDialog(dua, d).request(gosip.ACK, 7)
 		if ack.Method != gosip.ACK || ack.Recipient.Host != "198.51.100.7" || ack.Recipient.Port != 5070 {
 			t.Errorf("rr %q: ACK %s %s, want ACK to the 2xx's Contact", rr, ack.Method, ack.Recipient.String())
 		}
@@ -156,12 +160,16 @@ func TestNewAck(t *testing.T) {
 		if cs := ack.CSeq(); cs.SeqNo != 7 || cs.MethodName != gosip.ACK {
 			t.Errorf("rr %q: ACK CSeq %s, want 7 ACK", rr, cs.Value())
 		}
-		wantDest := "198.51.100.7:5070"
+		wantDest, wantRoute := "198.51.100.7:5070", ""
 		if rr != "" {
-			wantDest = "" // the route set decides, once WriteAck adds it
+			wantDest, wantRoute = "proxy.example.com:5060", rr
 		}
-		if got := ack.MessageData.Destination(); got != wantDest || ack.Transport() != "UDP" {
-			t.Errorf("rr %q: ACK pinned to %q over %s, want %q over UDP", rr, got, ack.Transport(), wantDest)
+		route := ""
+		if h := ack.GetHeader("route"); h != nil {
+			route = h.Value()
+		}
+		if got := ack.MessageData.Destination(); got != wantDest || ack.Transport() != "UDP" || route != wantRoute {
+			t.Errorf("rr %q: ACK pinned to %q over %s with Route %q, want %q over UDP with Route %q", rr, got, ack.Transport(), route, wantDest, wantRoute)
 		}
 	}
 }

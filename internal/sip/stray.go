@@ -8,19 +8,22 @@ import (
 )
 
 // acceptedHold is how long an answered INVITE client transaction stays in
-// RFC 6026's Accepted state (sipgo's Timer M) instead of 64×T1 = 32 s.
+// RFC 6026's Accepted state (sipgo's Timer M): T1/2 instead of 64×T1 = 32 s.
 //
-// In Accepted, sipgo keeps the whole transaction — the INVITE, its 2xx and
-// the ACK it replays for every retransmitted 2xx — and at thousands of
-// calls a second the 32 s of that are most of a node's heap (6.5 KiB per
-// call, issue 14). The ACK is the only thing the state is kept for, and
-// the engine can send it without the transaction: a 2xx retransmission that
-// arrives later matches no transaction, reaches the unhandled-response
-// handler and is ACKed there (ackStray2xx) as long as its dialog is one of
-// our established legs. Four T1 still covers the first retransmissions
-// (T1, 2×T1) inside sipgo, while Dial is between its ACK and addLeg.
+// In Accepted, sipgo keeps the whole transaction — the INVITE and its 2xx —
+// only to pass retransmitted 2xx to a hook that replays the ACK, and at
+// thousands of calls a second the 32 s of that are most of a node's heap
+// (6.5 KiB per call, issue 14). The engine sends its ACK without that hook
+// (uacDialog.ack): a 2xx retransmission matches no transaction, reaches
+// the unhandled-response handler and is ACKed there (ackStray2xx) as long
+// as its dialog is one of our established legs. The first retransmission
+// comes T1 after the 2xx, so a hold shorter than T1 leaves every one of
+// them to ackStray2xx (while in Accepted they would be absorbed unACKed);
+// T1/2 still lets the transaction absorb a 1xx that the transport layer
+// handles after the 2xx (each response is handled on a goroutine of its
+// own), which would otherwise be logged as stray.
 func acceptedHold() {
-	gosip.Timer_M = 4 * gosip.T1
+	gosip.Timer_M = gosip.T1 / 2
 }
 
 func init() {

@@ -88,18 +88,12 @@ func newUACDialog(dua *sipgo.DialogUA, d *sipgo.DialogClientSession) *uacDialog 
 	return u
 }
 
-// bye sends BYE and waits for its final response: nil on 200, an
-// ErrDialogResponse on any other, as sipgo's DialogClientSession.Bye. It
-// gives up with context.DeadlineExceeded at deadline (none when zero), as
-// it would with a context of that deadline.
-func (u *uacDialog) bye(ctx context.Context, deadline time.Time) error {
-	if u.ended.Load() {
-		return nil
-	}
-	// A leg sends at most one BYE (Leg.Hangup), so the dialog's own
-	// headers go into it as they are, not copied: nothing changes a
-	// header once sent.
-	req := gosip.NewRequest(gosip.BYE, u.target)
+// request builds a request of the dialog (RFC 3261 12.2.1.1) with CSeq
+// number cseq. A leg sends one ACK and at most one BYE (Leg.Hangup), so the
+// dialog's own headers go into them as they are, not copied: nothing
+// changes a header once sent.
+func (u *uacDialog) request(method gosip.RequestMethod, cseq uint32) *gosip.Request {
+	req := gosip.NewRequest(method, u.target)
 	if u.from != nil {
 		req.AppendHeader(u.from)
 	}
@@ -108,7 +102,7 @@ func (u *uacDialog) bye(ctx context.Context, deadline time.Time) error {
 	}
 	callID := u.callID
 	req.AppendHeader(&callID)
-	req.AppendHeader(&gosip.CSeqHeader{SeqNo: u.cseq + 1, MethodName: gosip.BYE})
+	req.AppendHeader(&gosip.CSeqHeader{SeqNo: cseq, MethodName: method})
 	mf := gosip.MaxForwardsHeader(70)
 	req.AppendHeader(&mf)
 	for _, r := range u.routes {
@@ -128,6 +122,29 @@ func (u *uacDialog) bye(ctx context.Context, deadline time.Time) error {
 		pinRoute(req)
 	}
 	req.SetBody(nil)
+	return req
+}
+
+// ack sends the ACK of the dialog's 2xx (RFC 3261 13.2.2.4) straight to
+// the transport, with a Via of its own. sipgo's DialogClientSession.WriteAck
+// would also copy the whole ACK (about 1.8 KiB) into a hook on the INVITE
+// transaction, to replay it for each retransmitted 2xx while the
+// transaction is in Accepted: here the transaction leaves Accepted before
+// the first retransmission can come (acceptedHold), and a retransmitted
+// 2xx of an established leg is ACKed by ackStray2xx instead.
+func (u *uacDialog) ack() error {
+	return u.client.WriteRequest(u.request(gosip.ACK, u.cseq), sipgo.ClientRequestAddVia)
+}
+
+// bye sends BYE and waits for its final response: nil on 200, an
+// ErrDialogResponse on any other, as sipgo's DialogClientSession.Bye. It
+// gives up with context.DeadlineExceeded at deadline (none when zero), as
+// it would with a context of that deadline.
+func (u *uacDialog) bye(ctx context.Context, deadline time.Time) error {
+	if u.ended.Load() {
+		return nil
+	}
+	req := u.request(gosip.BYE, u.cseq+1)
 	txCtx := ctx
 	if !deadline.IsZero() && !sendsAtOnce(req) {
 		// Finding the destination may block (a DNS lookup, a TCP or TLS
