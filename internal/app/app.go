@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -26,6 +27,7 @@ import (
 	"redial/internal/dialer"
 	"redial/internal/dialplan"
 	"redial/internal/files"
+	"redial/internal/gcpace"
 	"redial/internal/ivr"
 	"redial/internal/ivrapi"
 	"redial/internal/lines"
@@ -49,6 +51,9 @@ type App struct {
 	Registry *prometheus.Registry
 	Store    *store.Store
 	Notify   *notify.Publisher
+	// GCPace raises the GC percent while the node allocates fast, unless
+	// GOGC is set.
+	GCPace   *gcpace.Pacer
 	Lines    *lines.Manager
 	Ports    *media.PortPool
 	SIP      *sip.Engine
@@ -130,6 +135,12 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 	}
 	if a.Notify, err = notify.New(notify.Config{SpoolDir: filepath.Join(cfg.Data, "spool")},
 		notify.Deps{Store: a.Store, Logger: log, Registry: a.Registry}); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+	// GOGC in the environment, whatever its value, is the operator's
+	// choice and turns the node's own pacing off.
+	_, gogcSet := os.LookupEnv("GOGC")
+	if a.GCPace, err = gcpace.New(gcpace.Config{GOGCSet: gogcSet}, gcpace.Deps{Logger: log, Registry: a.Registry}); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
 	if a.Lines, err = lines.New(lines.Config{NodeID: cfg.Host}, lines.Deps{Store: a.Store, Logger: log, Registry: a.Registry}); err != nil {
@@ -271,6 +282,7 @@ func New(cfg *config.Node, log *slog.Logger, opts ...Option) (*App, error) {
 	}
 	a.parts = []part{
 		{name: "notify", run: a.Notify.Run},
+		{name: "gcpace", run: a.GCPace.Run},
 		{name: "directory", run: a.Directory.Run},
 		// Early, so it records what exists before anything else writes.
 		{name: "dataloss", run: a.DataLoss.Run},
