@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -22,5 +25,51 @@ func TestParseResultRoundTrip(t *testing.T) {
 	}
 	if _, err := parseResult("r 1 2 3"); err == nil {
 		t.Fatal("short line accepted")
+	}
+}
+
+// A side climbs its ladder to the first unsustained step, then halves the
+// gap below it twice: a ceiling of 9,300 calls/s is found at 9,000, not at
+// the ladder's 8,000.
+func TestClimbNarrowsTheGapBelowTheCeiling(t *testing.T) {
+	var order []int
+	ran, err := climb(context.Background(), []int{1000, 2000, 4000, 8000, 12000, 16000}, func(rate int) (bool, error) {
+		order = append(order, rate)
+		return rate <= 9300, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []int{1000, 2000, 4000, 8000, 12000, 10000, 9000}; !slices.Equal(order, want) {
+		t.Errorf("steps run %v, want %v", order, want)
+	}
+	if want := []int{1000, 2000, 4000, 8000, 9000, 10000, 12000}; !slices.Equal(ran, want) {
+		t.Errorf("ran %v, want %v (ascending)", ran, want)
+	}
+	runs := map[int]*redialRun{}
+	for _, r := range ran {
+		runs[r] = &redialRun{sustained: r <= 9300}
+	}
+	if best := bestRedial(ran, runs); best != 9000 {
+		t.Errorf("best sustained %d, want 9000", best)
+	}
+
+	// A first step that fails leaves nothing to refine; an error stops the
+	// climb where it happened.
+	order = nil
+	if ran, _ := climb(context.Background(), []int{1000, 2000}, func(rate int) (bool, error) {
+		order = append(order, rate)
+		return false, nil
+	}); !slices.Equal(ran, []int{1000}) || !slices.Equal(order, []int{1000}) {
+		t.Errorf("failing first step: ran %v, steps %v; want [1000] only", ran, order)
+	}
+	boom := errors.New("boom")
+	if ran, err := climb(context.Background(), []int{1000, 2000, 4000}, func(rate int) (bool, error) {
+		if rate == 4000 {
+			return false, boom
+		}
+		return true, nil
+	}); !errors.Is(err, boom) || !slices.Equal(ran, []int{1000, 2000}) {
+		t.Errorf("error at 4000: ran %v, err %v; want [1000 2000] and boom", ran, err)
 	}
 }
