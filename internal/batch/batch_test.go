@@ -3,8 +3,10 @@ package batch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
+	"time"
 )
 
 // TestRequestsArrivingDuringARunGoTogether holds the first run until more
@@ -102,31 +104,46 @@ func TestErrorsAndCancelledRequests(t *testing.T) {
 }
 
 // TestManyConcurrentRequests checks under -race that every request gets
-// its own answer whatever the interleaving.
+// its own answer whatever the interleaving, with and without a linger
+// (batches filling, lingering out and queueing behind runs), over rounds
+// that reuse the pooled waiters: a wake-up left in a waiter's channel
+// would hand a later request a wrong answer or a second leader.
 func TestManyConcurrentRequests(t *testing.T) {
-	g := New(7, func(ctx context.Context, key int, reqs []int) ([]int, error) {
-		out := make([]int, len(reqs))
-		for i, r := range reqs {
-			out[i] = r + key
-		}
-		return out, nil
-	})
-	var wg sync.WaitGroup
-	errs := make(chan string, 1000)
-	for i := range 1000 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			key := i % 3
-			got, err := g.Do(context.Background(), key, i)
-			if err != nil || got != i+key {
-				errs <- "wrong answer"
+	for _, tc := range []struct {
+		name string
+		opts []Option
+	}{{"no linger", nil}, {"linger", []Option{Linger(time.Millisecond)}}} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := New(7, func(ctx context.Context, key int, reqs []int) ([]int, error) {
+				out := make([]int, len(reqs))
+				for i, r := range reqs {
+					out[i] = r + key
+				}
+				return out, nil
+			}, tc.opts...)
+			for round := range 3 {
+				var wg sync.WaitGroup
+				errs := make(chan string, 1000)
+				for i := range 1000 {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						key := i % 3
+						got, err := g.Do(context.Background(), key, i)
+						if err != nil || got != i+key {
+							errs <- fmt.Sprintf("round %d request %d: got %d, %v", round, i, got, err)
+						}
+					}()
+				}
+				wg.Wait()
+				close(errs)
+				for e := range errs {
+					t.Fatal(e)
+				}
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for e := range errs {
-		t.Fatal(e)
+			if n := len(g.queues); n != 0 {
+				t.Errorf("%d queues left after the last run", n)
+			}
+		})
 	}
 }

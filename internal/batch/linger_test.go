@@ -242,44 +242,6 @@ func TestNearDeadlineDoesNotLinger(t *testing.T) {
 	}
 }
 
-// TestManyConcurrentRequestsWithLinger checks under -race that every
-// request gets its own answer, with batches filling, lingering out and
-// queueing behind runs in any interleaving, and that waiters come back
-// from the pool clean (a wake-up left in a channel would hand a later
-// request a wrong answer or a second leader).
-func TestManyConcurrentRequestsWithLinger(t *testing.T) {
-	g := New(7, func(ctx context.Context, key int, reqs []int) ([]int, error) {
-		out := make([]int, len(reqs))
-		for i, r := range reqs {
-			out[i] = r + key
-		}
-		return out, nil
-	}, Linger(time.Millisecond))
-	for round := range 3 {
-		var wg sync.WaitGroup
-		errs := make(chan string, 1000)
-		for i := range 1000 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				key := i % 3
-				got, err := g.Do(context.Background(), key, i)
-				if err != nil || got != i+key {
-					errs <- fmt.Sprintf("round %d request %d: got %d, %v", round, i, got, err)
-				}
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		for e := range errs {
-			t.Fatal(e)
-		}
-	}
-	if n := len(g.queues); n != 0 {
-		t.Errorf("%d queues left after the last run", n)
-	}
-}
-
 // BenchmarkDoLinger measures an uncontended request that waits out a
 // (minimal) linger: the cost of the timer path, which reuses the
 // waiter's timer.
