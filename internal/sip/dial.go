@@ -426,7 +426,7 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 		return res
 	}
 	leg := &Leg{e: e, CallRef: r.CallRef, CallID: res.CallID, Media: sess, done: make(chan struct{}), id: legKey(true, dialog.ID),
-		uac: ud, localSDP: offer, client: dua.Client, transport: ud.transport}
+		uac: ud, localSDP: offer}
 	e.addLeg(leg.id, leg)
 	var codec media.Codec
 	var rm media.RemoteMedia
@@ -485,15 +485,11 @@ type Leg struct {
 	uac      *uacDialog
 	ack      func(req *gosip.Request, tx gosip.ServerTransaction) error
 	localSDP []byte
-	// client and transport send the ACK of a retransmitted 2xx of an
-	// outbound leg (stray.go); client is nil on inbound legs.
-	client    *sipgo.Client
-	transport string
-	id        string
-	done      chan struct{}
-	once      sync.Once
-	byRemote  atomic.Bool
-	byeMu     sync.Mutex
+	id       string
+	done     chan struct{}
+	once     sync.Once
+	byRemote atomic.Bool
+	byeMu    sync.Mutex
 }
 
 // Done is closed when the leg has ended, by either side.

@@ -1,9 +1,6 @@
 package sip
 
 import (
-	"strings"
-
-	"github.com/emiago/sipgo"
 	gosip "github.com/emiago/sipgo/sip"
 )
 
@@ -51,56 +48,15 @@ func (e *Engine) ackStray2xx(r *gosip.Response) bool {
 	e.legsMu.RLock()
 	leg := e.legs[legKey(true, id)]
 	e.legsMu.RUnlock()
-	if leg == nil || leg.client == nil {
+	if leg == nil || leg.uac == nil {
 		return false
 	}
-	ack := ackFor2xx(r, leg.transport)
-	if err := leg.client.WriteRequest(ack, sipgo.ClientRequestAddVia); err != nil {
+	// The same ACK as the first (uacDialog.ack), with a Via branch of its
+	// own.
+	if err := leg.uac.ack(); err != nil {
 		e.log.Debug("sip: ACK of a retransmitted 2xx failed", "call_ref", leg.CallRef, "error", err)
 		return true
 	}
 	e.log.Debug("sip: retransmitted 2xx ACKed", "call_ref", leg.CallRef, "call_id", leg.CallID)
 	return true
-}
-
-// ackFor2xx builds the ACK of a 2xx to our INVITE from the 2xx alone (RFC
-// 3261 13.2.2.4): its Request-URI is the 2xx's Contact, its route set the
-// 2xx's Record-Route reversed, and From, To, Call-ID and the CSeq number
-// are the 2xx's, which are the INVITE's with the callee's tag. transport
-// is the INVITE's.
-func ackFor2xx(r *gosip.Response, transport string) *gosip.Request {
-	var target gosip.Uri
-	if c := r.Contact(); c != nil {
-		target = *c.Address.Clone()
-	} else {
-		// No Contact in a 2xx is a broken callee; its source is the best
-		// guess of where the ACK goes.
-		host, port, _ := gosip.ParseAddr(r.Source())
-		target = gosip.Uri{Scheme: "sip", Host: host, Port: port}
-	}
-	ack := gosip.NewRequest(gosip.ACK, target)
-	for _, h := range []gosip.Header{r.From(), r.To(), r.CallID()} {
-		if h != nil {
-			ack.AppendHeader(gosip.HeaderClone(h))
-		}
-	}
-	ack.AppendHeader(&gosip.CSeqHeader{SeqNo: r.CSeq().SeqNo, MethodName: gosip.ACK})
-	mf := gosip.MaxForwardsHeader(70)
-	ack.AppendHeader(&mf)
-	if rr := r.GetHeaders("record-route"); len(rr) > 0 {
-		for i := len(rr) - 1; i >= 0; i-- {
-			ack.AppendHeader(gosip.NewHeader("Route", rr[i].Value()))
-		}
-		if rh := ack.Route(); rh != nil && !rh.Address.UriParams.Has("lr") {
-			ack.Recipient = rh.Address // strict routing
-		}
-	}
-	ack.SetTransport(transport)
-	if t := strings.ToUpper(transport); t == "WS" || t == "WSS" {
-		// A browser's Contact is a made-up address: the ACK goes down the
-		// socket the 2xx came from.
-		ack.SetDestination(r.Source())
-	}
-	ack.SetBody(nil)
-	return ack
 }

@@ -410,9 +410,10 @@ Notes:
   at start (stray.go, package init, before any goroutine can read it),
   writes its ACK without sipgo's replay hook, and
   ACKs a 2xx that matches no transaction itself when it belongs to an
-  established outbound leg (the ACK is built from the 2xx alone, RFC 3261
-  13.2.2.4: Contact as Request-URI, Record-Route reversed as route set,
-  From/To/Call-ID/CSeq number of the 2xx, a new Via branch). A 2xx of an
+  established outbound leg (the same ACK as the first, RFC 3261
+  13.2.2.4, built from the leg's own dialog copy: the 2xx's Contact as
+  Request-URI, its Record-Route reversed as route set, From/To/Call-ID
+  and the INVITE's CSeq number, a new Via branch). A 2xx of an
   unknown dialog is still only logged, so outsiders cannot make the node
   send ACKs where they like. testdata/sipp/uas_200_retrans_late.xml
   (internal/sip TestRetransmitted2xxAcked) repeats its 200 500 ms and
