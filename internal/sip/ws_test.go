@@ -562,6 +562,14 @@ func TestWSSOverTLS(t *testing.T) {
 func TestDialDownAgentSocket(t *testing.T) {
 	env := startWS(t, false)
 	c, source := env.mustDial(t)
+	// A browser speaks first (its REGISTER binds the socket the calls go
+	// down). sipgo adds an accepted socket to its pool only after the
+	// handshake's reply is written, so an INVITE sent the moment the
+	// client's handshake returns could miss it and dial out instead; an
+	// answered OPTIONS shows the socket is in the pool.
+	callID := randHex(8)
+	writeText(t, c, sipRequest("OPTIONS", "WS", callID, "Content-Length: 0\r\n"))
+	readSIP(t, c, isFinal(callID))
 	done := make(chan DialResult, 1)
 	go func() {
 		done <- env.e.Dial(context.Background(), DialRequest{CallRef: "to-agent", Target: "sip:1001@df7jal23ls0d.invalid;transport=ws",
