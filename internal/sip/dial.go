@@ -412,7 +412,7 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	// and with it the INVITE transaction (uacdialog.go); the ACK is built
 	// from that copy and written to the transport at once.
 	ud := newUACDialog(dua, dialog)
-	ud.timers = &e.byeTimers
+	ud.timers, ud.byes = &e.byeTimers, &e.byes
 	if err := ud.ack(); err != nil {
 		// Keep the 2xx code: the callee answered, and a made-up 5xx here
 		// would read as a trunk failure and fail over to the next trunk.

@@ -81,6 +81,9 @@ type Engine struct {
 	// byeTimers recycles the timers that bound hangups' BYEs (uacDialog),
 	// a timer and its channel per call otherwise.
 	byeTimers sync.Pool
+	// byes are the outbound legs' BYEs in flight over UDP, which go
+	// without a sipgo transaction (uacDialog.byeUDP).
+	byes pendingByes
 
 	onInvite atomic.Pointer[InviteHandler]
 	// registrar serves REGISTER; nil answers 405 (registrar.go).
@@ -158,7 +161,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 		sipgo.WithUserAgentTransportLayerOptions(gosip.WithTransportLayerLogger(sipgoLog)),
 		sipgo.WithUserAgentTransactionLayerOptions(gosip.WithTransactionLayerLogger(sipgoLog),
 			gosip.WithTransactionLayerUnhandledResponseHandler(func(r *gosip.Response) {
-				if e.ackStray2xx(r) {
+				if e.ackStray2xx(r) || e.byes.deliver(r) {
 					return
 				}
 				sipgoLog.Debug("sip: response matching no transaction", "response", r.Short())

@@ -2,6 +2,7 @@ package sip
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"strings"
 	"sync"
@@ -38,6 +39,9 @@ type uacDialog struct {
 	ended atomic.Bool
 	// timers, when set, recycles the timer of bye's deadline.
 	timers *sync.Pool
+	// byes, when set, takes the final responses to a BYE sent without a
+	// sipgo transaction (byeUDP).
+	byes *pendingByes
 }
 
 // timer returns a timer that fires after d, recycled when there is one.
@@ -145,6 +149,9 @@ func (u *uacDialog) bye(ctx context.Context, deadline time.Time) error {
 		return nil
 	}
 	req := u.request(gosip.BYE, u.cseq+1)
+	if u.byes != nil && sendsAtOnce(req) {
+		return u.byeUDP(ctx, req, deadline)
+	}
 	txCtx := ctx
 	if !deadline.IsZero() && !sendsAtOnce(req) {
 		// Finding the destination may block (a DNS lookup, a TCP or TLS
@@ -182,6 +189,114 @@ func (u *uacDialog) bye(ctx context.Context, deadline time.Time) error {
 			return context.DeadlineExceeded
 		}
 	}
+}
+
+// byeUDP is bye over UDP to an IP address, as its own non-INVITE client
+// transaction (RFC 3261 17.1.2): sent at once, sent again at T1, 2×T1...
+// up to T2 apart (Timer E) until a final response matches its Via branch
+// or Timer F (64×T1) or the deadline passes. sipgo's client transaction
+// would do the same with a transaction object, a key and a map entry,
+// three timers and a state machine stepped by every response, and keep it
+// all until a Timer D of 32 s that its Terminate races with (issue 14);
+// here it is a map entry, one recycled timer and a channel. A final
+// response matches no sipgo transaction, so it reaches the unhandled-
+// response handler, which passes it here (pendingByes.deliver).
+func (u *uacDialog) byeUDP(ctx context.Context, req *gosip.Request, deadline time.Time) error {
+	if err := sipgo.ClientRequestAddVia(u.client, req); err != nil {
+		return err
+	}
+	branch, _ := req.Via().Params.Get("branch")
+	ch := u.byes.add(branch)
+	defer u.byes.remove(branch)
+	if err := u.client.WriteRequest(req, sendAsBuilt); err != nil {
+		return err
+	}
+	now := time.Now()
+	giveUp := now.Add(gosip.Timer_F)
+	if !deadline.IsZero() && deadline.Before(giveUp) {
+		giveUp = deadline
+	}
+	interval := gosip.Timer_E
+	t := u.timer(min(interval, giveUp.Sub(now)))
+	defer u.putTimer(t)
+	for {
+		select {
+		case res := <-ch:
+			if res.StatusCode != 200 {
+				return sipgo.ErrDialogResponse{Res: res}
+			}
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			now := time.Now()
+			if !now.Before(giveUp) {
+				if giveUp.Equal(deadline) {
+					return context.DeadlineExceeded
+				}
+				return fmt.Errorf("BYE: Timer F: %w", gosip.ErrTransactionTimeout)
+			}
+			if err := u.client.WriteRequest(req, sendAsBuilt); err != nil {
+				return err
+			}
+			interval = min(2*interval, gosip.T2)
+			t.Reset(min(interval, giveUp.Sub(now)))
+		}
+	}
+}
+
+// pendingByes are the BYEs in flight without a sipgo transaction, by
+// their Via branch.
+type pendingByes struct {
+	mu sync.Mutex
+	m  map[string]chan *gosip.Response
+}
+
+func (p *pendingByes) add(branch string) chan *gosip.Response {
+	ch := make(chan *gosip.Response, 1)
+	p.mu.Lock()
+	if p.m == nil {
+		p.m = map[string]chan *gosip.Response{}
+	}
+	p.m[branch] = ch
+	p.mu.Unlock()
+	return ch
+}
+
+func (p *pendingByes) remove(branch string) {
+	p.mu.Lock()
+	delete(p.m, branch)
+	p.mu.Unlock()
+}
+
+// deliver hands r to the BYE it answers, if it is a final response to one
+// in flight, and reports whether it did. Provisional responses are left
+// (Timer E keeps its pace), as are final ones after the first (the
+// retransmissions of our retransmissions).
+func (p *pendingByes) deliver(r *gosip.Response) bool {
+	cseq := r.CSeq()
+	if cseq == nil || cseq.MethodName != gosip.BYE {
+		return false
+	}
+	via := r.Via()
+	if via == nil {
+		return false
+	}
+	branch, _ := via.Params.Get("branch")
+	p.mu.Lock()
+	ch := p.m[branch]
+	p.mu.Unlock()
+	if ch == nil {
+		return false
+	}
+	if r.IsProvisional() {
+		return true
+	}
+	select {
+	case ch <- r:
+	default:
+	}
+	return true
 }
 
 // sendsAtOnce reports whether sipgo sends req without anything that could
