@@ -149,11 +149,12 @@ func (u *uacDialog) bye(ctx context.Context, deadline time.Time) error {
 		return nil
 	}
 	req := u.request(gosip.BYE, u.cseq+1)
-	if u.byes != nil && sendsAtOnce(req) {
+	atOnce := sendsAtOnce(req)
+	if u.byes != nil && atOnce {
 		return u.byeUDP(ctx, req, deadline)
 	}
 	txCtx := ctx
-	if !deadline.IsZero() && !sendsAtOnce(req) {
+	if !deadline.IsZero() && !atOnce {
 		// Finding the destination may block (a DNS lookup, a TCP or TLS
 		// connection): that too is bounded by the deadline.
 		c, cancel := context.WithDeadline(ctx, deadline)
