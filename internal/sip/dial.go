@@ -93,9 +93,13 @@ type DialResult struct {
 // for one, to CANCEL it properly, before it is abandoned.
 const silentCancelWait = 2 * time.Second
 
-// errRingTimeout is the cancel cause when the ring timeout expires after a
-// provisional response: sipgo then sends CANCEL and waits for the 487.
+// errRingTimeout is why our CANCEL went out when the ring timeout expired
+// after a provisional response; the wait goes on for the 487.
 var errRingTimeout = errors.New("ring timeout")
+
+// errAbandoned ends the wait for a final response without one: nothing
+// came back to CANCEL, an ICMP error came, or the CANCEL went unanswered.
+var errAbandoned = errors.New("INVITE abandoned")
 
 // dialState is what Dial's callbacks share, in one object: captured as
 // separate variables, each was an allocation of its own for every call.
@@ -108,7 +112,11 @@ type dialState struct {
 	earlyMedia atomic.Bool
 	// unreachable is the ICMP error that ended the INVITE.
 	unreachable atomic.Pointer[string]
-	dialog      atomic.Pointer[sipgo.DialogClientSession]
+	// invite is the INVITE as last sent (with credentials after a
+	// challenge), for its CANCEL.
+	invite atomic.Pointer[gosip.Request]
+	// sendCancel sends the CANCEL once, with why.
+	sendCancel func(cause error)
 	// gaveUp is why our CANCEL went out; wantCancel why one is to go out
 	// at the first provisional response.
 	gaveUp     atomic.Pointer[error]
@@ -218,6 +226,9 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	// No parameters: sipgo writes and copies a To without them as one
 	// with none.
 	req.AppendHeader(&gosip.ToHeader{Address: gosip.Uri{Scheme: "sip", User: recipient.User, Host: recipient.Host, Port: recipient.Port}})
+	// Shared by the engine's calls, as sipgo's DialogUA shares it: nothing
+	// changes it once built.
+	req.AppendHeader(&dua.ContactHDR)
 	for name, value := range r.Headers {
 		req.AppendHeader(gosip.NewHeader(name, value))
 	}
@@ -233,15 +244,15 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	}
 
 	// ringCtx ends only through cancel: were it a child of ctx, a hangup
-	// would cancel it with ctx's cause, and sipgo would then wait for a
-	// provisional response to CANCEL, up to Timer B (32 s).
+	// would end the wait with ctx, before the CANCEL's 487 (or a 200 that
+	// crossed it) could come.
 	ringCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer cancel(nil)
 	st := new(dialState)
 	if transport == "udp" {
 		remove := e.icmp.add(&pendingInvite{callID: string(callID), dest: ipDestination(recipient), fail: func(reason string) {
 			if !st.responded.Load() && st.unreachable.CompareAndSwap(nil, &reason) {
-				cancel(sipgo.WaitAnswerForceCancelErr)
+				cancel(errAbandoned)
 			}
 		}})
 		defer remove()
@@ -250,26 +261,24 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	if timeout <= 0 {
 		timeout = 60 * time.Second
 	}
-	// Once something rang, giving up is our own CANCEL while WaitAnswer
-	// goes on reading: the final response is then the 487, or a 200 that
-	// crossed the CANCEL, which is ACKed and ended instead of dropped
-	// (sipgo's own CANCEL stops reading and loses it).
+	// Once something rang, giving up is a CANCEL while the loop below goes
+	// on reading: the final response is then the 487, or a 200 that
+	// crossed the CANCEL, which is ACKed and ended instead of dropped.
 	callRef := r.CallRef // for the closures: r itself would move to the heap
+	client := dua.Client
 	sendCancel := func(cause error) {
-		d := st.dialog.Load()
-		if d == nil || !st.gaveUp.CompareAndSwap(nil, &cause) {
+		inv := st.invite.Load()
+		if inv == nil || !st.gaveUp.CompareAndSwap(nil, &cause) {
 			return
 		}
 		// RFC 3261 9.1: without a final response 64*T1 after the CANCEL
 		// the INVITE is over all the same.
-		time.AfterFunc(64*gosip.T1, func() { cancel(sipgo.WaitAnswerForceCancelErr) })
+		time.AfterFunc(64*gosip.T1, func() { cancel(errAbandoned) })
 		cctx, ccancel := context.WithTimeout(context.Background(), 4*time.Second)
 		defer ccancel()
-		// Through the client, not the dialog: the dialog's requests read
-		// its InviteResponse, which WaitAnswer is writing meanwhile.
-		if cres, err := dua.Client.Do(cctx, newCancel(d.InviteRequest), sendAsBuilt); err != nil || cres.StatusCode != 200 {
+		if cres, err := client.Do(cctx, sameTransaction(gosip.CANCEL, inv, nil), sendAsBuilt); err != nil || cres.StatusCode != 200 {
 			// The INVITE was answered or ended meanwhile (481): its final
-			// response still reaches WaitAnswer.
+			// response still reaches the loop.
 			e.log.Debug("sip: CANCEL not taken", "call_ref", callRef, "error", err)
 		}
 	}
@@ -280,7 +289,7 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 			// Nothing came back: a CANCEL cannot be sent before a provisional
 			// response (RFC 3261 9.1), and waiting for Timer B would hold the
 			// line for 32 s more.
-			cancel(sipgo.WaitAnswerForceCancelErr)
+			cancel(errAbandoned)
 		}
 	})
 	defer timer.Stop()
@@ -298,7 +307,7 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 		if st.wantCancel.CompareAndSwap(nil, &cause) {
 			time.AfterFunc(silentCancelWait, func() {
 				if !st.provisional.Load() {
-					cancel(sipgo.WaitAnswerForceCancelErr)
+					cancel(errAbandoned)
 				}
 			})
 			if st.provisional.Load() {
@@ -307,112 +316,76 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 		}
 	})
 	defer stop()
+	st.sendCancel = sendCancel
 
-	dialog, err := dua.WriteInvite(ringCtx, req)
+	tx, err := e.startInvite(ringCtx, client, req)
 	if err != nil {
 		res.Code, res.Reason = 503, "transport error"
 		res.TransportErr = fmt.Errorf("sip: call %s: send INVITE to %s: %w", r.CallRef, r.Target, err)
 		return res
 	}
-	res.CallID = req.CallID().Value()
-	st.dialog.Store(dialog)
-
-	// The callback sets locals rather than res and r, which would then
-	// live on the heap for every call.
-	onRinging, ignoreEarlyMedia := r.OnRinging, r.IgnoreEarlyMedia
-	err = dialog.WaitAnswer(ringCtx, sipgo.AnswerOptions{
-		Username: r.Username, Password: r.Password,
-		OnResponse: func(resp *gosip.Response) error {
-			st.responded.Store(true)
-			if resp.IsProvisional() {
-				st.provisional.Store(true)
-				if c := st.wantCancel.Load(); c != nil && st.gaveUp.Load() == nil {
-					e.background(func() { sendCancel(*c) })
-				}
-				if resp.StatusCode >= 180 && onRinging != nil {
-					onRinging()
-					onRinging = nil
-				}
-				if resp.StatusCode == 183 && !ignoreEarlyMedia && len(resp.Body()) > 0 {
-					if rm, err := media.ParseSDP(resp.Body()); err == nil {
-						sess.SetRemote(rm.Addr)
-						if c, _, err := media.Negotiate(rm, codecs); err == nil {
-							sess.SetCodec(c)
-						}
-						st.earlyMedia.Store(true)
-					}
-				}
-			}
-			return nil
-		},
-	})
+	res.CallID = string(callID)
+	st.invite.Store(req)
+	final, late, err := e.awaitFinal(ringCtx, client, &tx, st, &r, sess, codecs)
+	tx.Terminate()
 	res.Provisional, res.EarlyMedia = st.provisional.Load(), st.earlyMedia.Load()
-	if err != nil {
-		if ir := dialog.InviteResponse; ir != nil && ir.IsSuccess() {
-			// The callee answered as the call was given up (its 200 OK
-			// crossed our CANCEL, or came after the ring timeout): confirm
-			// and end that call, or the phone stays in it (and retransmits
-			// its 200) while the caller went elsewhere.
-			e.endLateAnswer(dialog, r.CallRef)
-		}
-		var derr *sipgo.ErrDialogResponse
-		var derrv sipgo.ErrDialogResponse
-		if st.gaveUp.Load() != nil || st.wantCancel.Load() != nil {
-			res.Cancelled = ctx.Err() != nil
-			res.TimedOut = !res.Cancelled
-		}
-		switch {
-		case errors.As(err, &derr):
-			res.Code, res.Reason = derr.Res.StatusCode, derr.Res.Reason
-		case errors.As(err, &derrv):
-			res.Code, res.Reason = derrv.Res.StatusCode, derrv.Res.Reason
-		case st.unreachable.Load() != nil && ctx.Err() == nil:
-			// A trunk failure: 503 fails over to the next line at once
-			// (lines.TrunkFailure).
-			u := *st.unreachable.Load()
-			res.Code, res.Reason = 503, u
-			res.TransportErr = fmt.Errorf("sip: call %s: INVITE to %s: %s", r.CallRef, r.Target, u)
-			e.log.Info("sip: INVITE ended by an ICMP error", "call_ref", r.CallRef, "target", r.Target, "reason", u)
-		case ringCtx.Err() != nil:
-			cause := context.Cause(ringCtx)
-			res.Cancelled = ctx.Err() != nil
-			res.TimedOut = !res.Cancelled
-			if dialog.InviteResponse != nil && dialog.InviteResponse.StatusCode >= 300 {
-				res.Code, res.Reason = dialog.InviteResponse.StatusCode, dialog.InviteResponse.Reason
-			} else if res.Provisional || cause == errRingTimeout {
-				res.Code, res.Reason = 487, "Request Terminated"
-			} else if res.Cancelled {
-				res.Code, res.Reason = 487, "Request Terminated"
-			} else {
-				res.Code, res.Reason = 408, "Request Timeout"
-			}
-		default:
-			// The transaction died without a final response: Timer B, or a
-			// transport failure (TCP refused, ICMP unreachable).
+	inv := st.invite.Load()
+	if late != nil {
+		// The callee answered as the call was given up (its 200 OK
+		// crossed our CANCEL, or came after the ring timeout): confirm
+		// and end that call, or the phone stays in it (and retransmits
+		// its 200) while the caller went elsewhere.
+		e.endUnwanted(newUACDialog(dua, inv, late), r.CallRef)
+	}
+	if st.gaveUp.Load() != nil || st.wantCancel.Load() != nil {
+		res.Cancelled = ctx.Err() != nil
+		res.TimedOut = !res.Cancelled
+	}
+	switch {
+	case final != nil && final.IsSuccess():
+	case final != nil:
+		res.Code, res.Reason = final.StatusCode, final.Reason
+		return res
+	case st.unreachable.Load() != nil && ctx.Err() == nil:
+		// A trunk failure: 503 fails over to the next line at once
+		// (lines.TrunkFailure).
+		u := *st.unreachable.Load()
+		res.Code, res.Reason = 503, u
+		res.TransportErr = fmt.Errorf("sip: call %s: INVITE to %s: %s", r.CallRef, r.Target, u)
+		e.log.Info("sip: INVITE ended by an ICMP error", "call_ref", r.CallRef, "target", r.Target, "reason", u)
+		return res
+	case ringCtx.Err() != nil:
+		res.Cancelled = ctx.Err() != nil
+		res.TimedOut = !res.Cancelled
+		if res.Provisional || res.Cancelled || context.Cause(ringCtx) == errRingTimeout {
+			res.Code, res.Reason = 487, "Request Terminated"
+		} else {
 			res.Code, res.Reason = 408, "Request Timeout"
-			if !res.Provisional {
-				res.TransportErr = fmt.Errorf("sip: call %s: INVITE to %s: %w", r.CallRef, r.Target, err)
-			}
+		}
+		return res
+	default:
+		// The transaction died without a final response: Timer B, or a
+		// transport failure (TCP refused, a WebSocket closed).
+		res.Code, res.Reason = 408, "Request Timeout"
+		if !res.Provisional {
+			res.TransportErr = fmt.Errorf("sip: call %s: INVITE to %s: %w", r.CallRef, r.Target, err)
 		}
 		return res
 	}
 
+	// The leg keeps its own small copy of the dialog; the ACK is built
+	// from it and written to the transport at once.
+	ud := newUACDialog(dua, inv, final)
+	ud.timers, ud.pending = &e.byeTimers, &e.pending
 	if st.gaveUp.Load() != nil || st.wantCancel.Load() != nil {
 		// Answered as our CANCEL went out: confirm and end it at once.
-		res.Cancelled = ctx.Err() != nil
-		res.TimedOut = !res.Cancelled
 		res.Code, res.Reason = 487, "Request Terminated"
-		e.endAnswered(dialog, r.CallRef)
+		e.endUnwanted(ud, r.CallRef)
 		return res
 	}
 	res.AnswerAt = time.Now()
 	res.Answered = true
-	res.Code, res.Reason = dialog.InviteResponse.StatusCode, dialog.InviteResponse.Reason
-	// The leg keeps its own small copy of the dialog, not sipgo's session
-	// and with it the INVITE transaction (uacdialog.go); the ACK is built
-	// from that copy and written to the transport at once.
-	ud := newUACDialog(dua, dialog)
-	ud.timers, ud.byes = &e.byeTimers, &e.byes
+	res.Code, res.Reason = final.StatusCode, final.Reason
 	if err := ud.ack(); err != nil {
 		// Keep the 2xx code: the callee answered, and a made-up 5xx here
 		// would read as a trunk failure and fail over to the next trunk.
@@ -425,7 +398,8 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 		}
 		return res
 	}
-	leg := &Leg{e: e, CallRef: r.CallRef, CallID: res.CallID, Media: sess, done: make(chan struct{}), id: legKey(true, dialog.ID),
+	dialogID, _ := gosip.DialogIDFromResponse(final) // awaitFinal checked it
+	leg := &Leg{e: e, CallRef: r.CallRef, CallID: res.CallID, Media: sess, done: make(chan struct{}), id: legKey(true, dialogID),
 		uac: ud, localSDP: offer}
 	e.addLeg(leg.id, leg)
 	var codec media.Codec
@@ -433,10 +407,10 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	if rtc != nil {
 		// The WebRTC leg sets the Session's codec and telephone-event
 		// type from the answer itself.
-		if err = rtc.Answer(string(dialog.InviteResponse.Body())); err == nil {
+		if err = rtc.Answer(string(final.Body())); err == nil {
 			codec, leg.DTMF = sess.Codec(), sess.DTMF()
 		}
-	} else if rm, err = media.ParseSDP(dialog.InviteResponse.Body()); err == nil {
+	} else if rm, err = media.ParseSDP(final.Body()); err == nil {
 		codec, leg.DTMF, err = media.Negotiate(rm, codecs)
 	}
 	if err != nil {
@@ -459,6 +433,96 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	keepSession = true
 	res.Leg = leg
 	return res
+}
+
+// maxAuthAttempts is how many challenges an INVITE answers: a second one
+// may come when the first credentials used a nonce that went stale.
+const maxAuthAttempts = 2
+
+// awaitFinal reads the INVITE's responses until a final one, and returns
+// it: a 2xx (with a dialog ID) or the final failure. A 401 or 407 is
+// answered with credentials when r has them, in a new transaction that
+// replaces *tx. With no final response it returns the error that ended
+// the wait (the transaction's, or ringCtx's), and any 2xx that was already
+// there as late.
+func (e *Engine) awaitFinal(ringCtx context.Context, client *sipgo.Client, txp *inviteTx, st *dialState, r *DialRequest,
+	sess *media.Session, codecs []media.Codec) (final, late *gosip.Response, err error) {
+	tx := *txp
+	defer func() { *txp = tx }()
+	onRinging := r.OnRinging
+	authAttempts := 0
+	for {
+		select {
+		case resp := <-tx.Responses():
+			st.responded.Store(true)
+			if resp.IsProvisional() {
+				e.provisional(resp, st, &onRinging, r.IgnoreEarlyMedia, sess, codecs)
+				continue
+			}
+			if resp.IsSuccess() {
+				if _, err := gosip.DialogIDFromResponse(resp); err != nil {
+					// No To tag: not a dialog we can confirm or end.
+					return nil, nil, fmt.Errorf("2xx: %w", err)
+				}
+				return resp, nil, nil
+			}
+			challenged := (resp.StatusCode == 401 || resp.StatusCode == 407) && r.Password != ""
+			if !challenged || authAttempts >= maxAuthAttempts || st.gaveUp.Load() != nil || st.wantCancel.Load() != nil {
+				return resp, nil, nil
+			}
+			authAttempts++
+			next, aerr := withCredentials(st.invite.Load(), resp, r.Username, r.Password)
+			if aerr != nil {
+				e.log.Warn("sip: challenge not answered", "call_ref", r.CallRef, "sip_code", resp.StatusCode, "error", aerr)
+				return resp, nil, nil
+			}
+			tx.Terminate()
+			if tx, err = e.startInvite(ringCtx, client, next); err != nil {
+				return nil, nil, fmt.Errorf("INVITE with credentials: %w", err)
+			}
+			st.invite.Store(next)
+		case <-tx.Done():
+			return nil, nil, tx.Err()
+		case <-tx.Timer():
+			if err := tx.Tick(); err != nil {
+				return nil, nil, err
+			}
+		case <-ringCtx.Done():
+			select {
+			case resp := <-tx.Responses():
+				if resp.IsSuccess() {
+					if _, err := gosip.DialogIDFromResponse(resp); err == nil {
+						late = resp
+					}
+				}
+			default:
+			}
+			return nil, late, ringCtx.Err()
+		}
+	}
+}
+
+// provisional takes a 1xx: the CANCEL asked for before it may go out now,
+// the first 180 or 183 rings, and a 183's SDP starts early media.
+func (e *Engine) provisional(resp *gosip.Response, st *dialState, onRinging *func(), ignoreEarlyMedia bool,
+	sess *media.Session, codecs []media.Codec) {
+	st.provisional.Store(true)
+	if c := st.wantCancel.Load(); c != nil && st.gaveUp.Load() == nil {
+		e.background(func() { st.sendCancel(*c) })
+	}
+	if resp.StatusCode >= 180 && *onRinging != nil {
+		(*onRinging)()
+		*onRinging = nil
+	}
+	if resp.StatusCode == 183 && !ignoreEarlyMedia && len(resp.Body()) > 0 {
+		if rm, err := media.ParseSDP(resp.Body()); err == nil {
+			sess.SetRemote(rm.Addr)
+			if c, _, err := media.Negotiate(rm, codecs); err == nil {
+				sess.SetCodec(c)
+			}
+			st.earlyMedia.Store(true)
+		}
+	}
 }
 
 // mediaBindIP is where RTP sockets bind: all interfaces, so the advertised
@@ -568,56 +632,23 @@ func ipDestination(u gosip.Uri) netip.AddrPort {
 	return netip.AddrPortFrom(a.Unmap(), uint16(port))
 }
 
-// endLateAnswer ACKs a 2xx that arrived after the INVITE was given up and
-// sends BYE at once: the dialog was never confirmed for sipgo, so the BYE
-// is built here (sipgo's own Bye refuses an unconfirmed dialog).
-func (e *Engine) endLateAnswer(dialog *sipgo.DialogClientSession, callRef string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := dialog.Ack(ctx); err != nil {
-		e.log.Debug("sip: ACK of a late answer failed", "call_ref", callRef, "error", err)
-		return
-	}
-	target := dialog.InviteRequest.Recipient
-	if c := dialog.InviteResponse.Contact(); c != nil {
-		target = c.Address
-	}
-	bye := gosip.NewRequest(gosip.BYE, *target.Clone())
-	bye.SetTransport(dialog.InviteRequest.Transport())
-	if t := strings.ToUpper(dialog.InviteRequest.Transport()); t == "WS" || t == "WSS" {
-		bye.SetDestination(dialog.InviteRequest.Destination())
-	}
-	res, err := dialog.Do(ctx, bye)
-	switch {
-	case err != nil:
-		e.log.Debug("sip: BYE of a late answer failed", "call_ref", callRef, "error", err)
-	case res.StatusCode >= 300:
-		e.log.Debug("sip: BYE of a late answer refused", "call_ref", callRef, "sip_code", res.StatusCode)
-	default:
-		e.log.Info("sip: late answer ended", "call_ref", callRef, "call_id", dialog.InviteRequest.CallID().Value())
-	}
-}
-
-// endAnswered ACKs an answered INVITE that is no longer wanted and ends it
-// with BYE.
-func (e *Engine) endAnswered(dialog *sipgo.DialogClientSession, callRef string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := dialog.Ack(ctx); err != nil {
+// endUnwanted ACKs a 2xx that is no longer wanted (it came as the call
+// was given up, or crossed our CANCEL) and ends its call with BYE. The
+// BYE's answer is not waited for: whoever gave the call up (a ring_all's
+// winner waiting to be bridged) must not wait on a phone that may never
+// answer it.
+func (e *Engine) endUnwanted(ud *uacDialog, callRef string) {
+	ud.timers, ud.pending = &e.byeTimers, &e.pending
+	if err := ud.ack(); err != nil {
 		e.log.Debug("sip: ACK of an unwanted answer failed", "call_ref", callRef, "error", err)
 		return
 	}
-	// The BYE's answer is not waited for: whoever gave the call up (a
-	// ring_all's winner waiting to be bridged) must not wait on a phone
-	// that may never answer it.
 	e.background(func() {
-		bctx, bcancel := context.WithTimeout(context.Background(), 4*time.Second)
-		defer bcancel()
-		if err := dialog.Bye(bctx); err != nil {
+		if err := ud.bye(context.Background(), time.Now().Add(byeTimeout)); err != nil {
 			e.log.Debug("sip: BYE of an unwanted answer failed", "call_ref", callRef, "error", err)
 			return
 		}
-		e.log.Info("sip: answer after CANCEL ended", "call_ref", callRef, "call_id", dialog.InviteRequest.CallID().Value())
+		e.log.Info("sip: unwanted answer ended", "call_ref", callRef, "call_id", string(ud.callID))
 	})
 }
 
@@ -654,28 +685,6 @@ func pinRoute(req *gosip.Request) {
 	b = append(b, ':')
 	b = strconv.AppendInt(b, int64(port), 10)
 	req.SetDestination(string(b))
-}
-
-// newCancel builds the CANCEL of an INVITE (RFC 3261 9.1): its Request-URI,
-// top Via, From, To, Call-ID, Route and CSeq number.
-func newCancel(invite *gosip.Request) *gosip.Request {
-	c := gosip.NewRequest(gosip.CANCEL, invite.Recipient)
-	c.AppendHeader(gosip.HeaderClone(invite.Via()))
-	c.AppendHeader(gosip.HeaderClone(invite.From()))
-	c.AppendHeader(gosip.HeaderClone(invite.To()))
-	c.AppendHeader(gosip.HeaderClone(invite.CallID()))
-	mf := gosip.MaxForwardsHeader(70)
-	c.AppendHeader(&mf)
-	gosip.CopyHeaders("Route", invite, c)
-	if cs := invite.CSeq(); cs != nil {
-		c.AppendHeader(&gosip.CSeqHeader{SeqNo: cs.SeqNo, MethodName: gosip.CANCEL})
-	}
-	c.SetTransport(invite.Transport())
-	c.SetSource(invite.Source())
-	c.SetDestination(invite.Destination())
-	c.Laddr = invite.Laddr
-	c.SetBody(nil)
-	return c
 }
 
 // sendAsBuilt is a client request option that sends a request with the

@@ -78,12 +78,13 @@ type Engine struct {
 	legsMu sync.RWMutex
 	legs   map[string]*Leg // established UAC dialogs by dialog ID
 
-	// byeTimers recycles the timers that bound hangups' BYEs (uacDialog),
-	// a timer and its channel per call otherwise.
+	// byeTimers recycles the timers of hangups' BYEs (uacDialog) and of
+	// the INVITEs' retransmissions (inviteUDP), a timer and its channel
+	// per call otherwise.
 	byeTimers sync.Pool
-	// byes are the outbound legs' BYEs in flight over UDP, which go
-	// without a sipgo transaction (uacDialog.byeUDP).
-	byes pendingByes
+	// pending are the client transactions the engine runs itself, without
+	// sipgo's: INVITEs and BYEs over UDP to IP addresses (invitetx.go).
+	pending pendingTx
 
 	onInvite atomic.Pointer[InviteHandler]
 	// registrar serves REGISTER; nil answers 405 (registrar.go).
@@ -161,7 +162,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 		sipgo.WithUserAgentTransportLayerOptions(gosip.WithTransportLayerLogger(sipgoLog)),
 		sipgo.WithUserAgentTransactionLayerOptions(gosip.WithTransactionLayerLogger(sipgoLog),
 			gosip.WithTransactionLayerUnhandledResponseHandler(func(r *gosip.Response) {
-				if e.ackStray2xx(r) || e.byes.deliver(r) {
+				if e.pending.deliver(r) || e.ackStray2xx(r) {
 					return
 				}
 				sipgoLog.Debug("sip: response matching no transaction", "response", r.Short())

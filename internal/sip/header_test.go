@@ -148,8 +148,7 @@ func TestUACDialogAck(t *testing.T) {
 		if rr != "" {
 			res.AppendHeader(gosip.NewHeader("Record-Route", rr))
 		}
-		d := &sipgo.DialogClientSession{Dialog: sipgo.Dialog{InviteRequest: inv, InviteResponse: res}}
-		ack := newUACDialog(dua, d).request(gosip.ACK, 7)
+		ack := newUACDialog(dua, inv, res).request(gosip.ACK, 7)
 		if ack.Method != gosip.ACK || ack.Recipient.Host != "198.51.100.7" || ack.Recipient.Port != 5070 {
 			t.Errorf("rr %q: ACK %s %s, want ACK to the 2xx's Contact", rr, ack.Method, ack.Recipient.String())
 		}

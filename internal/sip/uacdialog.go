@@ -39,9 +39,13 @@ type uacDialog struct {
 	ended atomic.Bool
 	// timers, when set, recycles the timer of bye's deadline.
 	timers *sync.Pool
-	// byes, when set, takes the final responses to a BYE sent without a
-	// sipgo transaction (byeUDP).
-	byes *pendingByes
+	// pending, when set, takes the final responses to a BYE sent without
+	// a sipgo transaction (byeUDP).
+	pending *pendingTx
+	// laddr is the local address the INVITE went from: the dialog's
+	// requests go from the same socket, whatever sipgo's pool of UDP
+	// peers holds.
+	laddr gosip.Addr
 }
 
 // timer returns a timer that fires after d, recycled when there is one.
@@ -69,10 +73,9 @@ func (u *uacDialog) putTimer(t *time.Timer) {
 // the INVITE's From, the 2xx's To and the remote target with them rather
 // than copying: nothing changes a parsed or sent header, and a copy would
 // keep the same strings (the message's text) alive anyway.
-func newUACDialog(dua *sipgo.DialogUA, d *sipgo.DialogClientSession) *uacDialog {
-	inv, res := d.InviteRequest, d.InviteResponse
+func newUACDialog(dua *sipgo.DialogUA, inv *gosip.Request, res *gosip.Response) *uacDialog {
 	u := &uacDialog{client: dua.Client, contact: &dua.ContactHDR, transport: inv.Transport(), target: inv.Recipient,
-		from: inv.From(), to: res.To()}
+		from: inv.From(), to: res.To(), laddr: inv.Laddr}
 	if h := inv.CallID(); h != nil {
 		u.callID = *h
 	}
@@ -125,6 +128,7 @@ func (u *uacDialog) request(method gosip.RequestMethod, cseq uint32) *gosip.Requ
 	} else {
 		pinRoute(req)
 	}
+	req.Laddr = u.laddr
 	req.SetBody(nil)
 	return req
 }
@@ -150,7 +154,7 @@ func (u *uacDialog) bye(ctx context.Context, deadline time.Time) error {
 	}
 	req := u.request(gosip.BYE, u.cseq+1)
 	atOnce := sendsAtOnce(req)
-	if u.byes != nil && atOnce {
+	if u.pending != nil && atOnce {
 		return u.byeUDP(ctx, req, deadline)
 	}
 	txCtx := ctx
@@ -201,14 +205,16 @@ func (u *uacDialog) bye(ctx context.Context, deadline time.Time) error {
 // all until a Timer D of 32 s that its Terminate races with (issue 14);
 // here it is a map entry, one recycled timer and a channel. A final
 // response matches no sipgo transaction, so it reaches the unhandled-
-// response handler, which passes it here (pendingByes.deliver).
+// response handler, which passes it here (pendingTx.deliver).
 func (u *uacDialog) byeUDP(ctx context.Context, req *gosip.Request, deadline time.Time) error {
 	if err := sipgo.ClientRequestAddVia(u.client, req); err != nil {
 		return err
 	}
 	branch, _ := req.Via().Params.Get("branch")
-	ch := u.byes.add(branch)
-	defer u.byes.remove(branch)
+	key := txKey{branch: branch, method: gosip.BYE}
+	ch := make(finalResponse, 1)
+	u.pending.add(key, ch)
+	defer u.pending.remove(key)
 	if err := u.client.WriteRequest(req, sendAsBuilt); err != nil {
 		return err
 	}
@@ -244,60 +250,6 @@ func (u *uacDialog) byeUDP(ctx context.Context, req *gosip.Request, deadline tim
 			t.Reset(min(interval, giveUp.Sub(now)))
 		}
 	}
-}
-
-// pendingByes are the BYEs in flight without a sipgo transaction, by
-// their Via branch.
-type pendingByes struct {
-	mu sync.Mutex
-	m  map[string]chan *gosip.Response
-}
-
-func (p *pendingByes) add(branch string) chan *gosip.Response {
-	ch := make(chan *gosip.Response, 1)
-	p.mu.Lock()
-	if p.m == nil {
-		p.m = map[string]chan *gosip.Response{}
-	}
-	p.m[branch] = ch
-	p.mu.Unlock()
-	return ch
-}
-
-func (p *pendingByes) remove(branch string) {
-	p.mu.Lock()
-	delete(p.m, branch)
-	p.mu.Unlock()
-}
-
-// deliver hands r to the BYE it answers, if it is a final response to one
-// in flight, and reports whether it did. Provisional responses are left
-// (Timer E keeps its pace), as are final ones after the first (the
-// retransmissions of our retransmissions).
-func (p *pendingByes) deliver(r *gosip.Response) bool {
-	cseq := r.CSeq()
-	if cseq == nil || cseq.MethodName != gosip.BYE {
-		return false
-	}
-	via := r.Via()
-	if via == nil {
-		return false
-	}
-	branch, _ := via.Params.Get("branch")
-	p.mu.Lock()
-	ch := p.m[branch]
-	p.mu.Unlock()
-	if ch == nil {
-		return false
-	}
-	if r.IsProvisional() {
-		return true
-	}
-	select {
-	case ch <- r:
-	default:
-	}
-	return true
 }
 
 // sendsAtOnce reports whether sipgo sends req without anything that could
