@@ -85,6 +85,8 @@ type Engine struct {
 	// pending are the client transactions the engine runs itself, without
 	// sipgo's: INVITEs and BYEs over UDP to IP addresses (invitetx.go).
 	pending pendingTx
+	// respParser parses the responses takeResponse takes whole.
+	respParser *gosip.Parser
 
 	onInvite atomic.Pointer[InviteHandler]
 	// registrar serves REGISTER; nil answers 405 (registrar.go).
@@ -140,7 +142,8 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	}
 	e := &Engine{cfg: cfg, log: log.With("component", "sip"), ports: deps.Ports,
 		client: map[string]*sipgo.Client{}, dlg: map[string]*sipgo.DialogUA{},
-		legs: map[string]*Leg{}, addrs: map[string]string{}, ready: make(chan struct{}), localKey: newSecret(), secretFn: deps.Secret, clock: media.NewClock()}
+		legs: map[string]*Leg{}, addrs: map[string]string{}, ready: make(chan struct{}), localKey: newSecret(), secretFn: deps.Secret, clock: media.NewClock(),
+		respParser: gosip.NewParser()}
 	if deps.OnInvite != nil {
 		e.SetInviteHandler(deps.OnInvite)
 	}
@@ -311,6 +314,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	var serving []<-chan struct{}
 	for _, c := range e.udpConn {
 		gc := newGuardedPacketConn(c, e.guard, e.onUnreachable)
+		gc.take = e.takeResponse
 		serving = append(serving, gc.serving)
 		go func() { errc <- e.srv.ServeUDP(gc) }()
 	}

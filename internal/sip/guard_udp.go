@@ -22,6 +22,9 @@ type guardedPacketConn struct {
 	raw syscall.RawConn
 	// onICMP is told about each unreachable error.
 	onICMP func(icmpEvent)
+	// take, when set, may take a response off the socket before sipgo
+	// sees it (Engine.takeResponse).
+	take func(data []byte, from net.Addr) bool
 	// buf is only used by ReadFrom, which sipgo calls from one goroutine.
 	buf []byte
 	// drainMu serializes error queue reads from ReadFrom and WriteTo.
@@ -59,6 +62,9 @@ func (c *guardedPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 			return copy(b, data), addr, nil
 		}
 		v := c.g.check(data, false)
+		if v.pass && c.take != nil && c.take(data, addr) {
+			continue
+		}
 		if v.pass && n <= len(b) {
 			return copy(b, data), addr, nil
 		}

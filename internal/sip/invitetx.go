@@ -183,6 +183,10 @@ type txKey struct {
 	method gosip.RequestMethod
 }
 
+// mapKey is k as pendingTx keys its map: one string, which a lookup can
+// build from the bytes of a datagram without allocating (lookup).
+func (k txKey) mapKey() string { return k.branch + "\x00" + string(k.method) }
+
 // txReceiver takes the responses of one of the engine's own client
 // transactions.
 type txReceiver interface{ receive(r *gosip.Response) }
@@ -191,7 +195,7 @@ type txReceiver interface{ receive(r *gosip.Response) }
 // transaction layer (inviteUDP, uacDialog.byeUDP).
 type pendingTx struct {
 	mu sync.Mutex
-	m  map[txKey]txReceiver
+	m  map[string]txReceiver // by txKey.mapKey
 	// acks are the ACKs of INVITEs ended by a non-2xx final response,
 	// kept for Timer D (RFC 3261 17.1.1.2: 32 s) to answer the
 	// retransmissions of that response. Two generations of at least
@@ -208,18 +212,36 @@ type keptAck struct {
 }
 
 func (p *pendingTx) add(k txKey, r txReceiver) {
+	mk := k.mapKey()
 	p.mu.Lock()
 	if p.m == nil {
-		p.m = map[txKey]txReceiver{}
+		p.m = map[string]txReceiver{}
 	}
-	p.m[k] = r
+	p.m[mk] = r
 	p.mu.Unlock()
 }
 
 func (p *pendingTx) remove(k txKey) {
+	var buf [96]byte
 	p.mu.Lock()
-	delete(p.m, k)
+	delete(p.m, string(appendMapKey(buf[:0], k.branch, string(k.method))))
 	p.mu.Unlock()
+}
+
+// lookup returns the transaction with Via branch branch and CSeq method
+// method, or nil.
+func (p *pendingTx) lookup(branch string, method gosip.RequestMethod) txReceiver {
+	var buf [96]byte
+	k := appendMapKey(buf[:0], branch, string(method))
+	p.mu.Lock()
+	rc := p.m[string(k)] // no copy of k: the compiler looks it up in place
+	p.mu.Unlock()
+	return rc
+}
+
+// appendMapKey appends txKey{branch, method}.mapKey() to b.
+func appendMapKey(b []byte, branch, method string) []byte {
+	return append(append(append(b, branch...), 0), method...)
 }
 
 // keepAck keeps the ACK of the INVITE with Via branch branch for Timer D.
@@ -243,8 +265,10 @@ func (p *pendingTx) deliver(r *gosip.Response) bool {
 		return false
 	}
 	branch, _ := via.Params.Get("branch")
+	var buf [96]byte
+	k := appendMapKey(buf[:0], branch, string(cseq.MethodName))
 	p.mu.Lock()
-	rc := p.m[txKey{branch: branch, method: cseq.MethodName}]
+	rc := p.m[string(k)]
 	var ack keptAck
 	if rc == nil && cseq.MethodName == gosip.INVITE && r.StatusCode >= 300 {
 		if a, ok := p.acks[0][branch]; ok {
