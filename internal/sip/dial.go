@@ -376,7 +376,7 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	// The leg keeps its own small copy of the dialog; the ACK is built
 	// from it and written to the transport at once.
 	ud := newUACDialog(dua, inv, final)
-	ud.timers, ud.pending = &e.byeTimers, &e.pending
+	ud.timers, ud.pending, ud.raw = &e.byeTimers, &e.pending, e.raw.Load()
 	if st.gaveUp.Load() != nil || st.wantCancel.Load() != nil {
 		// Answered as our CANCEL went out: confirm and end it at once.
 		res.Code, res.Reason = 487, "Request Terminated"
@@ -638,7 +638,7 @@ func ipDestination(u gosip.Uri) netip.AddrPort {
 // winner waiting to be bridged) must not wait on a phone that may never
 // answer it.
 func (e *Engine) endUnwanted(ud *uacDialog, callRef string) {
-	ud.timers, ud.pending = &e.byeTimers, &e.pending
+	ud.timers, ud.pending, ud.raw = &e.byeTimers, &e.pending, e.raw.Load()
 	if err := ud.ack(); err != nil {
 		e.log.Debug("sip: ACK of an unwanted answer failed", "call_ref", callRef, "error", err)
 		return

@@ -87,6 +87,9 @@ type Engine struct {
 	pending pendingTx
 	// respParser parses the responses takeResponse takes whole.
 	respParser *gosip.Parser
+	// raw writes outbound legs' ACKs and BYEs on the UDP listener sipgo's
+	// UDP client sends from (rawreq.go); set once Run serves it.
+	raw atomic.Pointer[rawSender]
 
 	onInvite atomic.Pointer[InviteHandler]
 	// registrar serves REGISTER; nil answers 405 (registrar.go).
@@ -315,6 +318,11 @@ func (e *Engine) Run(ctx context.Context) error {
 	for _, c := range e.udpConn {
 		gc := newGuardedPacketConn(c, e.guard, e.onUnreachable)
 		gc.take = e.takeResponse
+		if addr := c.LocalAddr().String(); addr == e.addrs["udp"] {
+			_, portStr, _ := net.SplitHostPort(addr)
+			port, _ := strconv.Atoi(portStr)
+			e.raw.Store(newRawSender(gc, e.cfg.PublicIP, port))
+		}
 		serving = append(serving, gc.serving)
 		go func() { errc <- e.srv.ServeUDP(gc) }()
 	}

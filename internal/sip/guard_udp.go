@@ -2,6 +2,7 @@ package sip
 
 import (
 	"net"
+	"net/netip"
 	"sync"
 	"syscall"
 )
@@ -89,6 +90,21 @@ func (c *guardedPacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 		n, err = c.PacketConn.WriteTo(b, addr)
 	}
 	return n, err
+}
+
+// writeToAddrPort is WriteTo for an address that needs no net.Addr.
+func (c *guardedPacketConn) writeToAddrPort(b []byte, to netip.AddrPort) error {
+	uc, ok := c.PacketConn.(*net.UDPConn)
+	if !ok {
+		_, err := c.WriteTo(b, net.UDPAddrFromAddrPort(to))
+		return err
+	}
+	_, err := uc.WriteToUDPAddrPort(b, to)
+	if err != nil && isICMPErrno(err) && c.raw != nil {
+		c.drain()
+		_, err = uc.WriteToUDPAddrPort(b, to)
+	}
+	return err
 }
 
 // drain reads the ICMP errors queued on the socket and reports the

@@ -42,6 +42,8 @@ type uacDialog struct {
 	// pending, when set, takes the final responses to a BYE sent without
 	// a sipgo transaction (byeUDP).
 	pending *pendingTx
+	// raw, when set, writes the ACK and BYE as bytes where rawTo allows.
+	raw *rawSender
 	// laddr is the local address the INVITE went from: the dialog's
 	// requests go from the same socket, whatever sipgo's pool of UDP
 	// peers holds.
@@ -141,6 +143,9 @@ func (u *uacDialog) request(method gosip.RequestMethod, cseq uint32) *gosip.Requ
 // the first retransmission can come (acceptedHold), and a retransmitted
 // 2xx of an established leg is ACKed by ackStray2xx instead.
 func (u *uacDialog) ack() error {
+	if to, ok := u.rawTo(); ok && u.raw != nil {
+		return u.sendRaw(to, gosip.ACK, u.cseq, newBranch())
+	}
 	return u.client.WriteRequest(u.request(gosip.ACK, u.cseq), sipgo.ClientRequestAddVia)
 }
 
@@ -152,10 +157,18 @@ func (u *uacDialog) bye(ctx context.Context, deadline time.Time) error {
 	if u.ended.Load() {
 		return nil
 	}
+	if to, ok := u.rawTo(); ok && u.raw != nil && u.pending != nil {
+		branch := newBranch()
+		return u.byeUDP(ctx, branch, deadline, func() error { return u.sendRaw(to, gosip.BYE, u.cseq+1, branch) })
+	}
 	req := u.request(gosip.BYE, u.cseq+1)
 	atOnce := sendsAtOnce(req)
 	if u.pending != nil && atOnce {
-		return u.byeUDP(ctx, req, deadline)
+		if err := sipgo.ClientRequestAddVia(u.client, req); err != nil {
+			return err
+		}
+		branch, _ := req.Via().Params.Get("branch")
+		return u.byeUDP(ctx, branch, deadline, func() error { return u.client.WriteRequest(req, sendAsBuilt) })
 	}
 	txCtx := ctx
 	if !deadline.IsZero() && !atOnce {
@@ -206,16 +219,12 @@ func (u *uacDialog) bye(ctx context.Context, deadline time.Time) error {
 // here it is a map entry, one recycled timer and a channel. A final
 // response matches no sipgo transaction, so it reaches the unhandled-
 // response handler, which passes it here (pendingTx.deliver).
-func (u *uacDialog) byeUDP(ctx context.Context, req *gosip.Request, deadline time.Time) error {
-	if err := sipgo.ClientRequestAddVia(u.client, req); err != nil {
-		return err
-	}
-	branch, _ := req.Via().Params.Get("branch")
+func (u *uacDialog) byeUDP(ctx context.Context, branch string, deadline time.Time, send func() error) error {
 	key := txKey{branch: branch, method: gosip.BYE}
 	ch := make(finalResponse, 1)
 	u.pending.add(key, ch)
 	defer u.pending.remove(key)
-	if err := u.client.WriteRequest(req, sendAsBuilt); err != nil {
+	if err := send(); err != nil {
 		return err
 	}
 	now := time.Now()
@@ -243,7 +252,7 @@ func (u *uacDialog) byeUDP(ctx context.Context, req *gosip.Request, deadline tim
 				}
 				return fmt.Errorf("BYE: Timer F: %w", gosip.ErrTransactionTimeout)
 			}
-			if err := u.client.WriteRequest(req, sendAsBuilt); err != nil {
+			if err := send(); err != nil {
 				return err
 			}
 			interval = min(2*interval, gosip.T2)
