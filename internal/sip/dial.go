@@ -115,8 +115,10 @@ type dialState struct {
 	// invite is the INVITE as last sent (with credentials after a
 	// challenge), for its CANCEL.
 	invite atomic.Pointer[gosip.Request]
-	// sendCancel sends the CANCEL once, with why.
+	// sendCancel sends the CANCEL once, with why; hangup is what a
+	// hangup request does while the INVITE is pending.
 	sendCancel func(cause error)
+	hangup     func()
 	// gaveUp is why our CANCEL went out; wantCancel why one is to go out
 	// at the first provisional response.
 	gaveUp     atomic.Pointer[error]
@@ -298,7 +300,9 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	// already on its way can be ACKed and ended): dropping the INVITE at
 	// once would leave a phone that answers right then in a call nobody
 	// ACKs (a ring_all loser). A peer that stays silent is abandoned.
-	stop := context.AfterFunc(ctx, func() {
+	// awaitFinal runs it when ctx ends (a context.AfterFunc on ctx cost
+	// every call half a kilobyte and a registration with ctx's parent).
+	hangup := func() {
 		cause := context.Cause(ctx)
 		if st.provisional.Load() {
 			sendCancel(cause)
@@ -314,9 +318,8 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 				sendCancel(cause) // the provisional came meanwhile
 			}
 		}
-	})
-	defer stop()
-	st.sendCancel = sendCancel
+	}
+	st.sendCancel, st.hangup = sendCancel, hangup
 
 	tx, err := e.startInvite(ringCtx, client, req)
 	if err != nil {
@@ -326,7 +329,7 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 	}
 	res.CallID = string(callID)
 	st.invite.Store(req)
-	final, late, err := e.awaitFinal(ringCtx, client, &tx, st, &r, sess, codecs)
+	final, late, err := e.awaitFinal(ctx, ringCtx, client, &tx, st, &r, sess, codecs)
 	tx.Terminate()
 	res.Provisional, res.EarlyMedia = st.provisional.Load(), st.earlyMedia.Load()
 	inv := st.invite.Load()
@@ -439,16 +442,18 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 // may come when the first credentials used a nonce that went stale.
 const maxAuthAttempts = 2
 
-// awaitFinal reads the INVITE's responses until a final one, and returns
+// awaitFinal reads the INVITE's responses until a final one (running
+// st.hangup when ctx ends meanwhile), and returns
 // it: a 2xx (with a dialog ID) or the final failure. A 401 or 407 is
 // answered with credentials when r has them, in a new transaction that
 // replaces *tx. With no final response it returns the error that ended
 // the wait (the transaction's, or ringCtx's), and any 2xx that was already
 // there as late.
-func (e *Engine) awaitFinal(ringCtx context.Context, client *sipgo.Client, txp *inviteTx, st *dialState, r *DialRequest,
+func (e *Engine) awaitFinal(ctx, ringCtx context.Context, client *sipgo.Client, txp *inviteTx, st *dialState, r *DialRequest,
 	sess *media.Session, codecs []media.Codec) (final, late *gosip.Response, err error) {
 	tx := *txp
 	defer func() { *txp = tx }()
+	hangup := ctx.Done()
 	onRinging := r.OnRinging
 	authAttempts := 0
 	for {
@@ -481,6 +486,11 @@ func (e *Engine) awaitFinal(ringCtx context.Context, client *sipgo.Client, txp *
 				return nil, nil, fmt.Errorf("INVITE with credentials: %w", err)
 			}
 			st.invite.Store(next)
+		case <-hangup:
+			// The CANCEL's answer is not waited for here: the loop goes on
+			// reading the INVITE's.
+			hangup = nil
+			e.background(st.hangup)
 		case <-tx.Done():
 			return nil, nil, tx.Err()
 		case <-tx.Timer():

@@ -85,8 +85,11 @@ type Engine struct {
 	// pending are the client transactions the engine runs itself, without
 	// sipgo's: INVITEs and BYEs over UDP to IP addresses (invitetx.go).
 	pending pendingTx
-	// respParser parses the responses takeResponse takes whole.
+	// respParser parses the responses takeResponse takes whole; bare
+	// holds the ones it passes on as a status code (bareResponse), by
+	// code-100.
 	respParser *gosip.Parser
+	bare       [600]atomic.Pointer[gosip.Response]
 	// raw writes outbound legs' ACKs and BYEs on the UDP listener sipgo's
 	// UDP client sends from (rawreq.go); set once Run serves it.
 	raw atomic.Pointer[rawSender]

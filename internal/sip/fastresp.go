@@ -139,7 +139,7 @@ func (e *Engine) takeResponse(data []byte, addr net.Addr) bool {
 	bare := s.code < 200 && !s.body || s.code >= 200 && s.code < 300 && s.method == gosip.BYE
 	var r *gosip.Response
 	if bare {
-		r = &gosip.Response{StatusCode: s.code}
+		r = e.bareResponse(s.code)
 	} else {
 		msg, err := e.respParser.ParseSIP(data)
 		res, isResponse := msg.(*gosip.Response)
@@ -152,4 +152,16 @@ func (e *Engine) takeResponse(data []byte, addr net.Addr) bool {
 	}
 	rc.receive(r)
 	return true
+}
+
+// bareResponse returns the engine's one response that is nothing but
+// status code code, made at its first use. Transactions only read the
+// responses they get, so one per code serves every call.
+func (e *Engine) bareResponse(code int) *gosip.Response {
+	p := &e.bare[code-100]
+	if r := p.Load(); r != nil {
+		return r
+	}
+	p.CompareAndSwap(nil, &gosip.Response{StatusCode: code})
+	return p.Load()
 }

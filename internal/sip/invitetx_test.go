@@ -214,17 +214,32 @@ func TestInviteOverUDPAnswersChallenge(t *testing.T) {
 	res.Leg.end() // no BYE: the raw callee would not answer it
 }
 
-// The ring timeout after a 180 CANCELs the INVITE over UDP: the CANCEL
-// carries the INVITE's branch and CSeq number; the 487 that follows is
-// ACKed, and Dial reports the timeout.
-func TestInviteOverUDPCancelledAtRingTimeout(t *testing.T) {
+// The ring timeout after a 180, or the caller hanging up, CANCELs the
+// INVITE over UDP: the CANCEL carries the INVITE's branch and CSeq number;
+// the 487 that follows is ACKed, and Dial reports which of the two ended
+// the call.
+func TestInviteOverUDPCancelled(t *testing.T) {
+	for _, hangup := range []bool{false, true} {
+		name := "ring timeout"
+		if hangup {
+			name = "hangup"
+		}
+		t.Run(name, func(t *testing.T) { testInviteCancelled(t, hangup) })
+	}
+}
+
+func testInviteCancelled(t *testing.T, hangup bool) {
 	e := startEngineWith(t, engineOpts{})
 	uas := newRawUAS(t)
 	done := make(chan DialResult, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ring := 300 * time.Millisecond
+	if hangup {
+		ring = 10 * time.Second
+	}
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		done <- e.Dial(ctx, DialRequest{CallRef: "ring", Target: uas.target(), RingTimeout: 300 * time.Millisecond})
+		done <- e.Dial(ctx, DialRequest{CallRef: "ring", Target: uas.target(), RingTimeout: ring})
 	}()
 	inv, from, _, err := uas.read(gosip.INVITE, 5*time.Second)
 	if err != nil {
@@ -235,9 +250,14 @@ func TestInviteOverUDPCancelledAtRingTimeout(t *testing.T) {
 	if err := uas.send(ringing, from); err != nil {
 		t.Fatal(err)
 	}
+	if hangup {
+		// Whether or not the engine has read the 180 by now, the CANCEL
+		// goes out: a hangup before any provisional response waits for one.
+		cancel()
+	}
 	cancelReq, from, _, err := uas.read(gosip.CANCEL, 5*time.Second)
 	if err != nil {
-		t.Fatalf("no CANCEL at the ring timeout: %v", err)
+		t.Fatalf("no CANCEL: %v", err)
 	}
 	if branchOf(cancelReq) != branchOf(inv) || cancelReq.CSeq().SeqNo != inv.CSeq().SeqNo || cancelReq.CSeq().MethodName != gosip.CANCEL {
 		t.Errorf("CANCEL branch %q CSeq %s, want the INVITE's %q %d", branchOf(cancelReq), cancelReq.CSeq().Value(), branchOf(inv), inv.CSeq().SeqNo)
@@ -259,8 +279,9 @@ func TestInviteOverUDPCancelledAtRingTimeout(t *testing.T) {
 	}
 	select {
 	case res := <-done:
-		if res.Code != 487 || !res.TimedOut || !res.Provisional || res.Leg != nil {
-			t.Errorf("dial: code %d, timed out %v, provisional %v, leg %v; want 487 after ringing", res.Code, res.TimedOut, res.Provisional, res.Leg != nil)
+		if res.Code != 487 || res.TimedOut == hangup || res.Cancelled != hangup || !res.Provisional || res.Leg != nil {
+			t.Errorf("dial: code %d, timed out %v, cancelled %v, provisional %v, leg %v; want 487 after ringing",
+				res.Code, res.TimedOut, res.Cancelled, res.Provisional, res.Leg != nil)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Dial did not return after the 487")
