@@ -95,33 +95,65 @@ func (u *uacDialog) rawTo() (netip.AddrPort, bool) {
 	return netip.AddrPortFrom(a.Unmap(), uint16(port)), true
 }
 
+// renderedDialog is what a dialog's ACK and BYE share, written once by
+// sipgo's header writers: the Request-URI, then From, To and Call-ID
+// (dlg), then Max-Forwards, Contact and the empty body (tail). Kept for
+// the call's life (some 300 bytes), it halves the writing a call does.
+type renderedDialog struct {
+	uri, dlg, tail string
+}
+
+// renderedParts returns the dialog's rendered parts, writing them at the
+// first call.
+func (u *uacDialog) renderedParts() *renderedDialog {
+	if r := u.rendered.Load(); r != nil {
+		return r
+	}
+	var b strings.Builder
+	u.target.StringWrite(&b)
+	uri := b.String()
+	b.Reset()
+	if u.from != nil {
+		u.from.StringWrite(&b)
+		b.WriteString("\r\n")
+	}
+	if u.to != nil {
+		u.to.StringWrite(&b)
+		b.WriteString("\r\n")
+	}
+	u.callID.StringWrite(&b)
+	b.WriteString("\r\n")
+	dlg := b.String()
+	b.Reset()
+	b.WriteString("Max-Forwards: 70\r\n")
+	u.contact.StringWrite(&b)
+	b.WriteString("\r\nContent-Length: 0\r\n\r\n")
+	r := &renderedDialog{uri: uri, dlg: dlg, tail: b.String()}
+	if u.rendered.CompareAndSwap(nil, r) {
+		return r
+	}
+	return u.rendered.Load()
+}
+
 // render writes the dialog's request method with CSeq number cseq and Via
 // branch branch into w, as request would build it and sipgo write it:
 // Via, From, To, Call-ID, CSeq, Max-Forwards, Contact, an empty body.
 func (u *uacDialog) render(w *rawBuf, via string, method gosip.RequestMethod, cseq uint32, branch string) {
+	parts := u.renderedParts()
 	w.WriteString(string(method))
 	w.WriteString(" ")
-	u.target.StringWrite(w)
+	w.WriteString(parts.uri)
 	w.WriteString(" SIP/2.0\r\n")
 	w.WriteString(via)
 	w.WriteString(branch)
 	w.WriteString("\r\n")
-	if u.from != nil {
-		u.from.StringWrite(w)
-		w.WriteString("\r\n")
-	}
-	if u.to != nil {
-		u.to.StringWrite(w)
-		w.WriteString("\r\n")
-	}
-	u.callID.StringWrite(w)
-	w.WriteString("\r\nCSeq: ")
+	w.WriteString(parts.dlg)
+	w.WriteString("CSeq: ")
 	w.b = strconv.AppendUint(w.b, uint64(cseq), 10)
 	w.WriteString(" ")
 	w.WriteString(string(method))
-	w.WriteString("\r\nMax-Forwards: 70\r\n")
-	u.contact.StringWrite(w)
-	w.WriteString("\r\nContent-Length: 0\r\n\r\n")
+	w.WriteString("\r\n")
+	w.WriteString(parts.tail)
 }
 
 // sendRaw renders the request into a pooled buffer and writes it to to.

@@ -42,8 +42,10 @@ type uacDialog struct {
 	// pending, when set, takes the final responses to a BYE sent without
 	// a sipgo transaction (byeUDP).
 	pending *pendingTx
-	// raw, when set, writes the ACK and BYE as bytes where rawTo allows.
-	raw *rawSender
+	// raw, when set, writes the ACK and BYE as bytes where rawTo allows;
+	// rendered keeps what they share, written once (rawreq.go).
+	raw      *rawSender
+	rendered atomic.Pointer[renderedDialog]
 	// laddr is the local address the INVITE went from: the dialog's
 	// requests go from the same socket, whatever sipgo's pool of UDP
 	// peers holds.
