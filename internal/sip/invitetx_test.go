@@ -58,6 +58,42 @@ func (u *rawUAS) send(res *gosip.Response, to net.Addr) error {
 	return err
 }
 
+// dialAsync runs Dial (bounded to 20 s) while the test plays the callee.
+func dialAsync(e *Engine, r DialRequest) <-chan DialResult {
+	done := make(chan DialResult, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		done <- e.Dial(ctx, r)
+	}()
+	return done
+}
+
+// failure is a final failure response to inv carrying To tag tag.
+func failure(inv *gosip.Request, code int, reason, tag string, headers ...gosip.Header) *gosip.Response {
+	res := gosip.NewResponseFromRequest(inv, code, reason, nil)
+	res.To().Params.Add("tag", tag)
+	for _, h := range headers {
+		res.AppendHeader(h)
+	}
+	return res
+}
+
+// expectAck reads the ACK of a failure to inv (RFC 3261 17.1.1.3): the
+// INVITE's branch and CSeq number, the failure's To tag.
+func (u *rawUAS) expectAck(inv *gosip.Request, tag, what string) {
+	u.t.Helper()
+	ack, _, _, err := u.read(gosip.ACK, 5*time.Second)
+	if err != nil {
+		u.t.Fatalf("%s not ACKed: %v", what, err)
+	}
+	got, _ := ack.To().Params.Get("tag")
+	if branchOf(ack) != branchOf(inv) || got != tag || ack.CSeq().SeqNo != inv.CSeq().SeqNo || ack.CSeq().MethodName != gosip.ACK {
+		u.t.Errorf("ACK of the %s: branch %q To tag %q CSeq %s, want %q %q %d ACK", what, branchOf(ack), got, ack.CSeq().Value(),
+			branchOf(inv), tag, inv.CSeq().SeqNo)
+	}
+}
+
 func branchOf(m gosip.Message) string {
 	var via *gosip.ViaHeader
 	switch m := m.(type) {
@@ -81,12 +117,7 @@ func branchOf(m gosip.Message) string {
 func TestInviteOverUDPRetransmittedAndFailureAcked(t *testing.T) {
 	e := startEngineWith(t, engineOpts{})
 	uas := newRawUAS(t)
-	done := make(chan DialResult, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		done <- e.Dial(ctx, DialRequest{CallRef: "busy", Target: uas.target(), RingTimeout: 10 * time.Second})
-	}()
+	done := dialAsync(e, DialRequest{CallRef: "busy", Target: uas.target(), RingTimeout: 10 * time.Second})
 	first, _, at1, err := uas.read(gosip.INVITE, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -101,23 +132,11 @@ func TestInviteOverUDPRetransmittedAndFailureAcked(t *testing.T) {
 	if branchOf(first) == "" || branchOf(again) != branchOf(first) || again.CSeq().SeqNo != first.CSeq().SeqNo {
 		t.Errorf("retransmission branch %q CSeq %d, want the first's %q %d", branchOf(again), again.CSeq().SeqNo, branchOf(first), first.CSeq().SeqNo)
 	}
-	busy := gosip.NewResponseFromRequest(again, 486, "Busy Here", nil)
-	busy.To().Params.Add("tag", "busy-tag")
-	checkAck := func(when string) {
-		t.Helper()
-		ack, _, _, err := uas.read(gosip.ACK, 5*time.Second)
-		if err != nil {
-			t.Fatalf("%s: 486 not ACKed: %v", when, err)
-		}
-		tag, _ := ack.To().Params.Get("tag")
-		if branchOf(ack) != branchOf(first) || tag != "busy-tag" || ack.CSeq().SeqNo != first.CSeq().SeqNo || ack.CSeq().MethodName != gosip.ACK {
-			t.Errorf("%s: ACK branch %q To tag %q CSeq %s, want %q busy-tag %d ACK", when, branchOf(ack), tag, ack.CSeq().Value(), branchOf(first), first.CSeq().SeqNo)
-		}
-	}
+	busy := failure(again, 486, "Busy Here", "busy-tag")
 	if err := uas.send(busy, from); err != nil {
 		t.Fatal(err)
 	}
-	checkAck("in the transaction")
+	uas.expectAck(first, "busy-tag", "486 in the transaction")
 	var res DialResult
 	select {
 	case res = <-done:
@@ -130,7 +149,7 @@ func TestInviteOverUDPRetransmittedAndFailureAcked(t *testing.T) {
 	if err := uas.send(busy, from); err != nil {
 		t.Fatal(err)
 	}
-	checkAck("after Dial returned")
+	uas.expectAck(first, "busy-tag", "486 repeated after Dial returned")
 }
 
 // A 401 over UDP is ACKed and answered with a new INVITE: a new branch,
@@ -139,31 +158,17 @@ func TestInviteOverUDPRetransmittedAndFailureAcked(t *testing.T) {
 func TestInviteOverUDPAnswersChallenge(t *testing.T) {
 	e := startEngineWith(t, engineOpts{})
 	uas := newRawUAS(t)
-	done := make(chan DialResult, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		done <- e.Dial(ctx, DialRequest{CallRef: "auth", Target: uas.target(), RingTimeout: 10 * time.Second,
-			Username: "trunk", Password: "s3cret"})
-	}()
+	done := dialAsync(e, DialRequest{CallRef: "auth", Target: uas.target(), RingTimeout: 10 * time.Second,
+		Username: "trunk", Password: "s3cret"})
 	first, from, _, err := uas.read(gosip.INVITE, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	const challenge = `Digest realm="carrier", nonce="n0nce"`
-	unauth := gosip.NewResponseFromRequest(first, 401, "Unauthorized", nil)
-	unauth.To().Params.Add("tag", "auth-tag")
-	unauth.AppendHeader(gosip.NewHeader("WWW-Authenticate", challenge))
-	if err := uas.send(unauth, from); err != nil {
+	if err := uas.send(failure(first, 401, "Unauthorized", "auth-tag", gosip.NewHeader("WWW-Authenticate", challenge)), from); err != nil {
 		t.Fatal(err)
 	}
-	ack, _, _, err := uas.read(gosip.ACK, 5*time.Second)
-	if err != nil {
-		t.Fatalf("401 not ACKed: %v", err)
-	}
-	if branchOf(ack) != branchOf(first) {
-		t.Errorf("ACK of the 401 on branch %q, want the INVITE's %q", branchOf(ack), branchOf(first))
-	}
+	uas.expectAck(first, "auth-tag", "401")
 	second, from, _, err := uas.read(gosip.INVITE, 5*time.Second)
 	if err != nil {
 		t.Fatalf("no INVITE with credentials: %v", err)
@@ -265,18 +270,10 @@ func testInviteCancelled(t *testing.T, hangup bool) {
 	if err := uas.send(gosip.NewResponseFromRequest(cancelReq, 200, "OK", nil), from); err != nil {
 		t.Fatal(err)
 	}
-	terminated := gosip.NewResponseFromRequest(inv, 487, "Request Terminated", nil)
-	terminated.To().Params.Add("tag", "ring-tag")
-	if err := uas.send(terminated, from); err != nil {
+	if err := uas.send(failure(inv, 487, "Request Terminated", "ring-tag"), from); err != nil {
 		t.Fatal(err)
 	}
-	ack, _, _, err := uas.read(gosip.ACK, 5*time.Second)
-	if err != nil {
-		t.Fatalf("487 not ACKed: %v", err)
-	}
-	if branchOf(ack) != branchOf(inv) {
-		t.Errorf("ACK of the 487 on branch %q, want %q", branchOf(ack), branchOf(inv))
-	}
+	uas.expectAck(inv, "ring-tag", "487")
 	select {
 	case res := <-done:
 		if res.Code != 487 || res.TimedOut == hangup || res.Cancelled != hangup || !res.Provisional || res.Leg != nil {
