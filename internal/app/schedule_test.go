@@ -221,20 +221,9 @@ func TestCronCheckVoicemail(t *testing.T) {
 }
 
 func counterValue(t testing.TB, n *node, name string) float64 {
-	mfs, err := n.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			var sum float64
-			for _, m := range mf.GetMetric() {
-				sum += m.GetCounter().GetValue()
-			}
-			return sum
-		}
-	}
-	return 0
+	t.Helper()
+	v, _ := testenv.Metric(t, n.Registry, name, nil)
+	return v
 }
 
 func redisZMember(score float64, member string) redis.Z { return redis.Z{Score: score, Member: member} }

@@ -134,24 +134,7 @@ func bearer(tok string) map[string]string {
 
 func (f *fixture) refused(t *testing.T, reason string) float64 {
 	t.Helper()
-	mfs, err := f.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "redial_api_auth_refused_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "reason" && l.GetValue() == reason {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	t.Fatalf("redial_api_auth_refused_total{reason=%q} not registered", reason)
-	return 0
+	return testenv.MustMetric(t, f.reg, "redial_api_auth_refused_total", map[string]string{"reason": reason})
 }
 
 func mustCreate(t *testing.T, st *store.Store, name, domain string, caps ...string) string {

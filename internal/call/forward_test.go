@@ -144,7 +144,7 @@ func TestForwarderSurvivesBusErrorsAndDrains(t *testing.T) {
 		t.Fatalf("place: %+v, %v", out, err)
 	}
 	testenv.WaitFor(t, 5*time.Second, func() error {
-		if got := counter(t, reg, "redial_call_events_forward_errors_total"); got != 2 {
+		if got, _ := testenv.Metric(t, reg, "redial_call_events_forward_errors_total", nil); got != 2 {
 			return fmt.Errorf("forward errors: %v, want 2", got)
 		}
 		return nil

@@ -109,37 +109,16 @@ func (s *stepper) second(rate, live uint64) int {
 	return s.f.Percent()
 }
 
-// metric is the value of a gauge or counter as a scrape of reg shows it.
-func metric(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		m := mf.GetMetric()[0]
-		if m.GetGauge() != nil {
-			return m.GetGauge().GetValue()
-		}
-		return m.GetCounter().GetValue()
-	}
-	t.Fatalf("metric %s not registered", name)
-	return 0
-}
-
 func TestHighRateRaisesPercent(t *testing.T) {
 	s := newStepper(t, Config{})
 	// 150 MiB/s over 40 MiB live: one second of garbage is 3.75 live heaps.
 	if got := s.second(150*mib, 40*mib); got != 375 {
 		t.Fatalf("percent after a second at 150 MiB/s with 40 MiB live = %d, want 375", got)
 	}
-	if got := metric(t, s.reg, "redial_gc_percent"); got != 375 {
+	if got := testenv.MustMetric(t, s.reg, "redial_gc_percent", nil); got != 375 {
 		t.Errorf("redial_gc_percent = %v, want 375", got)
 	}
-	if got := metric(t, s.reg, "redial_gc_alloc_rate_bytes"); got != 150*mib {
+	if got := testenv.MustMetric(t, s.reg, "redial_gc_alloc_rate_bytes", nil); got != 150*mib {
 		t.Errorf("redial_gc_alloc_rate_bytes = %v, want %v", got, 150*mib)
 	}
 	// A shorter budget asks for collections more often.
@@ -239,7 +218,7 @@ func TestSmallChangesKeepPercent(t *testing.T) {
 	if got := s.second(200*mib, 40*mib); got != 500 {
 		t.Fatalf("percent at 200 MiB/s = %d, want 500", got)
 	}
-	if got := metric(t, s.reg, "redial_gc_percent_changes_total"); got != 2 {
+	if got := testenv.MustMetric(t, s.reg, "redial_gc_percent_changes_total", nil); got != 2 {
 		t.Errorf("redial_gc_percent_changes_total = %v, want 2", got)
 	}
 }
@@ -332,7 +311,7 @@ func TestGOGCSetLeavesPercent(t *testing.T) {
 		t.Fatal("Run returned before its context was cancelled")
 	default:
 	}
-	if got := metric(t, reg, "redial_gc_percent"); got != 200 {
+	if got := testenv.MustMetric(t, reg, "redial_gc_percent", nil); got != 200 {
 		t.Errorf("redial_gc_percent = %v, want the operator's 200", got)
 	}
 	stop()
@@ -388,9 +367,9 @@ func TestRealRuntime(t *testing.T) {
 	}
 	testenv.WaitFor(t, 20*time.Second, func() error {
 		garbage()
-		if got := metric(t, reg, "redial_gc_percent"); got <= orig {
+		if got := testenv.MustMetric(t, reg, "redial_gc_percent", nil); got <= orig {
 			return fmt.Errorf("redial_gc_percent = %v while allocating fast, want above %d (rate gauge %v B/s)",
-				got, orig, metric(t, reg, "redial_gc_alloc_rate_bytes"))
+				got, orig, testenv.MustMetric(t, reg, "redial_gc_alloc_rate_bytes", nil))
 		}
 		return nil
 	})
@@ -414,13 +393,13 @@ func TestRealRuntime(t *testing.T) {
 	_ = keep
 	stop()
 	stop2()
-	if got := metric(t, reg2, "redial_gc_percent_changes_total"); got != 0 {
+	if got := testenv.MustMetric(t, reg2, "redial_gc_percent_changes_total", nil); got != 0 {
 		t.Errorf("second pacer changed the percent %v times; want never", got)
 	}
 	if got := runtimePercent(); got != orig {
 		t.Fatalf("runtime GC percent after both pacers stopped = %d, want %d", got, orig)
 	}
-	if got := metric(t, reg, "redial_gc_percent"); got != orig {
+	if got := testenv.MustMetric(t, reg, "redial_gc_percent", nil); got != orig {
 		t.Fatalf("redial_gc_percent after Run returned = %v, want %d", got, orig)
 	}
 }

@@ -82,30 +82,6 @@ func lineJSON(group string, limit, cps int) string {
 	return `{"params": {` + p + `}, "variables": {"sip_h_X-Line": "yes"}}`
 }
 
-func metricValue(t testing.TB, reg *prometheus.Registry, name, label, value string) (float64, bool) {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == label && lp.GetValue() == value {
-					if m.Counter != nil {
-						return m.Counter.GetValue(), true
-					}
-					return m.Gauge.GetValue(), true
-				}
-			}
-		}
-	}
-	return 0, false
-}
-
 func TestMalformedLinesAreSkippedAndReported(t *testing.T) {
 	r := testenv.StartRedis(t)
 	setLines(t, r, map[string]string{
@@ -147,7 +123,7 @@ func TestMalformedLinesAreSkippedAndReported(t *testing.T) {
 	if !strings.Contains(n.logs.String(), `lines: line \"l2\" in cti_line@default: params.limit: want number, got \"ten\"`) {
 		t.Errorf("l2 not logged; logs:\n%s", n.logs)
 	}
-	if v, _ := metricValue(t, n.reg, "redial_config_errors_total", "kind", "line"); v != 5 {
+	if v, _ := testenv.Metric(t, n.reg, "redial_config_errors_total", map[string]string{"kind": "line"}); v != 5 {
 		t.Errorf("redial_config_errors_total{kind=line} = %v, want 5", v)
 	}
 
@@ -172,7 +148,7 @@ func TestMalformedLinesAreSkippedAndReported(t *testing.T) {
 	if err := n.Reload(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if v, _ := metricValue(t, n.reg, "redial_config_errors_total", "kind", "line"); v != 5 {
+	if v, _ := testenv.Metric(t, n.reg, "redial_config_errors_total", map[string]string{"kind": "line"}); v != 5 {
 		t.Errorf("after reload: redial_config_errors_total = %v, want still 5", v)
 	}
 	setLines(t, r, map[string]string{"l2": `{"params": {"group": "g2", "uri": "sip:h", "limit": "10"}}`})
@@ -183,7 +159,7 @@ func TestMalformedLinesAreSkippedAndReported(t *testing.T) {
 	if err != nil || lease.Line.Name != "l2" || lease.Line.Limit != 10 {
 		t.Fatalf("fixed l2: %+v, %v", lease, err)
 	}
-	if v, ok := metricValue(t, n.reg, "redial_line_channels_in_use", "line", "l2"); !ok || v != 1 {
+	if v, ok := testenv.Metric(t, n.reg, "redial_line_channels_in_use", map[string]string{"line": "l2"}); !ok || v != 1 {
 		t.Errorf("redial_line_channels_in_use{line=l2} = %v (%v), want 1", v, ok)
 	}
 }
@@ -294,7 +270,7 @@ func TestDeadNodeLeasesExpire(t *testing.T) {
 	if _, err := n2.Acquire(ctx, "g", "c"); !errors.Is(err, ErrNoLine) {
 		t.Fatalf("n2 acquired on a line n1 fills (renewal failed?): %v", err)
 	}
-	if v, ok := metricValue(t, n1.reg, "redial_line_channels_in_use", "line", "l1"); !ok || v != 2 {
+	if v, ok := testenv.Metric(t, n1.reg, "redial_line_channels_in_use", map[string]string{"line": "l1"}); !ok || v != 2 {
 		t.Errorf("n1 gauge in use = %v (%v), want 2", v, ok)
 	}
 

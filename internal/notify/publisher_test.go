@@ -113,33 +113,6 @@ func refsUpTo(n int) string {
 	return strings.Join(s, ",")
 }
 
-func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
-					continue next
-				}
-			}
-			if m.Counter != nil {
-				return m.Counter.GetValue()
-			}
-			return m.Gauge.GetValue()
-		}
-	}
-	t.Fatalf("metric %s%v not found", name, labels)
-	return 0
-}
-
 func TestCDRPublishedShape(t *testing.T) {
 	f := newFixture(t)
 	p := f.publisher(t)
@@ -285,13 +258,13 @@ func TestRedisOutageSpoolsAndReplaysInOrderOnce(t *testing.T) {
 	if n := p.Spooled(); n != 50 {
 		t.Fatalf("Spooled() = %d, want 50", n)
 	}
-	if v := metricValue(t, f.reg, "redial_notifications_total", map[string]string{"kind": "cdr", "result": "spooled"}); v != 50 {
+	if v := testenv.MustMetric(t, f.reg, "redial_notifications_total", map[string]string{"kind": "cdr", "result": "spooled"}); v != 50 {
 		t.Fatalf("spooled counter = %v, want 50", v)
 	}
-	if v := metricValue(t, f.reg, "redial_notify_spool_items", nil); v != 50 {
+	if v := testenv.MustMetric(t, f.reg, "redial_notify_spool_items", nil); v != 50 {
 		t.Fatalf("spool gauge = %v, want 50", v)
 	}
-	if v := metricValue(t, f.reg, "redial_redis_errors_total", map[string]string{"op": "notify_push_cdr"}); v < 1 {
+	if v := testenv.MustMetric(t, f.reg, "redial_redis_errors_total", map[string]string{"op": "notify_push_cdr"}); v < 1 {
 		t.Fatalf("redis error counter = %v, want >= 1", v)
 	}
 
@@ -308,10 +281,10 @@ func TestRedisOutageSpoolsAndReplaysInOrderOnce(t *testing.T) {
 	if n := f.r.Client.XLen(ctx, "redial:cdr").Val(); n != 50 {
 		t.Fatalf("stream has %d CDRs, want 50", n)
 	}
-	if v := metricValue(t, f.reg, "redial_notify_spool_items", nil); v != 0 {
+	if v := testenv.MustMetric(t, f.reg, "redial_notify_spool_items", nil); v != 0 {
 		t.Fatalf("spool gauge = %v after replay, want 0", v)
 	}
-	if v := metricValue(t, f.reg, "redial_notifications_total", map[string]string{"kind": "cdr", "result": "published"}); v != 50 {
+	if v := testenv.MustMetric(t, f.reg, "redial_notifications_total", map[string]string{"kind": "cdr", "result": "published"}); v != 50 {
 		t.Fatalf("published counter = %v, want 50", v)
 	}
 

@@ -12,6 +12,7 @@ import (
 	"github.com/icholy/digest"
 
 	"redial/internal/store"
+	"redial/internal/testenv"
 )
 
 // storeAgentStates is the app's adapter in small, on the store's agent
@@ -148,7 +149,7 @@ func TestAgentStateMessage(t *testing.T) {
 	if got := stateOf(t, last); got.State != "available" || got.Reason != "" {
 		t.Fatalf("answer to becoming available: %+v", got)
 	}
-	if got := counterValue(t, env.prom, agentStateMetric); got != 8 {
+	if got := testenv.MustMetric(t, env.prom, agentStateMetric, nil); got != 8 {
 		t.Errorf("%s = %v, want 8 (4 challenged, 4 ok)", agentStateMetric, got)
 	}
 	m, err = env.st.AgentStates(ctx, []string{"1001"}, time.Now())

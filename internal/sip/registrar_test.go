@@ -131,17 +131,7 @@ func (env *regEnv) results(t testing.TB) map[string]float64 {
 // registered reads the redial_agents_registered gauge.
 func (env *regEnv) registered(t testing.TB) float64 {
 	t.Helper()
-	mfs, err := env.prom.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == "redial_agents_registered" {
-			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	t.Fatal("redial_agents_registered not registered")
-	return 0
+	return testenv.MustMetric(t, env.prom, "redial_agents_registered", nil)
 }
 
 func sameResults(got, want map[string]float64) bool {
@@ -285,7 +275,7 @@ func TestRegisterRefused(t *testing.T) {
 	if got, want := env.results(t), map[string]float64{"challenged": 4, "forbidden": 4}; !sameResults(got, want) {
 		t.Errorf("registrations = %v, want %v", got, want)
 	}
-	if got := counterValue(t, env.prom, "redial_sip_auth_failures_total"); got != 4 {
+	if got := testenv.MustMetric(t, env.prom, "redial_sip_auth_failures_total", nil); got != 4 {
 		t.Errorf("redial_sip_auth_failures_total = %v, want 4", got)
 	}
 	// The right password still works: four mistakes are not a lockout.
@@ -324,7 +314,7 @@ func TestRegisterFloodBlocked(t *testing.T) {
 	if got, want := env.results(t), map[string]float64{"challenged": 5, "forbidden": 5, "blocked": 4}; !sameResults(got, want) {
 		t.Errorf("registrations = %v, want %v", got, want)
 	}
-	if got := counterValue(t, env.prom, "redial_sip_auth_blocked_total"); got != 4 {
+	if got := testenv.MustMetric(t, env.prom, "redial_sip_auth_blocked_total", nil); got != 4 {
 		t.Errorf("redial_sip_auth_blocked_total = %v, want 4", got)
 	}
 	// Another address is still served.
@@ -580,7 +570,7 @@ func TestRegisterNonceFromAnotherNode(t *testing.T) {
 	if err != nil || !chal.Stale {
 		t.Fatalf("challenge after a forged nonce: %+v, %v; want stale=true", chal, err)
 	}
-	if got := counterValue(t, a.prom, "redial_sip_auth_failures_total"); got != 0 {
+	if got := testenv.MustMetric(t, a.prom, "redial_sip_auth_failures_total", nil); got != 0 {
 		t.Errorf("a bad nonce counted as %v authentication failures", got)
 	}
 }
@@ -595,7 +585,7 @@ func TestRegisterWithoutRegistrar(t *testing.T) {
 	if res.StatusCode != 405 || res.GetHeader("Allow") == nil || strings.Contains(res.GetHeader("Allow").Value(), "REGISTER") {
 		t.Fatalf("REGISTER without registrar: %d, Allow %v; want 405 with Allow not naming REGISTER", res.StatusCode, res.GetHeader("Allow"))
 	}
-	if got := counterValue(t, prom, "redial_sip_auth_failures_total"); got != 0 {
+	if got := testenv.MustMetric(t, prom, "redial_sip_auth_failures_total", nil); got != 0 {
 		t.Errorf("redial_sip_auth_failures_total = %v", got)
 	}
 }

@@ -38,26 +38,6 @@ func (c *fakeClock) Add(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// counterValue reads a counter from a registry.
-func counterValue(t testing.TB, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			var sum float64
-			for _, m := range mf.GetMetric() {
-				sum += m.GetCounter().GetValue()
-			}
-			return sum
-		}
-	}
-	t.Fatalf("metric %s not registered", name)
-	return 0
-}
-
 // digestClient sends INVITEs answering one 407 challenge, from a chosen
 // loopback address.
 type digestClient struct {
@@ -184,10 +164,10 @@ func TestSixthGuessRefusedWithoutDigestCheck(t *testing.T) {
 		t.Fatalf("accepted %s", got)
 	}
 
-	if got := counterValue(t, reg, "redial_sip_auth_failures_total"); got != 5 {
+	if got := testenv.MustMetric(t, reg, "redial_sip_auth_failures_total", nil); got != 5 {
 		t.Errorf("redial_sip_auth_failures_total = %v, want 5", got)
 	}
-	if got := counterValue(t, reg, "redial_sip_auth_blocked_total"); got != 2 {
+	if got := testenv.MustMetric(t, reg, "redial_sip_auth_blocked_total", nil); got != 2 {
 		t.Errorf("redial_sip_auth_blocked_total = %v, want 2", got)
 	}
 	if n := strings.Count(sink.String(), "blocked for a source"); n != 1 {
