@@ -4,8 +4,11 @@ import (
 	gosip "github.com/emiago/sipgo/sip"
 )
 
-// acceptedHold is how long an answered INVITE client transaction stays in
-// RFC 6026's Accepted state (sipgo's Timer M): T1/2 instead of 64×T1 = 32 s.
+// acceptedHold is how long an answered INVITE client transaction of
+// sipgo's stays in RFC 6026's Accepted state (sipgo's Timer M): T1/2
+// instead of 64×T1 = 32 s. It concerns INVITEs over TCP, TLS and
+// WebSocket and to host names; over UDP to an IP address the engine runs
+// its own transaction (inviteUDP), which ends at the 2xx.
 //
 // In Accepted, sipgo keeps the whole transaction — the INVITE and its 2xx —
 // only to pass retransmitted 2xx to a hook that replays the ACK, and at

@@ -11,9 +11,11 @@ import (
 
 // A callee that missed our ACK retransmits its 200, T1 (500 ms) after the
 // first and later again (RFC 3261 13.3.1.4); each time the engine ACKs it
-// anew, so the callee keeps the call and ends it with its own BYE. By then
-// sipgo's INVITE transaction has left Accepted (Timer M shortened by
-// acceptedHold, and no replay hook: uacDialog.ack), so ackStray2xx does it.
+// anew, so the callee keeps the call and ends it with its own BYE. Over
+// UDP the engine's own INVITE transaction ended at the first 2xx
+// (inviteUDP), so the retransmission matches nothing and ackStray2xx does
+// it (over other transports sipgo's transaction leaves Accepted after
+// acceptedHold).
 // Without that ACK the SIPp scenario fails the call (exit 1) and never
 // sends the BYE.
 func TestRetransmitted2xxAcked(t *testing.T) {
