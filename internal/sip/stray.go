@@ -34,7 +34,8 @@ func init() {
 }
 
 // ackStray2xx ACKs a 2xx to an INVITE that matched no client transaction
-// because the transaction has left Accepted (acceptedHold): the callee did
+// because the transaction has ended (the engine's own at the first 2xx,
+// sipgo's after acceptedHold): the callee did
 // not get our ACK and retransmits its 2xx, and without a new ACK it would
 // end the call after 64×T1 (RFC 3261 13.3.1.4). Only 2xx of our
 // established outbound legs are ACKed, so an outsider cannot make the node
