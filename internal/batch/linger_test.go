@@ -47,6 +47,17 @@ func (g *Group[K, Req, Res]) pendingFor(key K) int {
 	return 0
 }
 
+// waitPending waits until n requests wait in key's queue.
+func waitPending[K comparable, Req, Res any](t *testing.T, g *Group[K, Req, Res], key K, n int) {
+	t.Helper()
+	testenv.WaitFor(t, 5*time.Second, func() error {
+		if got := g.pendingFor(key); got != n {
+			return fmt.Errorf("%d requests pending in %v, want %d", got, key, n)
+		}
+		return nil
+	})
+}
+
 // TestLingerGathersConcurrentRequests starts 20 requests together on a
 // Group with a linger: they go in one run (two if the machine is slow to
 // start the goroutines), not one each, and the first waited out the
@@ -136,12 +147,7 @@ func TestCancelDuringLinger(t *testing.T) {
 			_, err := g.Do(ctx, "k", 1)
 			leader <- err
 		}()
-		testenv.WaitFor(t, 5*time.Second, func() error {
-			if n := g.pendingFor("k"); n != 1 {
-				return fmt.Errorf("%d requests pending, want the leader", n)
-			}
-			return nil
-		})
+		waitPending(t, g, "k", 1)
 		joiners := make(chan error, 2)
 		for _, r := range []int{2, 3} {
 			go func() {
@@ -152,12 +158,7 @@ func TestCancelDuringLinger(t *testing.T) {
 				joiners <- err
 			}()
 		}
-		testenv.WaitFor(t, 5*time.Second, func() error {
-			if n := g.pendingFor("k"); n != 3 {
-				return fmt.Errorf("%d requests pending, want 3", n)
-			}
-			return nil
-		})
+		waitPending(t, g, "k", 3)
 		cancel()
 		if err := <-leader; !errors.Is(err, context.Canceled) {
 			t.Errorf("cancelled leader: got %v, want context.Canceled", err)
@@ -186,24 +187,14 @@ func TestCancelDuringLinger(t *testing.T) {
 			results <- err
 		}
 		go ask(1)
-		testenv.WaitFor(t, 5*time.Second, func() error {
-			if n := g.pendingFor("k"); n != 1 {
-				return fmt.Errorf("%d requests pending, want the leader", n)
-			}
-			return nil
-		})
+		waitPending(t, g, "k", 1)
 		ctx, cancel := context.WithCancel(context.Background())
 		joiner := make(chan error, 1)
 		go func() {
 			_, err := g.Do(ctx, "k", 2)
 			joiner <- err
 		}()
-		testenv.WaitFor(t, 5*time.Second, func() error {
-			if n := g.pendingFor("k"); n != 2 {
-				return fmt.Errorf("%d requests pending, want 2", n)
-			}
-			return nil
-		})
+		waitPending(t, g, "k", 2)
 		cancel()
 		go ask(3) // fills the batch
 		if err := <-joiner; !errors.Is(err, context.Canceled) {
