@@ -338,7 +338,7 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 		// crossed our CANCEL, or came after the ring timeout): confirm
 		// and end that call, or the phone stays in it (and retransmits
 		// its 200) while the caller went elsewhere.
-		e.endUnwanted(newUACDialog(dua, inv, late), r.CallRef)
+		e.endUnwanted(e.legDialog(dua, inv, late), r.CallRef)
 	}
 	if st.gaveUp.Load() != nil || st.wantCancel.Load() != nil {
 		res.Cancelled = ctx.Err() != nil
@@ -378,8 +378,7 @@ func (e *Engine) Dial(ctx context.Context, r DialRequest) DialResult {
 
 	// The leg keeps its own small copy of the dialog; the ACK is built
 	// from it and written to the transport at once.
-	ud := newUACDialog(dua, inv, final)
-	ud.timers, ud.pending, ud.raw = &e.byeTimers, &e.pending, e.raw.Load()
+	ud := e.legDialog(dua, inv, final)
 	if st.gaveUp.Load() != nil || st.wantCancel.Load() != nil {
 		// Answered as our CANCEL went out: confirm and end it at once.
 		res.Code, res.Reason = 487, "Request Terminated"
@@ -642,13 +641,20 @@ func ipDestination(u gosip.Uri) netip.AddrPort {
 	return netip.AddrPortFrom(a.Unmap(), uint16(port))
 }
 
+// legDialog is newUACDialog with the engine's own ways of sending: the
+// recycled timers, its client transactions, the raw writer.
+func (e *Engine) legDialog(dua *sipgo.DialogUA, inv *gosip.Request, res *gosip.Response) *uacDialog {
+	ud := newUACDialog(dua, inv, res)
+	ud.timers, ud.pending, ud.raw = &e.byeTimers, &e.pending, e.raw.Load()
+	return ud
+}
+
 // endUnwanted ACKs a 2xx that is no longer wanted (it came as the call
 // was given up, or crossed our CANCEL) and ends its call with BYE. The
 // BYE's answer is not waited for: whoever gave the call up (a ring_all's
 // winner waiting to be bridged) must not wait on a phone that may never
 // answer it.
 func (e *Engine) endUnwanted(ud *uacDialog, callRef string) {
-	ud.timers, ud.pending, ud.raw = &e.byeTimers, &e.pending, e.raw.Load()
 	if err := ud.ack(); err != nil {
 		e.log.Debug("sip: ACK of an unwanted answer failed", "call_ref", callRef, "error", err)
 		return

@@ -81,7 +81,7 @@ type Engine struct {
 	// byeTimers recycles the timers of hangups' BYEs (uacDialog) and of
 	// the INVITEs' retransmissions (inviteUDP), a timer and its channel
 	// per call otherwise.
-	byeTimers sync.Pool
+	byeTimers timerPool
 	// pending are the client transactions the engine runs itself, without
 	// sipgo's: INVITEs and BYEs over UDP to IP addresses (invitetx.go).
 	pending pendingTx

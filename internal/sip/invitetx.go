@@ -72,7 +72,7 @@ func (e *Engine) startInvite(ctx context.Context, client *sipgo.Client, req *gos
 type inviteUDP struct {
 	client  *sipgo.Client
 	pending *pendingTx
-	timers  *sync.Pool
+	timers  *timerPool
 	req     *gosip.Request
 	key     txKey
 	ch      chan *gosip.Response
@@ -109,12 +109,7 @@ func (t *inviteUDP) start() error {
 	}
 	t.interval = gosip.Timer_A
 	t.giveUp = time.Now().Add(gosip.Timer_B)
-	if tm, _ := t.timers.Get().(*time.Timer); tm != nil {
-		tm.Reset(t.interval)
-		t.timer = tm
-	} else {
-		t.timer = time.NewTimer(t.interval)
-	}
+	t.timer = t.timers.get(t.interval)
 	return nil
 }
 
@@ -148,8 +143,7 @@ func (t *inviteUDP) Terminate() {
 	if ack := t.ack.Load(); ack != nil {
 		t.pending.keepAck(t.key.branch, t.client, ack)
 	}
-	t.timer.Stop()
-	t.timers.Put(t.timer)
+	t.timers.put(t.timer)
 	t.timer = nil
 }
 

@@ -38,7 +38,7 @@ type uacDialog struct {
 	// none (as sipgo's dialog state did).
 	ended atomic.Bool
 	// timers, when set, recycles the timer of bye's deadline.
-	timers *sync.Pool
+	timers *timerPool
 	// pending, when set, takes the final responses to a BYE sent without
 	// a sipgo transaction (byeUDP).
 	pending *pendingTx
@@ -52,10 +52,15 @@ type uacDialog struct {
 	laddr gosip.Addr
 }
 
-// timer returns a timer that fires after d, recycled when there is one.
-func (u *uacDialog) timer(d time.Duration) *time.Timer {
-	if u.timers != nil {
-		if t, _ := u.timers.Get().(*time.Timer); t != nil {
+// timerPool recycles the timers of the engine's own client transactions
+// (a hangup's BYE, an INVITE's retransmissions), a timer and its channel
+// per call otherwise. A nil pool makes new timers and drops them.
+type timerPool struct{ p sync.Pool }
+
+// get returns a timer that fires after d, recycled when there is one.
+func (tp *timerPool) get(d time.Duration) *time.Timer {
+	if tp != nil {
+		if t, _ := tp.p.Get().(*time.Timer); t != nil {
 			t.Reset(d)
 			return t
 		}
@@ -63,13 +68,13 @@ func (u *uacDialog) timer(d time.Duration) *time.Timer {
 	return time.NewTimer(d)
 }
 
-// putTimer stops t and keeps it for the next BYE. Since Go 1.23 a stopped
-// or reset timer delivers no stale tick, so a recycled one is as good as
-// a new one.
-func (u *uacDialog) putTimer(t *time.Timer) {
+// put stops t and keeps it for the next transaction. Since Go 1.23 a
+// stopped or reset timer delivers no stale tick, so a recycled one is as
+// good as a new one.
+func (tp *timerPool) put(t *time.Timer) {
 	t.Stop()
-	if u.timers != nil {
-		u.timers.Put(t)
+	if tp != nil {
+		tp.p.Put(t)
 	}
 }
 
@@ -138,12 +143,9 @@ func (u *uacDialog) request(method gosip.RequestMethod, cseq uint32) *gosip.Requ
 }
 
 // ack sends the ACK of the dialog's 2xx (RFC 3261 13.2.2.4) straight to
-// the transport, with a Via of its own. sipgo's DialogClientSession.WriteAck
-// would also copy the whole ACK (about 1.8 KiB) into a hook on the INVITE
-// transaction, to replay it for each retransmitted 2xx while the
-// transaction is in Accepted: here the transaction leaves Accepted before
-// the first retransmission can come (acceptedHold), and a retransmitted
-// 2xx of an established leg is ACKed by ackStray2xx instead.
+// the transport, with a Via of its own: as bytes where rawTo allows, else
+// built as a sipgo request. No transaction replays it: a retransmitted 2xx
+// of an established leg is ACKed again by ackStray2xx.
 func (u *uacDialog) ack() error {
 	if to, ok := u.rawTo(); ok && u.raw != nil {
 		return u.sendRaw(to, gosip.ACK, u.cseq, newBranch())
@@ -187,8 +189,8 @@ func (u *uacDialog) bye(ctx context.Context, deadline time.Time) error {
 	defer tx.Terminate()
 	var expired <-chan time.Time
 	if !deadline.IsZero() {
-		t := u.timer(time.Until(deadline))
-		defer u.putTimer(t)
+		t := u.timers.get(time.Until(deadline))
+		defer u.timers.put(t)
 		expired = t.C
 	}
 	for {
@@ -235,8 +237,8 @@ func (u *uacDialog) byeUDP(ctx context.Context, branch string, deadline time.Tim
 		giveUp = deadline
 	}
 	interval := gosip.Timer_E
-	t := u.timer(min(interval, giveUp.Sub(now)))
-	defer u.putTimer(t)
+	t := u.timers.get(min(interval, giveUp.Sub(now)))
+	defer u.timers.put(t)
 	for {
 		select {
 		case res := <-ch:

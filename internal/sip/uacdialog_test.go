@@ -7,7 +7,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -44,7 +43,7 @@ func TestUACByeGivesUpAtDeadline(t *testing.T) {
 
 	// The second BYE (a leg sends one; two legs here, as far as the
 	// peer can tell) may run on the first one's recycled timer.
-	u.timers = &sync.Pool{}
+	u.timers = &timerPool{}
 	for i := range 2 {
 		u.cseq = uint32(10 * (i + 1))
 		start := time.Now()
