@@ -108,9 +108,10 @@ func runOriginate(ctx context.Context, b *bench) (string, error) {
 	redialRuns := map[int]*redialRun{}
 	var errs []error
 	// Each side climbs its own ladder up to its first unsustained step,
-	// then narrows the gap below it (climb); SIPp first, so the ratio is
-	// against its best sustained rate.
-	sippRan, err := climb(ctx, b.sippRates, func(rate int) (bool, error) {
+	// then narrows the gap below it (climb), one step of each side in
+	// turn, so the ratio is against SIPp's best sustained rate on the
+	// machine as it was while redial ran.
+	sippSide := climbSide{b.sippRates, func(rate int) (bool, error) {
 		r, err := runSippReference(ctx, b, uac, uas, rate, filepath.Join(dir, fmt.Sprintf("sipp-%d", rate)))
 		if err != nil {
 			return false, err
@@ -118,11 +119,8 @@ func runOriginate(ctx context.Context, b *bench) (string, error) {
 		sippRuns[rate] = r
 		fmt.Printf("  SIPp   %5d cps: %8.1f calls/s, %d/%d ok, %s\n", rate, r.achievedPerS, r.successful, r.calls, r.elapsed.Round(time.Millisecond))
 		return r.sustainedStep, nil
-	})
-	if err != nil {
-		errs = append(errs, err)
-	}
-	redialRan, err := climb(ctx, b.rates, func(rate int) (bool, error) {
+	}}
+	redialSide := climbSide{b.rates, func(rate int) (bool, error) {
 		r, err := runRedial(ctx, b, rds, uas, rate, filepath.Join(dir, fmt.Sprintf("redial-%d", rate)), "", "", "")
 		if err != nil {
 			return false, err
@@ -131,10 +129,10 @@ func runOriginate(ctx context.Context, b *bench) (string, error) {
 		fmt.Printf("  redial %5d cps: %8.1f calls/s, %d/%d ok, setup p50 %s ms p99 %s ms, node CPU %.0f µs/call, RSS %s, CDRs %d, max in flight %d\n",
 			rate, r.achievedPerS, r.ok, r.calls, ms(r.setupP50), ms(r.setupP99), float64(r.cpu.Microseconds())/float64(max(r.completed, 1)), mib(r.peakRSS), r.cdrsOnRedis, r.maxInflight)
 		return r.sustained, nil
-	})
-	if err != nil {
-		errs = append(errs, err)
-	}
+	}}
+	ran, stepErrs := climbAlternately(ctx, sippSide, redialSide)
+	sippRan, redialRan := ran[0], ran[1]
+	errs = append(errs, stepErrs...)
 
 	var profiled *redialRun
 	if (b.cpuProfile != "" || b.memProfile != "" || b.blkProfile != "") && ctx.Err() == nil {
@@ -165,48 +163,105 @@ const refineSteps = 2
 // refineRound is the grain of a refining step's rate.
 const refineRound = 500
 
+// climber is one side's walk up its ladder (see climb): the next rate to
+// run, given what the rates run so far showed.
+type climber struct {
+	ladder  []int
+	i       int // next ladder step
+	lo, hi  int // last sustained rate; lowest unsustained one
+	refined int // refining steps run
+	ran     []int
+}
+
+// next returns the rate to run next, or false when the side is done.
+func (c *climber) next() (int, bool) {
+	if c.hi == 0 {
+		if c.i < len(c.ladder) {
+			return c.ladder[c.i], true
+		}
+		return 0, false
+	}
+	if c.refined >= refineSteps || c.lo == 0 {
+		return 0, false
+	}
+	mid := (c.lo + (c.hi-c.lo)/2) / refineRound * refineRound
+	if mid <= c.lo || mid >= c.hi {
+		return 0, false
+	}
+	return mid, true
+}
+
+// record notes how the rate next returned went.
+func (c *climber) record(rate int, sustained bool) {
+	c.ran = append(c.ran, rate)
+	if c.hi == 0 {
+		c.i++
+	} else {
+		c.refined++
+	}
+	if sustained {
+		c.lo = rate
+	} else {
+		c.hi = rate
+	}
+}
+
 // climb runs step at each rate of ladder in order until one is not
 // sustained, then up to refineSteps more at the middle of the gap between
 // the last sustained rate and the lowest unsustained one (rounded to
 // refineRound), narrowing it each time. It returns the rates it ran, in
 // ascending order, and the error that stopped it, if any.
 func climb(ctx context.Context, ladder []int, step func(rate int) (bool, error)) ([]int, error) {
-	var ran []int
-	lo, hi := 0, 0 // last sustained rate; lowest unsustained one
-	for _, rate := range ladder {
-		if ctx.Err() != nil {
-			return ran, nil
-		}
-		ok, err := step(rate)
-		if err != nil {
-			return ran, err
-		}
-		ran = append(ran, rate)
-		if !ok {
-			hi = rate
-			break
-		}
-		lo = rate
+	ran, errs := climbAlternately(ctx, climbSide{ladder, step})
+	return ran[0], errs[0]
+}
+
+// climbSide is one side of climbAlternately: its ladder and how it runs a
+// step.
+type climbSide struct {
+	ladder []int
+	step   func(rate int) (bool, error)
+}
+
+// climbAlternately climbs each side's ladder as climb does, taking one
+// step of each side in turn, so that a change in the machine's speed
+// during the part (a noisy neighbour, a slower phase of the host) lands on
+// both sides alike instead of on whichever ran its ladder second. A side
+// stops at its own ceiling or error; the others go on. It returns each
+// side's rates run, ascending, and the error that stopped it.
+func climbAlternately(ctx context.Context, sides ...climbSide) ([][]int, []error) {
+	cs := make([]climber, len(sides))
+	errs := make([]error, len(sides))
+	done := make([]bool, len(sides))
+	for i := range sides {
+		cs[i].ladder = sides[i].ladder
 	}
-	for i := 0; i < refineSteps && lo > 0 && hi > 0 && ctx.Err() == nil; i++ {
-		mid := (lo + (hi-lo)/2) / refineRound * refineRound
-		if mid <= lo || mid >= hi {
-			break
-		}
-		ok, err := step(mid)
-		if err != nil {
-			sortInts(ran)
-			return ran, err
-		}
-		ran = append(ran, mid)
-		if ok {
-			lo = mid
-		} else {
-			hi = mid
+	for left := len(sides); left > 0 && ctx.Err() == nil; {
+		for i := range sides {
+			if done[i] || ctx.Err() != nil {
+				continue
+			}
+			rate, more := cs[i].next()
+			if !more {
+				done[i] = true
+				left--
+				continue
+			}
+			ok, err := sides[i].step(rate)
+			if err != nil {
+				errs[i], done[i] = err, true
+				left--
+				continue
+			}
+			cs[i].record(rate, ok)
 		}
 	}
-	sortInts(ran)
-	return ran, nil
+	ran := make([][]int, len(sides))
+	for i := range cs {
+		ran[i] = cs[i].ran
+		sortInts(ran[i])
+	}
+	return ran, errs
 }
 
 func bestRedial(rates []int, runs map[int]*redialRun) int {
@@ -510,7 +565,9 @@ func originateReport(b *bench, sippRan, redialRan []int, sipp map[int]*sippRun, 
 		"redial's ladder %s calls/s, SIPp's own ladder %s calls/s; each step runs %s of calls (N = rate × %s), open-loop paced at the step's rate with at most %d calls in flight; "+
 		"each side climbs its own ladder up to its first step that is not sustained (a failure, or below %.0f%% of the rate), "+
 		"then runs up to %d more steps, each halving the gap between its last sustained rate and its lowest unsustained one (rounded to %d calls/s), "+
-		"so that each side's best sustained rate is near its ceiling, not wherever its ladder happened to have a step.\n\n",
+		"so that each side's best sustained rate is near its ceiling, not wherever its ladder happened to have a step. "+
+		"The two sides take their steps in turn (SIPp's first step, redial's first, SIPp's second...), so that a change in the machine's speed during the part "+
+		"lands on both sides alike, not on whichever ladder ran second.\n\n",
 		b.inflight, b.sippBuff, joinInts(b.rates), joinInts(b.sippRates), b.duration, b.duration, b.inflight, sustainedFrac*100, refineSteps, refineRound)
 	fmt.Fprintf(&s, "Machine: %s. Load average before/after: %s / %s. Part took %s.\n\n", machine(), loadBefore, loadAfter, took.Round(time.Second))
 	bs, br := bestSipp(sippRan, sipp), bestRedial(redialRan, redial)

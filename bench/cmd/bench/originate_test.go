@@ -73,3 +73,47 @@ func TestClimbNarrowsTheGapBelowTheCeiling(t *testing.T) {
 		t.Errorf("error at 4000: ran %v, err %v; want [1000 2000] and boom", ran, err)
 	}
 }
+
+// The two sides take their steps in turn, each up its own ladder to its
+// own ceiling; a side that is done leaves the other to go on alone, and an
+// error stops only its own side.
+func TestClimbAlternatelyTakesTurns(t *testing.T) {
+	var order []string
+	side := func(name string, ceiling int, fail int) climbSide {
+		return climbSide{step: func(rate int) (bool, error) {
+			order = append(order, fmt.Sprintf("%s%d", name, rate))
+			if rate == fail {
+				return false, errors.New(name + " broke")
+			}
+			return rate <= ceiling, nil
+		}}
+	}
+	s := side("s", 9300, 0)
+	s.ladder = []int{1000, 4000, 8000, 12000}
+	r := side("r", 1500, 0)
+	r.ladder = []int{1000, 2000, 3000}
+	ran, errs := climbAlternately(context.Background(), s, r)
+	want := []string{"s1000", "r1000", "s4000", "r2000", "s8000", "r1500", "s12000", "s10000", "s9000"}
+	if !slices.Equal(order, want) {
+		t.Errorf("steps run %v, want %v", order, want)
+	}
+	if !slices.Equal(ran[0], []int{1000, 4000, 8000, 9000, 10000, 12000}) || !slices.Equal(ran[1], []int{1000, 1500, 2000}) {
+		t.Errorf("ran %v", ran)
+	}
+	if errs[0] != nil || errs[1] != nil {
+		t.Errorf("errors %v", errs)
+	}
+
+	order = nil
+	s = side("s", 100000, 4000)
+	s.ladder = []int{1000, 4000, 8000}
+	r = side("r", 100000, 0)
+	r.ladder = []int{1000, 2000, 3000}
+	ran, errs = climbAlternately(context.Background(), s, r)
+	if want := []string{"s1000", "r1000", "s4000", "r2000", "r3000"}; !slices.Equal(order, want) {
+		t.Errorf("with s failing at 4000: steps run %v, want %v", order, want)
+	}
+	if errs[0] == nil || errs[1] != nil || !slices.Equal(ran[0], []int{1000}) || !slices.Equal(ran[1], []int{1000, 2000, 3000}) {
+		t.Errorf("with s failing at 4000: ran %v, errors %v", ran, errs)
+	}
+}
