@@ -324,7 +324,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		if addr := c.LocalAddr().String(); addr == e.addrs["udp"] {
 			_, portStr, _ := net.SplitHostPort(addr)
 			port, _ := strconv.Atoi(portStr)
-			e.raw.Store(newRawSender(gc, e.cfg.PublicIP, port))
+			e.raw.Store(newRawSender(gc, e.cfg.PublicIP, port, addr))
 		}
 		serving = append(serving, gc.serving)
 		go func() { errc <- e.srv.ServeUDP(gc) }()

@@ -3,6 +3,7 @@ package sip
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,8 +45,11 @@ func (sipgoInviteTx) Tick() error             { return nil }
 // address, sipgo's otherwise (ctx then bounds finding the destination and
 // opening a connection).
 func (e *Engine) startInvite(ctx context.Context, client *sipgo.Client, req *gosip.Request) (inviteTx, error) {
-	if sendsAtOnce(req) {
+	if to, ok := udpIPDestination(req); ok {
 		t := &inviteUDP{client: client, pending: &e.pending, timers: &e.byeTimers, req: req}
+		if raw := e.raw.Load(); raw != nil && client == e.client["udp"] {
+			t.raw, t.to = raw, to
+		}
 		if err := t.start(); err != nil {
 			return nil, err
 		}
@@ -74,9 +78,13 @@ type inviteUDP struct {
 	pending *pendingTx
 	timers  *timerPool
 	req     *gosip.Request
-	key     txKey
-	ch      chan *gosip.Response
-	timer   *time.Timer
+	// raw writes the INVITE and to is where, when the engine's UDP
+	// listener sends it (nil raw: sipgo's client does).
+	raw   *rawSender
+	to    netip.AddrPort
+	key   txKey
+	ch    chan *gosip.Response
+	timer *time.Timer
 	// interval is Timer A's current value; giveUp is when Timer B fires.
 	interval time.Duration
 	giveUp   time.Time
@@ -96,14 +104,17 @@ const inviteResponses = 4
 func (t *inviteUDP) start() error {
 	// As sipgo builds a request: a Via, and the CSeq, Max-Forwards and
 	// local address where they are missing.
-	if err := sipgo.ClientRequestBuild(t.client, t.req); err != nil {
-		return err
+	if t.raw == nil || !t.raw.buildInvite(t.req) {
+		t.raw = nil
+		if err := sipgo.ClientRequestBuild(t.client, t.req); err != nil {
+			return err
+		}
 	}
 	branch, _ := t.req.Via().Params.Get("branch")
 	t.key = txKey{branch: branch, method: gosip.INVITE}
 	t.ch = make(chan *gosip.Response, inviteResponses)
 	t.pending.add(t.key, t)
-	if err := t.client.WriteRequest(t.req, sendAsBuilt); err != nil {
+	if err := t.send(); err != nil {
 		t.pending.remove(t.key)
 		return err
 	}
@@ -111,6 +122,14 @@ func (t *inviteUDP) start() error {
 	t.giveUp = time.Now().Add(gosip.Timer_B)
 	t.timer = t.timers.get(t.interval)
 	return nil
+}
+
+// send writes the INVITE, as built.
+func (t *inviteUDP) send() error {
+	if t.raw != nil {
+		return t.raw.send(t.req, t.to)
+	}
+	return t.client.WriteRequest(t.req, sendAsBuilt)
 }
 
 func (t *inviteUDP) Responses() <-chan *gosip.Response { return t.ch }
@@ -127,7 +146,7 @@ func (t *inviteUDP) Tick() error {
 	if !now.Before(t.giveUp) {
 		return fmt.Errorf("INVITE: Timer B: %w", gosip.ErrTransactionTimeout)
 	}
-	if err := t.client.WriteRequest(t.req, sendAsBuilt); err != nil {
+	if err := t.send(); err != nil {
 		return fmt.Errorf("INVITE: retransmission: %w", err)
 	}
 	t.interval *= 2

@@ -2,10 +2,12 @@ package sip
 
 import (
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	gosip "github.com/emiago/sipgo/sip"
 )
@@ -26,13 +28,70 @@ type rawSender struct {
 	// <public IP>:<port>;branch=", as sipgo writes its own.
 	via  string
 	bufs sync.Pool // *rawBuf
+	// host and port are the Via's sent-by, laddr the listener's address
+	// as the UDP client has it (sipgo.WithClientConnectionAddr): what
+	// sipgo's ClientRequestBuild gives an INVITE (buildInvite).
+	host  string
+	port  int
+	laddr gosip.Addr
+	// tail is the last tailFor written.
+	tail atomic.Pointer[renderedTail]
 }
 
-func newRawSender(conn *guardedPacketConn, publicIP string, port int) *rawSender {
+// newRawSender returns the writer for conn, the UDP listener at listen
+// (host:port, as the engine's UDP client was given it), whose Via names
+// publicIP and port.
+func newRawSender(conn *guardedPacketConn, publicIP string, port int, listen string) *rawSender {
 	v := gosip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP", Host: publicIP, Port: port}
 	var b strings.Builder
 	v.StringWrite(&b)
-	return &rawSender{conn: conn, via: b.String() + ";branch="}
+	s := &rawSender{conn: conn, via: b.String() + ";branch=", host: publicIP, port: port}
+	// As sipgo.WithClientConnectionAddr parses it.
+	if h, p, err := gosip.ParseAddr(listen); err == nil {
+		s.laddr = gosip.Addr{IP: net.ParseIP(h), Port: p, Hostname: h}
+	}
+	return s
+}
+
+// buildInvite gives req what sipgo's ClientRequestBuild gives a request
+// that has its From, To and Call-ID (Dial's INVITE, withCredentials'
+// copy of it): a Via with a new branch, a CSeq and Max-Forwards where
+// they are missing, put first in that order, and the listener as local
+// address. It reports false, changing nothing, for a request that lacks
+// one of those three, which sipgo then builds. Unlike sipgo's, it works
+// out no names and formats no addresses per call (issue 14).
+func (s *rawSender) buildInvite(req *gosip.Request) bool {
+	if req.From() == nil || req.To() == nil || req.CallID() == nil {
+		return false
+	}
+	hs := make([]gosip.Header, 0, 3)
+	if req.Via() == nil {
+		hs = append(hs, &gosip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP", Host: s.host, Port: s.port,
+			Params: gosip.HeaderParams{{K: "branch", V: newBranch()}}})
+	}
+	if req.CSeq() == nil {
+		// sipgo starts a CSeq anywhere in 0-32767 too.
+		hs = append(hs, &gosip.CSeqHeader{SeqNo: rand.Uint32() & 0x7FFF, MethodName: req.Method})
+	}
+	if req.MaxForwards() == nil {
+		mf := gosip.MaxForwardsHeader(70)
+		hs = append(hs, &mf)
+	}
+	req.PrependHeader(hs...)
+	if req.Body() == nil {
+		req.SetBody(nil)
+	}
+	// Shared: nothing writes into a request's local address.
+	req.Laddr = s.laddr
+	return true
+}
+
+// send writes req, whole, to to.
+func (s *rawSender) send(req *gosip.Request, to netip.AddrPort) error {
+	w := s.get()
+	defer s.put(w)
+	req.StringWrite(w)
+	return s.conn.writeToAddrPort(w.b, to)
 }
 
 // rawBuf is a message being written: an io.StringWriter over a byte
@@ -104,35 +163,54 @@ type renderedDialog struct {
 }
 
 // renderedParts returns the dialog's rendered parts, writing them at the
-// first call.
+// first call: into one buffer turned into one string that the parts
+// slice, and with the tail the legs share (rawSender.tailFor).
 func (u *uacDialog) renderedParts() *renderedDialog {
 	if r := u.rendered.Load(); r != nil {
 		return r
 	}
-	var b strings.Builder
-	u.target.StringWrite(&b)
-	uri := b.String()
-	b.Reset()
+	w := rawBuf{b: make([]byte, 0, 384)}
+	u.target.StringWrite(&w)
+	uriEnd := len(w.b)
 	if u.from != nil {
-		u.from.StringWrite(&b)
-		b.WriteString("\r\n")
+		u.from.StringWrite(&w)
+		w.WriteString("\r\n")
 	}
 	if u.to != nil {
-		u.to.StringWrite(&b)
-		b.WriteString("\r\n")
+		u.to.StringWrite(&w)
+		w.WriteString("\r\n")
 	}
-	u.callID.StringWrite(&b)
-	b.WriteString("\r\n")
-	dlg := b.String()
-	b.Reset()
-	b.WriteString("Max-Forwards: 70\r\n")
-	u.contact.StringWrite(&b)
-	b.WriteString("\r\nContent-Length: 0\r\n\r\n")
-	r := &renderedDialog{uri: uri, dlg: dlg, tail: b.String()}
+	u.callID.StringWrite(&w)
+	w.WriteString("\r\n")
+	s := string(w.b)
+	r := &renderedDialog{uri: s[:uriEnd], dlg: s[uriEnd:], tail: u.raw.tailFor(u.contact)}
 	if u.rendered.CompareAndSwap(nil, r) {
 		return r
 	}
 	return u.rendered.Load()
+}
+
+// renderedTail is the end of a raw request from a given Contact on:
+// Max-Forwards, the Contact, the empty body.
+type renderedTail struct {
+	contact *gosip.ContactHeader
+	s       string
+}
+
+// tailFor returns the end of a request sent with contact, written once
+// per Contact: the legs share the engine's (uacDialog.contact), which
+// nothing changes once built.
+func (s *rawSender) tailFor(contact *gosip.ContactHeader) string {
+	if t := s.tail.Load(); t != nil && t.contact == contact {
+		return t.s
+	}
+	var b strings.Builder
+	b.WriteString("Max-Forwards: 70\r\n")
+	contact.StringWrite(&b)
+	b.WriteString("\r\nContent-Length: 0\r\n\r\n")
+	t := &renderedTail{contact: contact, s: b.String()}
+	s.tail.Store(t)
+	return t.s
 }
 
 // render writes the dialog's request method with CSeq number cseq and Via

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/emiago/sipgo"
 	gosip "github.com/emiago/sipgo/sip"
 )
 
@@ -22,7 +23,8 @@ func TestRawRequestIsSipgos(t *testing.T) {
 			Params: gosip.HeaderParams{{K: "tag", V: "ft"}}},
 		to: &gosip.ToHeader{Address: gosip.Uri{Scheme: "sip", User: "1555", Host: "198.51.100.7", Port: 5070},
 			Params: gosip.HeaderParams{{K: "tag", V: "tt"}}}}
-	s := newRawSender(nil, "192.0.2.9", 5060)
+	s := newRawSender(nil, "192.0.2.9", 5060, "127.0.0.1:5060")
+	u.raw = s
 	for _, c := range []struct {
 		method gosip.RequestMethod
 		cseq   uint32
@@ -54,5 +56,93 @@ func TestRawRequestIsSipgos(t *testing.T) {
 		if _, ok := d.rawTo(); ok {
 			t.Errorf("a dialog with a %s is written raw", name)
 		}
+	}
+}
+
+// The engine's INVITE over UDP is the INVITE sipgo's ClientRequestBuild
+// and transport would send: the same headers in the same order, the same
+// local address; only the branch and the starting CSeq are drawn anew.
+// withCredentials' copy keeps its CSeq and gets a Via only.
+func TestRawInviteIsSipgos(t *testing.T) {
+	ua, err := sipgo.NewUA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ua.Close()
+	client, err := sipgo.NewClient(ua, sipgo.WithClientHostname("192.0.2.9"), sipgo.WithClientPort(5060),
+		sipgo.WithClientConnectionAddr("127.0.0.1:5060"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newRawSender(nil, "192.0.2.9", 5060, "127.0.0.1:5060")
+	invite := func() *gosip.Request {
+		var target gosip.Uri
+		if err := gosip.ParseUri("sip:1555@198.51.100.7:5070", &target); err != nil {
+			t.Fatal(err)
+		}
+		req := gosip.NewRequest(gosip.INVITE, target)
+		cid := gosip.CallIDHeader("cid-invite")
+		req.AppendHeader(&cid)
+		req.AppendHeader(&gosip.FromHeader{Address: gosip.Uri{Scheme: "sip", User: "redial", Host: "192.0.2.9"}, Params: gosip.HeaderParams{{K: "tag", V: "ft"}}})
+		req.AppendHeader(&gosip.ToHeader{Address: gosip.Uri{Scheme: "sip", User: "1555", Host: "198.51.100.7", Port: 5070}})
+		req.AppendHeader(gosip.NewHeader("Content-Type", "application/sdp"))
+		req.SetBody([]byte("v=0\r\n"))
+		pinRoute(req)
+		return req
+	}
+	same := func(name string, ours, theirs *gosip.Request) {
+		t.Helper()
+		// The draws: the branch and, when new, the CSeq number.
+		theirs.Via().Params = ours.Via().Params.Clone()
+		theirs.CSeq().SeqNo = ours.CSeq().SeqNo
+		w := s.get()
+		ours.StringWrite(w)
+		if string(w.b) != theirs.String() {
+			t.Errorf("%s written:\n%s\nsipgo writes:\n%s", name, w.b, theirs.String())
+		}
+		if ours.Laddr.String() != theirs.Laddr.String() || !ours.Laddr.IP.Equal(theirs.Laddr.IP) {
+			t.Errorf("%s: local address %v, sipgo's %v", name, ours.Laddr, theirs.Laddr)
+		}
+		if _, err := gosip.NewParser().ParseSIP(w.b); err != nil {
+			t.Errorf("%s does not parse: %v", name, err)
+		}
+	}
+	ours, theirs := invite(), invite()
+	if !s.buildInvite(ours) {
+		t.Fatal("a complete INVITE was left to sipgo")
+	}
+	if err := sipgo.ClientRequestBuild(client, theirs); err != nil {
+		t.Fatal(err)
+	}
+	same("INVITE", ours, theirs)
+	if b, _ := ours.Via().Params.Get("branch"); !strings.HasPrefix(b, gosip.RFC3261BranchMagicCookie+".") {
+		t.Errorf("branch %q", b)
+	}
+	if n := ours.CSeq().SeqNo; n > 0x7FFF {
+		t.Errorf("CSeq %d outside sipgo's 0-32767", n)
+	}
+
+	// The challenge answered: a copy without Via and with the next CSeq.
+	next1, next2 := ours.Clone(), ours.Clone()
+	for _, n := range []*gosip.Request{next1, next2} {
+		n.RemoveHeader("Via")
+		n.CSeq().SeqNo++
+	}
+	seq := next1.CSeq().SeqNo
+	if !s.buildInvite(next1) {
+		t.Fatal("the answered INVITE was left to sipgo")
+	}
+	if err := sipgo.ClientRequestBuild(client, next2); err != nil {
+		t.Fatal(err)
+	}
+	same("INVITE with credentials", next1, next2)
+	if next1.CSeq().SeqNo != seq {
+		t.Errorf("CSeq changed to %d, want %d", next1.CSeq().SeqNo, seq)
+	}
+
+	// Without a From, sipgo builds it.
+	bare := gosip.NewRequest(gosip.INVITE, ours.Recipient)
+	if s.buildInvite(bare) || bare.Via() != nil {
+		t.Error("an INVITE without From was built here")
 	}
 }

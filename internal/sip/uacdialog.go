@@ -269,15 +269,28 @@ func (u *uacDialog) byeUDP(ctx context.Context, branch string, deadline time.Tim
 // block on its context: over UDP to an IP address, nothing to look up and
 // no connection to open.
 func sendsAtOnce(req *gosip.Request) bool {
+	_, ok := udpIPDestination(req)
+	return ok
+}
+
+// udpIPDestination returns where req goes when that is an IP address over
+// UDP (sendsAtOnce).
+func udpIPDestination(req *gosip.Request) (netip.AddrPort, bool) {
 	if !strings.EqualFold(req.Transport(), "udp") {
-		return false
+		return netip.AddrPort{}, false
 	}
-	host, _, err := gosip.ParseAddr(req.Destination())
+	host, port, err := gosip.ParseAddr(req.Destination())
 	if err != nil {
-		return false
+		return netip.AddrPort{}, false
 	}
-	_, err = netip.ParseAddr(host)
-	return err == nil
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.AddrPort{}, false
+	}
+	if port <= 0 {
+		port = 5060
+	}
+	return netip.AddrPortFrom(a.Unmap(), uint16(port)), true
 }
 
 // readBye answers the callee's BYE.
