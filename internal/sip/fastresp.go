@@ -84,8 +84,15 @@ func scanResponse(data []byte) (s scannedResponse, ok bool) {
 	if via == nil || cseq == nil {
 		return s, false
 	}
-	// Both lines are read with sipgo's own header parsers, so both paths
-	// find the same transaction.
+	// The lines as peers write them back to us (our own Via, a CSeq of
+	// number and method) are read here; anything else with sipgo's own
+	// header parsers, so both paths find the same transaction.
+	if branch, ok := plainViaBranch(via[len("v"):]); ok {
+		if method, ok := plainCSeqMethod(cseq); ok {
+			s.branch, s.method = branch, method
+			return s, true
+		}
+	}
 	parsers := gosip.HeadersParser(gosip.DefaultHeadersParser())
 	hs, err := parsers.ParseHeader(nil, via)
 	if err != nil || len(hs) == 0 {
@@ -164,4 +171,167 @@ func (e *Engine) bareResponse(code int) *gosip.Response {
 	}
 	p.CompareAndSwap(nil, &gosip.Response{StatusCode: code})
 	return p.Load()
+}
+
+// plainViaBranch reads the branch of a Via line (after its name's first
+// letter) of the plain form the engine writes and peers copy back:
+// "ia: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bK.x" (or ": ..." for the
+// compact "v"), one value, sent-by of host characters, parameters of
+// token characters, no spaces but after the colon. ok is false for
+// anything else, which sipgo's parser then reads; FuzzScanResponse holds
+// both to the same result. It saves a call two header objects and their
+// parameters (issue 14).
+func plainViaBranch(rest []byte) (branch string, ok bool) {
+	if len(rest) >= 2 && asciiEqualFold(rest[:2], "ia") {
+		rest = rest[2:]
+	}
+	if len(rest) == 0 || rest[0] != ':' {
+		return "", false
+	}
+	rest = bytes.TrimLeft(rest[1:], " ")
+	const proto = "SIP/2.0/"
+	if len(rest) < len(proto) || string(rest[:len(proto)]) != proto {
+		return "", false
+	}
+	rest = rest[len(proto):]
+	sp := bytes.IndexByte(rest, ' ')
+	if sp <= 0 {
+		return "", false
+	}
+	for _, c := range rest[:sp] { // UDP, TCP, TLS, WS...
+		if c < 'A' || c > 'Z' {
+			return "", false
+		}
+	}
+	rest = rest[sp+1:]
+	semi := bytes.IndexByte(rest, ';')
+	if semi <= 0 || !isSentBy(rest[:semi]) {
+		return "", false
+	}
+	for params := rest[semi+1:]; ; {
+		param := params
+		next := bytes.IndexByte(params, ';')
+		if next >= 0 {
+			param, params = params[:next], params[next+1:]
+		}
+		name, value, hasValue := bytes.Cut(param, []byte("="))
+		if !isTokenBytes(name) || hasValue && !isTokenBytes(value) {
+			return "", false
+		}
+		if asciiEqualFold(name, "branch") {
+			if string(name) != "branch" {
+				return "", false // how sipgo matches the name's case is its own
+			}
+			if branch != "" || !hasValue {
+				return "", false
+			}
+			branch = string(value)
+		}
+		if next < 0 {
+			break
+		}
+	}
+	return branch, branch != ""
+}
+
+// plainCSeqMethod reads the method of a CSeq line of the plain form
+// "CSeq: 4711 INVITE": a number of up to nine digits, one space, an
+// upper-case method; ok is false for anything else.
+func plainCSeqMethod(line []byte) (gosip.RequestMethod, bool) {
+	rest := bytes.TrimLeft(line[len("cseq"):], " ")
+	if len(rest) == 0 || rest[0] != ':' {
+		return "", false
+	}
+	rest = bytes.TrimLeft(rest[1:], " ")
+	sp := bytes.IndexByte(rest, ' ')
+	if sp <= 0 || sp > 9 {
+		return "", false
+	}
+	for _, c := range rest[:sp] {
+		if c < '0' || c > '9' {
+			return "", false
+		}
+	}
+	m := rest[sp+1:]
+	if len(m) == 0 {
+		return "", false
+	}
+	for _, c := range m {
+		if c < 'A' || c > 'Z' {
+			return "", false
+		}
+	}
+	// The methods the engine's own transactions send, without allocating.
+	for _, known := range []gosip.RequestMethod{gosip.INVITE, gosip.BYE, gosip.CANCEL, gosip.ACK} {
+		if string(m) == string(known) {
+			return known, true
+		}
+	}
+	return gosip.RequestMethod(m), true
+}
+
+// isTokenBytes is isToken for bytes.
+func isTokenBytes(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if !isTokenChar(c) {
+			return false
+		}
+	}
+	return true
+}
+
+// isSentBy reports whether b is a plain host[:port]: a host of letters,
+// digits, dots and dashes, or a bracketed IPv6 address, and a port of
+// one to five digits.
+func isSentBy(b []byte) bool {
+	host, port := b, []byte(nil)
+	if len(b) > 0 && b[0] == '[' {
+		end := bytes.IndexByte(b, ']')
+		if end < 2 {
+			return false
+		}
+		for _, c := range b[1:end] {
+			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F' || c == ':' || c == '.') {
+				return false
+			}
+		}
+		switch rest := b[end+1:]; {
+		case len(rest) == 0:
+			return true
+		case rest[0] != ':':
+			return false
+		default:
+			port = rest[1:]
+		}
+		host = nil
+	} else if i := bytes.IndexByte(b, ':'); i >= 0 {
+		host, port = b[:i], b[i+1:]
+		if port == nil {
+			port = []byte{}
+		}
+	}
+	if host != nil {
+		if len(host) == 0 {
+			return false
+		}
+		for _, c := range host {
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '-') {
+				return false
+			}
+		}
+	}
+	if port != nil {
+		if len(port) == 0 || len(port) > 5 {
+			return false
+		}
+		for _, c := range port {
+			if c < '0' || c > '9' {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -19,6 +19,48 @@ var scanSeeds = []string{
 	"SIP/2.0 200\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKnoreason\r\nCSeq: 1 BYE\r\n\r\n",
 	"SIP/2.0 200 \r\nVia: SIP/2.0/UDP h;branch=z9hG4bKempty\r\nCSeq: 1 BYE\r\n\r\n",
 	"SIP/2.0 99 Low\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKlow\r\nCSeq: 1 BYE\r\n\r\n",
+	"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;Branch=z9hG4bKA;branch=z9hG4bKB\r\nCSeq: 1 BYE\r\n\r\n",
+	"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP [2001:db8::1]:5060;received=2001:db8::2;branch=z9hG4bK.v6\r\nCSeq: 12 INVITE\r\n\r\n",
+	"SIP/2.0 200 OK\r\nv:SIP/2.0/UDP h;branch=z9hG4bKa;branch=z9hG4bKb\r\nCSeq:  3   BYE\r\n\r\n",
+	"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=\"z9hG4bKq\"\r\nCSeq: 1 BYE\r\n\r\n",
+}
+
+// The Via and CSeq lines as the engine writes them and peers echo them
+// back are read without sipgo's parser, to the same result; other shapes
+// are left to it.
+func TestPlainViaAndCSeq(t *testing.T) {
+	s := newRawSender(nil, "192.0.2.9", 5060, "127.0.0.1:5060")
+	branch := newBranch()
+	for _, line := range []string{
+		s.via + branch,
+		s.via + branch + ";received=127.0.0.1;rport=5060",
+		"v: SIP/2.0/UDP 127.0.0.1:5060;rport=5060;branch=" + branch,
+	} {
+		got, ok := plainViaBranch([]byte(line)[1:])
+		if !ok || got != branch {
+			t.Errorf("%q: read %q, %v; want %q", line, got, ok, branch)
+		}
+	}
+	for _, line := range []string{
+		"Via: SIP/2.0/UDP h ;branch=" + branch,
+		"Via: SIP/2.0/UDP h;branch=" + branch + ", SIP/2.0/UDP g;branch=z9hG4bKx",
+		"Via: SIP/2.0/UDP h;rport",
+		"Via : SIP/2.0/UDP h;branch=" + branch,
+	} {
+		if got, ok := plainViaBranch([]byte(line)[1:]); ok {
+			t.Errorf("%q: read %q, want it left to sipgo", line, got)
+		}
+	}
+	for line, want := range map[string]string{"CSeq: 4711 INVITE": "INVITE", "cseq: 2 BYE": "BYE", "CSeq: 1 OPTIONS": "OPTIONS"} {
+		if got, ok := plainCSeqMethod([]byte(line)); !ok || string(got) != want {
+			t.Errorf("%q: read %q, %v", line, got, ok)
+		}
+	}
+	for _, line := range []string{"CSeq: 1 invite", "CSeq: 1234567890 BYE", "CSeq: x BYE", "CSeq: 1 BYE "} {
+		if got, ok := plainCSeqMethod([]byte(line)); ok {
+			t.Errorf("%q: read %q, want it left to sipgo", line, got)
+		}
+	}
 }
 
 // The scan reads what the transaction match needs from the usual shapes
@@ -39,6 +81,13 @@ func TestScanResponse(t *testing.T) {
 		{ok: false},
 		{true, 200, "z9hG4bKempty", "BYE", false},
 		{ok: false},
+		// sipgo's reading, which the scan defers to for these: the last
+		// of two branches, the method with the spaces before it, the
+		// quotes kept.
+		{true, 200, "z9hG4bKB", "BYE", false},
+		{true, 200, "z9hG4bK.v6", "INVITE", false},
+		{true, 200, "z9hG4bKb", "  BYE", false},
+		{true, 200, `"z9hG4bKq"`, "BYE", false},
 	}
 	for i, seed := range scanSeeds {
 		s, ok := scanResponse([]byte(seed))
