@@ -18,10 +18,11 @@ func quiet(conn *net.UDPConn) bool {
 	}
 	empty := false
 	var b [1]byte
-	err = raw.Read(func(fd uintptr) bool {
+	// Control, not Read: the peek never waits, so it needs neither the
+	// read lock nor the poller's arming that Read takes.
+	err = raw.Control(func(fd uintptr) {
 		_, _, rerr := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		empty = rerr == syscall.EAGAIN
-		return true
 	})
 	return err == nil && empty
 }
