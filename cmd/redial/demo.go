@@ -198,7 +198,7 @@ func demo(ctx context.Context, args []string) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	printSummary(os.Stdout, cdrs, time.Since(start), carrier.Stats())
+	printSummary(os.Stdout, cdrs, time.Since(start), carrier.Stats(), demoSchedules)
 	if *stay > 0 {
 		fmt.Printf("\nthe node stays up %v with the inbound traffic going, for the dashboard (%s/?token=%s)\nand the agent page (%s/agent); Ctrl-C ends it\n",
 			*stay, api, token, api)

@@ -14,8 +14,10 @@ import (
 )
 
 // printSummary prints the CDR table that ends a demo run, from the CDRs as
-// they were published on the Redis list.
-func printSummary(w io.Writer, raw []string, el time.Duration, st sim.Stats) {
+// they were published on the Redis list, and what the simulated carrier
+// saw: the campaign's INVITEs and those of the scheduled calls, which
+// ring the same carrier.
+func printSummary(w io.Writer, raw []string, el time.Duration, st sim.Stats, scheduled int) {
 	type row struct {
 		n                 int
 		duration, billsec int
@@ -73,7 +75,8 @@ func printSummary(w io.Writer, raw []string, el time.Duration, st sim.Stats) {
 	if bad > 0 {
 		fmt.Fprintf(w, "%d entries were not CDRs\n", bad)
 	}
-	fmt.Fprintf(w, "simulated carrier saw %d INVITEs: %d answered, %d busy, %d left ringing\n", st.Invites, st.Answered, st.Busy, st.Ringing)
+	fmt.Fprintf(w, "simulated carrier saw %d INVITEs (the campaign's, and up to %d scheduled calls'): %d answered, %d busy, %d left ringing\n",
+		st.Invites, scheduled, st.Answered, st.Busy, st.Ringing)
 }
 
 func simCmd(ctx context.Context, args []string) error {
