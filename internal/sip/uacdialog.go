@@ -290,6 +290,9 @@ func udpIPDestination(req *gosip.Request) (netip.AddrPort, bool) {
 	if port <= 0 {
 		port = 5060
 	}
+	if port > 65535 {
+		return netip.AddrPort{}, false
+	}
 	return netip.AddrPortFrom(a.Unmap(), uint16(port)), true
 }
 
