@@ -285,7 +285,9 @@ func isTokenBytes(b []byte) bool {
 
 // isSentBy reports whether b is a plain host[:port]: a host of letters,
 // digits, dots and dashes, or a bracketed IPv6 address, and a port of
-// one to five digits.
+// one to five digits. Stricter than hostLike, which checks characters
+// only: sipgo reads a Via whose port is not a number without its
+// parameters (FuzzScanResponse's first find).
 func isSentBy(b []byte) bool {
 	host, port := b, []byte(nil)
 	if len(b) > 0 && b[0] == '[' {
