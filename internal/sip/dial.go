@@ -630,15 +630,24 @@ func newCallID() string {
 // ipDestination is where an INVITE to u goes when u's host is an IP
 // address (no DNS, no Route); the zero AddrPort otherwise.
 func ipDestination(u gosip.Uri) netip.AddrPort {
-	a, err := netip.ParseAddr(strings.Trim(u.Host, "[]"))
+	ap, _ := ipAddrPort(u.Host, u.Port)
+	return ap
+}
+
+// ipAddrPort is host (an IP address, brackets allowed) and port (5060 when
+// not given), or false when host is no IP address or port no UDP port.
+func ipAddrPort(host string, port int) (netip.AddrPort, bool) {
+	a, err := netip.ParseAddr(strings.Trim(host, "[]"))
 	if err != nil {
-		return netip.AddrPort{}
+		return netip.AddrPort{}, false
 	}
-	port := u.Port
-	if port == 0 {
+	if port <= 0 {
 		port = 5060
 	}
-	return netip.AddrPortFrom(a.Unmap(), uint16(port))
+	if port > 65535 {
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(a.Unmap(), uint16(port)), true
 }
 
 // legDialog is newUACDialog with the engine's own ways of sending: the

@@ -215,7 +215,7 @@ func plainViaBranch(rest []byte) (branch string, ok bool) {
 			param, params = params[:next], params[next+1:]
 		}
 		name, value, hasValue := bytes.Cut(param, []byte("="))
-		if !isTokenBytes(name) || hasValue && !isTokenBytes(value) {
+		if !isToken(name) || hasValue && !isToken(value) {
 			return "", false
 		}
 		if asciiEqualFold(name, "branch") {
@@ -268,19 +268,6 @@ func plainCSeqMethod(line []byte) (gosip.RequestMethod, bool) {
 		}
 	}
 	return gosip.RequestMethod(m), true
-}
-
-// isTokenBytes is isToken for bytes.
-func isTokenBytes(b []byte) bool {
-	if len(b) == 0 {
-		return false
-	}
-	for _, c := range b {
-		if !isTokenChar(c) {
-			return false
-		}
-	}
-	return true
 }
 
 // isSentBy reports whether b is a plain host[:port]: a host of letters,

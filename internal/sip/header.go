@@ -71,9 +71,10 @@ func quoteShort(s string) string {
 	return fmt.Sprintf("%q... (%d bytes)", s[:64], len(s))
 }
 
-// isToken reports whether s is an RFC 3261 token (a header name).
-func isToken(s string) bool {
-	if s == "" {
+// isToken reports whether s is an RFC 3261 token (a header name, a
+// parameter's name or value).
+func isToken[T ~string | ~[]byte](s T) bool {
+	if len(s) == 0 {
 		return false
 	}
 	for i := 0; i < len(s); i++ {

@@ -12,16 +12,18 @@ import (
 	gosip "github.com/emiago/sipgo/sip"
 )
 
-// rawSender writes a dialog's ACK and BYE to the UDP listener as bytes,
-// without sipgo (issue 14): sipgo would build a Request object (some 600
-// bytes before any header), add a Via, work out the connection from the
-// destination string, serialize the message into a pooled buffer and
-// write it, for each of the two requests every call sends after its
-// INVITE. The bytes are the same as sipgo's for the same request: every
-// header is written by sipgo's own StringWrite, only the message around
-// them is assembled here. Used for dialogs whose remote target is an IP
-// address over UDP and that have no route set (uacDialog.rawTo); all
-// others go through sipgo as before.
+// rawSender writes an outbound leg's requests to the UDP listener as
+// bytes, without sipgo's transport (issue 14). For the ACK and BYE sipgo
+// would build a Request object (some 600 bytes before any header), add a
+// Via, work out the connection from the destination string, serialize the
+// message into a pooled buffer and write it; here they are assembled
+// around headers written by sipgo's own StringWrite, the same bytes as
+// sipgo's, for dialogs whose remote target is an IP address over UDP and
+// that have no route set (uacDialog.rawTo). The INVITE keeps its Request
+// object (its CANCEL, ACK and digest answer are built from it) but gets
+// its Via, CSeq and Max-Forwards here and is serialized by sipgo's writer
+// into the same buffers (buildInvite, send). All else goes through sipgo
+// as before.
 type rawSender struct {
 	conn *guardedPacketConn
 	// via is the Via up to the branch's value: "Via: SIP/2.0/UDP
@@ -143,15 +145,7 @@ func (u *uacDialog) rawTo() (netip.AddrPort, bool) {
 	if !strings.EqualFold(u.transport, "udp") || len(u.routes) > 0 || u.dest != "" {
 		return netip.AddrPort{}, false
 	}
-	a, err := netip.ParseAddr(strings.Trim(u.target.Host, "[]"))
-	if err != nil {
-		return netip.AddrPort{}, false
-	}
-	port := u.target.Port
-	if port <= 0 {
-		port = 5060
-	}
-	return netip.AddrPortFrom(a.Unmap(), uint16(port)), true
+	return ipAddrPort(u.target.Host, u.target.Port)
 }
 
 // renderedDialog is what a dialog's ACK and BYE share, written once by

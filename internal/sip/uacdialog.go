@@ -283,17 +283,7 @@ func udpIPDestination(req *gosip.Request) (netip.AddrPort, bool) {
 	if err != nil {
 		return netip.AddrPort{}, false
 	}
-	a, err := netip.ParseAddr(host)
-	if err != nil {
-		return netip.AddrPort{}, false
-	}
-	if port <= 0 {
-		port = 5060
-	}
-	if port > 65535 {
-		return netip.AddrPort{}, false
-	}
-	return netip.AddrPortFrom(a.Unmap(), uint16(port)), true
+	return ipAddrPort(host, port)
 }
 
 // readBye answers the callee's BYE.
