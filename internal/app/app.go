@@ -32,6 +32,7 @@ import (
 	"redial/internal/ivrapi"
 	"redial/internal/lines"
 	"redial/internal/media"
+	"redial/internal/media/kfwd"
 	"redial/internal/notify"
 	"redial/internal/schedule"
 	"redial/internal/sip"
@@ -379,6 +380,16 @@ func reachable(addr, ip string) string {
 func registerRuntimeGauges(a *App) {
 	a.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "redial_rtp_ports_in_use",
 		Help: "RTP ports allocated on this node."}, func() float64 { return float64(a.Ports.InUse()) }))
+	a.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "redial_rtp_kernel_forwarding",
+		Help: "1 while bridged calls' settled RTP is forwarded in the kernel (--rtp-kernel), else 0."}, func() float64 {
+		if a.Ports.KernelForwarding() {
+			return 1
+		}
+		return 0
+	}))
+	a.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "redial_rtp_kernel_forwarded_packets_total",
+		Help: "RTP packets the kernel forwarded for bridged calls, counted when a call's rule is taken out (its end, or a change of remote or codec)."},
+		func() float64 { return float64(a.Ports.KernelForwarded()) }))
 }
 
 // Run starts the parts in order and, when ctx is cancelled or a part fails,
@@ -387,6 +398,13 @@ func (a *App) Run(ctx context.Context) error {
 	if err := a.Store.Ping(ctx); err != nil {
 		// Not fatal: CDRs spool and lines reload once Redis is back.
 		a.Log.Warn("app: redis not reachable at start; continuing", "error", err)
+	}
+	// The forwarder's eBPF links belong to this process and this Run, so
+	// a node that never runs attaches nothing, and one that dies takes
+	// them with it.
+	kern, err := a.startKernelForwarding()
+	if err != nil {
+		return err
 	}
 	type running struct {
 		name   string
@@ -438,9 +456,34 @@ func (a *App) Run(ctx context.Context) error {
 	if err := a.Ports.Close(); err != nil {
 		a.Log.Warn("app: closing parked rtp sockets", "error", err)
 	}
+	if kern != nil {
+		a.Ports.SetKernelForwarder(nil)
+		if err := kern.Close(); err != nil {
+			a.Log.Warn("app: detaching the kernel rtp forwarder", "error", err)
+		}
+	}
 	// Only now: a part still running would fail on a closed store.
 	a.Store.Close()
 	return runErr
+}
+
+// startKernelForwarding loads the in-kernel RTP forwarder as
+// --rtp-kernel asks; nil when it is off or, with auto, unavailable.
+func (a *App) startKernelForwarding() (*kfwd.Forwarder, error) {
+	if a.Cfg.RTPKernel == "off" {
+		return nil, nil
+	}
+	f, err := kfwd.New(kfwd.Config{})
+	if err != nil {
+		if a.Cfg.RTPKernel == "on" {
+			return nil, fmt.Errorf("app: --rtp-kernel on: %w", err)
+		}
+		a.Log.Info("app: bridged rtp is forwarded in userspace; in-kernel forwarding is unavailable", "error", err)
+		return nil, nil
+	}
+	a.Ports.SetKernelForwarder(f)
+	a.Log.Info("app: bridged rtp is forwarded in the kernel once settled", "interfaces", f.Interfaces())
+	return f, nil
 }
 
 // waitStopped waits for a part to return, however long it takes: the

@@ -35,7 +35,11 @@ type Node struct {
 	SIPPublicIP string
 	RTPMin      int
 	RTPMax      int
-	HTTP        string
+	// RTPKernel is whether bridged calls' settled RTP is forwarded in the
+	// kernel (eBPF): "auto" (or empty) when the node may load eBPF
+	// programs, "on" (the node does not start without it) or "off".
+	RTPKernel string
+	HTTP      string
 	// HTTPPublicURL is the base of the links this node hands out, and its
 	// host is accepted in the Host header. Empty only when --http has port
 	// 0: the app derives it once the port is bound.
@@ -78,7 +82,7 @@ type flagSpec struct {
 
 // raw holds flag values as strings until Validate parses them.
 type raw struct {
-	redis, host, domain, sip, sipPublicIP, rtpPorts, http, httpPublicURL, httpAllowHost, timezone, data, notifyPrefix, notifyFormat, logLevel, resync, heartbeat, fetchAllow, fetchMaxBytes, ivrapiGrace, tlsCert, tlsKey, webuiModules string
+	redis, host, domain, sip, sipPublicIP, rtpPorts, http, httpPublicURL, httpAllowHost, timezone, data, notifyPrefix, notifyFormat, logLevel, resync, heartbeat, fetchAllow, fetchMaxBytes, ivrapiGrace, tlsCert, tlsKey, webuiModules, rtpKernel string
 }
 
 // Flags registers the node flags on fs and returns a function that, after
@@ -94,6 +98,7 @@ func Flags(fs *flag.FlagSet) func() (*Node, error) {
 		{"sip", "udp:0.0.0.0:5060,tcp:0.0.0.0:5060", "SIP listeners, comma separated transport:host:port", &r.sip},
 		{"sip-public-ip", "", "address written in Contact/Via/SDP (default: first non-loopback address)", &r.sipPublicIP},
 		{"rtp-ports", "16384-32767", "RTP port range min-max", &r.rtpPorts},
+		{"rtp-kernel", "auto", "forward bridged calls' RTP in the kernel (eBPF on the interfaces' ingress; needs CAP_BPF and CAP_NET_ADMIN): auto, on or off", &r.rtpKernel},
 		{"http", "127.0.0.1:8088", "HTTP listen address (REST, /metrics, /healthz); the API is open without a token only on loopback while no token exists", &r.http},
 		{"http-public-url", "", "base URL of the links this node hands out; its host is accepted in the Host header (default: http://<sip-public-ip>:<http port>, or the --http address when it is a specific one)", &r.httpPublicURL},
 		{"http-allow-host", "", "further host names, comma separated, accepted in the HTTP Host header (IP addresses, localhost, --host and the --http-public-url host always are)", &r.httpAllowHost},
@@ -137,7 +142,7 @@ func EnvName(flagName string) string {
 
 func (r *raw) validate() (*Node, error) {
 	n := &Node{Redis: r.redis, Host: r.host, Domain: r.domain, HTTP: r.http, Data: r.data,
-		NotifyPrefix: r.notifyPrefix, NotifyFormat: r.notifyFormat, LogLevel: r.logLevel}
+		NotifyPrefix: r.notifyPrefix, NotifyFormat: r.notifyFormat, LogLevel: r.logLevel, RTPKernel: r.rtpKernel}
 	var errs []error
 	bad := func(name, format string, a ...any) {
 		errs = append(errs, fmt.Errorf("config: --%s (%s): %s", name, EnvName(name), fmt.Sprintf(format, a...)))
@@ -237,6 +242,11 @@ func (r *raw) validate() (*Node, error) {
 	}
 	if r.notifyPrefix == "" {
 		bad("notify-prefix", "must not be empty")
+	}
+	switch r.rtpKernel {
+	case "auto", "on", "off":
+	default:
+		bad("rtp-kernel", "%q: want auto, on or off", r.rtpKernel)
 	}
 	if r.notifyFormat != "v3" && r.notifyFormat != "legacy" {
 		bad("notify-format", "%q: want v3 or legacy", r.notifyFormat)

@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"redial/internal/media/kfwd"
 )
 
 // ErrNoPorts is returned by PortPool.Get when every port is in use.
@@ -77,7 +80,28 @@ type PortPool struct {
 	// relay holds the epoll sets the pool's sessions are relayed through
 	// (relay_poll_linux.go); created on the first relay.
 	relay relayShards
+	// kernel forwards relayed packets in the kernel when set
+	// (SetKernelForwarder).
+	kernel atomic.Pointer[kfwd.Forwarder]
+	// kernelPackets counts the packets forwarded in the kernel under
+	// rules since taken out.
+	kernelPackets atomic.Uint64
 }
+
+// SetKernelForwarder lets the pool's bridged sessions be forwarded in the
+// kernel by f once both remotes are latched and no transcoding or
+// recording is needed (relay_kernel_linux.go); nil turns it off for relays
+// started afterwards. The caller closes f after the pool's relays ended.
+func (p *PortPool) SetKernelForwarder(f *kfwd.Forwarder) { p.kernel.Store(f) }
+
+// KernelForwarding reports whether relays started now may forward in the
+// kernel.
+func (p *PortPool) KernelForwarding() bool { return p.kernel.Load() != nil }
+
+// KernelForwarded returns how many packets the kernel forwarded for the
+// pool's relays, counted when their rules are taken out (a change of
+// remote or format, or the relay's end).
+func (p *PortPool) KernelForwarded() uint64 { return p.kernelPackets.Load() }
 
 // parkedSocket is a closed session's socket kept bound for reuse.
 type parkedSocket struct {

@@ -251,6 +251,9 @@ type pollRelay struct {
 	done     chan struct{}
 	doneOnce sync.Once
 	sess     [2]*Session
+	// k forwards settled directions in the kernel; nil when the pool has
+	// no forwarder or the relay records (relay_kernel_linux.go).
+	k *kernelRelay
 	// end stops the relay and gives the sockets back; it is the sessions'
 	// release hook (Session.Close calls it), RelayRun.Stop and the ctx
 	// watch.
@@ -281,6 +284,9 @@ func (r *pollRelay) releaseLocked() {
 		return
 	}
 	r.released = true
+	// Rules first: packets the kernel no longer forwards then queue in
+	// the sockets, which the sessions get back below.
+	r.stopKernel()
 	if r.added {
 		r.sh.remove(&r.legs[0], &r.legs[1])
 	}
@@ -332,6 +338,7 @@ func startPolled(ctx context.Context, a, b *Session, rec *StereoRecorder) *Relay
 		r.release()
 	}
 	r.mu.Lock()
+	r.startKernel()
 	var fds [2]int
 	var six [2]bool
 	for i, s := range r.sess {
@@ -366,7 +373,7 @@ func startPolled(ctx context.Context, a, b *Session, rec *StereoRecorder) *Relay
 		unwatch()
 		// After release the shard no longer writes the counts.
 		r.release()
-		return RelayStats{AtoB: r.legs[0].forwarded, BtoA: r.legs[1].forwarded}
+		return RelayStats{AtoB: r.legs[0].forwarded + r.kernelForwarded(0), BtoA: r.legs[1].forwarded + r.kernelForwarded(1)}
 	}
 	return run
 }
@@ -427,6 +434,9 @@ func (l *pollLeg) forward() {
 	l.dst.out.packets.Add(1)
 	l.dst.out.bytes.Add(uint64(p.n))
 	l.forwarded++
+	if l.r.k != nil {
+		l.r.kernelTry(l)
+	}
 }
 
 // read is one non-blocking recvfrom. RawSyscall: the socket is

@@ -73,6 +73,27 @@ type Session struct {
 	listenMu sync.Mutex
 	listener *listenState
 	dtmfOut  dtmfSender
+
+	// hook is set while a relay may forward the session's packets in the
+	// kernel (relay_kernel_linux.go).
+	hook atomic.Pointer[relayHook]
+}
+
+// relayHook is how a relay that forwards a session's packets in the kernel
+// hears that the session's remote or payload formats changed (its rules
+// must go: the kernel neither latches nor transcodes), and adds the
+// packets the kernel forwarded to the session's counters.
+type relayHook struct {
+	changed func()
+	stats   func(s *Session, st *SessionStats)
+}
+
+// notifyChanged tells a relay forwarding in the kernel that the remote or
+// the payload formats changed; it is called after the change is stored.
+func (s *Session) notifyChanged() {
+	if h := s.hook.Load(); h != nil {
+		h.changed()
+	}
 }
 
 // packetConn is a Session's transport. *net.UDPConn is the plain RTP one;
@@ -221,6 +242,7 @@ func (s *Session) SetRemote(addr *net.UDPAddr) {
 		st.ap = unmap(c.AddrPort())
 	}
 	s.remote.Store(st)
+	s.notifyChanged()
 }
 
 // Remote returns the address RTP is sent to, or nil while unknown.
@@ -241,6 +263,7 @@ func (s *Session) SetCodec(c Codec) {
 		p := *old
 		p.codec, p.law = c, lawOf(c)
 		if s.params.CompareAndSwap(old, &p) {
+			s.notifyChanged()
 			return
 		}
 	}
@@ -261,6 +284,7 @@ func (s *Session) SetDTMF(c *Codec) {
 			p.dtmf, p.dtmfPT = &cc, int(c.PT)
 		}
 		if s.params.CompareAndSwap(old, &p) {
+			s.notifyChanged()
 			return
 		}
 	}
@@ -328,13 +352,17 @@ func (s *Session) setReadDeadline(t time.Time) error {
 
 // Stats returns the session's traffic counters.
 func (s *Session) Stats() SessionStats {
-	return SessionStats{
+	st := SessionStats{
 		PacketsIn:  s.in.packets.Load(),
 		BytesIn:    s.in.bytes.Load(),
 		PacketsOut: s.out.packets.Load(),
 		BytesOut:   s.out.bytes.Load(),
 		Dropped:    s.dropped.Load(),
 	}
+	if h := s.hook.Load(); h != nil {
+		h.stats(s, &st)
+	}
+	return st
 }
 
 // ReadPacket reads the next RTP packet from the remote into buf. Datagrams

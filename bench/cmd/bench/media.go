@@ -112,7 +112,9 @@ type bridgeWindow struct {
 	rss, hwm           int64
 	redisCPU, benchCPU time.Duration
 	otherCPU, runq     time.Duration
-	drops              [3]int64 // phone, SIPp media port, redial's RTP sockets
+	busy               time.Duration // the whole machine's CPU (/proc/stat)
+	softirqCPU         time.Duration // the ksoftirqd threads'
+	drops              [3]int64      // phone, SIPp media port, redial's RTP sockets
 	samples            []rxSample
 	// jitUser and jitKern: |interval − 20 ms| between a call's echoes
 	// arriving in the window, p50, p99, max (read time, kernel stamp).
@@ -138,6 +140,9 @@ type bridgeResult struct {
 	firstWarn        string
 	quiet            quietWait
 	echoRef          echoRef
+	// kernelOn is redial_rtp_kernel_forwarding during the calls;
+	// kernelPkts the packets the kernel forwarded, read once all ended.
+	kernelOn, kernelPkts float64
 }
 
 // echoRef is B's reference window: the bench's sender and reader with
@@ -146,6 +151,9 @@ type echoRef struct {
 	sent, returned int64
 	rtt, rttKern   [3]time.Duration
 	sippCPU        time.Duration
+	busy           time.Duration // the whole machine's CPU in the window
+	benchCPU       time.Duration // the bench process's (sender and reader)
+	softirqCPU     time.Duration // the ksoftirqd threads'
 	jitUser        [3]time.Duration
 	jitKern        [3]time.Duration
 }
@@ -178,11 +186,12 @@ func echoReference(ctx context.Context, ph *phone, streams []*sendStream, echoPi
 	ph.record(from, to+int64(time.Second))
 	go func() { ph.sendLoop(sctx, streams, &sent, &serrs); close(done) }()
 	err := sleepCtx(ctx, time.Duration(from-ph.now()))
-	sipp0 := procCPU(echoPid)
+	sipp0, busy0, bench0, sirq0 := procCPU(echoPid), machineBusy(), processCPU(), softirqThreadsCPU()
 	if err == nil {
 		err = sleepCtx(ctx, time.Duration(to-ph.now()))
 	}
-	e.sippCPU = procCPU(echoPid) - sipp0
+	e.sippCPU, e.busy = procCPU(echoPid)-sipp0, machineBusy()-busy0
+	e.benchCPU, e.softirqCPU = processCPU()-bench0, softirqThreadsCPU()-sirq0
 	stop()
 	<-done
 	if err == nil {
@@ -623,14 +632,15 @@ func mediaBridge(ctx context.Context, b *bench, bin string, rds *redisServer, ua
 		perf := startPerf(node.pid, dir, fmt.Sprintf("bridge-%d", n))
 		drops0 := [3]int64{udpDrops(func(p int) bool { return p == ph.port }), udpDrops(func(p int) bool { return p == mp }), udpDrops(redialPort)}
 		cpu0, sipp0, rds0, bench0 := node.cpu(), procCPU(echoPid), rds.CPU(), processCPU()
-		busy0, rq0 := machineBusy(), runqueueWait(node.pid)
+		busy0, rq0, sirq0 := machineBusy(), runqueueWait(node.pid), softirqThreadsCPU()
 		if err := sleepCtx(ctx, time.Duration(to-ph.now())); err != nil {
 			perf.finish()
 			return w, err
 		}
 		w.cpu, w.sippCPU, w.redisCPU, w.benchCPU = node.cpu()-cpu0, procCPU(echoPid)-sipp0, rds.CPU()-rds0, processCPU()-bench0
 		w.runq = runqueueWait(node.pid) - rq0
-		w.otherCPU = max(0, machineBusy()-busy0-w.cpu-w.sippCPU-w.redisCPU-w.benchCPU)
+		w.busy, w.softirqCPU = machineBusy()-busy0, softirqThreadsCPU()-sirq0
+		w.otherCPU = max(0, w.busy-w.cpu-w.sippCPU-w.redisCPU-w.benchCPU)
 		w.drops = [3]int64{udpDrops(func(p int) bool { return p == ph.port }) - drops0[0], udpDrops(func(p int) bool { return p == mp }) - drops0[1], udpDrops(redialPort) - drops0[2]}
 		perf.finish()
 		w.rss, w.hwm = node.rss()
@@ -679,9 +689,11 @@ func mediaBridge(ctx context.Context, b *bench, bin string, rds *redisServer, ua
 	}
 	r.samples = nil
 
+	r.kernelOn, _ = node.metric(ctx, "redial_rtp_kernel_forwarding")
 	r.hangupFailed = node.hangupAll(ctx, refs)
 	_, ports, took, derr := node.drained(ctx, 30*time.Second)
 	r.drained, r.drainErr, r.portsAfter = took, derr, ports
+	r.kernelPkts, _ = node.metric(ctx, "redial_rtp_kernel_forwarded_packets_total")
 	r.cdrs, r.cdrKinds = countCDRs(ctx, rds)
 	r.warn, r.firstWarn = node.warnLines()
 	node.stop()

@@ -652,3 +652,25 @@ func startBridgePeers(b *bench, phonePort int, uasXML, echoXML, dir string) (uas
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// softirqThreadsCPU is the CPU time of the kernel's ksoftirqd threads:
+// network receive work the kernel defers there is nobody's process time.
+func softirqThreadsCPU() time.Duration {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	var sum time.Duration
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if err != nil || !strings.HasPrefix(string(comm), "ksoftirqd/") {
+			continue
+		}
+		sum += procCPU(pid)
+	}
+	return sum
+}

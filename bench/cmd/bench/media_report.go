@@ -193,6 +193,28 @@ func mediaReport(b *bench, ref, a *playResult, r *bridgeResult, loadBefore, load
 	if sippPer > 0 {
 		w("| ratio redial / SIPp per packet | %.2f | ≤ 1.0: %s |\n", perPkt/sippPer, verdict(perPkt/sippPer <= 1.0))
 	}
+	kern := "off (userspace relay)"
+	if r.kernelOn == 1 {
+		kern = fmt.Sprintf("on: %.0f packets forwarded in the kernel over the calls' life", r.kernelPkts)
+	}
+	w("| in-kernel forwarding (`redial_rtp_kernel_forwarding`, `--rtp-kernel`) | %s | |\n", kern)
+	// What the relay costs wherever it runs: with in-kernel forwarding
+	// the work is done in the senders' system calls (on loopback), so
+	// redial's own CPU no longer shows it; the CPU of everything taking
+	// part does (the kernel's work is in the process it ran for, or in
+	// ksoftirqd).
+	if r.arrivedWin > 0 && e.returned > 0 {
+		per := func(d time.Duration, n int64) float64 { return float64(d.Nanoseconds()) / 1e3 / float64(n) }
+		through := per(r.cpu+r.sippCPU+r.benchCPU+r.redisCPU+r.softirqCPU, r.arrivedWin)
+		alone := per(e.sippCPU+e.benchCPU+e.softirqCPU, e.returned)
+		added := (through - alone) / 2
+		w("| CPU per round trip of every process taking part (redial, SIPp, the bench's sender and reader, redis-server, ksoftirqd), through redial / SIPp echo alone | %.1f µs / %.1f µs | |\n", through, alone)
+		w("| **CPU added per relayed packet, wherever it runs**, (through − alone) ÷ 2 | **%.1f µs** | |\n", added)
+		if sippPer > 0 {
+			w("| ratio of that to SIPp per echoed packet | %.2f | ≤ 1.0: %s |\n", added/sippPer, verdict(added/sippPer <= 1.0))
+		}
+		w("| whole machine's busy time (`/proc/stat`, other work included) per round trip, through redial / alone | %.1f µs / %.1f µs | |\n", per(r.busy, r.arrivedWin), per(e.busy, e.returned))
+	}
 	w("| redial threads runnable but waiting for a CPU (sum over threads) | %s | |\n", r.runq.Round(time.Millisecond))
 	w("| bench process (sender and reader) / rest of the machine CPU in the window | %s / %s | |\n", pct(r.benchCPU, win), pct(r.otherCPU, win))
 	w("| redial RSS / peak RSS | %s / %s | |\n", mib(r.rss), mib(r.hwm))
@@ -223,7 +245,7 @@ func mediaReport(b *bench, ref, a *playResult, r *bridgeResult, loadBefore, load
 	if a.firstPostErr != "" || r.firstPostErr != "" {
 		w("- First POST errors: A `%s`; B `%s`.\n", a.firstPostErr, r.firstPostErr)
 	}
-	w("- Issue 14, before (goroutine-per-direction relay: two goroutines per call blocked in reads, a read, a write and an empty read per packet): 500 bridged calls cost 14.5–18.9 µs of CPU per relayed packet (SIPp 8.2–10.5 µs, ratio 1.8) with a round trip of p50 6.4–14.8 ms and p99 13.5–48.7 ms. Now the relay registers both sockets of a call with one of GOMAXPROCS shared epoll sets; one goroutine per set, parked in Go's netpoller on the epoll descriptor, forwards one packet per ready socket per `epoll_wait` batch with one `recvfrom` and one `sendto` (internal/media/relay_poll_linux.go). Scenario sizes: `%s=play=<calls>,bridge=<calls>`.\n", mediaCallsEnv)
+	w("- Issue 14, before (goroutine-per-direction relay: two goroutines per call blocked in reads, a read, a write and an empty read per packet): 500 bridged calls cost 14.5–18.9 µs of CPU per relayed packet (SIPp 8.2–10.5 µs, ratio 1.8) with a round trip of p50 6.4–14.8 ms and p99 13.5–48.7 ms. Now the relay registers both sockets of a call with one of GOMAXPROCS shared epoll sets; one goroutine per set, parked in Go's netpoller on the epoll descriptor, forwards one packet per ready socket per `epoll_wait` batch with one `recvfrom` and one `sendto` (internal/media/relay_poll_linux.go). Once a call's two remotes are latched and nothing needs transcoding or recording, the relay hands both directions to the node's in-kernel forwarder (`--rtp-kernel`, internal/media/kfwd: an eBPF program on the interfaces' tcx ingress rewrites the packet's addresses and ports), so from then on no packet reaches redial's sockets. On loopback that work runs inside the sender's `sendto` (the phone's or SIPp's), which is why redial's own CPU per packet is then tiny and why the rows \"CPU added per relayed packet, wherever it runs\" count every process taking part, compared with the reference window. `REDIAL_RTP_KERNEL=off` in the bench's environment runs the node with the userspace relay alone. Scenario sizes: `%s=play=<calls>,bridge=<calls>`.\n", mediaCallsEnv)
 	w("- `%s=<dir>` makes the bench run `perf record -g` on the node during each window and write `perf report` there (such runs are slower; do not publish their numbers).\n", mediaPerfEnv)
 	w("\nCommand:\n\n```\n%s\n```\n", b.command)
 	return s.String()
