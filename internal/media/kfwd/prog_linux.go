@@ -94,22 +94,27 @@ func program(mapFD int) asm.Instructions {
 	// bytes. Any failure drops the packet: by then it may be half rewritten
 	// and must not go anywhere.
 	csumAndStore := func(off, size int32, oldSt, newSt int16, l3 bool) asm.Instructions {
-		var insns asm.Instructions
 		var memSize asm.Size = asm.Word
 		if size == 2 {
 			memSize = asm.Half
 		}
-		if l3 {
-			insns = append(insns,
-				// IPv4 header checksum: bpf_l3_csum_replace(skb, 24, old, new, 4)
+		// csumReplace calls fn(skb, field, old, new, flags): the l3 or l4
+		// checksum helper.
+		csumReplace := func(fn asm.BuiltinFunc, field, flags int32) asm.Instructions {
+			return asm.Instructions{
 				asm.Mov.Reg(asm.R1, asm.R6),
-				asm.Mov.Imm(asm.R2, offIPCsum),
+				asm.Mov.Imm(asm.R2, field),
 				asm.LoadMem(asm.R3, asm.RFP, oldSt, memSize),
 				asm.LoadMem(asm.R4, asm.RFP, newSt, memSize),
-				asm.Mov.Imm(asm.R5, size),
-				asm.FnL3CsumReplace.Call(),
+				asm.Mov.Imm(asm.R5, flags),
+				fn.Call(),
 				asm.JNE.Imm(asm.R0, 0, "drop"),
-			)
+			}
+		}
+		var insns asm.Instructions
+		if l3 {
+			// IPv4 header checksum: bpf_l3_csum_replace(skb, 24, old, new, 4)
+			insns = append(insns, csumReplace(asm.FnL3CsumReplace, offIPCsum, size)...)
 		}
 		// UDP checksum: addresses are in the pseudo header; MARK_MANGLED_0
 		// leaves an absent (zero) checksum zero and writes a computed zero
@@ -118,14 +123,8 @@ func program(mapFD int) asm.Instructions {
 		if l3 {
 			l4Flags |= fPseudoHdr
 		}
+		insns = append(insns, csumReplace(asm.FnL4CsumReplace, offUDPCsum, l4Flags)...)
 		insns = append(insns,
-			asm.Mov.Reg(asm.R1, asm.R6),
-			asm.Mov.Imm(asm.R2, offUDPCsum),
-			asm.LoadMem(asm.R3, asm.RFP, oldSt, memSize),
-			asm.LoadMem(asm.R4, asm.RFP, newSt, memSize),
-			asm.Mov.Imm(asm.R5, l4Flags),
-			asm.FnL4CsumReplace.Call(),
-			asm.JNE.Imm(asm.R0, 0, "drop"),
 			// The field itself: bpf_skb_store_bytes(skb, off, fp+newSt, size, 0)
 			asm.Mov.Reg(asm.R1, asm.R6),
 			asm.Mov.Imm(asm.R2, off),
