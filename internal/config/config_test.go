@@ -63,6 +63,7 @@ func TestValidationNamesTheSetting(t *testing.T) {
 		{[]string{"--http", "8088"}, "--http (REDIAL_HTTP)"},
 		{[]string{"--sip-public-ip", "example.com"}, "--sip-public-ip"},
 		{[]string{"--notify-format", "v2"}, "--notify-format"},
+		{[]string{"--rtp-kernel", "yes"}, "--rtp-kernel (REDIAL_RTP_KERNEL): \"yes\": want auto, on or off"},
 	}
 	for _, c := range cases {
 		_, err := parse(t, c.args, nil)
