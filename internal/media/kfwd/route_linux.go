@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -128,68 +130,47 @@ func (r *router) lookup(dst netip.AddrPort, sport uint16) (route, error) {
 }
 
 // parseRouteAnswer looks for the answer to request seq in one netlink
-// datagram; done is false when the datagram holds no such answer.
+// datagram; done is false when the datagram holds no such answer. The
+// standard library's netlink parsers split the messages and attributes.
 func parseRouteAnswer(b []byte, seq uint32) (rt route, done bool, err error) {
-	ne := binary.NativeEndian
-	for len(b) >= unix.SizeofNlMsghdr {
-		l := int(ne.Uint32(b[0:]))
-		if l < unix.SizeofNlMsghdr || l > len(b) {
-			return route{}, true, fmt.Errorf("RTM_GETROUTE answer: bad message length %d", l)
-		}
-		msg := b[:l]
-		if next := (l + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1); next < len(b) {
-			b = b[next:]
-		} else {
-			b = nil
-		}
-		if ne.Uint32(msg[8:]) != seq {
+	msgs, err := syscall.ParseNetlinkMessage(b)
+	if err != nil {
+		return route{}, true, fmt.Errorf("RTM_GETROUTE answer: %w", err)
+	}
+	for i := range msgs {
+		m := &msgs[i]
+		if m.Header.Seq != seq {
 			continue
 		}
-		body := msg[unix.SizeofNlMsghdr:]
-		switch ne.Uint16(msg[4:]) {
+		switch m.Header.Type {
 		case unix.NLMSG_ERROR:
-			if len(body) < 4 {
+			if len(m.Data) < 4 {
 				return route{}, true, errors.New("RTM_GETROUTE answer: short error message")
 			}
-			errno := unix.Errno(-int32(ne.Uint32(body)))
-			for _, e := range noRouteErrnos {
-				if errno == e {
-					return route{}, true, nil
-				}
+			errno := unix.Errno(-int32(binary.NativeEndian.Uint32(m.Data)))
+			if slices.Contains(noRouteErrnos, errno) {
+				return route{}, true, nil
 			}
 			return route{}, true, fmt.Errorf("RTM_GETROUTE: %w", errno)
 		case unix.RTM_NEWROUTE:
-			if len(body) < unix.SizeofRtMsg {
-				return route{}, true, errors.New("RTM_GETROUTE answer: short rtmsg")
-			}
 			// rtm_type: only a unicast route leaves through an interface
 			// with a neighbour to resolve.
-			if body[7] != unix.RTN_UNICAST {
+			if len(m.Data) < unix.SizeofRtMsg || m.Data[7] != unix.RTN_UNICAST {
 				return route{}, true, nil
+			}
+			attrs, err := syscall.ParseNetlinkRouteAttr(m)
+			if err != nil {
+				return route{}, true, fmt.Errorf("RTM_GETROUTE answer: %w", err)
 			}
 			var oif uint32
 			var src netip.Addr
-			for a := body[unix.SizeofRtMsg:]; len(a) >= unix.SizeofRtAttr; {
-				al := int(ne.Uint16(a[0:]))
-				if al < unix.SizeofRtAttr || al > len(a) {
-					return route{}, true, fmt.Errorf("RTM_GETROUTE answer: bad attribute length %d", al)
+			for _, a := range attrs {
+				switch {
+				case a.Attr.Type == unix.RTA_OIF && len(a.Value) == 4:
+					oif = binary.NativeEndian.Uint32(a.Value)
+				case a.Attr.Type == unix.RTA_PREFSRC && len(a.Value) == 4:
+					src = netip.AddrFrom4([4]byte(a.Value))
 				}
-				val := a[unix.SizeofRtAttr:al]
-				switch ne.Uint16(a[2:]) {
-				case unix.RTA_OIF:
-					if len(val) == 4 {
-						oif = ne.Uint32(val)
-					}
-				case unix.RTA_PREFSRC:
-					if len(val) == 4 {
-						src = netip.AddrFrom4([4]byte(val))
-					}
-				}
-				next := (al + unix.RTA_ALIGNTO - 1) &^ (unix.RTA_ALIGNTO - 1)
-				if next >= len(a) {
-					break
-				}
-				a = a[next:]
 			}
 			if oif == 0 || !src.IsValid() {
 				return route{}, true, nil
