@@ -51,8 +51,8 @@ type CallRecorder interface {
 	NewRecording(callRef string, at time.Time) (rec *media.StereoRecorder, storePath string, err error)
 	// RecordingDone counts a finished recording (err non-nil: it failed).
 	RecordingDone(res media.StereoResult, err error)
-	// SaveCallRecord stores the record of a call after its CDR; it logs
-	// its own failures.
+	// SaveCallRecord stores the record of a call just before its CDR is
+	// published; it logs its own failures.
 	SaveCallRecord(ctx context.Context, callRef string, r store.CallRecord) error
 	// Host is this node's name, as call records name it.
 	Host() string
@@ -238,8 +238,8 @@ func finishRecording(s *Session, rec *media.StereoRecorder, end time.Time) strin
 	return s.Vars[VarRecording]
 }
 
-// saveCallRecord keeps the record of a call whose CDR was just published,
-// when the API may need it: the call reached an agent, was recorded, or
+// saveCallRecord keeps the record of a call whose CDR is about to be
+// published, when the API may need it: the call reached an agent, was recorded, or
 // was an answered campaign call (which a disposition may call back).
 func (m *Manager) saveCallRecord(ctx context.Context, c *Call, cdr *notify.CDR, vars map[string]string) {
 	if m.deps.Records == nil || c.req.noCDR {

@@ -229,6 +229,9 @@ func (m *Manager) publishCDR(ctx context.Context, c *Call, attempt int, r attemp
 		cdr.Answer = &a
 		cdr.Billsec = secs(r.end.Sub(r.answer))
 	}
+	// The record goes first: an integration that sees the CDR may at once
+	// download the recording or post a disposition, both found through it.
+	m.saveCallRecord(ctx, c, &cdr, vars)
 	var err error
 	if !c.req.noCDR {
 		err = m.deps.Notify.PublishCDR(uncancelled(ctx), &cdr)
@@ -236,7 +239,6 @@ func (m *Manager) publishCDR(ctx context.Context, c *Call, attempt int, r attemp
 	if err != nil {
 		m.log.Error("call: CDR lost: spool write failed", "call_ref", c.req.CallRef, "error", err)
 	}
-	m.saveCallRecord(ctx, c, &cdr, vars)
 	m.mCalls.WithLabelValues(string(r.disposition)).Inc()
 	c.update(func(i *Info) {
 		i.CDRs = append(i.CDRs, cdr)

@@ -127,7 +127,7 @@ func setCallRecordTx(ctx context.Context, tx *redis.Tx, key string, r CallRecord
 // SaveCallRecord writes a call's record with its TTL in one command.
 // A disposition already given is kept.
 //
-// A call saves its record after every attempt's CDR that the API may need
+// A call saves its record with every attempt's CDR that the API may need
 // (a click-to-dial call carries its agent on each attempt), and
 // integrators may reuse a call_ref, so a save can come after a
 // disposition. Neither a plain SET (it would drop the disposition) nor
