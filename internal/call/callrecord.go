@@ -239,8 +239,9 @@ func finishRecording(s *Session, rec *media.StereoRecorder, end time.Time) strin
 }
 
 // saveCallRecord keeps the record of a call whose CDR is about to be
-// published, when the API may need it: the call reached an agent, was recorded, or
-// was an answered campaign call (which a disposition may call back).
+// published, when the API may need it: the call reached an agent, was
+// recorded, or was an answered campaign call (which a disposition may call
+// back).
 func (m *Manager) saveCallRecord(ctx context.Context, c *Call, cdr *notify.CDR, vars map[string]string) {
 	if m.deps.Records == nil || c.req.noCDR {
 		return
