@@ -66,8 +66,20 @@ func (r *pollRelay) startKernel() {
 	}
 }
 
+// kernelSettle judges both directions after l forwarded a packet. The
+// packet may have latched l's source, which settles the opposite direction
+// as well: waiting for that direction's next packet would leave the head of
+// its next burst to userspace (a burst right after the first answer went
+// mostly through userspace). The opposite direction goes first: once l's
+// packets stop reaching the socket, the rule for the answers to them is in
+// already.
+func (r *pollRelay) kernelSettle(l *pollLeg) {
+	r.kernelTry(&r.legs[1-l.side])
+	r.kernelTry(l)
+}
+
 // kernelTry installs a rule for l's direction when it has become eligible.
-// It runs on the shard's goroutine after l forwarded a packet.
+// It runs on the shard's goroutine.
 func (r *pollRelay) kernelTry(l *pollLeg) {
 	k := &r.k.legs[l.side]
 	if k.on.Load() {

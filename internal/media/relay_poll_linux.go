@@ -435,7 +435,7 @@ func (l *pollLeg) forward() {
 	l.dst.out.bytes.Add(uint64(p.n))
 	l.forwarded++
 	if l.r.k != nil {
-		l.r.kernelTry(l)
+		l.r.kernelSettle(l)
 	}
 }
 
